@@ -1,0 +1,134 @@
+"""The vocabulary every driver shares: what a decoder yields and what a catalogue declares.
+
+Pure and sans-I/O: nothing here reads a clock, a socket or a file. Drivers take bytes (serial)
+or a topic and payload (MQTT) and return events; the gateway shell stamps time and moves bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+Value = float | int | str | bool
+
+
+class ObservationType(StrEnum):
+    """OGC O&M observation types used by SensorThings Datastreams."""
+
+    MEASUREMENT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
+    COUNT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_CountObservation"
+    CATEGORY = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_CategoryObservation"
+    TRUTH = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_TruthObservation"
+    OBSERVATION = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Observation"
+
+
+class Aggregation(StrEnum):
+    """How the privacy stage may publish a field that is only allowed out in aggregate."""
+
+    NONE = "none"  # published per reading (non-personal fields only)
+    DISTINCT_COUNT = "distinct_count"  # count distinct pseudonyms per window (e.g. footfall)
+    SUM = "sum"
+    MEAN = "mean"
+    COUNT = "count"  # number of events per window (e.g. charging sessions started)
+    LAST = "last"  # last value in the window (e.g. status on a single bay)
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One thing a driver can report, or one aggregate the privacy stage derives from it.
+
+    `personal=True` means the raw value identifies or singles out a person; the privacy stage
+    never lets it out as-is. An aggregate field (`aggregation` other than NONE) is never in a
+    decoded reading: the privacy stage computes it per window from the field named `source`,
+    e.g. `footfall` = DISTINCT_COUNT of `mac`, `energy_delivered` = SUM of `session_energy`.
+    """
+
+    key: str
+    unit: str | None  # UCUM code, None for categorical/identifier fields
+    observation_type: ObservationType = ObservationType.MEASUREMENT
+    description: str = ""
+    personal: bool = False
+    aggregation: Aggregation = Aggregation.NONE
+    source: str | None = None  # for aggregates: the decoded field they are computed from
+    minimum: float | None = None  # plausible range; outside it the value is flagged
+    maximum: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """A driver's declaration: which fields it yields, their units, which are personal."""
+
+    driver: str
+    make: str
+    model: str
+    description: str
+    transport: str  # "serial" or "mqtt"
+    fields: tuple[Field, ...]
+    datasheet: str = ""
+
+    def field(self, key: str) -> Field | None:
+        for f in self.fields:
+            if f.key == key:
+                return f
+        return None
+
+    @property
+    def public_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if not f.personal and f.aggregation is Aggregation.NONE)
+
+    @property
+    def personal_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.personal)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One reading as the device reported it. `values` may contain personal fields."""
+
+    values: Mapping[str, Value]
+    device_time: float | None = None  # epoch seconds, if the device stamped it
+    flags: tuple[str, ...] = ()  # quality flags, e.g. "warm_up", "out_of_range"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """A rejected frame or payload. `reason` is a short machine word for counters; `detail`
+    is a human sentence that must never contain the payload's content."""
+
+    reason: str
+    detail: str
+
+
+Event = Decoded | DecodeError
+
+
+@dataclass(slots=True)
+class FrameCounters:
+    """Per-decoder counters the serial source exports as metrics."""
+
+    bytes: int = 0
+    frames_ok: int = 0
+    checksum_errors: int = 0
+    resyncs: int = 0
+    rejected: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class StreamDecoder(Protocol):
+    """A serial decoder: feed it any split of the byte stream, get events back."""
+
+    counters: FrameCounters
+
+    def feed(self, data: bytes) -> list[Event]: ...
+
+
+class MessageDecoder(Protocol):
+    """An MQTT decoder: one message in, events out. Never raises on bad input."""
+
+    def decode(self, topic: str, payload: bytes) -> list[Event]: ...
+
+
+class DecoderError(Exception):
+    """Raised by decoders only for programming errors (illegal state), never for bad input."""

@@ -1,0 +1,157 @@
+"""street-gateway run | check | demo | simulate | privacy-report | catalogue | schema
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. Problems go to stderr, one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from gateway.config import Config, ConfigError, Problem, load_config, problem_at
+from gateway.plan import PlanError, SitePlan, build_plan
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+
+def _load(path: str) -> tuple[Config, SitePlan] | int:
+    try:
+        cfg = load_config(path)
+        plan = build_plan(cfg)
+    except (ConfigError, PlanError) as e:
+        for p in e.problems:
+            print(p, file=sys.stderr)
+        return EXIT_CONFIG
+    return cfg, plan
+
+
+def semantic_problems(cfg: Config, plan: SitePlan) -> list[Problem]:
+    """What `check` verifies beyond the schema: ports exist, ids cannot trip the egress guard."""
+    from gateway.privacy.guard import find_identifier
+
+    problems: list[Problem] = []
+    for i, s in enumerate(cfg.sensors):
+        if s.serial is not None and not os.path.exists(s.serial.port):
+            problems.append(problem_at(cfg, ("sensors", i, "serial", "port"),
+                                       "no such device (is the adapter plugged in? see `ls /dev/serial/by-id/`)"))  # fmt: skip
+        kind = find_identifier(s.id)
+        if kind:
+            problems.append(problem_at(cfg, ("sensors", i, "id"),
+                                       f"looks like a {kind.replace('_', ' ')}; the egress guard would block it: choose a descriptive id"))  # fmt: skip
+    for loc, value in ((("gateway", "id"), cfg.gateway.id), (("gateway", "borough"), cfg.gateway.borough)):
+        kind = find_identifier(value)
+        if kind:
+            problems.append(problem_at(cfg, loc, f"looks like a {kind.replace('_', ' ')}; the egress guard would block it"))  # fmt: skip
+    if not (cfg.sinks.file or cfg.sinks.influxdb or cfg.sinks.mqtt):
+        problems.append(problem_at(cfg, ("sinks",), "no sink configured: observations would only pile up in the outbox"))  # fmt: skip
+    if cfg.sinks.influxdb is not None and not cfg.sinks.influxdb.url.startswith(("http://", "https://")):
+        problems.append(problem_at(cfg, ("sinks", "influxdb", "url"), "must start with http:// or https://"))  # fmt: skip
+    return problems
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    cfg, plan = loaded
+    problems = [] if args.no_devices else semantic_problems(cfg, plan)
+    if args.no_devices:
+        problems = [p for p in semantic_problems(cfg, plan) if "no such device" not in p.message]
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
+    sinks = [n for n in ("influxdb", "mqtt", "file") if getattr(cfg.sinks, n) is not None]
+    n_ds = len(plan.datastreams)
+    print(f"{args.config}: OK — gateway {cfg.gateway.id}, {len(plan.sensors)} sensors, "
+          f"{n_ds} datastreams, sinks: {', '.join(sinks)}")  # fmt: skip
+    for sp in plan.sensors.values():
+        where = sp.sensor.serial.port if sp.sensor.serial else (sp.sensor.mqtt.topic if sp.sensor.mqtt else "")
+        out = ", ".join(sorted(sp.datastreams)) or "nothing"
+        print(f"  {sp.id:<16} {sp.sensor.driver:<22} {where}  publishes: {out}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config import iter_secret_values
+    from gateway.ops.logs import setup_logging
+    from gateway.service import serve
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    cfg, _ = loaded
+    setup_logging(args.log_level or cfg.ops.log_level, secrets=tuple(iter_secret_values(cfg)))
+
+    def reload() -> Config | None:
+        r = _load(args.config)
+        return None if isinstance(r, int) else r[0]
+
+    try:
+        return asyncio.run(serve(cfg, reload=reload))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as e:
+        print(f"street-gateway: {e.strerror or e}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from gateway.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.simulate.demo import run_demo
+
+    return run_demo(duration=args.duration, data_dir=Path(args.data_dir) if args.data_dir else None,
+                    sensors=args.sensors, quiet=args.quiet)  # fmt: skip
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gateway.simulate.demo import run_simulators
+
+    return run_simulators(args.serial, duration=args.duration, noise=args.noise)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="street-gateway", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the gateway service")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("check", help="validate a config without starting anything")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--no-devices", action="store_true", help="do not require serial ports to exist")
+    p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("demo", help="simulated devices end to end into a local file store")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
+    p.add_argument("--data-dir", help="where to keep the outbox and observations (default: temp)")
+    p.add_argument("--sensors", type=int, default=3, help="simulated serial sensors (default 3)")
+    p.add_argument("--quiet", action="store_true", help="no live summary, final summary only")
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("simulate", help="run simulated serial devices on pseudo-terminals")
+    p.add_argument("--serial", action="append", default=[], metavar="DRIVER:LINK",
+                   help="e.g. pms5003:/tmp/pm-north (the link points at the pty)")  # fmt: skip
+    p.add_argument("--duration", type=float, default=0, help="seconds; 0 = until interrupted")
+    p.add_argument("--noise", type=float, default=0.0, help="probability of garbage per frame")
+    p.set_defaults(fn=cmd_simulate)
+    p = sub.add_parser("schema", help="print the config JSON Schema")
+    p.set_defaults(fn=cmd_schema)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:
+        return EXIT_CONFIG if e.code not in (0, None) else EXIT_OK
+    rc: int = args.fn(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

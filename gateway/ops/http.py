@@ -1,0 +1,119 @@
+"""Health, metrics and a commissioning page over plain HTTP on localhost. No framework.
+
+`/healthz` answers 200 while the event loop runs; `/readyz` 200 once the pipeline started and
+the outbox is open; `/metrics` is Prometheus text; `/` is a small status page; `/status.json`
+the same data for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("gateway.ops.http")
+
+MAX_REQUEST = 8192
+
+
+class OpsServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        metrics: Callable[[], str],
+        status: Callable[[], dict[str, Any]],
+        ready: Callable[[], bool],
+    ) -> None:
+        self.host, self.port = host, port
+        self.metrics, self.status, self.ready = metrics, status, ready
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        sock = self._server.sockets[0].getsockname()
+        self.port = sock[1]
+        log.info("ops http listening", extra={"address": f"{self.host}:{self.port}"})
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            if len(head) > MAX_REQUEST:
+                raise ValueError("request too large")
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            method, target, _ = request_line.split(" ", 2)
+            path = target.split("?", 1)[0]
+            status, ctype, body = self._route(method, path)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            status, ctype, body = 400, "text/plain", b"bad request\n"
+        except Exception:
+            log.exception("ops http handler failed")
+            status, ctype, body = 500, "text/plain", b"internal error\n"
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                  500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "OK")  # fmt: skip
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        with contextlib.suppress(Exception):
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+
+    def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"method not allowed\n"
+        if path == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if path == "/readyz":
+            ok = self.ready()
+            return (200 if ok else 503), "text/plain", (b"ready\n" if ok else b"starting\n")
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4", self.metrics().encode()
+        if path == "/status.json":
+            return 200, "application/json", json.dumps(self.status(), indent=1).encode()
+        if path == "/":
+            return 200, "text/html; charset=utf-8", render_status_page(self.status()).encode()
+        return 404, "text/plain", b"not found\n"
+
+
+def render_status_page(st: dict[str, Any]) -> str:
+    """A page a field engineer can read on a phone while commissioning; refreshes itself."""
+    e = html.escape
+    rows = []
+    for s in st.get("sensors", []):
+        values = ", ".join(f"{e(k)}={e(str(v))}" for k, v in sorted(s.get("values", {}).items()))
+        fault = e(s.get("fault") or "")
+        state = "ok" if not fault else "fault"
+        rows.append(
+            f'<tr class="{state}" data-sensor="{e(s["id"])}"><td>{e(s["id"])}</td><td>{e(s["driver"])}</td>'
+            f'<td>{e(s.get("last_seen") or "never")}</td><td class="values">{values}</td>'
+            f'<td class="fault">{fault}</td></tr>'
+        )
+    sinks = "".join(
+        f'<tr data-sink="{e(k)}"><td>{e(k)}</td><td>{v.get("delivered", 0)}</td><td>{v.get("lag", 0)}</td></tr>'
+        for k, v in st.get("sinks", {}).items()
+    )
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="5">
+<title>street-gateway {e(st.get("gateway", ""))}</title>
+<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}}tr.fault td{{background:#fdd}}</style></head>
+<body><h1>street-gateway <span id="gateway">{e(st.get("gateway", ""))}</span></h1>
+<p>Clock: <span id="clock">{e(str(st.get("clock", "")))}</span> · Outbox: <span id="outbox">{st.get("outbox", {}).get("observations", 0)}</span> observations</p>
+<h2>Sensors</h2><table id="sensors"><tr><th>sensor</th><th>driver</th><th>last seen</th><th>last values (non-personal)</th><th>fault</th></tr>
+{"".join(rows)}</table>
+<h2>Sinks</h2><table id="sinks"><tr><th>sink</th><th>delivered</th><th>lag</th></tr>{sinks}</table>
+</body></html>"""

@@ -1,0 +1,60 @@
+"""A small Prometheus-text metrics registry: counters and gauges with labels, no dependency.
+
+Label values come from config (sensor ids, sink names, reasons), never from device data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Metric:
+    name: str
+    help: str
+    kind: str  # "counter" or "gauge"
+    values: dict[Labels, float] = field(default_factory=dict)
+
+    def inc(self, n: float = 1, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        self.values[key] = self.values.get(key, 0.0) + n
+
+    def set(self, v: float, **labels: str) -> None:
+        self.values[tuple(sorted(labels.items()))] = float(v)
+
+    def get(self, **labels: str) -> float:
+        return self.values.get(tuple(sorted(labels.items())), 0.0)
+
+    def total(self) -> float:
+        return sum(self.values.values())
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.metrics: dict[str, Metric] = {}
+        self.collectors: list[Callable[[], None]] = []  # refresh gauges before rendering
+
+    def counter(self, name: str, help: str) -> Metric:
+        return self.metrics.setdefault(name, Metric(name, help, "counter"))
+
+    def gauge(self, name: str, help: str) -> Metric:
+        return self.metrics.setdefault(name, Metric(name, help, "gauge"))
+
+    def render(self) -> str:
+        for collect in self.collectors:
+            collect()
+        out: list[str] = []
+        for m in sorted(self.metrics.values(), key=lambda m: m.name):
+            out.append(f"# HELP {m.name} {m.help}")
+            out.append(f"# TYPE {m.name} {m.kind}")
+            for labels, v in sorted(m.values.items()):
+                lab = ",".join(f'{k}="{_esc(val)}"' for k, val in labels)
+                out.append(f"{m.name}{{{lab}}} {v:g}" if lab else f"{m.name} {v:g}")
+        return "\n".join(out) + "\n"

@@ -1,0 +1,331 @@
+"""Durable store-and-forward: SQLite in WAL mode, group commits, one cursor per sink.
+
+Durability: `PRAGMA synchronous=FULL` in WAL mode fsyncs the WAL at every commit, so a batch
+that `append` returned for survives power loss; batching many observations per commit (group
+commit) pays the fsync once per batch. Bounds: `max_bytes` (payload bytes) and `max_age`; when
+either is exceeded the oldest rows go first, counted per Datastream and reason in `drops`.
+Delivered rows (below every sink's cursor) are deleted in small chunks to avoid long pauses.
+
+This class is synchronous and not thread-safe: `AsyncOutbox` runs it on one worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("gateway.outbox")
+
+ROW_OVERHEAD = 40  # approximate bytes per row beyond the payload (rowid, ds, t, b-tree)
+RECLAIM_CHUNK = 5000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS obs(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ds INTEGER NOT NULL,
+    t REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursor(sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drops(
+    ds INTEGER NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY(ds, reason)
+);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    seq: int
+    ds: int
+    t: float
+    body: bytes
+
+
+class OutboxError(Exception):
+    pass
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        sinks: Sequence[str],
+        max_bytes: int = 2**30,
+        max_age_s: float = 30 * 86400,
+        sync: str = "full",
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.events: list[str] = []  # notable events at open (recovery), for the log and metrics
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = self._open(sync)
+        self.sinks = list(sinks)
+        self._init_cursors()
+        row = self.db.execute("SELECT COALESCE(SUM(LENGTH(body)), 0), COUNT(*) FROM obs").fetchone()
+        self.payload_bytes: int = row[0] + ROW_OVERHEAD * row[1]
+        self.appended = 0
+        self.bytes_appended = 0
+
+    # ------------------------------------------------------------------ open / recover
+
+    def _connect(self, sync: str) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        db.execute("PRAGMA wal_autocheckpoint=1000")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        return db
+
+    def _open(self, sync: str) -> sqlite3.Connection:
+        try:
+            db = self._connect(sync)
+            status = db.execute("PRAGMA quick_check").fetchone()[0]
+            if status == "ok":
+                return db
+            db.close()
+            reason = f"integrity check failed: {status}"
+        except sqlite3.DatabaseError as e:
+            reason = f"cannot open: {e}"
+        return self._recover(sync, reason)
+
+    def _recover(self, sync: str, reason: str) -> sqlite3.Connection:
+        """Move the damaged file aside, keep every row that can still be read, report it."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                shutil.move(src, Path(str(aside) + suffix))
+        db = self._connect(sync)
+        kept = lost = 0
+        try:
+            old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+            try:
+                cursors = old.execute("SELECT sink, seq FROM cursor").fetchall()
+                db.executemany("INSERT OR REPLACE INTO cursor VALUES (?, ?)", cursors)
+            except sqlite3.DatabaseError:
+                pass
+            last = 0
+            while True:
+                try:
+                    rows = old.execute(
+                        "SELECT seq, ds, t, body FROM obs WHERE seq > ? ORDER BY seq LIMIT 1000",
+                        (last,),
+                    ).fetchall()
+                except sqlite3.DatabaseError:
+                    lost += 1
+                    last += 1000  # skip the damaged page range and try the next
+                    if last > 10**12:
+                        break
+                    continue
+                if not rows:
+                    break
+                db.execute("BEGIN")
+                db.executemany("INSERT INTO obs(seq, ds, t, body) VALUES (?, ?, ?, ?)", rows)
+                db.execute("COMMIT")
+                kept += len(rows)
+                last = rows[-1][0]
+            old.close()
+        except sqlite3.DatabaseError as e:
+            reason += f"; salvage stopped: {e}"
+        event = f"outbox recovered: {reason}; kept {kept} rows; {lost} unreadable ranges; damaged file kept as {aside.name}"
+        self.events.append(event)
+        log.error(event)
+        return db
+
+    def _init_cursors(self) -> None:
+        existing = dict(self.db.execute("SELECT sink, seq FROM cursor").fetchall())
+        start = self.db.execute("SELECT COALESCE(MIN(seq) - 1, 0) FROM obs").fetchone()[0]
+        for sink in self.sinks:
+            if sink not in existing:
+                self.db.execute("INSERT INTO cursor VALUES (?, ?)", (sink, start))
+        for sink in set(existing) - set(self.sinks):
+            self.db.execute("DELETE FROM cursor WHERE sink = ?", (sink,))
+            self.events.append(f"cursor of removed sink {sink!r} dropped")
+
+    # ------------------------------------------------------------------ writes
+
+    def append(self, records: Iterable[tuple[int, float, bytes]]) -> int:
+        """Commit a batch in one transaction (group commit). Returns the last sequence number."""
+        rows = list(records)
+        if not rows:
+            return self.head()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO obs(ds, t, body) VALUES (?, ?, ?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        n = sum(len(b) for _, _, b in rows)
+        self.payload_bytes += n + ROW_OVERHEAD * len(rows)
+        self.appended += len(rows)
+        self.bytes_appended += n
+        return self.head()
+
+    def head(self) -> int:
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'obs'").fetchone()
+        return int(row[0]) if row else 0
+
+    def read(self, sink: str, limit: int, after: int | None = None) -> list[Row]:
+        start = self.cursor(sink) if after is None else after
+        return [
+            Row(*r)
+            for r in self.db.execute(
+                "SELECT seq, ds, t, body FROM obs WHERE seq > ? ORDER BY seq LIMIT ?",
+                (start, limit),
+            )
+        ]
+
+    def cursor(self, sink: str) -> int:
+        row = self.db.execute("SELECT seq FROM cursor WHERE sink = ?", (sink,)).fetchone()
+        if row is None:
+            raise OutboxError(f"no cursor for sink {sink!r}")
+        return int(row[0])
+
+    def advance(self, sink: str, seq: int) -> None:
+        self.db.execute("UPDATE cursor SET seq = MAX(seq, ?) WHERE sink = ?", (seq, sink))
+
+    def lag(self, sink: str) -> int:
+        c = self.cursor(sink)
+        return int(self.db.execute("SELECT COUNT(*) FROM obs WHERE seq > ?", (c,)).fetchone()[0])
+
+    def oldest_pending_time(self, sink: str) -> float | None:
+        row = self.db.execute(
+            "SELECT t FROM obs WHERE seq > ? ORDER BY seq LIMIT 1", (self.cursor(sink),)
+        ).fetchone()
+        return float(row[0]) if row else None
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM obs").fetchone()[0])
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def reclaim(self) -> int:
+        """Delete up to one chunk of rows every sink has delivered. Returns rows deleted."""
+        low = self.db.execute("SELECT MIN(seq) FROM cursor").fetchone()[0]
+        if low is None:
+            low = self.head()  # no sinks: nothing will ever read the rows
+        rows = self.db.execute(
+            "SELECT seq, LENGTH(body) FROM obs WHERE seq <= ? ORDER BY seq LIMIT ?",
+            (low, RECLAIM_CHUNK),
+        ).fetchall()
+        if not rows:
+            return 0
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM obs WHERE seq <= ?", (rows[-1][0],))
+        self.db.execute("COMMIT")
+        self.payload_bytes -= sum(r[1] for r in rows) + ROW_OVERHEAD * len(rows)
+        return len(rows)
+
+    def enforce_bounds(self, now: float) -> dict[str, int]:
+        """Drop the oldest rows beyond max_age, then beyond max_bytes; count every one."""
+        dropped = {"max_age": 0, "max_bytes": 0}
+        cutoff = now - self.max_age_s
+        while True:
+            rows = self.db.execute(
+                "SELECT seq, ds, LENGTH(body) FROM obs WHERE t < ? ORDER BY seq LIMIT ?",
+                (cutoff, RECLAIM_CHUNK),
+            ).fetchall()
+            if not rows:
+                break
+            dropped["max_age"] += self._drop(rows, "max_age")
+        while self.payload_bytes > self.max_bytes:
+            excess = self.payload_bytes - self.max_bytes
+            rows = self.db.execute(
+                "SELECT seq, ds, LENGTH(body) FROM obs ORDER BY seq LIMIT ?", (RECLAIM_CHUNK,)
+            ).fetchall()
+            if not rows:
+                self.payload_bytes = 0
+                break
+            take, acc = [], 0
+            for r in rows:
+                take.append(r)
+                acc += r[2] + ROW_OVERHEAD
+                if acc >= excess:
+                    break
+            dropped["max_bytes"] += self._drop(take, "max_bytes")
+        return dropped
+
+    def _drop(self, rows: list[Any], reason: str) -> int:
+        per_ds: dict[int, int] = {}
+        for _, ds, _ in rows:
+            per_ds[ds] = per_ds.get(ds, 0) + 1
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM obs WHERE seq <= ?", (rows[-1][0],))
+        self.db.executemany(
+            "INSERT INTO drops VALUES (?, ?, ?) ON CONFLICT(ds, reason) DO UPDATE SET n = n + excluded.n",
+            [(ds, reason, n) for ds, n in per_ds.items()],
+        )
+        self.db.execute("COMMIT")
+        self.payload_bytes -= sum(r[2] for r in rows) + ROW_OVERHEAD * len(rows)
+        log.warning(
+            "outbox bound reached: dropped %d oldest observations (reason=%s)", len(rows), reason
+        )
+        return len(rows)
+
+    def drops(self) -> dict[tuple[int, str], int]:
+        return {(ds, r): n for ds, r, n in self.db.execute("SELECT ds, reason, n FROM drops")}
+
+    def checkpoint(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.checkpoint()
+        self.db.close()
+
+
+T = TypeVar("T")
+
+
+class AsyncOutbox:
+    """Runs every outbox call on one worker thread so fsyncs never block the event loop."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.sync = outbox
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        self.changed = asyncio.Event()  # set after each append, so sinks wake up
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def append(self, records: list[tuple[int, float, bytes]]) -> int:
+        seq: int = await self.call(self.sync.append, records)
+        self.changed.set()
+        return seq
+
+    async def read(self, sink: str, limit: int, after: int | None = None) -> list[Row]:
+        rows: list[Row] = await self.call(self.sync.read, sink, limit, after)
+        return rows
+
+    async def advance(self, sink: str, seq: int) -> None:
+        await self.call(self.sync.advance, sink, seq)
+
+    async def close(self) -> None:
+        await self.call(self.sync.close)
+        self._pool.shutdown(wait=True)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename or new file in it survives power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,155 @@
+"""Async serial source: moves bytes between a tty and a sans-I/O driver, nothing else.
+
+pyserial opens the port (non-blocking); the event loop watches its file descriptor. A port that
+disappears (USB unplugged, pty closed) raises `SerialException`; the source closes it and
+reopens with backoff while the gateway keeps serving its other sensors. Stable paths
+(`/dev/serial/by-id/…`) are re-resolved at every open, so a replugged adapter is found again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import serial
+
+from firmware_bridge.base import Decoded, DecodeError
+from firmware_bridge.driver import Poller
+from gateway.model import Reading
+from gateway.ops.logs import Throttle
+from gateway.ops.metrics import Registry
+from gateway.plan import SensorPlan
+
+log = logging.getLogger("gateway.sources.serial")
+
+BACKOFF_MIN = 0.2
+BACKOFF_MAX = 30.0
+TICK = 0.25  # how often pollers are asked for due commands
+
+
+class SerialSource:
+    def __init__(
+        self,
+        plan: SensorPlan,
+        emit: Callable[[Reading], Awaitable[None]],
+        metrics: Registry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        assert plan.serial is not None and plan.sensor.serial is not None
+        self.plan = plan
+        self.driver = plan.serial
+        self.port = plan.sensor.serial.port
+        self.baud = plan.sensor.serial.baud or plan.serial.baud
+        self.emit = emit
+        self.clock = clock
+        self.decoder = self.driver.new_decoder()
+        self.throttle = Throttle()
+        self.connected = False
+        self._last_t = 0.0
+        sid = plan.id
+        self.labels = {"sensor": sid}
+        self.m_bytes = metrics.counter("gateway_serial_bytes_total", "Bytes read from the port")
+        self.m_frames = metrics.counter("gateway_serial_frames_ok_total", "Frames decoded")
+        self.m_errors = metrics.counter(
+            "gateway_serial_frame_errors_total", "Frames rejected, by reason"
+        )
+        self.m_resyncs = metrics.counter("gateway_serial_resyncs_total", "Header hunts")
+        self.m_reconnects = metrics.counter("gateway_serial_reconnects_total", "Port reopened")
+        self.m_connected = metrics.gauge("gateway_serial_connected", "1 while the port is open")
+        self.m_connected.set(0, **self.labels)
+        self.m_last_seen = metrics.gauge(
+            "gateway_sensor_last_seen_timestamp_seconds", "Time of the last good reading"
+        )
+
+    async def run(self) -> None:
+        """Supervisor: open, pump, and on any port failure back off and reopen. Never returns."""
+        delay = BACKOFF_MIN
+        first = True
+        while True:
+            try:
+                ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=1, exclusive=True)
+            except (serial.SerialException, OSError, ValueError) as e:
+                if self.throttle.should_log(("open", type(e).__name__), time.monotonic()) is not None:
+                    log.warning("serial port unavailable, retrying", extra={"sensor": self.plan.id, "port": self.port, "reason": _why(e)})  # fmt: skip
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if not first:
+                self.m_reconnects.inc(**self.labels)
+            first = False
+            log.info("serial port open", extra={"sensor": self.plan.id, "port": self.port, "baud": self.baud})  # fmt: skip
+            self.connected = True
+            self.m_connected.set(1, **self.labels)
+            try:
+                await self._pump(ser)
+                delay = BACKOFF_MIN
+            except (serial.SerialException, OSError) as e:
+                log.warning("serial port lost, will reopen", extra={"sensor": self.plan.id, "reason": _why(e)})  # fmt: skip
+                delay = BACKOFF_MIN
+            finally:
+                self.connected = False
+                self.m_connected.set(0, **self.labels)
+                with contextlib.suppress(Exception):
+                    ser.close()
+            await asyncio.sleep(delay)
+
+    async def _pump(self, ser: serial.Serial) -> None:
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        fd = ser.fileno()
+        loop.add_reader(fd, readable.set)
+        poller: Poller | None = None
+        if self.driver.new_poller is not None:
+            poller = self.driver.new_poller(self.plan.sensor.options)
+        try:
+            if poller is not None:
+                self._send(ser, poller.on_open(time.monotonic()))
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(readable.wait(), TICK)
+                if readable.is_set():
+                    readable.clear()
+                    data = ser.read(4096)
+                    if data:
+                        await self._handle(data)
+                if poller is not None:
+                    self._send(ser, poller.due(time.monotonic()))
+        finally:
+            loop.remove_reader(fd)
+
+    def _send(self, ser: serial.Serial, commands: list[bytes]) -> None:
+        for cmd in commands:
+            ser.write(cmd)
+
+    async def _handle(self, data: bytes) -> None:
+        c = self.decoder.counters
+        before = (c.frames_ok, c.checksum_errors, c.resyncs)
+        events = self.decoder.feed(data)
+        self.m_bytes.inc(len(data), **self.labels)
+        self.m_resyncs.inc(c.resyncs - before[2], **self.labels)
+        now = self.clock()
+        for ev in events:
+            if isinstance(ev, Decoded):
+                self.m_frames.inc(**self.labels)
+                self.m_last_seen.set(now, **self.labels)
+                # strictly increasing per sensor at the store's millisecond resolution, so two
+                # frames read in one chunk never overwrite each other downstream
+                t = max(now, self._last_t + 0.001)
+                self._last_t = t
+                await self.emit(Reading(self.plan.id, t, ev.values, ev.flags))
+            elif isinstance(ev, DecodeError):
+                self.m_errors.inc(reason=ev.reason, **self.labels)
+                n = self.throttle.should_log((self.plan.id, ev.reason), time.monotonic())
+                if n is not None:
+                    log.warning("bad serial frame", extra={"sensor": self.plan.id, "reason": ev.reason, "detail": ev.detail, "suppressed_since_last": n})  # fmt: skip
+
+
+def _why(e: BaseException) -> str:
+    """A short reason without pyserial's long messages (which may repeat paths)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return type(e).__name__

@@ -1,0 +1,184 @@
+"""Real services for integration tests: VictoriaMetrics and Mosquitto on free ports.
+
+Under CI (CI=true) a missing service binary fails the test loudly; locally it skips with the
+apt command to install it. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_binary(name: str, package: str, extra_dirs: tuple[str, ...] = ("/usr/sbin",)) -> str:
+    path = shutil.which(name)
+    if path is None:
+        for d in extra_dirs:
+            candidate = os.path.join(d, name)
+            if os.access(candidate, os.X_OK):
+                path = candidate
+                break
+    if path is None:
+        msg = f"{name} not found: install it with `apt-get install -y {package}` (scripts/test does)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout} s")
+
+
+@dataclass
+class VictoriaMetrics:
+    port: int
+    proc: subprocess.Popen[bytes]
+    data: Path
+    binary: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def flush(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/internal/force_flush"), timeout=10).read()
+
+    def export(self, match: str = '{__name__!=""}') -> list[dict[str, object]]:
+        """Every series matching, as VictoriaMetrics' JSON-lines export (any time range)."""
+        self.flush()
+        q = urllib.parse.urlencode({"match[]": match, "start": "0", "end": str(int(time.time()) + 86400 * 365)})
+        body = urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=10).read()
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+    def export_until(self, match: str, points: int, timeout: float = 15.0) -> list[dict[str, object]]:
+        """Export, polling until at least `points` points are visible: ingestion is asynchronous
+        in VictoriaMetrics even after a forced flush."""
+        deadline = time.monotonic() + timeout
+        while True:
+            series = self.export(match)
+            n = sum(len(s["values"]) for s in series)  # type: ignore[arg-type]
+            if n >= points or time.monotonic() > deadline:
+                return series
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def start(self) -> None:
+        """(Re)start on the same port and data, e.g. after an outage test."""
+        self.proc = _spawn_vm(self.binary, self.port, self.data)
+
+
+def _spawn_vm(binary: str, port: int, data: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={data}",
+         "-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=ERROR"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_port(port)
+    return proc
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    binary = require_binary("victoria-metrics", "victoria-metrics")
+    port = free_port()
+    data = tmp_path / "vm-data"
+    vm = VictoriaMetrics(port, _spawn_vm(binary, port, data), data, binary)
+    try:
+        yield vm
+    finally:
+        vm.stop()
+
+
+@dataclass
+class Mosquitto:
+    port: int
+    proc: subprocess.Popen[bytes]
+    conf: Path
+    binary: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def start(self) -> None:
+        self.proc = _spawn_mosquitto(self.binary, self.conf, self.port, self.log)
+
+
+def _spawn_mosquitto(binary: str, conf: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    wait_port(port)
+    return proc
+
+
+def write_mosquitto_conf(tmp: Path, port: int, extra: str = "") -> Path:
+    """Persistence on, and max_queued_messages raised: Mosquitto's default of 1000 per client
+    silently drops a persistent session's backlog while the gateway is restarting."""
+    conf = tmp / "mosquitto.conf"
+    (tmp / "mosq-data").mkdir(exist_ok=True)
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence true\n"
+        f"persistence_location {tmp / 'mosq-data'}/\n"
+        "autosave_interval 1\n"
+        "max_queued_messages 1000000\n"
+        "max_inflight_messages 100\n"
+        "log_type error\nlog_type warning\n"
+        + extra
+    )
+    return conf
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    binary = require_binary("mosquitto", "mosquitto")
+    port = free_port()
+    d = tmp_path / "mosq"
+    d.mkdir()
+    conf = write_mosquitto_conf(d, port)
+    log = d / "mosquitto.log"
+    broker = Mosquitto(port, _spawn_mosquitto(binary, conf, port, log), conf, binary, log)
+    try:
+        yield broker
+    finally:
+        broker.stop()

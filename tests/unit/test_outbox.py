@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from gateway.outbox import ROW_OVERHEAD, Outbox
+
+
+def rows(n: int, start: int = 0, ds: int = 7, size: int = 60) -> list[tuple[int, float, bytes]]:
+    return [(ds, 1000.0 + i, b"x" * size) for i in range(start, start + n)]
+
+
+def test_each_sink_has_its_own_cursor(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite", sinks=["a", "b"])
+    ob.append(rows(10))
+    got = ob.read("a", 4)
+    assert [r.seq for r in got] == [1, 2, 3, 4]
+    ob.advance("a", got[-1].seq)
+    assert ob.lag("a") == 6 and ob.lag("b") == 10
+    assert [r.seq for r in ob.read("b", 100)] == list(range(1, 11))
+
+
+def test_reclaim_deletes_only_what_every_sink_delivered(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite", sinks=["a", "b"])
+    ob.append(rows(10))
+    ob.advance("a", 10)
+    ob.advance("b", 3)
+    assert ob.reclaim() == 3
+    assert ob.count() == 7
+    ob.advance("b", 10)
+    assert ob.reclaim() == 7 and ob.count() == 0
+
+
+def test_sequence_numbers_never_reused_after_everything_is_reclaimed(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    ob = Outbox(path, sinks=["a"])
+    ob.append(rows(5))
+    ob.advance("a", 5)
+    ob.reclaim()
+    ob.close()
+    ob = Outbox(path, sinks=["a"])
+    ob.append(rows(2))
+    assert [r.seq for r in ob.read("a", 10)] == [6, 7]
+
+
+def test_committed_rows_and_cursors_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    ob = Outbox(path, sinks=["a"])
+    ob.append(rows(100))
+    ob.advance("a", 40)
+    ob.db.close()  # no checkpoint: as after kill -9, the WAL holds the data
+    ob2 = Outbox(path, sinks=["a"])
+    assert ob2.cursor("a") == 40 and ob2.count() == 100
+
+
+def test_byte_bound_drops_oldest_and_counts_per_datastream(tmp_path: Path) -> None:
+    per_row = 60 + ROW_OVERHEAD
+    ob = Outbox(tmp_path / "o.sqlite", sinks=["a"], max_bytes=per_row * 50)
+    ob.append(rows(40, ds=1))
+    ob.append(rows(30, start=40, ds=2))
+    dropped = ob.enforce_bounds(now=1000.0)
+    assert dropped == {"max_age": 0, "max_bytes": 20}
+    assert ob.count() == 50
+    assert [r.seq for r in ob.read("a", 1)] == [21]  # the oldest went first
+    assert ob.drops() == {(1, "max_bytes"): 20}
+
+
+def test_age_bound_drops_old_rows(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite", sinks=["a"], max_age_s=50)
+    ob.append(rows(100))  # t = 1000..1099
+    assert ob.enforce_bounds(now=1100.0)["max_age"] == 50
+    assert ob.drops() == {(7, "max_age"): 50}
+
+
+def test_new_sink_starts_at_the_oldest_retained_row_and_removed_sink_is_forgotten(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    ob = Outbox(path, sinks=["a"])
+    ob.append(rows(5))
+    ob.close()
+    ob = Outbox(path, sinks=["b"])
+    assert ob.lag("b") == 5
+    assert "cursor of removed sink 'a' dropped" in ob.events
+
+
+def test_corrupt_database_is_moved_aside_and_readable_rows_kept(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    ob = Outbox(path, sinks=["a"])
+    ob.append(rows(3000, size=200))
+    ob.close()
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    # damage a page in the middle of the table's b-tree
+    mid = (len(raw) // page // 2) * page
+    raw[mid : mid + page] = b"\xff" * page
+    path.write_bytes(bytes(raw))
+    ob = Outbox(path, sinks=["a"])
+    assert ob.events and ob.events[0].startswith("outbox recovered")
+    assert 0 < ob.count() < 3000
+    assert list(tmp_path.glob("o.sqlite.corrupt-*"))
+    ob.append(rows(1))  # and it keeps working
+    sqlite3.connect(path).execute("PRAGMA quick_check").fetchone()
