@@ -76,6 +76,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_privacy_report(args: argparse.Namespace) -> int:
+    """Write privacy-report.md and privacy-report.json from the plan the gateway enforces."""
+    import time
+
+    from gateway.privacy.report import render
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    cfg, plan = loaded
+    md, data = render(cfg, plan, generated_at=time.time(), source=args.config)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "privacy-report.md").write_text(md, encoding="utf-8")
+        (out / "privacy-report.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as e:
+        print(f"street-gateway: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"wrote {out / 'privacy-report.md'} and {out / 'privacy-report.json'}")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import iter_secret_values
     from gateway.ops.logs import setup_logging
@@ -107,6 +130,28 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_catalogue(args: argparse.Namespace) -> int:
+    """Write catalogue.jsonld (DCAT-AP) and ckan_package.json for the config's feeds."""
+    from gateway.standards.catalogue import ckan_package, dcat_catalogue
+
+    loaded = _load(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    cfg, plan = loaded
+    out = Path(args.out)
+    docs = {"catalogue.jsonld": dcat_catalogue(cfg, plan, licence=args.licence, title=args.title),
+            "ckan_package.json": ckan_package(cfg, plan, licence=args.licence, title=args.title)}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, doc in docs.items():
+            (out / name).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as e:
+        print(f"street-gateway: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"wrote {out / 'catalogue.jsonld'} and {out / 'ckan_package.json'}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.simulate.demo import run_demo
 
@@ -131,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--no-devices", action="store_true", help="do not require serial ports to exist")
     p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("privacy-report", help="write the privacy report (Markdown and JSON) for a config")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--out", default=".", help="directory for privacy-report.md and .json (default: .)")
+    p.set_defaults(fn=cmd_privacy_report)
     p = sub.add_parser("demo", help="simulated devices end to end into a local file store")
     p.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
     p.add_argument("--data-dir", help="where to keep the outbox and observations (default: temp)")
@@ -145,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_simulate)
     p = sub.add_parser("schema", help="print the config JSON Schema")
     p.set_defaults(fn=cmd_schema)
+    p = sub.add_parser("catalogue", help="write DCAT-AP and CKAN catalogue records for the feeds")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--out", default=".", help="directory for catalogue.jsonld and ckan_package.json")
+    p.add_argument("--licence", default="http://www.nationalarchives.gov.uk/doc/open-government-licence/version/3/",
+                   help="licence URL (default: Open Government Licence v3.0)")  # fmt: skip
+    p.add_argument("--title", help="catalogue title (default: from gateway.name or id)")
+    p.set_defaults(fn=cmd_catalogue)
     try:
         args = ap.parse_args(argv)
     except SystemExit as e:

@@ -164,12 +164,54 @@ class Governance(Strict):
     data_sharing_agreement: str | None = None
 
 
+LonLat = tuple[Annotated[float, Field(ge=-180, le=180)], Annotated[float, Field(ge=-90, le=90)]]
+
+
+class FootfallMethod(Strict):
+    """Wi-Fi footfall method for distinct counts of MACs (docs/privacy.md)."""
+
+    rssi_min_dbm: float = Field(-71, ge=-120, le=0, description="Probes weaker than this are ignored.")
+    dwell_max: Duration = Field(1800, gt=0, description="Devices seen across longer are not footfall.")
+    randomised_factor: float = Field(
+        1.0, ge=0, le=1, description="Devices per distinct randomised MAC in a window."
+    )
+    max_tracked: int = Field(50_000, ge=100, le=1_000_000, description="Bound on the dwell table.")
+
+
+class PrivacyZone(Strict):
+    """A polygon where data is withheld (`suppress`) or made coarser (`coarsen`).
+
+    A zone applies when it contains the gateway location, to every sensor or only to `sensors`.
+    Zones can only make things more private: the larger window, min_count, grid and delay win.
+    """
+
+    name: str
+    polygon: list[LonLat] = Field(min_length=3, description="[[lon, lat], ...]")
+    action: Literal["suppress", "coarsen"]
+    sensors: list[str] | None = Field(None, description="Sensor ids it applies to; all if unset.")
+    grid_m: float | None = Field(None, ge=0)
+    window: Duration | None = None
+    min_count: int | None = Field(None, ge=1)
+    delay: Duration | None = None
+    last_per_window: bool = Field(
+        False, description="Per-reading properties leave only as the last value per window."
+    )
+
+
 class PrivacySection(Strict):
     window: Duration = Field(900, description="Aggregation window (default 15m).")
     min_count: int = Field(10, ge=1, description="Counts below this are not published.")
     location_grid_m: float = Field(100, ge=0, description="Published locations snap to this grid.")
     salt_rotation: Duration = Field(86400, gt=0, description="Pseudonym key lifetime.")
     governance: Governance = Governance()
+    footfall: FootfallMethod = FootfallMethod()
+    zones: list[PrivacyZone] = Field(default_factory=list)
+    street_segment: list[LonLat] | None = Field(
+        None, min_length=2, description="[[lon, lat], ...]: publish the location on this street."
+    )
+    street_segment_publish: Literal["snapped", "midpoint"] = Field(
+        "snapped", description="snapped: along the line to location_grid_m; midpoint: the middle."
+    )
 
 
 class InfluxSink(Strict):

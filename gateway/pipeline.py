@@ -175,23 +175,31 @@ class Pipeline:
                         items.append(await asyncio.wait_for(self.queue.get(), left))
                     except TimeoutError:
                         break
-            now = self.clock()
-            observations: list[Observation] = []
-            for reading, _ in items:
-                if reading is None:
-                    continue
-                self.stats.readings += 1
-                self.m_readings.inc(sensor=reading.sensor_id)
-                observations.extend(self.privacy.process(reading, now))
-            await self.commit(observations)
-            for _, ack in items:
-                if ack is not None:
-                    try:
-                        ack()
-                    except Exception:  # an ack failing must not stop ingestion
-                        log.exception("acknowledgement failed")
+            try:
+                await self._commit_items(items)
+            except Exception:
+                # never let one bad batch stop ingestion; unacked MQTT messages are redelivered
+                log.exception("commit of a batch failed", extra={"readings": len(items)})
+                await asyncio.sleep(1.0)
             for _ in items:
                 self.queue.task_done()
+
+    async def _commit_items(self, items: list[tuple[Reading | None, Ack | None]]) -> None:
+        now = self.clock()
+        observations: list[Observation] = []
+        for reading, _ in items:
+            if reading is None:
+                continue
+            self.stats.readings += 1
+            self.m_readings.inc(sensor=reading.sensor_id)
+            observations.extend(self.privacy.process(reading, now))
+        await self.commit(observations)
+        for _, ack in items:
+            if ack is not None:
+                try:
+                    ack()
+                except Exception:  # an ack failing must not stop ingestion
+                    log.exception("acknowledgement failed")
 
     async def commit(self, observations: list[Observation]) -> None:
         """Guard and durably append observations (group commit)."""
@@ -239,7 +247,7 @@ class Pipeline:
         event = self._sink_events[sink.name]
         backoff = 1.0
         started = False
-        while True:
+        while not self._stopping.is_set():
             if not started:
                 try:
                     await sink.start()
@@ -341,7 +349,9 @@ class Pipeline:
             from gateway.sources.mqtt import MqttSource
 
             assert self.cfg.inputs.mqtt is not None
-            msrc = MqttSource(self.cfg.inputs.mqtt, mqtt_plans, self.submit, self.metrics, self.clock)
+            msrc = MqttSource(self.cfg.inputs.mqtt, mqtt_plans, self.submit, self.metrics,
+                              self.clock, gateway_id=self.cfg.gateway.id)  # fmt: skip
+            self.mqtt_source = msrc
             self.add_source(msrc.run())
 
     async def stop(self, drain_timeout: float = 3.0) -> None:
@@ -351,8 +361,19 @@ class Pipeline:
             t.cancel()
         await asyncio.gather(*self._sources, return_exceptions=True)
         if self.outbox is not None:
-            await self.queue.join()
+            try:
+                await asyncio.wait_for(self.queue.join(), drain_timeout)
+            except TimeoutError:
+                log.error("readings still queued at shutdown; unacknowledged ones will be redelivered")
             await self.commit(self.privacy.drain(self.clock()))
+        # let each sink finish the batch it is writing (so its cursor moves and nothing is sent
+        # twice), then stop the rest; whatever is left is drained below or waits in the outbox
+        self._stopping.set()
+        for ev in self._sink_events.values():
+            ev.set()
+        sink_tasks = [t for t in self._tasks if t.get_name().startswith("sink-")]
+        if sink_tasks:
+            await asyncio.wait(sink_tasks, timeout=drain_timeout)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from firmware_bridge.base import Aggregation, Field, Value
 from gateway.model import Observation, ParamValue, Reading
 from gateway.plan import SensorPlan, SitePlan
+from gateway.privacy.footfall import FootfallEstimator, FootfallOptions, is_locally_administered
 
 ALLOWED_PARAMETERS = frozenset(
     {"quality", "aggregation", "period", "samples", "suppressed", "min_count", "window"}
@@ -54,6 +55,13 @@ class _Aggregator:
     sensor: SensorPlan
     field: Field
     window: _Window | None = None
+    footfall: FootfallEstimator | None = None  # distinct counts of MACs: the footfall method
+
+
+def _aggregator(sp: SensorPlan, f: Field) -> _Aggregator:
+    if f.aggregation is Aggregation.DISTINCT_COUNT and f.source == "mac":
+        return _Aggregator(sp, f, footfall=FootfallEstimator(sp.footfall or FootfallOptions()))
+    return _Aggregator(sp, f)
 
 
 class PrivacyStage:
@@ -76,7 +84,7 @@ class PrivacyStage:
         self.suppressed: Counter[str] = Counter()  # sensor -> windows published without number
         self.late: Counter[str] = Counter()
         self._aggs: dict[str, list[_Aggregator]] = {
-            sid: [_Aggregator(sp, f) for f in sp.aggregates] for sid, sp in plan.sensors.items()
+            sid: [_aggregator(sp, f) for f in sp.aggregates] for sid, sp in plan.sensors.items()
         }
 
     # ------------------------------------------------------------------ per reading
@@ -86,13 +94,19 @@ class PrivacyStage:
         if sp is None:
             self.dropped[(reading.sensor_id, "unknown_sensor")] += 1
             return []
+        if sp.suppressed:  # inside a `suppress` privacy zone: nothing of it leaves
+            self.dropped[(sp.id, "privacy_zone")] += len(reading.values)
+            return []
         out: list[Observation] = []
         quality = list(reading.flags)
         published = {f.key: f for f in sp.published}
+        sources = {f.source for f in sp.aggregates}
         for key, value in reading.values.items():
             f = published.get(key)
             if f is None:
                 declared = sp.catalogue.field(key)
+                if declared is not None and not declared.personal and key in sources:
+                    continue  # leaves as an aggregate (e.g. last per window in a zone)
                 reason = ("personal" if declared.personal else "not_selected") if declared else "undeclared"
                 self.dropped[(sp.id, reason)] += 1
                 continue
@@ -148,7 +162,16 @@ class PrivacyStage:
             w = agg.window = _Window(index, partial)
         value = reading.values[src]
         kind = agg.field.aggregation
-        if kind is Aggregation.DISTINCT_COUNT:
+        if kind is Aggregation.DISTINCT_COUNT and agg.footfall is not None:
+            rssi = reading.values.get("rssi")
+            flag = reading.values.get("randomised")
+            agg.footfall.observe(
+                self._pseudonym(value),
+                reading.time,
+                float(rssi) if isinstance(rssi, int | float) and not isinstance(rssi, bool) else None,
+                flag if isinstance(flag, bool) else is_locally_administered(str(value)),
+            )
+        elif kind is Aggregation.DISTINCT_COUNT:
             w.pseudonyms.add(self._pseudonym(value))
         elif kind in (Aggregation.SUM, Aggregation.MEAN):
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
@@ -186,19 +209,32 @@ class PrivacyStage:
                     out.extend(self._close(agg, now, end=min(now, (agg.window.index + 1) * agg.sensor.window_s)))
         return out
 
+    def _holds_pseudonyms(self) -> bool:
+        for aggs in self._aggs.values():
+            for a in aggs:
+                if a.window is not None and a.window.pseudonyms:
+                    return True
+                if a.footfall is not None and a.footfall.holds_pseudonyms:
+                    return True
+        return False
+
     def _maybe_rotate(self, now: float) -> None:
         if now < self._key_expires:
             return
-        if any(a.window is not None and a.window.pseudonyms for aggs in self._aggs.values() for a in aggs):
+        if self._holds_pseudonyms():
             return  # rotate between windows, so de-duplication inside a window stays exact
-        self._key = self._new_key()
-        self._key_expires = now + self._rotation
-        self.key_generation += 1
+        self.force_rotate(now)
 
     def force_rotate(self, now: float) -> None:
+        """New key now. Pseudonyms kept across windows (the footfall dwell tables) are made
+        under the old key and are forgotten with it: a long dweller counts anew for dwell_max."""
         self._key = self._new_key()
         self._key_expires = now + self._rotation
         self.key_generation += 1
+        for aggs in self._aggs.values():
+            for a in aggs:
+                if a.footfall is not None:
+                    a.footfall.forget()
 
     def _close(self, agg: _Aggregator, now: float, end: float | None = None) -> list[Observation]:
         w = agg.window
@@ -216,7 +252,11 @@ class PrivacyStage:
             params["quality"] = "partial_window"
         result: float | int | str | bool | None
         kind = f.aggregation
-        if kind is Aggregation.DISTINCT_COUNT:
+        distinct: int | None = None  # devices actually heard, when the result is an estimate
+        if kind is Aggregation.DISTINCT_COUNT and agg.footfall is not None:
+            count = agg.footfall.close(now)
+            result, distinct = count.estimate, count.distinct
+        elif kind is Aggregation.DISTINCT_COUNT:
             result = len(w.pseudonyms)
             w.pseudonyms.clear()
         elif kind is Aggregation.COUNT:
@@ -235,7 +275,7 @@ class PrivacyStage:
             result = round_result(w.last) if isinstance(w.last, float) else w.last
         if kind in (Aggregation.DISTINCT_COUNT, Aggregation.COUNT):
             assert isinstance(result, int)
-            if result < sp.min_count:
+            if min(result, result if distinct is None else distinct) < sp.min_count:
                 self.suppressed[sp.id] += 1
                 params["suppressed"] = True
                 params["min_count"] = sp.min_count

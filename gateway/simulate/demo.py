@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware_bridge.drivers import SERIAL_DRIVERS
+from firmware_bridge.drivers import MQTT_DRIVERS, SERIAL_DRIVERS
 from gateway.config import load_config
 from gateway.pipeline import Pipeline
+from gateway.simulate.mqtt_devices import EmbeddedBroker, MqttDevice
 from gateway.simulate.serial_pty import PtyDevice
 
 log = logging.getLogger("gateway.demo")
@@ -38,7 +39,18 @@ def demo_serial_drivers() -> list[str]:
     return names
 
 
-def write_demo_config(data_dir: Path, serial: list[tuple[str, str, Path]]) -> Path:
+# (sensor id, driver, topic filter) for the MQTT devices the demo simulates
+DEMO_MQTT = [
+    ("footfall-1", "wifi_probe_sniffer", "footfall/sniffer-1/probes"),
+    ("people-cam-1", "axis_object_analytics", "axis/ACCC8E000001/event/CameraApplicationPlatform/ObjectAnalytics/#"),
+    ("pax-1", "paxcounter", "paxcounter/pax-1/count"),
+    ("ev-bay-1", "openevse", "openevse/bay-1/+"),
+    ("ev-hub-1", "ocpp16j", "ocpp/CB-SIM-1/in"),
+]
+
+
+def write_demo_config(data_dir: Path, serial: list[tuple[str, str, Path]],
+                      mqtt: list[tuple[str, str, str]] = (), mqtt_port: int | None = None) -> Path:  # type: ignore[assignment]  # fmt: skip
     lines = [
         "# Written by `street-gateway demo`: simulated devices, embedded file store.",
         f"gateway: {{id: {SITE['id']}, borough: {SITE['borough']}, "
@@ -47,6 +59,10 @@ def write_demo_config(data_dir: Path, serial: list[tuple[str, str, Path]]) -> Pa
     ]
     for sid, driver, link in serial:
         lines.append(f"  - {{id: {sid}, driver: {driver}, serial: {{port: '{link}'}}}}")
+    for sid, driver, topic in mqtt:
+        lines.append(f"  - {{id: {sid}, driver: {driver}, mqtt: {{topic: '{topic}'}}}}")
+    if mqtt and mqtt_port:
+        lines.append(f"inputs: {{mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}}}")
     lines += [
         "privacy: {window: 1m, min_count: 3, location_grid_m: 100, salt_rotation: 24h}",
         "sinks:",
@@ -89,7 +105,15 @@ async def _demo(duration: float, data_dir: Path, n_sensors: int, quiet: bool) ->
     for sim in sims:
         sim.plug()  # before the gateway opens the ports, as a sensor plugged in at boot
     tasks = [sim.start() for sim in sims]
-    cfg = load_config(write_demo_config(data_dir, serial))
+    mqtt = [m for m in DEMO_MQTT if m[1] in MQTT_DRIVERS]
+    broker = EmbeddedBroker()
+    devices: list[MqttDevice] = []
+    if mqtt:
+        await broker.start()
+        devices = [MqttDevice(MQTT_DRIVERS[d], topic, "127.0.0.1", broker.port, seed=i, period_s=1.0)
+                   for i, (_, d, topic) in enumerate(mqtt)]  # fmt: skip
+        tasks += [d.start() for d in devices]
+    cfg = load_config(write_demo_config(data_dir, serial, mqtt, broker.port))
     stop = asyncio.Event()
     holder: dict[str, Pipeline] = {}
     out = sys.stdout
@@ -97,6 +121,9 @@ async def _demo(duration: float, data_dir: Path, n_sensors: int, quiet: bool) ->
 
     print(f"street-gateway demo: {len(sims)} simulated serial sensors "
           f"({', '.join(sorted({d for _, d, _ in serial}))}) for {duration:g} s", file=out)  # fmt: skip
+    if mqtt:
+        print(f"  {len(devices)} simulated MQTT devices ({', '.join(d for _, d, _ in mqtt)}) "
+              f"on a local {broker.kind} broker", file=out)  # fmt: skip
     print(f"  data dir: {data_dir}", file=out)
 
     async def ticker() -> None:
@@ -114,7 +141,10 @@ async def _demo(duration: float, data_dir: Path, n_sensors: int, quiet: bool) ->
     tick.cancel()
     for sim in sims:
         await sim.stop()
+    for dev in devices:
+        await dev.stop()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await broker.stop()
     if live:
         print(file=out)
     p = holder["p"]
@@ -126,7 +156,7 @@ def _summary_line(p: Pipeline, elapsed: float) -> str:
     delivered = sum(p.stats.delivered.values())
     latest = []
     for (sensor, prop), v in sorted(p.stats.last_values.items()):
-        if prop in ("pm2_5", "co2", "power", "footfall"):
+        if prop in ("pm2_5", "co2", "power", "footfall", "passages", "wifi_devices", "connector_status"):
             latest.append(f"{sensor}.{prop}={v}")
     return (f"[{elapsed:4.0f}s] readings {p.stats.readings}  observations {p.stats.committed}  "
             f"delivered {delivered}  {'  '.join(latest[:4])}")  # fmt: skip

@@ -1,0 +1,280 @@
+"""Eastron SDM120 / SDM630 energy meter over Modbus RTU (RS-485, 9600 8N1 by default), polled.
+
+Input registers hold big-endian IEEE-754 float32 pairs. The Poller reads a few register blocks
+in turn; each response yields one `Decoded` with that block's fields.
+
+Matching responses to requests: a Modbus response does not name the registers it carries.
+Two mechanisms, one always on:
+- every block in every read plan has a distinct byte count (checked at import), so a response
+  identifies its block by itself. This is what `DRIVER.new_decoder()` relies on, because the
+  registry's factories build the decoder and the poller separately and cannot share anything;
+- `new_session(options)` returns a Poller and Decoder that share one pure `Transaction` (the
+  request in flight). The decoder then also checks the slave address and rejects responses that
+  arrive with no request outstanding (late answers from a meter that timed out).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from firmware_bridge import modbus
+from firmware_bridge.base import (
+    Catalogue,
+    Decoded,
+    DecodeError,
+    Event,
+    Field,
+    FrameCounters,
+    ObservationType,
+    Value,
+)
+from firmware_bridge.driver import Options, SerialDriver
+
+DEFAULT_ADDRESS = 1
+DEFAULT_INTERVAL_S = 10.0
+REQUEST_GAP_S = 0.3  # between block reads: a response at 9600 baud takes ~35 ms + meter latency
+MODELS = ("sdm120", "sdm630")
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One read: `fields` maps a decoded key to the float32's first register."""
+
+    name: str
+    start: int
+    count: int
+    fields: tuple[tuple[str, int], ...]
+
+    @property
+    def byte_count(self) -> int:
+        return 2 * self.count
+
+    def decode(self, data: bytes) -> dict[str, Value]:
+        return {key: modbus.float32(data, 2 * (reg - self.start)) for key, reg in self.fields}
+
+
+# SDM120 (single phase) and SDM630 phase-L1 values share these registers.
+INSTANT_L1 = Block("instant_l1", 0x0000, 14,
+                   (("voltage", 0x0000), ("current", 0x0006), ("power", 0x000C)))  # fmt: skip
+# SDM630 system values: average L-N voltage, sum of line currents, total system power.
+INSTANT_SYSTEM = Block("instant_system", 0x002A, 12,
+                       (("voltage", 0x002A), ("current", 0x0030), ("power", 0x0034)))  # fmt: skip
+FREQUENCY_IMPORT = Block("frequency_import", 0x0046, 4,
+                         (("frequency", 0x0046), ("energy_import", 0x0048)))  # fmt: skip
+ENERGY_TOTAL = Block("energy_total", 0x0156, 2, (("energy_total", 0x0156),))
+
+PLANS: dict[str, tuple[Block, ...]] = {
+    "sdm120": (INSTANT_L1, FREQUENCY_IMPORT, ENERGY_TOTAL),
+    "sdm630": (INSTANT_SYSTEM, FREQUENCY_IMPORT, ENERGY_TOTAL),
+}
+BLOCKS_BY_BYTES: dict[int, Block] = {
+    b.byte_count: b for plan in PLANS.values() for b in plan
+}
+assert len(BLOCKS_BY_BYTES) == len({b for plan in PLANS.values() for b in plan}), (
+    "every block must have a distinct byte count so responses identify themselves"
+)
+
+CATALOGUE = Catalogue(
+    driver="eastron_sdm",
+    make="Eastron",
+    model="SDM120/SDM630",
+    description="DIN-rail energy meter (e.g. on an EV charger or a street-furniture feed)",
+    transport="serial",
+    datasheet="Eastron SDM120-Modbus / SDM630-Modbus protocol v1.x",
+    fields=(
+        Field("voltage", "V", ObservationType.MEASUREMENT,
+              "RMS voltage (SDM630: average line to neutral)", minimum=0, maximum=500),
+        Field("current", "A", ObservationType.MEASUREMENT,
+              "RMS current (SDM630: sum of line currents)", minimum=0, maximum=300),
+        Field("power", "W", ObservationType.MEASUREMENT,
+              "Active power (SDM630: total system power)", minimum=-250000, maximum=250000),
+        Field("frequency", "Hz", ObservationType.MEASUREMENT, "Supply frequency",
+              minimum=45, maximum=65),
+        Field("energy_import", "kW.h", ObservationType.MEASUREMENT, "Imported active energy",
+              minimum=0),
+        Field("energy_total", "kW.h", ObservationType.MEASUREMENT, "Total active energy",
+              minimum=0),
+    ),
+)
+
+
+class Transaction:
+    """The read in flight, shared by one Poller (which sets it) and one Decoder (which takes it).
+
+    Pure and single-threaded: the serial source calls the poller and the decoder from one task.
+    Only one request is ever outstanding on an RS-485 bus, so a new request replaces an old one
+    that got no answer.
+    """
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, Block] | None = None
+
+    def sent(self, address: int, block: Block) -> None:
+        self.pending = (address, block)
+
+    def take(self) -> tuple[int, Block] | None:
+        pending, self.pending = self.pending, None
+        return pending
+
+
+class Decoder:
+    """Feed any split of the byte stream; get one `Decoded` per block response."""
+
+    def __init__(self, transaction: Transaction | None = None) -> None:
+        self.counters = FrameCounters()
+        self.transaction = transaction
+        self._modbus = modbus.ResponseDecoder(
+            functions=(modbus.READ_INPUT_REGISTERS,),
+            byte_counts=BLOCKS_BY_BYTES,
+            addresses=range(1, 248),
+            counters=self.counters,
+        )
+
+    @property
+    def _buf(self) -> bytearray:  # the pending bytes, for the bounded-buffer tests
+        return self._modbus._buf
+
+    def feed(self, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        for frame in self._modbus.feed(data):
+            if isinstance(frame, DecodeError):
+                events.append(frame)
+                continue
+            pending = self.transaction.take() if self.transaction is not None else None
+            if self.transaction is not None and pending is None:
+                self.counters.rejected += 1
+                events.append(DecodeError("unsolicited", "response with no request outstanding"))
+                continue
+            if isinstance(frame, modbus.ExceptionResponse):
+                self.counters.rejected += 1
+                events.append(frame.error())
+                continue
+            block = BLOCKS_BY_BYTES[len(frame.data)]
+            if pending is not None and (pending[0] != frame.address or pending[1] != block):
+                self.counters.rejected += 1
+                events.append(DecodeError(
+                    "unexpected_response",
+                    f"response from device {frame.address} does not match the request to "
+                    f"device {pending[0]} for block {pending[1].name}",
+                ))  # fmt: skip
+                continue
+            self.counters.frames_ok += 1
+            events.append(Decoded(block.decode(frame.data)))
+        return events
+
+
+class Poller:
+    """Reads the model's register blocks in turn every `interval_s` (default 10), spaced by
+    REQUEST_GAP_S so that only one request is on the bus at a time."""
+
+    def __init__(self, options: Options, transaction: Transaction | None = None) -> None:
+        self.address = int(options.get("address", DEFAULT_ADDRESS))
+        if not 1 <= self.address <= 247:
+            raise ValueError("options.address must be a Modbus slave id 1..247")
+        model = str(options.get("model", "sdm120")).lower()
+        if model not in PLANS:
+            raise ValueError("options.model must be one of " + ", ".join(MODELS))
+        self.plan = PLANS[model]
+        self.interval = float(options.get("interval_s", DEFAULT_INTERVAL_S))
+        minimum = REQUEST_GAP_S * len(self.plan)
+        if self.interval < minimum:
+            raise ValueError(f"options.interval_s must be at least {minimum:g}")
+        self.transaction = transaction
+        self._queue: list[Block] = []
+        self._next_cycle = 0.0
+        self._next_request = 0.0
+
+    def _request(self, block: Block) -> bytes:
+        if self.transaction is not None:
+            self.transaction.sent(self.address, block)
+        return modbus.read_input_registers(self.address, block.start, block.count)
+
+    def on_open(self, now: float) -> list[bytes]:
+        self._queue = list(self.plan[1:])
+        self._next_cycle = now + self.interval
+        self._next_request = now + REQUEST_GAP_S
+        return [self._request(self.plan[0])]
+
+    def due(self, now: float) -> list[bytes]:
+        if now >= self._next_cycle:
+            self._queue = list(self.plan)
+            self._next_cycle = max(self._next_cycle + self.interval, now)
+        if self._queue and now >= self._next_request:
+            self._next_request = now + REQUEST_GAP_S
+            return [self._request(self._queue.pop(0))]
+        return []
+
+    def on_close(self) -> list[bytes]:
+        return []
+
+
+def new_session(options: Options) -> tuple[Poller, Decoder]:
+    """A Poller and Decoder that share one Transaction, for callers that build both at once."""
+    transaction = Transaction()
+    return Poller(options, transaction), Decoder(transaction)
+
+
+class Device:
+    """Simulated meter holding both models' registers; answers function 0x04 at its address."""
+
+    def __init__(self, rng: random.Random, address: int = DEFAULT_ADDRESS) -> None:
+        self.rng = rng
+        self.address = address
+        self.sent: list[dict[str, Value]] = []
+        self._energy = round(rng.uniform(100, 5000), 2)
+        self._inbuf = bytearray()
+
+    def _values(self, now: float) -> dict[int, float]:
+        """Values with at most 6 significant digits, so float32 carries them exactly."""
+        voltage = round(self.rng.uniform(225, 245), 1)
+        current = round(self.rng.uniform(0, 32), 2)
+        power = round(voltage * current * self.rng.uniform(0.9, 1.0), 1)
+        self._energy = round(self._energy + self.rng.uniform(0, 0.5), 2)
+        return {
+            0x0000: voltage, 0x0006: current, 0x000C: power,
+            0x002A: voltage, 0x0030: round(current * 3, 2), 0x0034: round(power * 3, 1),
+            0x0046: round(self.rng.uniform(49.9, 50.1), 2),
+            0x0048: self._energy, 0x0156: round(self._energy + 1.25, 2),
+        }  # fmt: skip
+
+    def receive(self, data: bytes, now: float) -> bytes:
+        self._inbuf += data
+        out = b""
+        while len(self._inbuf) >= 8:
+            request = modbus.parse_request(bytes(self._inbuf[:8]))
+            if request is None:
+                del self._inbuf[:1]
+                continue
+            del self._inbuf[:8]
+            address, function, start, count = request
+            if address != self.address:
+                continue
+            if function != modbus.READ_INPUT_REGISTERS or count > 80 or count % 2:
+                out += modbus.encode_exception(address, function, 3)
+                continue
+            values = self._values(now)
+            payload = b"".join(
+                modbus.pack_float32(values.get(start + i, 0.0)) for i in range(0, count, 2)
+            )
+            block = next((b for b in BLOCKS_BY_BYTES.values()
+                          if (b.start, b.count) == (start, count)), None)  # fmt: skip
+            if block is not None:
+                self.sent.append({key: values[reg] for key, reg in block.fields})
+            out += modbus.encode_response(address, function, payload)
+        return out
+
+    def tick(self, now: float) -> bytes:
+        return b""
+
+
+DRIVER = SerialDriver(
+    name="eastron_sdm",
+    catalogue=CATALOGUE,
+    baud=9600,
+    new_decoder=Decoder,
+    new_device=Device,
+    new_poller=Poller,
+    option_keys=frozenset({"address", "model", "interval_s"}),
+    doc="docs/drivers/eastron_sdm.md",
+)

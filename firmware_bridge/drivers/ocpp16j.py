@@ -1,0 +1,467 @@
+"""OCPP 1.6J messages relayed onto MQTT by a charger-side agent (topic `ocpp/<chargeBoxId>/in`).
+
+Frames: `[2, id, Action, body]` CALL, `[3, id, body]` CALLRESULT, `[4, id, code, text, details]`
+CALLERROR. Only StatusNotification, MeterValues, StartTransaction and StopTransaction yield
+readings; other known actions, results and errors are protocol traffic and yield nothing.
+idTag, transactionId and SoC are never put into a reading; session data only as personal fields.
+Details in errors use the gateway's words, never the device's, so no payload text can leak.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from firmware_bridge.base import (
+    Aggregation,
+    Catalogue,
+    Decoded,
+    DecodeError,
+    Event,
+    Field,
+    ObservationType,
+    Value,
+)
+from firmware_bridge.driver import MqttDriver, Options
+from firmware_bridge.jsonpayload import (
+    as_float,
+    concrete_topic,
+    guarded,
+    limit_problems,
+    load_json,
+    max_payload_bytes,
+    parse_rfc3339,
+)
+
+MAX_STATE = 256  # open sessions remembered per decoder; oldest forgotten first
+MAX_UNIQUE_ID = 36  # OCPP-J: the message id is at most 36 characters
+
+# OCPP 1.6 ChargePointStatus -> OCPI 2.2.1 EVSE status. OCPI's CHARGING means "the EVSE is in
+# use", so every state in which the connector is taken by a user maps to it: Preparing (tag
+# presented or cable in, not yet a transaction), SuspendedEV/SuspendedEVSE (transaction on,
+# no energy flowing) and Finishing (transaction over, vehicle still plugged in). Unavailable is
+# an operator decision (ChangeAvailability), so INOPERATIVE; Faulted is broken, so OUTOFORDER.
+# OCPI's BLOCKED (bay blocked by a parked car), PLANNED and REMOVED have no OCPP 1.6 source.
+OCPP_TO_OCPI: dict[str, str] = {
+    "Available": "AVAILABLE",
+    "Preparing": "CHARGING",
+    "Charging": "CHARGING",
+    "SuspendedEVSE": "CHARGING",
+    "SuspendedEV": "CHARGING",
+    "Finishing": "CHARGING",
+    "Reserved": "RESERVED",
+    "Unavailable": "INOPERATIVE",
+    "Faulted": "OUTOFORDER",
+}
+
+ERROR_CODES = frozenset({
+    "ConnectorLockFailure", "EVCommunicationError", "GroundFailure", "HighTemperature",
+    "InternalError", "LocalListConflict", "NoError", "OtherError", "OverCurrentFailure",
+    "OverVoltage", "PowerMeterFailure", "PowerSwitchFailure", "ReaderFailure", "ResetFailure",
+    "UnderVoltage", "WeakSignal",
+})  # fmt: skip
+
+# Actions that are valid OCPP 1.6 (core, profiles and the security whitepaper) but carry no
+# street data, or only personal data we do not collect (Authorize carries the idTag).
+QUIET_ACTIONS = frozenset({
+    "Authorize", "BootNotification", "DataTransfer", "DiagnosticsStatusNotification",
+    "FirmwareStatusNotification", "Heartbeat", "CancelReservation", "ChangeAvailability",
+    "ChangeConfiguration", "ClearCache", "ClearChargingProfile", "GetCompositeSchedule",
+    "GetConfiguration", "GetDiagnostics", "GetLocalListVersion", "RemoteStartTransaction",
+    "RemoteStopTransaction", "ReserveNow", "Reset", "SendLocalList", "SetChargingProfile",
+    "TriggerMessage", "UnlockConnector", "UpdateFirmware", "SecurityEventNotification",
+    "SignCertificate", "CertificateSigned", "DeleteCertificate", "ExtendedTriggerMessage",
+    "GetInstalledCertificateIds", "GetLog", "InstallCertificate", "LogStatusNotification",
+    "SignedFirmwareStatusNotification", "SignedUpdateFirmware",
+})  # fmt: skip
+
+# measurand -> (field, {unit: factor to the field's UCUM unit}, default unit)
+MEASURANDS: dict[str, tuple[str, dict[str, float], str]] = {
+    "Energy.Active.Import.Register": ("energy", {"Wh": 0.001, "kWh": 1.0}, "Wh"),
+    "Power.Active.Import": ("power", {"W": 1.0, "kW": 1000.0}, "W"),
+}
+DEFAULT_MEASURAND = "Energy.Active.Import.Register"
+
+M, C, T = ObservationType.MEASUREMENT, ObservationType.CATEGORY, ObservationType.TRUTH
+
+CATALOGUE = Catalogue(
+    driver="ocpp16j",
+    make="any",
+    model="OCPP 1.6J charge point via an MQTT relay",
+    description="EV charge point status and metering from OCPP 1.6J messages",
+    transport="mqtt",
+    datasheet="OCA OCPP 1.6 edition 2; OCPI 2.2.1 EVSE status",
+    fields=(
+        Field("connector_status", None, C, "Connector status, OCPI 2.2.1 EVSE vocabulary"),
+        Field(
+            "connector_id",
+            None,
+            C,
+            'Connector the status or meter reading belongs to ("0" = whole charge point)',
+        ),
+        Field("error_code", None, C, "OCPP 1.6 ChargePointErrorCode"),
+        Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0),
+        Field("power", "W", M, "Power.Active.Import", minimum=0, maximum=400000),
+        Field("session_start", None, T, "A charging session started", personal=True),
+        Field("session_end", None, T, "A charging session ended", personal=True),
+        Field(
+            "session_energy",
+            "kW.h",
+            M,
+            "Energy of one finished session (meterStop - meterStart)",
+            personal=True,
+            minimum=0,
+        ),
+        Field(
+            "sessions_started",
+            "{count}",
+            ObservationType.COUNT,
+            "Sessions started in the window",
+            aggregation=Aggregation.COUNT,
+            source="session_start",
+        ),
+        Field(
+            "sessions_ended",
+            "{count}",
+            ObservationType.COUNT,
+            "Sessions ended in the window",
+            aggregation=Aggregation.COUNT,
+            source="session_end",
+        ),
+        Field(
+            "energy_delivered",
+            "kW.h",
+            M,
+            "Energy of the sessions that ended in the window",
+            aggregation=Aggregation.SUM,
+            source="session_energy",
+        ),
+    ),
+)
+
+
+def _err(reason: str, detail: str) -> list[Event]:
+    return [DecodeError(reason, detail)]
+
+
+def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
+    store.pop(key, None)
+    store[key] = value
+    while len(store) > MAX_STATE:
+        del store[next(iter(store))]
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _nonneg_int(value: object) -> int | None:
+    number = _int(value)
+    return number if number is not None and number >= 0 else None
+
+
+class Decoder:
+    """Decodes OCPP 1.6J frames. Session energy needs meterStart, which StopTransaction lacks,
+    so the decoder remembers open sessions in RAM (bounded) and links them to the stop through
+    the StartTransaction result, a MeterValues message, or the only open session on the box.
+    A start or stop whose message id was just seen is a redelivery and is ignored."""
+
+    def __init__(self, options: Options) -> None:
+        self.limit = max_payload_bytes(options)
+        wanted = options.get("connector_id")
+        self.connector: int | None = wanted if isinstance(wanted, int) else None
+        # (box, message id) -> (connector, meterStart Wh) until the CALLRESULT names the session
+        self._pending: dict[tuple[str, str], tuple[int, int]] = {}
+        # (box, connector) -> meterStart Wh of the session open on that connector
+        self._open: dict[tuple[str, int], int] = {}
+        # (box, transactionId) -> (connector, meterStart Wh)
+        self._sessions: dict[tuple[str, int], tuple[int, int]] = {}
+        # (box, message id) of recent session calls: MQTT QoS 1 may deliver a message twice,
+        # and a duplicated start or stop must not count twice
+        self._seen: dict[tuple[str, str], None] = {}
+
+    def decode(self, topic: str, payload: bytes) -> list[Event]:
+        return guarded(self._decode, topic, payload)
+
+    def _decode(self, topic: str, payload: bytes) -> list[Event]:
+        frame = load_json(payload, self.limit)
+        if isinstance(frame, DecodeError):
+            return [frame]
+        if not isinstance(frame, list) or not frame:
+            return _err("wrong_type", "frame is not a non-empty JSON array")
+        box = topic.rsplit("/", 1)[0]
+        kind = frame[0]
+        if kind == 2 and not isinstance(kind, bool) and len(frame) == 4:
+            uid, name, body = frame[1], frame[2], frame[3]
+            if not isinstance(uid, str) or not 0 < len(uid) <= MAX_UNIQUE_ID:
+                return _err("bad_frame", "frame id is not a string of 1 to 36 characters")
+            if not isinstance(name, str) or not isinstance(body, dict):
+                return _err("bad_frame", "call frame lacks a name string and a body object")
+            return self._call(box, uid, name, body)
+        if kind == 3 and not isinstance(kind, bool) and len(frame) == 3:
+            if not isinstance(frame[1], str) or not isinstance(frame[2], dict):
+                return _err("bad_frame", "result frame lacks an id string and a body object")
+            return self._result(box, frame[1], frame[2])
+        if kind == 4 and not isinstance(kind, bool) and len(frame) == 5:
+            return []  # an error reply between charger and central system: no street data
+        return _err("bad_frame", "frame type or length is not an OCPP-J call, result or error")
+
+    def _call(self, box: str, uid: str, name: str, body: dict[str, Any]) -> list[Event]:
+        if name == "StatusNotification":
+            return self._status(body)
+        if name == "MeterValues":
+            return self._meter_values(box, body)
+        if name in ("StartTransaction", "StopTransaction"):
+            if (box, uid) in self._seen:
+                return []
+            _remember(self._seen, (box, uid), None)
+            if name == "StartTransaction":
+                return self._start(box, uid, body)
+            return self._stop(box, body)
+        if name in QUIET_ACTIONS:
+            return []
+        return _err("unknown_action", "call names an operation outside OCPP 1.6")
+
+    def _wanted(self, connector: int) -> bool:
+        return self.connector is None or connector == self.connector
+
+    def _status(self, body: dict[str, Any]) -> list[Event]:
+        connector = _nonneg_int(body.get("connectorId"))
+        if connector is None:
+            return _err("missing_field", "plug number absent or not a non-negative integer")
+        ocpp, code = body.get("status"), body.get("errorCode")
+        if not isinstance(ocpp, str) or not isinstance(code, str):
+            return _err("missing_field", "plug state or fault code absent or not text")
+        if not self._wanted(connector):
+            return []
+        flags: list[str] = []
+        values: dict[str, Value] = {
+            "connector_status": OCPP_TO_OCPI.get(ocpp, "UNKNOWN"),
+            "connector_id": str(connector),
+        }
+        if ocpp not in OCPP_TO_OCPI:
+            flags.append("unmapped_status")
+        if code in ERROR_CODES:
+            values["error_code"] = code
+        else:
+            flags.append("unmapped_error_code")
+        when = parse_rfc3339(body.get("timestamp"))
+        return [Decoded(values, device_time=when, flags=tuple(flags))]
+
+    def _meter_values(self, box: str, body: dict[str, Any]) -> list[Event]:
+        connector = _nonneg_int(body.get("connectorId"))
+        readings = body.get("meterValue")
+        if connector is None:
+            return _err("missing_field", "plug number absent or not a non-negative integer")
+        if not isinstance(readings, list):
+            return _err("missing_field", "list of meter readings absent or not a list")
+        txid = _int(body.get("transactionId"))
+        if (
+            txid is not None
+            and (box, connector) in self._open
+            and (box, txid) not in self._sessions
+        ):
+            _remember(self._sessions, (box, txid), (connector, self._open[(box, connector)]))
+        if not self._wanted(connector):
+            return []
+        events: list[Event] = []
+        for reading in readings:
+            events.extend(self._one_reading(connector, reading))
+        return events
+
+    def _one_reading(self, connector: int, reading: object) -> list[Event]:
+        if not isinstance(reading, dict) or not isinstance(reading.get("sampledValue"), list):
+            return _err("wrong_type", "a meter reading is not an object holding a list")
+        values: dict[str, Value] = {}
+        events: list[Event] = []
+        for sample in reading["sampledValue"]:
+            if not isinstance(sample, dict):
+                events += _err("wrong_type", "an item in a meter reading is not an object")
+                continue
+            measurand = sample.get("measurand", DEFAULT_MEASURAND)
+            known = MEASURANDS.get(measurand) if isinstance(measurand, str) else None
+            if known is None or "phase" in sample or sample.get("location") == "EV":
+                continue  # SoC (personal), per-phase and vehicle-side values are not collected
+            field, factors, default_unit = known
+            unit = sample.get("unit", default_unit)
+            factor = factors.get(unit) if isinstance(unit, str) else None
+            number = as_float(sample.get("value"))
+            if factor is None:
+                events += _err("wrong_unit", "a meter item has a unit this driver cannot use")
+            elif number is None:
+                events += _err("wrong_type", "a meter item value is not a decimal number")
+            else:
+                values[field] = round(number * factor, 6)
+        if values:
+            values["connector_id"] = str(connector)
+            when = parse_rfc3339(reading.get("timestamp"))
+            flags = () if when is not None else ("no_device_time",)
+            events.insert(0, Decoded(values, device_time=when, flags=flags))
+        return events
+
+    def _start(self, box: str, uid: str, body: dict[str, Any]) -> list[Event]:
+        connector = _nonneg_int(body.get("connectorId"))
+        meter = _nonneg_int(body.get("meterStart"))
+        if connector is None or meter is None:
+            return _err("missing_field", "plug number or start meter reading absent or invalid")
+        _remember(self._pending, (box, uid), (connector, meter))
+        _remember(self._open, (box, connector), meter)
+        if not self._wanted(connector):
+            return []
+        return [Decoded({"session_start": True}, device_time=parse_rfc3339(body.get("timestamp")))]
+
+    def _result(self, box: str, uid: str, body: dict[str, Any]) -> list[Event]:
+        started = self._pending.pop((box, uid), None)
+        txid = _int(body.get("transactionId"))
+        if started is not None and txid is not None:
+            _remember(self._sessions, (box, txid), started)
+        return []
+
+    def _stop(self, box: str, body: dict[str, Any]) -> list[Event]:
+        txid, meter = _int(body.get("transactionId")), _nonneg_int(body.get("meterStop"))
+        if txid is None or meter is None:
+            return _err("missing_field", "session number or stop meter reading absent or invalid")
+        session = self._sessions.pop((box, txid), None)
+        if session is None:
+            open_here = [k for k in self._open if k[0] == box]
+            if len(open_here) == 1:
+                session = (open_here[0][1], self._open[open_here[0]])
+        if session is not None:
+            self._open.pop((box, session[0]), None)
+        connector = session[0] if session is not None else None
+        if self.connector is not None and connector != self.connector:
+            return []  # cannot attribute this stop to the configured connector
+        values: dict[str, Value] = {"session_end": True}
+        flags: tuple[str, ...] = ()
+        if session is None:
+            flags = ("session_energy_unknown",)
+        elif meter >= session[1]:
+            values["session_energy"] = round((meter - session[1]) / 1000, 6)
+        else:
+            flags = ("meter_went_backwards",)
+        when = parse_rfc3339(body.get("timestamp"))
+        return [Decoded(values, device_time=when, flags=flags)]
+
+
+def catalogue_for(options: Options) -> Catalogue:
+    return CATALOGUE
+
+
+def validate_options(options: Options) -> list[str]:
+    problems = limit_problems(options)
+    unknown = sorted(set(options) - {"max_payload_bytes", "connector_id"})
+    problems += [f"{key}: not an option of the ocpp16j driver" for key in unknown]
+    if "connector_id" in options:
+        value = options["connector_id"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            problems.append("connector_id: must be a non-negative integer (0 = charge point)")
+    return problems
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _frame(uid: int, name: str, body: dict[str, Any]) -> bytes:
+    return json.dumps([2, str(uid), name, body], separators=(",", ":")).encode()
+
+
+def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
+    """A session on connector 1 as a charger reports it: status, start, meter values, stop.
+    Which of these appear depends on where `now` falls in a simulated two-hour cycle."""
+    topic = concrete_topic(base_topic, "CB-SIM-1")
+    cycle, phase = divmod(int(now), 7200)
+    uid = cycle * 10 + 1
+    meter_start = 100_000 + cycle * 12_000
+    txid = 5000 + cycle
+    tag = f"04{random.Random(cycle).getrandbits(48):012X}"
+    out: list[bytes] = []
+    ts = _iso(now)
+    if phase < 60:
+        out.append(
+            _frame(
+                uid,
+                "StatusNotification",
+                {"connectorId": 1, "errorCode": "NoError", "status": "Preparing", "timestamp": ts},
+            )
+        )
+        out.append(
+            _frame(
+                uid + 1,
+                "StartTransaction",
+                {"connectorId": 1, "idTag": tag, "meterStart": meter_start, "timestamp": ts},
+            )
+        )
+    elif phase < 5400:
+        energy = meter_start + int(phase / 3600 * 7200)
+        power = 7200 + rng.randint(-150, 150)
+        out.append(
+            _frame(
+                uid + 2,
+                "MeterValues",
+                {
+                    "connectorId": 1,
+                    "transactionId": txid,
+                    "meterValue": [
+                        {
+                            "timestamp": ts,
+                            "sampledValue": [
+                                {
+                                    "value": str(energy),
+                                    "measurand": "Energy.Active.Import.Register",
+                                    "unit": "Wh",
+                                },
+                                {
+                                    "value": str(power),
+                                    "measurand": "Power.Active.Import",
+                                    "unit": "W",
+                                },
+                                {
+                                    "value": str(min(100, 20 + phase // 90)),
+                                    "measurand": "SoC",
+                                    "unit": "Percent",
+                                },
+                            ],
+                        }
+                    ],
+                },
+            )
+        )
+    elif phase < 5460:
+        stop = meter_start + int(5400 / 3600 * 7200)
+        out.append(
+            _frame(
+                uid + 3,
+                "StopTransaction",
+                {
+                    "transactionId": txid,
+                    "idTag": tag,
+                    "meterStop": stop,
+                    "timestamp": ts,
+                    "reason": "EVDisconnected",
+                },
+            )
+        )
+        out.append(
+            _frame(
+                uid + 4,
+                "StatusNotification",
+                {"connectorId": 1, "errorCode": "NoError", "status": "Available", "timestamp": ts},
+            )
+        )
+    else:
+        out.append(_frame(uid + 5, "Heartbeat", {}))
+    return [(topic, body) for body in out]
+
+
+DRIVER = MqttDriver(
+    name="ocpp16j",
+    catalogue_for=catalogue_for,
+    new_decoder=Decoder,
+    default_topic="ocpp/+/in",
+    simulate=simulate,
+    validate_options=validate_options,
+    doc="docs/drivers/ocpp16j.md",
+)

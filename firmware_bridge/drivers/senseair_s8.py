@@ -1,0 +1,170 @@
+"""SenseAir S8 CO2 sensor over Modbus RTU (UART 9600 8N1), polled.
+
+The host reads input registers IR1..IR4 (meter status, alarm status, output status, CO2) or
+IR4 alone; the response's byte count (8 or 2) says which, so the decoder needs no request
+context. A non-zero meter status under the error mask 0x007F flags the reading "sensor_fault".
+"""
+
+from __future__ import annotations
+
+import random
+
+from firmware_bridge import modbus
+from firmware_bridge.base import (
+    Catalogue,
+    Decoded,
+    DecodeError,
+    Event,
+    Field,
+    FrameCounters,
+    ObservationType,
+    Value,
+)
+from firmware_bridge.driver import Options, SerialDriver
+
+ANY_ADDRESS = 0xFE  # SenseAir's "any sensor" address: fine on a point-to-point UART
+IR_STATUS = 0x0000  # IR1, meter status
+IR_CO2 = 0x0003  # IR4, space CO2 in ppm
+STATUS_ERROR_MASK = 0x007F
+STATUS_BYTES = 8  # IR1..IR4
+CO2_BYTES = 2  # IR4 only
+DEFAULT_INTERVAL_S = 4.0  # the S8 updates its CO2 value every 2 s; 4 s halves bus chatter
+
+CMD_READ_ALL = modbus.read_input_registers(ANY_ADDRESS, IR_STATUS, 4)
+CMD_READ_CO2 = modbus.read_input_registers(ANY_ADDRESS, IR_CO2, 1)
+
+CATALOGUE = Catalogue(
+    driver="senseair_s8",
+    make="SenseAir",
+    model="S8",
+    description="NDIR carbon dioxide sensor",
+    transport="serial",
+    datasheet="SenseAir S8 Modbus specification TDE2067",
+    fields=(
+        Field("co2", "[ppm]", ObservationType.MEASUREMENT, "CO2 mole fraction in air",
+              minimum=0, maximum=10000),
+    ),
+)
+
+
+class Decoder:
+    """Feed any split of the byte stream; get `Decoded`/`DecodeError` events."""
+
+    def __init__(self) -> None:
+        self.counters = FrameCounters()
+        self._modbus = modbus.ResponseDecoder(
+            functions=(modbus.READ_INPUT_REGISTERS,),
+            byte_counts=(CO2_BYTES, STATUS_BYTES),
+            counters=self.counters,
+        )
+
+    @property
+    def _buf(self) -> bytearray:  # the pending bytes, for the bounded-buffer tests
+        return self._modbus._buf
+
+    def feed(self, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        for frame in self._modbus.feed(data):
+            if isinstance(frame, DecodeError):
+                events.append(frame)
+            elif isinstance(frame, modbus.ExceptionResponse):
+                self.counters.rejected += 1
+                events.append(frame.error())
+            else:
+                self.counters.frames_ok += 1
+                events.append(_decode(frame.data))
+        return events
+
+
+def _decode(data: bytes) -> Decoded:
+    regs = modbus.registers(data)
+    co2 = int.from_bytes(data[-2:], "big", signed=True)
+    flags: tuple[str, ...] = ()
+    if len(regs) == 4 and regs[0] & STATUS_ERROR_MASK:
+        flags = ("sensor_fault",)
+    return Decoded({"co2": co2}, flags=flags)
+
+
+class Poller:
+    """Reads IR1..IR4 every `interval_s` (default 4), or IR4 alone with `read_status: false`.
+    `address` defaults to 0xFE, which every S8 answers."""
+
+    def __init__(self, options: Options) -> None:
+        self.interval = float(options.get("interval_s", DEFAULT_INTERVAL_S))
+        if self.interval <= 0:
+            raise ValueError("options.interval_s must be positive")
+        address = int(options.get("address", ANY_ADDRESS))
+        if not 1 <= address <= 0xFE:
+            raise ValueError("options.address must be 1..254")
+        if bool(options.get("read_status", True)):
+            self.request = modbus.read_input_registers(address, IR_STATUS, 4)
+        else:
+            self.request = modbus.read_input_registers(address, IR_CO2, 1)
+        self._next = 0.0
+
+    def on_open(self, now: float) -> list[bytes]:
+        self._next = now + self.interval
+        return [self.request]
+
+    def due(self, now: float) -> list[bytes]:
+        if now < self._next:
+            return []
+        self._next = max(self._next + self.interval, now)
+        return [self.request]
+
+    def on_close(self) -> list[bytes]:
+        return []
+
+
+class Device:
+    """Simulated S8: answers reads of IR1..IR4 (any sub-range) at its address or 0xFE."""
+
+    def __init__(self, rng: random.Random, address: int = 0x68) -> None:
+        self.rng = rng
+        self.address = address
+        self.sent: list[dict[str, Value]] = []
+        self.fault = False  # set to make IR1 report an error bit
+        self._co2 = rng.uniform(420, 900)
+        self._inbuf = bytearray()
+
+    def _registers(self) -> list[int]:
+        self._co2 = min(10000.0, max(380.0, self._co2 + self.rng.gauss(0, 8)))
+        status = 0x0004 if self.fault else 0
+        return [status, 0, 0, round(self._co2)]
+
+    def receive(self, data: bytes, now: float) -> bytes:
+        self._inbuf += data
+        out = b""
+        while len(self._inbuf) >= 8:
+            request = modbus.parse_request(bytes(self._inbuf[:8]))
+            if request is None:
+                del self._inbuf[:1]
+                continue
+            del self._inbuf[:8]
+            address, function, start, count = request
+            if address not in (self.address, ANY_ADDRESS):
+                continue
+            if function != modbus.READ_INPUT_REGISTERS or start + count > 4:
+                out += modbus.encode_exception(address, function, 2)
+                continue
+            regs = self._registers()[start : start + count]
+            if start + count == 4:
+                self.sent.append({"co2": regs[-1]})
+            data_bytes = b"".join(r.to_bytes(2, "big") for r in regs)
+            out += modbus.encode_response(address, function, data_bytes)
+        return out
+
+    def tick(self, now: float) -> bytes:
+        return b""
+
+
+DRIVER = SerialDriver(
+    name="senseair_s8",
+    catalogue=CATALOGUE,
+    baud=9600,
+    new_decoder=Decoder,
+    new_device=Device,
+    new_poller=Poller,
+    option_keys=frozenset({"address", "interval_s", "read_status"}),
+    doc="docs/drivers/senseair_s8.md",
+)

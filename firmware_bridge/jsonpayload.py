@@ -1,0 +1,173 @@
+"""Safe loading of MQTT payloads for the JSON/text device profiles, shared so that every profile
+rejects the same things the same way: too large, not UTF-8, not JSON, NaN/Infinity, too deep.
+
+Every failure comes back as a `DecodeError` whose detail is a fixed sentence: nothing from the
+payload is ever echoed, because payloads may carry identifiers (MACs, RFID UIDs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from firmware_bridge.base import DecodeError, Event
+
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_PAYLOAD_BYTES_CEILING = 1024 * 1024  # an option may raise the limit, but not without bound
+_MAX_NUMBER_CHARS = 64
+
+JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
+
+# UCUM codes a mapping may name; a `{annotation}` (e.g. `{vehicles}`) is always accepted.
+KNOWN_UNITS = frozenset({
+    "ug/m3", "mg/m3", "Cel", "K", "%", "[ppm]", "[ppb]", "Pa", "hPa", "kPa", "W", "kW", "W.h",
+    "kW.h", "J", "V", "mV", "A", "mA", "Hz", "s", "ms", "min", "h", "m", "mm", "cm", "km", "m/s",
+    "km/h", "mm/h", "m3", "L", "lx", "dB", "dB[mW]", "deg", "1",
+})  # fmt: skip
+_ANNOTATION = re.compile(r"\{[A-Za-z0-9_ .-]{1,32}\}")
+
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def max_payload_bytes(options: Mapping[str, Any]) -> int:
+    """The size limit for one sensor: `options.max_payload_bytes` if valid, else 64 KiB."""
+    value = options.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES)
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 < value <= MAX_PAYLOAD_BYTES_CEILING
+    ):
+        return value
+    return DEFAULT_MAX_PAYLOAD_BYTES
+
+
+def limit_problems(options: Mapping[str, Any]) -> list[str]:
+    """Problems with the shared `max_payload_bytes` option, as readable sentences."""
+    if "max_payload_bytes" not in options:
+        return []
+    value = options["max_payload_bytes"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return ["max_payload_bytes: must be an integer number of bytes"]
+    if not 0 < value <= MAX_PAYLOAD_BYTES_CEILING:
+        return [f"max_payload_bytes: must be between 1 and {MAX_PAYLOAD_BYTES_CEILING}"]
+    return []
+
+
+def unit_problem(where: str, unit: object) -> str | None:
+    """A readable problem if `unit` is not a known UCUM code or `{annotation}`, else None."""
+    if isinstance(unit, str) and (unit in KNOWN_UNITS or _ANNOTATION.fullmatch(unit)):
+        return None
+    known = ", ".join(sorted(KNOWN_UNITS))
+    return f"{where}.unit: not a known UCUM code or {{annotation}} (known: {known})"
+
+
+def too_large(limit: int) -> DecodeError:
+    return DecodeError("too_large", f"payload exceeds the {limit} byte limit")
+
+
+def load_text(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str | DecodeError:
+    """Size-check and UTF-8-decode a plain-text payload (e.g. one OpenEVSE value per topic)."""
+    if len(payload) > limit:
+        return too_large(limit)
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return DecodeError("not_utf8", "payload is not valid UTF-8 text")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("non-finite constant")
+
+
+def load_json(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JsonValue | DecodeError:
+    """Parse a JSON payload; NaN/Infinity and absurd nesting are rejected like syntax errors."""
+    text = load_text(payload, limit)
+    if isinstance(text, DecodeError):
+        return text
+    try:
+        value: JsonValue = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return DecodeError("not_json", "payload is nested too deeply to parse")
+    except ValueError:  # JSONDecodeError, and int digit-limit errors, are ValueErrors
+        return DecodeError("not_json", "payload is not valid JSON")
+    return value
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def as_float(value: object) -> float | None:
+    """A finite float from a JSON number or a decimal string (firmware often sends "16000")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        try:
+            result = float(value)
+        except OverflowError:
+            return None
+    elif isinstance(value, float):
+        result = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) > _MAX_NUMBER_CHARS or not _DECIMAL.fullmatch(text):
+            return None
+        result = float(text)
+    else:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def as_int(value: object) -> int | None:
+    """An int from a JSON integer, an integral float, or an integer string ("3")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > _MAX_NUMBER_CHARS or not _INTEGER.fullmatch(text):
+            return None
+        return int(text)
+    return None
+
+
+def parse_rfc3339(value: object) -> float | None:
+    """Epoch seconds from an RFC 3339 timestamp; None if absent, malformed or without offset
+    (a zone-less time is ambiguous, so the gateway's receive time is used instead)."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    try:
+        return parsed.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def concrete_topic(topic_filter: str, fill: str = "sim-1") -> str:
+    """A publishable topic for simulators: `+` levels become `fill`, a trailing `#` is dropped."""
+    levels = [fill if level == "+" else level for level in topic_filter.split("/")]
+    while levels and levels[-1] == "#":
+        levels.pop()
+    return "/".join(levels) or fill
+
+
+def guarded(decode: Callable[[str, bytes], list[Event]], topic: str, payload: bytes) -> list[Event]:
+    """Last-resort net: a decoder bug on hostile input becomes a counted `decoder_bug` error
+    rather than an exception in the MQTT source. Tests assert it never fires."""
+    try:
+        return decode(topic, payload)
+    except Exception:  # deliberate: bad input must never crash the MQTT source
+        return [DecodeError("decoder_bug", "decoder failed unexpectedly on this input")]

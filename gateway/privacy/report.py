@@ -1,0 +1,373 @@
+"""The privacy report: what a gateway collects, strips, keeps and sends — from the enforced plan.
+
+Pure: takes the validated `Config` and the `SitePlan` the gateway itself runs on (so the report
+cannot drift from what is enforced) and returns a JSON-ready dict; `to_markdown` renders the
+same dict for an information-governance lead to attach to a DPIA.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from firmware_bridge.base import Aggregation, Field
+from gateway.config import Config
+from gateway.model import iso
+from gateway.plan import SensorPlan, SitePlan
+from gateway.privacy.stage import iso_period
+
+NOT_SET = "not set"
+GOVERNANCE_LABELS = {
+    "controller": "Data controller",
+    "dpo_contact": "Data protection officer (contact)",
+    "dpia_reference": "DPIA reference",
+    "lawful_basis": "Lawful basis",
+    "retention": "Retention",
+    "data_sharing_agreement": "Data sharing agreement",
+}
+_AGG_WORDS = {
+    Aggregation.DISTINCT_COUNT: "distinct count per window",
+    Aggregation.SUM: "sum per window",
+    Aggregation.MEAN: "mean per window",
+    Aggregation.COUNT: "count of events per window",
+    Aggregation.LAST: "last value per window",
+}
+GUARD_BLOCKS = (
+    "MAC addresses in any notation (colons, dashes, dots, bare 12 hex digits, EUI-64)",
+    "RFID / OCPP idTag-like hex tokens (8-20 hex digits)",
+    "UK vehicle registrations (current, prefix and suffix formats)",
+    "email addresses",
+    "phone numbers (UK and international)",
+    "IPv4 and IPv6 addresses",
+    "any Observation key or parameter outside the published vocabulary",
+    "Datastream ids not in this plan",
+)
+
+
+def _size(n: int) -> str:
+    for unit, f in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= f and n % f == 0:
+            return f"{n // f} {unit}"
+    return f"{n} bytes"
+
+
+def _dur(s: float) -> str:
+    for unit, f in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= f and s % f == 0:
+            return f"{int(s // f)} {unit}"
+    return f"{s:g} s"
+
+
+def _field_transform(sp: SensorPlan, f: Field) -> tuple[str, bool]:
+    """(what happens to this field, does it leave the device as-is or as an aggregate)."""
+    zones = ", ".join(sp.zones)
+    if f.aggregation is not Aggregation.NONE:
+        if sp.suppressed:
+            return f"not computed: privacy zone {zones} suppresses this sensor", False
+        leaving = {a.key: a for a in sp.aggregates}
+        if f.key in leaving:
+            return (f"derived in the gateway from `{f.source}`: {_AGG_WORDS[f.aggregation]}; "
+                    "leaves as an aggregate"), True  # fmt: skip
+        return "derived aggregate not selected in privacy.publish: not computed", False
+    if sp.suppressed:
+        return f"dropped on arrival: privacy zone {zones} suppresses this sensor", False
+    if f in sp.published:
+        return "published as-is, per reading", True
+    users = [a for a in sp.aggregates if a.source == f.key]
+    if users:
+        names = ", ".join(f"`{a.key}` ({_AGG_WORDS[a.aggregation]})" for a in users)
+        if f.personal and any(a.aggregation is Aggregation.DISTINCT_COUNT for a in users):
+            return (f"pseudonymised in RAM (HMAC-SHA-256, RAM-only key) to count {names}; "
+                    "the value itself never leaves and is forgotten"), False  # fmt: skip
+        if f.personal:
+            return f"used in RAM only to compute {names}; never leaves as-is", False
+        return f"leaves only as {names} (privacy zone {zones})", False
+    if sp.footfall is not None and f.key in ("rssi", "randomised"):
+        what = ("signal-strength threshold and dwell tracking" if f.key == "rssi"
+                else "randomised-MAC correction")  # fmt: skip
+        return f"used in RAM by the footfall method ({what}), then forgotten; never leaves", False
+    if f.personal:
+        return "personal: dropped on arrival, never leaves", False
+    return "not selected in privacy.publish: dropped on arrival", False
+
+
+def _sensor(sp: SensorPlan) -> dict[str, Any]:
+    s = sp.sensor
+    fields = []
+    for f in sp.catalogue.fields:
+        transform, leaves = _field_transform(sp, f)
+        fields.append({
+            "key": f.key, "unit": f.unit, "description": f.description, "personal": f.personal,
+            "derived": f.aggregation is not Aggregation.NONE, "transform": transform,
+            "leaves": leaves,
+        })  # fmt: skip
+    datastreams = []
+    for key, ds in sorted(sp.datastreams.items()):
+        agg = ds.aggregation
+        windowed = agg != Aggregation.NONE.value
+        datastreams.append({
+            "id": ds.id, "property": key, "unit": ds.unit,
+            "observation_type": ds.observation_type.value.rsplit("/", 1)[-1],
+            "aggregation": agg,
+            "window": iso_period(sp.window_s) if windowed else None,
+            "min_count": sp.min_count if agg in ("distinct_count", "count") else None,
+            "delay_s": sp.delay_s if windowed else None,
+            "description": ds.description,
+        })  # fmt: skip
+    out: dict[str, Any] = {
+        "id": s.id,
+        "driver": s.driver,
+        "device": f"{sp.catalogue.make} {sp.catalogue.model}",
+        "description": s.description or sp.catalogue.description,
+        "transport": "serial" if s.serial else "mqtt",
+        "input": s.serial.port if s.serial else (s.mqtt.topic if s.mqtt else ""),
+        "suppressed": sp.suppressed,
+        "privacy_zones": list(sp.zones),
+        "fields": fields,
+        "datastreams": datastreams,
+        "window_s": sp.window_s,
+        "min_count": sp.min_count,
+        "delay_s": sp.delay_s,
+    }
+    if sp.footfall is not None:
+        o = sp.footfall
+        out["footfall_method"] = {
+            "rssi_min_dbm": o.rssi_min_dbm, "dwell_max_s": o.dwell_max_s,
+            "randomised_factor": o.randomised_factor, "max_tracked": o.max_tracked,
+        }  # fmt: skip
+    return out
+
+
+def _destinations(cfg: Config) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    s = cfg.sinks
+    if s.influxdb is not None:
+        u = urllib.parse.urlsplit(s.influxdb.url)
+        out.append({"sink": "influxdb", "host": u.hostname or s.influxdb.url,
+                    "detail": f"time-series store, org {s.influxdb.org}, bucket {s.influxdb.bucket}, "
+                              f"{'HTTPS' if u.scheme == 'https' else 'plain HTTP (unencrypted)'}",
+                    "leaves_device": True})  # fmt: skip
+    if s.mqtt is not None:
+        out.append({"sink": "mqtt", "host": s.mqtt.host,
+                    "detail": f"MQTT broker port {s.mqtt.port}, "
+                              f"{'TLS' if s.mqtt.tls else 'no TLS (unencrypted)'}, topics "
+                              f"{s.mqtt.topic_prefix}/Datastreams(<id>)/Observations",
+                    "leaves_device": True})  # fmt: skip
+    if s.file is not None:
+        out.append({"sink": "file", "host": "this device",
+                    "detail": f"JSON Lines at {cfg.resolve(s.file.path)}, rotated at "
+                              f"{_size(s.file.max_bytes)}, {s.file.keep} files kept",
+                    "leaves_device": False})  # fmt: skip
+    return out
+
+
+def _on_device(cfg: Config, plan: SitePlan) -> list[dict[str, str]]:
+    p, ob = cfg.privacy, cfg.outbox
+    windows = [sp.window_s + sp.delay_s for sp in plan.sensors.values() if sp.aggregates]
+    longest = _dur(max(windows)) if windows else _dur(p.window)
+    items = [
+        {"what": "Outbox (non-personal Observations awaiting delivery)",
+         "where": f"{cfg.gateway.data_dir / 'outbox.sqlite'} (SQLite, disk)",
+         "how_long": f"until every sink has it; at most {_dur(ob.max_age)} and {_size(ob.max_bytes)} "
+                     f"(oldest dropped first: {ob.when_full})"},
+        {"what": "Pseudonym key (HMAC-SHA-256)",
+         "where": "RAM only, never on disk; from os.urandom, new at every start",
+         "how_long": f"rotated every {_dur(p.salt_rotation)} (between windows)"},
+        {"what": "Raw personal readings (MAC addresses, signal strengths, session data)",
+         "where": "RAM only, never on disk, not even for durability",
+         "how_long": f"at most one window (up to {longest} including delay); lost on a crash"},
+    ]  # fmt: skip
+    if any(sp.footfall is not None for sp in plan.sensors.values()):
+        dwell = max(sp.footfall.dwell_max_s for sp in plan.sensors.values() if sp.footfall)
+        items.append({
+            "what": "Footfall dwell table (pseudonyms with first/last seen times)",
+            "where": "RAM only, never on disk; bounded in size",
+            "how_long": f"until absent for {_dur(dwell)}; all forgotten at every key rotation",
+        })  # fmt: skip
+    if cfg.sinks.file is not None:
+        f = cfg.sinks.file
+        items.append({"what": "Local copy of published Observations (file sink)",
+                      "where": str(cfg.resolve(f.path)),
+                      "how_long": f"{f.keep} files of {_size(f.max_bytes)}, oldest deleted"})  # fmt: skip
+    items.append({"what": "Logs", "where": "stderr / journald",
+                  "how_long": "per the host's journald settings; identifiers scrubbed, secrets masked"})  # fmt: skip
+    return items
+
+
+def _location(cfg: Config, plan: SitePlan) -> dict[str, Any]:
+    p = cfg.privacy
+    if plan.location is None:
+        return {"published": None, "method": "withheld: the site is inside a suppress zone"}
+    if p.street_segment:
+        how = ("midpoint of the configured street segment" if p.street_segment_publish == "midpoint"
+               else f"projected onto the configured street segment, {plan.location_grid_m:g} m bins")  # fmt: skip
+    else:
+        how = f"centre of its {plan.location_grid_m:g} m grid cell"
+    lon, lat = plan.location
+    return {"published": {"lon": lon, "lat": lat}, "method": how,
+            "zones": [{"name": z.name, "action": z.action, "sensors": z.sensors or "all"}
+                      for z in p.zones]}  # fmt: skip
+
+
+def build_report(cfg: Config, plan: SitePlan, *, generated_at: float, source: str = "") -> dict[str, Any]:
+    """Everything the report says, as JSON-ready data."""
+    g = cfg.gateway
+    gov = cfg.privacy.governance
+    return {
+        "title": f"Privacy report: gateway {g.id}",
+        "generated_at": iso(generated_at),
+        "config": source,
+        "gateway": {"id": g.id, "borough": g.borough, "name": g.name or NOT_SET},
+        "governance": {k: (getattr(gov, k) or NOT_SET) for k in GOVERNANCE_LABELS},
+        "privacy_defaults": {
+            "window": iso_period(cfg.privacy.window), "min_count": cfg.privacy.min_count,
+            "location_grid_m": cfg.privacy.location_grid_m,
+            "salt_rotation": _dur(cfg.privacy.salt_rotation),
+        },
+        "location": _location(cfg, plan),
+        "sensors": [_sensor(sp) for sp in plan.sensors.values()],
+        "destinations": _destinations(cfg),
+        "on_device": _on_device(cfg, plan),
+        "egress_guard_blocks": list(GUARD_BLOCKS),
+        "data_flow": data_flow_text(cfg, plan),
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _mid(prefix: str, name: str) -> str:
+    return prefix + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _label(text: str) -> str:
+    return text.replace('"', "'")
+
+
+def data_flow_mermaid(cfg: Config, plan: SitePlan) -> str:
+    lines = ["flowchart LR", '  subgraph device["On the gateway"]']
+    for sp in plan.sensors.values():
+        personal = [f.key for f in sp.catalogue.fields if f.personal]
+        tag = f"personal: {', '.join(personal)}" if personal else "no personal fields"
+        lines.append(f'    {_mid("s_", sp.id)}["{_label(sp.id)} ({sp.sensor.driver})<br/>{tag}"] --> privacy')
+    lines += [
+        '    privacy["Privacy stage (RAM): drop personal fields,<br/>pseudonymise, aggregate, '
+        'suppress small counts"]',
+        '    privacy --> guard["Egress guard: blocks identifier-shaped values"]',
+        f'    guard --> outbox[("Outbox on disk: non-personal only,<br/>max {_dur(cfg.outbox.max_age)}")]',
+        '    privacy -. "dropped: personal raw values" .-> bin(["forgotten"])',
+        "  end",
+    ]
+    for d in _destinations(cfg):
+        node = _mid("d_", d["sink"])
+        lines.append(f'  outbox --> {node}["{d["sink"]}: {_label(d["host"])}"]')
+    return "\n".join(lines)
+
+
+def data_flow_text(cfg: Config, plan: SitePlan) -> str:
+    lines = ["sensors:"]
+    for sp in plan.sensors.values():
+        personal = [f.key for f in sp.catalogue.fields if f.personal]
+        out = ", ".join(sorted(sp.datastreams)) or "nothing"
+        lines.append(f"  {sp.id} ({sp.sensor.driver}) -> privacy stage"
+                     f"  [personal, RAM only: {', '.join(personal) or 'none'}]  -> publishes: {out}")  # fmt: skip
+    lines += [
+        "privacy stage (RAM) -> egress guard -> outbox (disk, non-personal only)",
+        "outbox ->",
+    ]
+    for d in _destinations(cfg):
+        lines.append(f"  {d['sink']}: {d['host']} ({d['detail']})")
+    if not cfg.sinks.file and not cfg.sinks.influxdb and not cfg.sinks.mqtt:
+        lines.append("  (no sink configured)")
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(report: dict[str, Any], mermaid: str) -> str:
+    r = report
+    out: list[str] = [f"# {r['title']}", ""]
+    out.append(f"Generated {r['generated_at']} from `{r['config']}` — the same configuration and plan "
+               "the gateway enforces. Personal data is removed on the device; only the Datastreams "
+               "listed below leave it.")  # fmt: skip
+    out += ["", "## Governance", "", "| item | value |", "| --- | --- |"]
+    for k, label in GOVERNANCE_LABELS.items():
+        v = r["governance"][k]
+        out.append(f"| {label} | {'**not set**' if v == NOT_SET else _cell(v)} |")
+    g = r["gateway"]
+    out += ["", "## Site", "", f"- Gateway `{g['id']}`, borough {g['borough']}, name: {g['name']}"]
+    loc = r["location"]
+    if loc["published"] is None:
+        out.append(f"- Location: {loc['method']}")
+    else:
+        p = loc["published"]
+        out.append(f"- Published location: {p['lat']}, {p['lon']} ({loc['method']})")
+    for z in loc.get("zones", []):
+        out.append(f"- Privacy zone `{z['name']}`: {z['action']}, sensors: {z['sensors']}")
+    d = r["privacy_defaults"]
+    out.append(f"- Defaults: window {d['window']}, min_count {d['min_count']}, "
+               f"key rotation {d['salt_rotation']}")  # fmt: skip
+    out += ["", "## Data flow", "", "```mermaid", mermaid, "```", "", "Plain text:", "", "```",
+            r["data_flow"], "```"]  # fmt: skip
+    out += ["", "## Sensors"]
+    for s in r["sensors"]:
+        out += ["", f"### `{s['id']}` — {s['driver']} ({_cell(s['device'])})", ""]
+        out.append(f"{_cell(s['description'])}. Input: {s['transport']} `{s['input']}`.")
+        if s["suppressed"]:
+            out += ["", f"**Suppressed by privacy zone {', '.join(s['privacy_zones'])}: nothing "
+                        "from this sensor leaves the device.**"]  # fmt: skip
+        elif s["privacy_zones"]:
+            out += ["", f"Coarsened by privacy zone {', '.join(s['privacy_zones'])}."]
+        out += ["", "What is collected and what happens to it:", "",
+                "| field | unit | personal | transform | leaves the device |",
+                "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        for f in s["fields"]:
+            name = f"`{f['key']}`" + (" (derived)" if f["derived"] else "")
+            out.append(f"| {name} | {_cell(f['unit'])} | {'**yes**' if f['personal'] else 'no'} | "
+                       f"{_cell(f['transform'])} | {'yes' if f['leaves'] else '**no**'} |")  # fmt: skip
+        out += ["", "What leaves (SensorThings Datastreams):", ""]
+        if not s["datastreams"]:
+            out.append("Nothing.")
+        else:
+            out += ["| Datastream id | property | unit | aggregation | window | min_count | delay |",
+                    "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+            for ds in s["datastreams"]:
+                out.append(f"| {ds['id']} | `{ds['property']}` | {_cell(ds['unit'])} | "
+                           f"{ds['aggregation']} | {_cell(ds['window'])} | {_cell(ds['min_count'])} | "
+                           f"{_cell(ds['delay_s'])} |")  # fmt: skip
+        if "footfall_method" in s:
+            m = s["footfall_method"]
+            out += ["", f"Footfall method: probes weaker than {m['rssi_min_dbm']:g} dBm ignored; "
+                        f"devices seen across more than {_dur(m['dwell_max_s'])} removed as "
+                        f"residents/staff; randomised MACs scaled by {m['randomised_factor']:g}. "
+                        "Counts below min_count are published as `result: null` with "
+                        "`parameters.suppressed: true`."]  # fmt: skip
+    out += ["", "## Destinations", "", "| sink | host | detail | leaves the device |",
+            "| --- | --- | --- | --- |"]  # fmt: skip
+    for dst in r["destinations"]:
+        out.append(f"| {dst['sink']} | {_cell(dst['host'])} | {_cell(dst['detail'])} | "
+                   f"{'yes' if dst['leaves_device'] else 'no'} |")  # fmt: skip
+    if not r["destinations"]:
+        out.append("| — | — | no sink configured | — |")
+    out += ["", "## What stays on the device, and for how long", "", "| what | where | how long |",
+            "| --- | --- | --- |"]  # fmt: skip
+    for item in r["on_device"]:
+        out.append(f"| {_cell(item['what'])} | {_cell(item['where'])} | {_cell(item['how_long'])} |")
+    out += ["", "## Egress guard", "",
+            "Independently of the privacy stage, every record and payload about to leave is "
+            "checked; anything matching the following is blocked, counted and logged without "
+            "its value (fail closed):", ""]  # fmt: skip
+    out += [f"- {b}" for b in r["egress_guard_blocks"]]
+    out += ["", "See docs/privacy.md for the method, small-count suppression and the crash "
+                "trade-off.", ""]  # fmt: skip
+    return "\n".join(out)
+
+
+def render(cfg: Config, plan: SitePlan, *, generated_at: float, source: str = "") -> tuple[str, dict[str, Any]]:
+    """(Markdown, JSON data) of the report."""
+    report = build_report(cfg, plan, generated_at=generated_at, source=source)
+    return to_markdown(report, data_flow_mermaid(cfg, plan)), report

@@ -1,0 +1,149 @@
+"""Async MQTT source: subscribes to the devices' topics on the local broker, nothing else.
+
+QoS 1 with a persistent session. A message is acknowledged only after the readings decoded from
+it are committed to the outbox (or, for personal-at-source data, absorbed into the RAM privacy
+window), so `kill -9` between receipt and commit loses nothing: the broker redelivers. Bad
+payloads are counted per sensor and reason, logged once per minute without their content, and
+acknowledged (redelivery would not make them better). Reconnection is this one supervisor loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.client import topic_matches_sub
+
+from firmware_bridge.base import Decoded, DecodeError, MessageDecoder
+from gateway.config import InputsMqtt
+from gateway.model import Reading
+from gateway.mqttconn import make_client
+from gateway.ops.logs import Throttle
+from gateway.ops.metrics import Registry
+from gateway.plan import SensorPlan
+
+log = logging.getLogger("gateway.sources.mqtt")
+
+Submit = Callable[[Reading, Callable[[], None] | None], Awaitable[None]]
+DEVICE_CLOCK_TOLERANCE = 300.0  # trust a device timestamp within 5 min of the gateway clock
+
+
+class MqttSource:
+    def __init__(
+        self,
+        cfg: InputsMqtt,
+        plans: list[SensorPlan],
+        submit: Submit,
+        metrics: Registry,
+        clock: Callable[[], float] = time.time,
+        gateway_id: str = "street-gateway",
+    ) -> None:
+        self.cfg = cfg
+        self.plans = plans
+        self.submit = submit
+        self.clock = clock
+        self.gateway_id = gateway_id
+        self.routes: list[tuple[str, SensorPlan, MessageDecoder]] = []
+        for sp in plans:
+            assert sp.mqtt is not None and sp.sensor.mqtt is not None
+            self.routes.append((sp.sensor.mqtt.topic, sp, sp.mqtt.new_decoder(sp.sensor.options)))
+        self.throttle = Throttle()
+        self.connected = False
+        self._last_t: dict[str, float] = {}
+        self.m_messages = metrics.counter("gateway_mqtt_messages_total", "Messages received, by sensor")
+        self.m_errors = metrics.counter("gateway_mqtt_bad_messages_total", "Bad messages, by sensor and reason")
+        self.m_connects = metrics.counter("gateway_mqtt_connects_total", "Connections to the local broker")
+        self.m_connected = metrics.gauge("gateway_mqtt_connected", "1 while connected to the local broker")
+        self.m_last_seen = metrics.gauge("gateway_sensor_last_seen_timestamp_seconds", "Time of the last good reading")
+        self.m_connected.set(0)
+
+    @property
+    def state_topic(self) -> str:
+        return f"street-gateway/{self.gateway_id}/state"
+
+    async def run(self) -> None:
+        """Supervisor: connect, subscribe, consume; on any broker failure back off and retry."""
+        delay = 0.5
+        will = aiomqtt.Will(self.state_topic, b"offline", qos=1, retain=True)
+        while True:
+            client = make_client(self.cfg, f"street-gateway-{self.gateway_id}-in", will=will, manual_ack=True)
+            try:
+                async with client:
+                    self.connected = True
+                    self.m_connected.set(1)
+                    self.m_connects.inc()
+                    log.info("connected to local broker", extra={"host": self.cfg.host, "port": self.cfg.port})
+                    await client.publish(self.state_topic, b"online", qos=1, retain=True)
+                    for topic in sorted({t for t, _, _ in self.routes}):
+                        await client.subscribe(topic, qos=1)
+                    delay = 0.5
+                    async for message in client.messages:
+                        await self._handle(client, message)
+            except aiomqtt.MqttError as e:
+                n = self.throttle.should_log(("broker", "lost"), time.monotonic())
+                if n is not None:
+                    log.warning("local broker unavailable, reconnecting", extra={"reason": str(e), "retry_s": round(delay, 1)})  # fmt: skip
+            finally:
+                self.connected = False
+                self.m_connected.set(0)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 30.0)
+
+    def route(self, topic: str) -> tuple[SensorPlan, MessageDecoder] | None:
+        for pattern, sp, decoder in self.routes:
+            if topic_matches_sub(pattern, topic):
+                return sp, decoder
+        return None
+
+    async def _handle(self, client: Any, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+
+        def ack() -> None:
+            client.ack(message)
+
+        found = self.route(topic)
+        if found is None:
+            self._bad("unknown", "unknown_topic", "message on a topic no sensor is configured for")
+            ack()
+            return
+        sp, decoder = found
+        self.m_messages.inc(sensor=sp.id)
+        if len(payload) > self.cfg.max_payload_bytes:
+            self._bad(sp.id, "too_large", f"payload of {len(payload)} bytes exceeds max_payload_bytes")
+            ack()
+            return
+        try:
+            events = decoder.decode(topic, payload)
+        except Exception as e:  # a decoder bug must not stop ingestion; counted and visible
+            events = [DecodeError("decoder_failed", f"decoder raised {type(e).__name__}")]
+        readings: list[Reading] = []
+        now = self.clock()
+        for ev in events:
+            if isinstance(ev, DecodeError):
+                self._bad(sp.id, ev.reason, ev.detail)
+            elif isinstance(ev, Decoded):
+                t = now
+                if ev.device_time is not None and abs(ev.device_time - now) <= DEVICE_CLOCK_TOLERANCE:
+                    t = ev.device_time
+                t = max(t, self._last_t.get(sp.id, 0.0) + 0.001)
+                self._last_t[sp.id] = t
+                readings.append(Reading(sp.id, t, ev.values, ev.flags))
+        if not readings:
+            ack()
+            return
+        self.m_last_seen.set(now, sensor=sp.id)
+        for r in readings[:-1]:
+            await self.submit(r, None)
+        await self.submit(readings[-1], ack)  # acked once every reading from it is committed
+
+    def _bad(self, sensor: str, reason: str, detail: str) -> None:
+        self.m_errors.inc(sensor=sensor, reason=reason)
+        n = self.throttle.should_log((sensor, reason), time.monotonic())
+        if n is not None:
+            log.warning("bad device message", extra={"sensor": sensor, "reason": reason, "detail": detail, "suppressed_since_last": n})  # fmt: skip

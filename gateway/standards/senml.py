@@ -1,0 +1,136 @@
+"""SenML JSON (RFC 8428) export of Observations, with RFC 8798 secondary units. Pure.
+
+For consumers that speak SenML rather than SensorThings (LwM2M, CoAP tooling). One pack per
+sensor: `bn` names gateway and sensor, `n` the property, `t` is absolute epoch seconds. A pack
+using a secondary unit (`ug/m3`, `ppm`, `kWh`, `dBm`…) declares `bver: 26` — RFC 9100 feature
+code 4 (secondary units) on top of base version 10 — so an RFC 8428-only reader refuses it
+instead of misreading the unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from gateway.model import Datastream, Observation
+
+BASE_VERSION = 10
+SECONDARY_UNITS_FEATURE = 1 << 4  # RFC 9100 feature code 4
+BVER_SECONDARY = BASE_VERSION + SECONDARY_UNITS_FEATURE  # 26
+
+Record = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class SenmlUnit:
+    symbol: str
+    factor: float = 1.0  # senml value = published value * factor
+    secondary: bool = False  # RFC 8798 secondary unit: needs bver 26
+
+
+# UCUM code (as published) -> SenML unit. Units SenML cannot name ({particles}/dL, /cm3) are
+# sent without `u`: a missing unit is honest, a wrong one is not.
+UCUM_TO_SENML: dict[str, SenmlUnit] = {
+    "ug/m3": SenmlUnit("ug/m3", secondary=True),
+    "mg/m3": SenmlUnit("ug/m3", 1000.0, secondary=True),
+    "Cel": SenmlUnit("Cel"),
+    "%": SenmlUnit("/", 0.01),  # RFC 8428 deprecates "%"; "%RH" is used for humidity below
+    "[ppm]": SenmlUnit("ppm", secondary=True),
+    "[ppb]": SenmlUnit("ppm", 0.001, secondary=True),
+    "kW.h": SenmlUnit("kWh", secondary=True),
+    "W": SenmlUnit("W"),
+    "kW": SenmlUnit("kW", secondary=True),
+    "V": SenmlUnit("V"),
+    "A": SenmlUnit("A"),
+    "Hz": SenmlUnit("Hz"),
+    "s": SenmlUnit("s"),
+    "min": SenmlUnit("min", secondary=True),
+    "hPa": SenmlUnit("hPa", secondary=True),
+    "dB": SenmlUnit("dB"),
+    "dB[mW]": SenmlUnit("dBm", secondary=True),
+    "um": SenmlUnit("m", 1e-6),
+    "{count}": SenmlUnit("count"),
+    "{devices}": SenmlUnit("count"),
+    "{people}": SenmlUnit("count"),
+    "{sessions}": SenmlUnit("count"),
+    "1": SenmlUnit("/"),
+}
+
+HUMIDITY = {"humidity", "relative_humidity"}
+
+
+def senml_unit(ucum: str | None, prop: str) -> SenmlUnit | None:
+    if ucum is None:
+        return None
+    if ucum == "%" and prop in HUMIDITY:
+        return SenmlUnit("%RH")
+    return UCUM_TO_SENML.get(ucum)
+
+
+def base_name(gateway_id: str, sensor_id: str) -> str:
+    return f"urn:dev:street-gateway:{gateway_id}:{sensor_id}:"
+
+
+def _number(v: float) -> float | int:
+    """Scaled values keep 9 significant digits: avoids 0.30000000000000004 in goldens."""
+    if isinstance(v, int):
+        return v
+    r = float(f"{v:.9g}")
+    return int(r) if r.is_integer() and abs(r) < 2**53 else r
+
+
+def _seconds(t: float) -> float | int:
+    """Epoch seconds at millisecond precision (as the Observation's ISO times), int if whole."""
+    r = round(t, 3)
+    return int(r) if r.is_integer() else r
+
+
+def record(obs: Observation, ds: Datastream | None) -> Record | None:
+    """One SenML record, or None when SenML cannot carry it: a suppressed count has no value,
+    and RFC 8428 requires every record to have one."""
+    if obs.result is None:
+        return None
+    rec: Record = {"n": obs.property}
+    unit = senml_unit(ds.unit if ds else None, obs.property)
+    r = obs.result
+    if isinstance(r, bool):
+        rec["vb"] = r
+    elif isinstance(r, str):
+        rec["vs"] = r
+    else:
+        if unit is not None:
+            rec["u"] = unit.symbol
+            rec["v"] = _number(r * unit.factor) if unit.factor != 1.0 else r
+        else:
+            rec["v"] = r
+    # SenML has no intervals: `t` is the start (as in the time-series store) and `ut` the
+    # window length, i.e. when the next value is due.
+    rec["t"] = _seconds(obs.phenomenon_time)
+    if obs.phenomenon_end is not None:
+        rec["ut"] = _seconds(obs.phenomenon_end - obs.phenomenon_time)
+    return rec
+
+
+def encode(
+    gateway_id: str, observations: Iterable[Observation], datastreams: Mapping[int, Datastream]
+) -> list[Record]:
+    """One SenML pack (a JSON array) for a batch: records grouped by sensor, each group opened
+    by a record carrying its `bn`; `bver` 26 on the first record when a secondary unit occurs."""
+    groups: dict[str, list[Record]] = {}
+    secondary = False
+    for obs in observations:
+        ds = datastreams.get(obs.datastream_id)
+        rec = record(obs, ds)
+        if rec is None:
+            continue
+        unit = senml_unit(ds.unit if ds else None, obs.property)
+        if "v" in rec and unit is not None and unit.secondary:
+            secondary = True
+        groups.setdefault(obs.sensor_id, []).append(rec)
+    pack: list[Record] = []
+    for sensor, records in groups.items():
+        records[0] = {"bn": base_name(gateway_id, sensor), **records[0]}
+        pack.extend(records)
+    if pack and secondary:
+        pack[0] = {"bver": BVER_SECONDARY, **pack[0]}
+    return pack
