@@ -172,7 +172,10 @@ class Pipeline:
                     if left <= 0:
                         break
                     try:
-                        items.append(await asyncio.wait_for(self.queue.get(), left))
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                        # cancellation (hanging shutdown) when the inner call completes at once
+                        async with asyncio.timeout(left):
+                            items.append(await self.queue.get())
                     except TimeoutError:
                         break
             try:
@@ -186,10 +189,13 @@ class Pipeline:
 
     async def _commit_items(self, items: list[tuple[Reading | None, Ack | None]]) -> None:
         now = self.clock()
+        clock_flags = getattr(self.clock, "quality_flags", None)  # GatewayClock: provisional stamps
         observations: list[Observation] = []
         for reading, _ in items:
             if reading is None:
                 continue
+            if clock_flags is not None and (extra := clock_flags(reading.time)):
+                reading = Reading(reading.sensor_id, reading.time, reading.values, (*reading.flags, *extra))
             self.stats.readings += 1
             self.m_readings.inc(sensor=reading.sensor_id)
             observations.extend(self.privacy.process(reading, now))
@@ -261,7 +267,8 @@ class Pipeline:
             if not rows:
                 event.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await event.wait()
                 continue
             try:
                 result = await sink.write(rows)
@@ -296,7 +303,8 @@ class Pipeline:
                 if not rows:
                     break
                 try:
-                    result = await asyncio.wait_for(sink.write(rows), max(0.1, deadline - time.monotonic()))
+                    async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                        result = await sink.write(rows)
                 except (RetryableError, PermanentError, TimeoutError):
                     break
                 await self.outbox.advance(sink.name, rows[-1].seq)
@@ -359,10 +367,14 @@ class Pipeline:
         log.info("gateway stopping")
         for t in self._sources:
             t.cancel()
-        await asyncio.gather(*self._sources, return_exceptions=True)
+        if self._sources:
+            _, stuck = await asyncio.wait(self._sources, timeout=drain_timeout)
+            if stuck:
+                log.error("sources did not stop in time", extra={"count": len(stuck)})
         if self.outbox is not None:
             try:
-                await asyncio.wait_for(self.queue.join(), drain_timeout)
+                async with asyncio.timeout(drain_timeout):
+                    await self.queue.join()
             except TimeoutError:
                 log.error("readings still queued at shutdown; unacknowledged ones will be redelivered")
             await self.commit(self.privacy.drain(self.clock()))

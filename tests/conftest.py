@@ -164,6 +164,9 @@ def write_mosquitto_conf(tmp: Path, port: int, extra: str = "") -> Path:
         "max_queued_messages 1000000\n"
         "max_inflight_messages 100\n"
         "log_type error\nlog_type warning\n"
+        # as root Mosquitto drops to user `mosquitto`, which cannot write persistence in a
+        # root-owned temp dir: stay root so sessions really survive a broker restart
+        + ("user root\n" if os.geteuid() == 0 else "")
         + extra
     )
     return conf

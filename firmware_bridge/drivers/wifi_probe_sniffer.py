@@ -152,7 +152,9 @@ def catalogue_for(options: Options) -> Catalogue:
 
 def validate_options(options: Options) -> list[str]:
     problems = limit_problems(options)
-    unknown = sorted(set(options) - {"max_payload_bytes", "max_probes_per_message"})
+    # the footfall method's per-sensor overrides are read by the privacy stage, not the decoder
+    footfall = {"rssi_min_dbm", "dwell_max", "randomised_factor", "max_tracked"}
+    unknown = sorted(set(options) - {"max_payload_bytes", "max_probes_per_message"} - footfall)
     problems += [f"{key}: not an option of the wifi_probe_sniffer driver" for key in unknown]
     if "max_probes_per_message" in options:
         value = options["max_probes_per_message"]

@@ -7,8 +7,10 @@ text carries a MAC or an idTag, the line is redacted before it is written.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from gateway.privacy.guard import PATTERNS
@@ -21,8 +23,12 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
         if secret:
             text = text.replace(secret, "[secret]")
     for kind, pattern in PATTERNS:
-        text = pattern.sub(lambda m, k=kind: _keep_or_redact(m.group(0), k), text)
+        text = pattern.sub(_redactor(kind), text)
     return text
+
+
+def _redactor(kind: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: _keep_or_redact(m.group(0), kind)
 
 
 def _keep_or_redact(token: str, kind: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -69,12 +68,11 @@ class MqttSink:
     async def _publish_entities(self, client: AckingClient) -> None:
         try:
             from gateway.plan import build_plan
-            from gateway.standards.sensorthings import entity_messages
+            from gateway.standards.sensorthings import config_fingerprint, entity_messages
         except ImportError:  # entity export not available in this build
             return
         messages = entity_messages(self.full, build_plan(self.full), prefix=self.prefix)
-        canonical = json.dumps(messages, sort_keys=True, separators=(",", ":")).encode()
-        digest = hashlib.sha256(canonical).hexdigest()
+        digest = config_fingerprint(messages)
         previous = self._fingerprint_file.read_text().strip() if self._fingerprint_file.exists() else ""
         if digest == previous:
             return

@@ -29,6 +29,7 @@ log = logging.getLogger("gateway.sources.serial")
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 30.0
 TICK = 0.25  # how often pollers are asked for due commands
+IDLE_TICK = 5.0  # listen-only drivers: wake only for data
 
 
 class SerialSource:
@@ -60,7 +61,7 @@ class SerialSource:
         self.m_resyncs = metrics.counter("gateway_serial_resyncs_total", "Header hunts")
         self.m_reconnects = metrics.counter("gateway_serial_reconnects_total", "Port reopened")
         self.m_connected = metrics.gauge("gateway_serial_connected", "1 while the port is open")
-        self.m_connected.set(0, **self.labels)
+        self.m_connected.set(0, sensor=self.plan.id)
         self.m_last_seen = metrics.gauge(
             "gateway_sensor_last_seen_timestamp_seconds", "Time of the last good reading"
         )
@@ -79,11 +80,11 @@ class SerialSource:
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             if not first:
-                self.m_reconnects.inc(**self.labels)
+                self.m_reconnects.inc(sensor=self.plan.id)
             first = False
             log.info("serial port open", extra={"sensor": self.plan.id, "port": self.port, "baud": self.baud})  # fmt: skip
             self.connected = True
-            self.m_connected.set(1, **self.labels)
+            self.m_connected.set(1, sensor=self.plan.id)
             try:
                 await self._pump(ser)
                 delay = BACKOFF_MIN
@@ -92,7 +93,7 @@ class SerialSource:
                 delay = BACKOFF_MIN
             finally:
                 self.connected = False
-                self.m_connected.set(0, **self.labels)
+                self.m_connected.set(0, sensor=self.plan.id)
                 with contextlib.suppress(Exception):
                     ser.close()
             await asyncio.sleep(delay)
@@ -110,7 +111,9 @@ class SerialSource:
                 self._send(ser, poller.on_open(time.monotonic()))
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(readable.wait(), TICK)
+                    # not wait_for: see pipeline._committer; a listen-only driver needs no tick
+                    async with asyncio.timeout(TICK if poller is not None else IDLE_TICK):
+                        await readable.wait()
                 if readable.is_set():
                     readable.clear()
                     data = ser.read(4096)
@@ -120,6 +123,9 @@ class SerialSource:
                     self._send(ser, poller.due(time.monotonic()))
         finally:
             loop.remove_reader(fd)
+            if poller is not None:  # e.g. SDS011 sleep, SPS30 stop: spare the laser and fan
+                with contextlib.suppress(serial.SerialException, OSError):
+                    self._send(ser, poller.on_close())
 
     def _send(self, ser: serial.Serial, commands: list[bytes]) -> None:
         for cmd in commands:
@@ -129,20 +135,20 @@ class SerialSource:
         c = self.decoder.counters
         before = (c.frames_ok, c.checksum_errors, c.resyncs)
         events = self.decoder.feed(data)
-        self.m_bytes.inc(len(data), **self.labels)
-        self.m_resyncs.inc(c.resyncs - before[2], **self.labels)
+        self.m_bytes.inc(len(data), sensor=self.plan.id)
+        self.m_resyncs.inc(c.resyncs - before[2], sensor=self.plan.id)
         now = self.clock()
         for ev in events:
             if isinstance(ev, Decoded):
-                self.m_frames.inc(**self.labels)
-                self.m_last_seen.set(now, **self.labels)
+                self.m_frames.inc(sensor=self.plan.id)
+                self.m_last_seen.set(now, sensor=self.plan.id)
                 # strictly increasing per sensor at the store's millisecond resolution, so two
                 # frames read in one chunk never overwrite each other downstream
                 t = max(now, self._last_t + 0.001)
                 self._last_t = t
                 await self.emit(Reading(self.plan.id, t, ev.values, ev.flags))
             elif isinstance(ev, DecodeError):
-                self.m_errors.inc(reason=ev.reason, **self.labels)
+                self.m_errors.inc(reason=ev.reason, sensor=self.plan.id)
                 n = self.throttle.should_log((self.plan.id, ev.reason), time.monotonic())
                 if n is not None:
                     log.warning("bad serial frame", extra={"sensor": self.plan.id, "reason": ev.reason, "detail": ev.detail, "suppressed_since_last": n})  # fmt: skip

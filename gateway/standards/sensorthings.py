@@ -83,10 +83,20 @@ def _ref(iot_id: int) -> Json:
     return {"@iot.id": iot_id}
 
 
+WITHHELD_GRID_M = 1000.0  # a privacy zone withholds the site: publish only its square kilometre
+
+
 def published_location(cfg: Config) -> tuple[float, float]:
-    """(lat, lon) as published: snapped to `privacy.location_grid_m`."""
+    """(lat, lon) as published: the privacy plan's coarsened site position (grid, street
+    segment and zones applied); a withheld site is published at 1 km resolution only."""
+    from gateway.plan import build_plan  # the plan is the one place that applies zones
+
+    located = build_plan(cfg).location
+    if located is not None:
+        lon, lat = located
+        return lat, lon
     loc = cfg.gateway.location
-    return snap_to_grid(loc.lat, loc.lon, cfg.privacy.location_grid_m)
+    return snap_to_grid(loc.lat, loc.lon, max(WITHHELD_GRID_M, cfg.privacy.location_grid_m))
 
 
 def thing(cfg: Config, software_version: str | None = None) -> Json:

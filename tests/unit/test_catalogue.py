@@ -157,9 +157,9 @@ def test_mqtt_distributions_point_at_sensorthings_observation_topics(env: dict[s
     mqtt = [d for d in dists if d["@id"].endswith(":mqtt")]
     assert mqtt and all("/Observations" in d["dcat:accessURL"]["@id"] for d in mqtt)
     tsdb = [d for d in dists if d["@id"].endswith(":tsdb")]
-    assert {d["dct:description"].split("measurement ")[1].split(",")[0] for d in tsdb} == set(
-        next(iter(plan.sensors.values())).datastreams
-    )
+    assert {d["dct:description"].split("measurement ")[1].split(",")[0] for d in tsdb} == {
+        prop for sp in plan.sensors.values() for prop in sp.datastreams
+    }
 
 
 def test_licence_and_title_flags(env: dict[str, str]) -> None:

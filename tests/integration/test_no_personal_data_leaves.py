@@ -1,0 +1,175 @@
+"""Plant identifiers in every device profile's payloads, run the real gateway (real Mosquitto,
+real VictoriaMetrics, file store), then search every output byte for them: the file store, an
+MQTT capture of the city feed, the TSDB export, the outbox database, the logs and the metrics.
+Raw form, case and separator variants, and unsalted SHA-256/MD5 of each: zero hits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import urllib.request
+
+import aiomqtt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.config import parse_config
+from gateway.ops.logs import setup_logging
+from gateway.pipeline import Pipeline
+from tests.conftest import Mosquitto, VictoriaMetrics
+from tests.integration.test_mqtt_ingest import wait_for
+
+pytestmark = pytest.mark.integration
+
+hexbyte = st.integers(0, 255)
+macs = st.lists(hexbyte, min_size=6, max_size=6).map(lambda o: ":".join(f"{b:02x}" for b in o))
+id_tags = st.lists(hexbyte, min_size=7, max_size=7).map(lambda o: "".join(f"{b:02X}" for b in o))
+letters = st.sampled_from("ABCDEFGHJKLMNOPRSTUVWXYZ")
+plates = st.tuples(letters, letters, st.integers(10, 99), letters, letters, letters).map(
+    lambda t: f"{t[0]}{t[1]}{t[2]} {t[3]}{t[4]}{t[5]}")
+emails = st.tuples(st.sampled_from(["alex", "sam", "jo", "priya"]), st.integers(100, 99999)).map(
+    lambda t: f"{t[0]}.{t[1]}@example.org")
+phones = st.integers(100000000, 999999999).map(lambda n: f"+447{n}")
+identities = st.fixed_dictionaries({"mac": macs, "mac2": macs, "tag": id_tags, "plate": plates,
+                                    "email": emails, "phone": phones})  # fmt: skip
+
+SENSORS = """\
+  - {id: ev-1, driver: openevse, mqtt: {topic: 'openevse/bay-1/+'}}
+  - {id: ocpp-1, driver: ocpp16j, mqtt: {topic: 'ocpp/CB-1/in'}}
+  - {id: cam-1, driver: axis_object_analytics, mqtt: {topic: 'axis/+/event/CameraApplicationPlatform/ObjectAnalytics/#'}}
+  - {id: sniff-1, driver: wifi_probe_sniffer, mqtt: {topic: 'footfall/sniffer-1/probes'}}
+  - {id: pax-1, driver: paxcounter, mqtt: {topic: 'paxcounter/pax-1/count'}}
+  - {id: gj-1, driver: generic_json, mqtt: {topic: 'sensors/aq-node-7/json'}, options: {fields: [{path: data.pm25, property: pm2_5, unit: ug/m3}]}}
+  - {id: senml-1, driver: senml, mqtt: {topic: 'senml/weather-1'}, options: {fields: [{suffix: ':temp', property: temperature, unit: Cel}]}}
+"""
+
+
+def payloads(ids: dict[str, str]) -> list[tuple[str, str]]:
+    mac, mac2, tag, plate, email, phone = (ids[k] for k in ("mac", "mac2", "tag", "plate", "email", "phone"))
+    probe = lambda m, r: {"mac": m, "rssi": r, "seq": 7, "ch": 6}  # noqa: E731
+    return [
+        ("footfall/sniffer-1/probes", json.dumps(probe(mac, -50))),
+        ("footfall/sniffer-1/probes", json.dumps([probe(mac, -52), probe(mac2, -60), probe(mac.upper(), -55)])),
+        ("openevse/bay-1/rfid_auth", tag),
+        ("openevse/bay-1/amp", "16000"),
+        ("openevse/bay-1/status", "active"),
+        ("openevse/bay-1/vehicle_owner", email),  # unknown key, must be counted and dropped
+        ("ocpp/CB-1/in", json.dumps([2, "a1", "StartTransaction", {"connectorId": 1, "idTag": tag, "meterStart": 1000, "timestamp": "2026-03-14T10:12:30Z"}])),
+        ("ocpp/CB-1/in", json.dumps([2, "a2", "MeterValues", {"connectorId": 1, "transactionId": 5531, "meterValue": [{"timestamp": "2026-03-14T10:27:30Z", "sampledValue": [{"value": "2000", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}, {"value": "54", "measurand": "SoC", "unit": "Percent"}]}]}])),
+        ("ocpp/CB-1/in", json.dumps([2, "a3", "StopTransaction", {"transactionId": 5531, "idTag": email, "meterStop": 3000, "timestamp": "2026-03-14T11:40:02Z", "reason": plate}])),
+        ("ocpp/CB-1/in", json.dumps([2, "a4", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging", "info": phone}])),
+        (f"axis/{mac.replace(':', '').upper()}/event/CameraApplicationPlatform/ObjectAnalytics/Device1Scenario1",
+         json.dumps({"topic": "axis:x", "timestamp": 1741946405123, "serial": mac.replace(":", "").upper(),
+                     "message": {"source": {}, "key": {}, "data": {"scenario": "passageCounts", "reason": "human", "total": "3", "totalHuman": "3", "operator": email}}})),
+        ("paxcounter/pax-1/count", json.dumps({"wifi": 23, "ble": 41, "mac": mac2, "owner": phone})),
+        ("sensors/aq-node-7/json", json.dumps({"data": {"pm25": 9.5, "plate": plate}, "badge": tag, "contact": email})),
+        ("senml/weather-1", json.dumps([{"bn": f"urn:dev:mac:{mac.replace(':', '')}:", "n": "temp", "u": "Cel", "v": 21.5},
+                                        {"n": "owner", "vs": email}])),
+    ]  # fmt: skip
+
+
+def variants(value: str) -> set[str]:
+    """Raw, case and separator variants, and their unsalted SHA-256 and MD5 digests."""
+    forms = {value, value.lower(), value.upper()}
+    for sep in (":", "-", ".", " ", ""):
+        for f in list(forms):
+            forms.add(f.replace(":", sep).replace(" ", sep))
+    if len(value.replace(":", "")) == 12:  # a MAC: Cisco dotted notation too
+        bare = value.replace(":", "").lower()
+        forms |= {f"{bare[0:4]}.{bare[4:8]}.{bare[8:12]}", f"{bare[0:4]}.{bare[4:8]}.{bare[8:12]}".upper()}
+    digests = set()
+    for f in forms:
+        digests.add(hashlib.sha256(f.encode()).hexdigest())
+        digests.add(hashlib.md5(f.encode()).hexdigest())
+    return {f for f in forms if len(f) >= 6} | digests
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=identities)
+def test_planted_identifiers_never_leave_in_any_output(
+    ids: dict[str, str], tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto, victoria: VictoriaMetrics
+) -> None:
+    tmp = tmp_path_factory.mktemp("leak")
+    data = tmp / "data"
+    cfg = parse_config(f"""
+gateway: {{id: camden-lc-0423, borough: camden, location: {{lat: 51.539, lon: -0.1426}}, data_dir: '{data}'}}
+sensors:
+{SENSORS}
+inputs: {{mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, client_id: leak-{tmp.name}}}}}
+privacy: {{window: 1m, min_count: 1}}
+sinks:
+  file: {{path: observations.jsonl}}
+  influxdb: {{url: '{victoria.url}', org: london, bucket: street, token: not-a-secret}}
+  mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: false, client_id: leak-out-{tmp.name}}}
+ops: {{http: null}}
+""", "leak.yaml", {})
+    logs = io.StringIO()
+    setup_logging("debug", stream=logs)
+    captured: list[bytes] = []
+    sent = payloads(ids)
+
+    async def scenario() -> Pipeline:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+            await sub.subscribe("v1.1/#", qos=1)
+            await sub.subscribe("street-gateway/#", qos=1)
+
+            async def collect() -> None:
+                async for m in sub.messages:
+                    captured.append(str(m.topic).encode() + b" " + bytes(m.payload))  # type: ignore[arg-type]
+
+            collector = asyncio.create_task(collect())
+            p = Pipeline(cfg)
+            await p.start()
+            await wait_for(lambda: getattr(p, "mqtt_source", None) is not None and p.mqtt_source.connected, what="subscription")
+            await asyncio.sleep(0.3)
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as dev:
+                for topic, payload in sent:
+                    await dev.publish(topic, payload, qos=1)
+            total = p.metrics.counter("gateway_mqtt_messages_total", "")
+            await wait_for(lambda: total.total() >= len(sent), what="every message received")
+            await wait_for(lambda: p.queue.empty(), what="committed")
+            await p.stop()
+            await asyncio.sleep(0.5)
+            collector.cancel()
+            return p
+
+    p = asyncio.run(scenario())
+    logging.getLogger().handlers.clear()
+    outputs: dict[str, bytes] = {
+        "logs": logs.getvalue().encode(),
+        "metrics": p.metrics.render().encode(),
+        "mqtt capture": b"\n".join(captured),
+    }
+    for f in sorted(data.rglob("*")):
+        if f.is_file():
+            outputs[f"data dir: {f.name}"] = f.read_bytes()
+    victoria.flush()
+    q = "match[]=%7B__name__!%3D%22%22%7D&start=0"
+    outputs["tsdb export"] = urllib.request.urlopen(f"{victoria.url}/api/v1/export?{q}", timeout=10).read()
+    assert outputs["mqtt capture"], "the capture must see the city feed, or the search proves nothing"
+    assert b"Observations" in outputs["mqtt capture"]
+    assert (data / "observations.jsonl").stat().st_size > 0
+    assert b"pm2_5_value" in outputs["tsdb export"] and b"gateway started" in outputs["logs"]
+    hits: list[str] = []
+    for kind, value in ids.items():
+        for form in variants(value):
+            needle = form.encode()
+            for where, blob in outputs.items():
+                if needle in blob or needle.lower() in blob.lower():
+                    hits.append(f"{kind} as {form!r} in {where}")
+    assert not hits, hits[:10]
+
+
+def test_the_search_would_find_a_leak() -> None:
+    """Guard against a search that cannot fail: a planted value is found in its variants."""
+    mac = "3c:22:fb:12:34:56"
+    v = variants(mac)
+    assert "3C-22-FB-12-34-56" in v and "3c22fb123456" in v and "3c22.fb12.3456" in v
+    assert hashlib.sha256(b"3c:22:fb:12:34:56").hexdigest() in v
+    assert any(hashlib.md5(b"3c22fb123456").hexdigest() == d for d in v)
+
+
