@@ -252,6 +252,12 @@ class OutboxSection(Strict):
     sync: Literal["full", "normal"] = Field(
         "full", description="full: durable on power loss (fsync per group commit)."
     )
+    group_commit: Duration = Field(
+        0.05,
+        le=5,
+        description="How long a commit waits to gather readings: longer = fewer fsyncs and "
+        "less SD-card wear, at the cost of ingest latency (acks wait for the commit).",
+    )
 
 
 class Ops(Strict):

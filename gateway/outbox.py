@@ -65,9 +65,11 @@ class Outbox:
         max_bytes: int = 2**30,
         max_age_s: float = 30 * 86400,
         sync: str = "full",
+        when_full: str = "drop_oldest",
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self.when_full = when_full
         self.max_age_s = max_age_s
         self.events: list[str] = []  # notable events at open (recovery), for the log and metrics
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,11 @@ class Outbox:
         self._init_cursors()
         row = self.db.execute("SELECT COALESCE(SUM(LENGTH(body)), 0), COUNT(*) FROM obs").fetchone()
         self.payload_bytes: int = row[0] + ROW_OVERHEAD * row[1]
+        # seqs are contiguous (appends, reclaim and drops only ever add at the head or cut at
+        # the tail), so counts are head arithmetic, O(1) at any backlog; a salvaged database
+        # may have holes, and then exact COUNT(*) queries are used instead
+        lo, hi = self.db.execute("SELECT MIN(seq), MAX(seq) FROM obs").fetchone()
+        self._contiguous = row[1] == 0 or (hi - lo + 1) == row[1]
         self.appended = 0
         self.bytes_appended = 0
 
@@ -201,8 +208,15 @@ class Outbox:
     def advance(self, sink: str, seq: int) -> None:
         self.db.execute("UPDATE cursor SET seq = MAX(seq, ?) WHERE sink = ?", (seq, sink))
 
+    def _min_seq(self) -> int | None:
+        row = self.db.execute("SELECT seq FROM obs ORDER BY seq LIMIT 1").fetchone()
+        return int(row[0]) if row else None
+
     def lag(self, sink: str) -> int:
         c = self.cursor(sink)
+        if self._contiguous:
+            lo = self._min_seq()
+            return 0 if lo is None else max(0, self.head() - max(c, lo - 1))
         return int(self.db.execute("SELECT COUNT(*) FROM obs WHERE seq > ?", (c,)).fetchone()[0])
 
     def oldest_pending_time(self, sink: str) -> float | None:
@@ -212,6 +226,9 @@ class Outbox:
         return float(row[0]) if row else None
 
     def count(self) -> int:
+        if self._contiguous:
+            lo = self._min_seq()
+            return 0 if lo is None else self.head() - lo + 1
         return int(self.db.execute("SELECT COUNT(*) FROM obs").fetchone()[0])
 
     # ------------------------------------------------------------------ housekeeping
@@ -234,17 +251,26 @@ class Outbox:
         return len(rows)
 
     def enforce_bounds(self, now: float) -> dict[str, int]:
-        """Drop the oldest rows beyond max_age, then beyond max_bytes; count every one."""
-        dropped = {"max_age": 0, "max_bytes": 0}
+        """Drop the oldest rows beyond max_age, then beyond max_bytes; count every one.
+
+        Age is checked from the front of the queue (oldest seq first) and stops at the first row
+        young enough, so a pass costs O(rows dropped), not a scan of the whole backlog."""
+        dropped = {"max_age": 0, "max_bytes": 0, "downsampled": 0}
         cutoff = now - self.max_age_s
         while True:
             rows = self.db.execute(
-                "SELECT seq, ds, LENGTH(body) FROM obs WHERE t < ? ORDER BY seq LIMIT ?",
-                (cutoff, RECLAIM_CHUNK),
+                "SELECT seq, ds, LENGTH(body), t FROM obs ORDER BY seq LIMIT ?", (RECLAIM_CHUNK,)
             ).fetchall()
-            if not rows:
+            old = []
+            for r in rows:
+                if r[3] >= cutoff:
+                    break
+                old.append(r[:3])
+            if not old:
                 break
-            dropped["max_age"] += self._drop(rows, "max_age")
+            dropped["max_age"] += self._drop(old, "max_age")
+            if len(old) < len(rows):
+                break
         while self.payload_bytes > self.max_bytes:
             excess = self.payload_bytes - self.max_bytes
             rows = self.db.execute(
@@ -253,6 +279,11 @@ class Outbox:
             if not rows:
                 self.payload_bytes = 0
                 break
+            if self.when_full == "downsample":
+                thinned = self._thin(rows, excess)
+                if thinned:
+                    dropped["downsampled"] += thinned
+                    continue
             take, acc = [], 0
             for r in rows:
                 take.append(r)
@@ -261,6 +292,39 @@ class Outbox:
                     break
             dropped["max_bytes"] += self._drop(take, "max_bytes")
         return dropped
+
+    def _thin(self, rows: list[Any], excess: int) -> int:
+        """`when_full: downsample`: halve the time resolution of the oldest rows (every second
+        observation per Datastream) instead of losing the oldest period whole. Once the oldest
+        rows are down to one per Datastream, the caller falls back to dropping the oldest."""
+        span, acc = [], 0
+        for r in rows:  # enough of the oldest rows that removing half of them frees `excess`
+            span.append(r)
+            acc += r[2] + ROW_OVERHEAD
+            if acc >= 2 * excess:
+                break
+        seen: dict[int, int] = {}
+        victims = []
+        for seq, ds, size in span:
+            seen[ds] = seen.get(ds, 0) + 1
+            if seen[ds] % 2 == 0:
+                victims.append((seq, ds, size))
+        if not victims:
+            return 0
+        per_ds: dict[int, int] = {}
+        for _, ds, _ in victims:
+            per_ds[ds] = per_ds.get(ds, 0) + 1
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("DELETE FROM obs WHERE seq = ?", [(v[0],) for v in victims])
+        self.db.executemany(
+            "INSERT INTO drops VALUES (?, ?, ?) ON CONFLICT(ds, reason) DO UPDATE SET n = n + excluded.n",
+            [(ds, "downsampled", n) for ds, n in per_ds.items()],
+        )
+        self.db.execute("COMMIT")
+        self._contiguous = False  # sequence numbers now have gaps: count rows exactly
+        self.payload_bytes -= sum(v[2] for v in victims) + ROW_OVERHEAD * len(victims)
+        log.warning("outbox bound reached: thinned %d of the oldest observations (reason=downsampled)", len(victims))
+        return len(victims)
 
     def _drop(self, rows: list[Any], reason: str) -> int:
         per_ds: dict[int, int] = {}

@@ -31,7 +31,7 @@ log = logging.getLogger("gateway.pipeline")
 
 INGEST_QUEUE = 10_000  # readings waiting for the committer; sources wait when it is full
 COMMIT_BATCH = 5_000
-COMMIT_LINGER = 0.02  # seconds a batch may wait to fill before it is committed
+SINK_BACKOFF_MAX = 15.0  # a store back after an outage is written to within ~15 s
 Ack = Callable[[], None]
 
 
@@ -105,14 +105,14 @@ class Pipeline:
         self.m_delivered = m.counter("gateway_sink_delivered_total", "Observations delivered")
         self.m_failures = m.counter("gateway_sink_failures_total", "Failed sink writes")
         self.m_quarantined = m.counter("gateway_sink_quarantined_total", "Rows refused for good")
-        self.m_blocked = m.gauge("gateway_guard_blocked_total", "Payloads blocked by the egress guard")
-        self.m_privacy = m.gauge("gateway_privacy_dropped_total", "Fields withheld by the privacy stage")
-        self.m_suppressed = m.gauge("gateway_privacy_suppressed_windows_total", "Small counts not published")
+        self.m_blocked = m.counter("gateway_guard_blocked_total", "Payloads blocked by the egress guard")
+        self.m_privacy = m.counter("gateway_privacy_dropped_total", "Fields withheld by the privacy stage")
+        self.m_suppressed = m.counter("gateway_privacy_suppressed_windows_total", "Small counts not published")
         self.m_lag = m.gauge("gateway_sink_lag_observations", "Observations not yet delivered")
         self.m_oldest = m.gauge("gateway_sink_oldest_pending_age_seconds", "Age of the oldest undelivered")
         self.m_depth = m.gauge("gateway_outbox_observations", "Rows in the outbox")
         self.m_bytes = m.gauge("gateway_outbox_bytes", "Approximate payload bytes in the outbox")
-        self.m_drops = m.gauge("gateway_outbox_dropped_total", "Observations dropped at a bound")
+        self.m_drops = m.counter("gateway_outbox_dropped_total", "Observations dropped at a bound")
 
         def collect() -> None:
             for reason, n in self.guard.blocked.items():
@@ -163,7 +163,7 @@ class Pipeline:
         while True:
             first = await self.queue.get()
             items = [first]
-            deadline = time.monotonic() + COMMIT_LINGER
+            deadline = time.monotonic() + self.cfg.outbox.group_commit
             while len(items) < COMMIT_BATCH:
                 try:
                     items.append(self.queue.get_nowait())
@@ -261,7 +261,7 @@ class Pipeline:
                 except (RetryableError, OSError) as e:
                     log.warning("sink not started, retrying", extra={"sink": sink.name, "reason": str(e)})  # fmt: skip
                     await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 60)
+                    backoff = min(backoff * 2, SINK_BACKOFF_MAX)
                     continue
             rows = await self.outbox.read(sink.name, sink.batch_size)
             if not rows:
@@ -278,7 +278,7 @@ class Pipeline:
                 if n is not None:
                     log.warning("sink write failed, will retry", extra={"sink": sink.name, "reason": str(e), "backoff_s": round(backoff, 1), "failures_since_last": n})  # fmt: skip
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, 60)
+                backoff = min(backoff * 2, SINK_BACKOFF_MAX)
                 continue
             except PermanentError as e:
                 log.error("sink refused a batch for good; quarantined", extra={"sink": sink.name, "reason": str(e), "rows": len(rows)})  # fmt: skip
@@ -309,6 +309,7 @@ class Pipeline:
                     break
                 await self.outbox.advance(sink.name, rows[-1].seq)
                 self.stats.delivered[sink.name] = self.stats.delivered.get(sink.name, 0) + result.written
+                self.m_delivered.inc(result.written, sink=sink.name)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -321,6 +322,7 @@ class Pipeline:
             max_bytes=ob.max_bytes,
             max_age_s=ob.max_age,
             sync=ob.sync,
+            when_full=ob.when_full,
         )
         for event in sync.events:
             log.warning(event)

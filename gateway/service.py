@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.model import iso
+from gateway.ops.clock import GatewayClock
 from gateway.ops.http import OpsServer
 from gateway.pipeline import Pipeline
 
@@ -32,33 +33,110 @@ def sd_notify(message: str) -> None:
         s.sendall(message.encode())
 
 
-def status_of(p: Pipeline) -> dict[str, Any]:
+def _values(p: Pipeline, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    m = p.metrics.metrics.get(name)
+    return m.values if m is not None else {}
+
+
+def _by_label(p: Pipeline, name: str, label: str) -> dict[str, float]:
+    """Sum a metric's samples per value of one label (e.g. frame errors per sensor)."""
+    out: dict[str, float] = {}
+    for key, v in _values(p, name).items():
+        for k, lv in key:
+            if k == label:
+                out[lv] = out.get(lv, 0.0) + v
+    return out
+
+
+STALE_S = 120.0  # a sensor silent this long is shown as a fault
+SINK_BEHIND_S = 60.0  # a sink whose oldest undelivered observation is older is "behind"
+
+
+def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
+    """What the status page and /status.json show: per sensor its last non-personal values
+    (observations that passed the privacy stage and the guard) and its fault, sinks, clock."""
+    p.metrics.render()  # run the collectors so derived gauges are fresh
+    now = p.clock()
+    last_seen = _by_label(p, "gateway_sensor_last_seen_timestamp_seconds", "sensor")
+    serial_up = _by_label(p, "gateway_serial_connected", "sensor")
+    frame_errors = _by_label(p, "gateway_serial_frame_errors_total", "sensor")
+    bad_messages = _by_label(p, "gateway_mqtt_bad_messages_total", "sensor")
+    mqtt_up = sum(_values(p, "gateway_mqtt_connected").values())
     sensors = []
-    last_seen = p.metrics.gauge("gateway_sensor_last_seen_timestamp_seconds", "")
-    errors = p.metrics.counter("gateway_serial_frame_errors_total", "")
-    connected = p.metrics.gauge("gateway_serial_connected", "")
     for sid, sp in p.plan.sensors.items():
-        seen = last_seen.get(sensor=sid)
+        seen = last_seen.get(sid)
         fault = None
-        if sp.serial is not None and connected.get(sensor=sid) == 0:
-            fault = "serial port not open"
-        elif seen and p.clock() - seen > 120:
-            fault = f"no reading for {int(p.clock() - seen)} s"
-        errs = sum(v for k, v in errors.values.items() if ("sensor", sid) in k)
+        if sp.serial is not None and not serial_up.get(sid):
+            fault = "serial port not open (unplugged?)"
+        elif sp.serial is None and not mqtt_up:
+            fault = "local MQTT broker not connected"
+        elif seen is None:
+            fault = "no reading yet"
+        elif now - seen > STALE_S:
+            fault = f"no reading for {int(now - seen)} s"
+        errs = frame_errors.get(sid, 0) + bad_messages.get(sid, 0)
         if errs and not fault:
-            fault = f"{int(errs)} bad frames since start"
+            fault = f"{int(errs)} bad frames/messages since start"
         values = {prop: v for (s, prop), v in p.stats.last_values.items() if s == sid}
-        sensors.append({"id": sid, "driver": sp.sensor.driver,
-                        "last_seen": iso(seen) if seen else None, "values": values, "fault": fault})  # fmt: skip
-    lag = p.metrics.gauge("gateway_sink_lag_observations", "")
+        sensors.append({
+            "id": sid,
+            "driver": sp.sensor.driver,
+            "transport": "serial" if sp.serial is not None else "mqtt",
+            "last_seen": iso(seen) if seen else None,
+            "values": values,
+            "bad_frames": int(errs),
+            "fault": fault,
+        })  # fmt: skip
+    lag = _by_label(p, "gateway_sink_lag_observations", "sink")
+    oldest = _by_label(p, "gateway_sink_oldest_pending_age_seconds", "sink")
+    failures = _by_label(p, "gateway_sink_failures_total", "sink")
+    sinks = {}
+    for s in p.sinks:
+        behind = oldest.get(s.name, 0.0) > SINK_BEHIND_S
+        sinks[s.name] = {
+            "state": "behind" if behind else "ok",
+            "delivered": p.stats.delivered.get(s.name, 0),
+            "lag": int(lag.get(s.name, 0)),
+            "oldest_pending_age_s": round(oldest.get(s.name, 0.0), 1),
+            "failures": int(failures.get(s.name, 0)),
+        }
+    if clock is not None:
+        cs = clock.state()
+        clock_st = {**cs, "time": iso(cs["time"]),
+                    "last_trusted": iso(cs["last_trusted"]) if cs["last_trusted"] else None}  # fmt: skip
+    else:
+        clock_st = {"time": iso(now), "synchronised": True, "mode": "system"}
     return {
         "gateway": p.cfg.gateway.id,
-        "clock": iso(p.clock()),
+        "clock": clock_st,
         "sensors": sensors,
-        "sinks": {s.name: {"delivered": p.stats.delivered.get(s.name, 0), "lag": lag.get(sink=s.name)} for s in p.sinks},
-        "outbox": {"observations": p.metrics.gauge("gateway_outbox_observations", "").get()},
+        "sinks": sinks,
+        "outbox": {"observations": int(sum(_values(p, "gateway_outbox_observations").values()))},
         "readings": p.stats.readings,
-    }  # fmt: skip
+        "committed": p.stats.committed,
+    }
+
+
+class _Live:
+    """The pipeline the ops server answers for; replaced at every reload."""
+
+    def __init__(self) -> None:
+        self.pipeline: Pipeline | None = None
+        self.switching = False
+
+    def ready(self) -> bool:
+        return self.pipeline is not None and self.pipeline.ready.is_set() and not self.switching
+
+
+def _outbox_collector(p: Pipeline) -> Callable[[], None]:
+    oldest = p.metrics.gauge("gateway_outbox_oldest_pending_age_seconds",
+                             "Age of the oldest observation some sink has not received")  # fmt: skip
+
+    def collect() -> None:
+        ages = _values(p, "gateway_sink_oldest_pending_age_seconds").values()
+        oldest.set(max(ages, default=0.0))
+
+    return collect
 
 
 async def serve(
@@ -67,57 +145,51 @@ async def serve(
     until: asyncio.Event | None = None,
     on_started: Callable[[Pipeline], Any] | None = None,
     reload: Callable[[], Config | None] | None = None,
+    clock: GatewayClock | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (or `until`); SIGHUP reloads the config without losing data."""
+    """Run until SIGTERM/SIGINT (or `until`); SIGHUP reloads the config without losing data.
+
+    A reload stops the running pipeline the way SIGTERM does (sources stop, queued readings are
+    committed, open windows closed, sinks drained as far as they go; the outbox keeps the rest)
+    and starts one with the new config on the same outbox. An invalid new config is refused and
+    the running pipeline keeps going untouched. The clock and the ops server live across reloads.
+    """
     loop = asyncio.get_running_loop()
     stop = until or asyncio.Event()
     hup = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
+    if clock is None:
+        clock = GatewayClock(state_file=cfg.gateway.data_dir / "clock.json")
+    live = _Live()
+    ops: OpsServer | None = None
+    ops_addr: str | None = None
+    background = [asyncio.create_task(_watchdog()), asyncio.create_task(_clock_upkeep(clock))]
     try:
         while True:
-            pipeline = Pipeline(cfg)
-            ops: OpsServer | None = None
+            pipeline = Pipeline(cfg, clock=clock)
+            clock.bind(pipeline.metrics)
+            pipeline.metrics.collectors.append(_outbox_collector(pipeline))
             await pipeline.start()
-            if cfg.ops.http:
-                host, _, port = cfg.ops.http.rpartition(":")
-                ops = OpsServer(
-                    host, int(port),
-                    metrics=pipeline.metrics.render,
-                    status=lambda p=pipeline: status_of(p),  # type: ignore[misc]
-                    ready=pipeline.ready.is_set,
-                )  # fmt: skip
-                try:
-                    await ops.start()
-                except OSError as e:
-                    log.error("ops http not started", extra={"address": cfg.ops.http, "reason": e.strerror})  # fmt: skip
-                    ops = None
-            sd_notify("READY=1")
+            live.pipeline, live.switching = pipeline, False
+            if cfg.ops.http != ops_addr:
+                if ops is not None:
+                    await ops.close()
+                ops, ops_addr = await _start_ops(cfg.ops.http, live, clock), cfg.ops.http
+            sd_notify(
+                f"READY=1\nSTATUS=running: {len(pipeline.plan.sensors)} sensors, clock {clock.mode}"
+            )
             if on_started is not None:
                 on_started(pipeline)
-            watchdog = asyncio.create_task(_watchdog())
-            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(hup.wait())]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
-            watchdog.cancel()
-            reloaded: Config | None = None
-            if hup.is_set() and not stop.is_set():
-                hup.clear()
-                reloaded = reload() if reload is not None else None
-                if reloaded is None:
-                    log.error("reload refused: config invalid; keeping the running config")
-                    if ops is not None:
-                        await ops.close()
-                    await pipeline.stop()
-                    sd_notify("RELOADING=0")
-                    continue  # restart with the old config
-                sd_notify("RELOADING=1")
-            else:
+            reloaded = await _wait_for_stop_or_reload(stop, hup, reload)
+            live.switching = True
+            if reloaded is None:
                 sd_notify("STOPPING=1")
-            if ops is not None:
-                await ops.close()
+            else:
+                sd_notify(
+                    f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+                )
             started = time.monotonic()
             await pipeline.stop()
             log.info("pipeline stopped", extra={"seconds": round(time.monotonic() - started, 2)})
@@ -126,13 +198,72 @@ async def serve(
             cfg = reloaded
             log.info("config reloaded")
     finally:
+        for t in background:
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if ops is not None:
+            await ops.close()
+        clock.persist(force=True)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
+async def _wait_for_stop_or_reload(
+    stop: asyncio.Event, hup: asyncio.Event, reload: Callable[[], Config | None] | None
+) -> Config | None:
+    """None: stop. A config: reload with it. An invalid config keeps the pipeline running."""
+    while True:
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(hup.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if stop.is_set():
+            return None
+        hup.clear()
+        new = reload() if reload is not None else None
+        if new is not None:
+            return new
+        log.error(
+            "reload refused: config invalid or reload unsupported; keeping the running config"
+        )
+        sd_notify("STATUS=reload refused: config invalid; running the previous config")
+
+
+async def _start_ops(address: str | None, live: _Live, clock: GatewayClock) -> OpsServer | None:
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+
+    def metrics() -> str:
+        return live.pipeline.metrics.render() if live.pipeline is not None else ""
+
+    def status() -> dict[str, Any]:
+        return status_of(live.pipeline, clock) if live.pipeline is not None else {}
+
+    ops = OpsServer(host.strip("[]"), int(port), metrics=metrics, status=status, ready=live.ready)
+    try:
+        await ops.start()
+    except OSError as e:
+        log.error("ops http not started", extra={"address": address, "reason": e.strerror})
+        return None
+    return ops
+
+
+async def _clock_upkeep(clock: GatewayClock) -> None:
+    """Probe the clock even when no reading arrives, and persist the last trusted time."""
+    while True:
+        clock.now()
+        clock.persist()
+        await asyncio.sleep(10.0)
+
+
 async def _watchdog() -> None:
-    usec = int(os.environ.get("WATCHDOG_USEC", "0"))
-    if not usec:
+    """WATCHDOG=1 from the event loop itself, at half the interval systemd expects."""
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
         return
     while True:
         sd_notify("WATCHDOG=1")

@@ -5,6 +5,7 @@ Label values come from config (sensor ids, sink names, reasons), never from devi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,21 @@ def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _esc_help(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _num(v: float) -> str:
+    """Full precision (timestamps need ten digits; `:g` keeps six) in Prometheus spelling."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
+
+
 class Registry:
     def __init__(self) -> None:
         self.metrics: dict[str, Metric] = {}
@@ -45,16 +61,19 @@ class Registry:
         return self.metrics.setdefault(name, Metric(name, help, "counter"))
 
     def gauge(self, name: str, help: str) -> Metric:
-        return self.metrics.setdefault(name, Metric(name, help, "gauge"))
+        """A `_total` name is a counter by Prometheus convention, also when its value is copied
+        from a cumulative count rather than incremented here: typed so, rate() works on it."""
+        kind = "counter" if name.endswith("_total") else "gauge"
+        return self.metrics.setdefault(name, Metric(name, help, kind))
 
     def render(self) -> str:
         for collect in self.collectors:
             collect()
         out: list[str] = []
         for m in sorted(self.metrics.values(), key=lambda m: m.name):
-            out.append(f"# HELP {m.name} {m.help}")
+            out.append(f"# HELP {m.name} {_esc_help(m.help)}")
             out.append(f"# TYPE {m.name} {m.kind}")
             for labels, v in sorted(m.values.items()):
                 lab = ",".join(f'{k}="{_esc(val)}"' for k, val in labels)
-                out.append(f"{m.name}{{{lab}}} {v:g}" if lab else f"{m.name} {v:g}")
+                out.append(f"{m.name}{{{lab}}} {_num(v)}" if lab else f"{m.name} {_num(v)}")
         return "\n".join(out) + "\n"

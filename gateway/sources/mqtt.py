@@ -128,11 +128,14 @@ class MqttSource:
             if isinstance(ev, DecodeError):
                 self._bad(sp.id, ev.reason, ev.detail)
             elif isinstance(ev, Decoded):
-                t = now
                 if ev.device_time is not None and abs(ev.device_time - now) <= DEVICE_CLOCK_TOLERANCE:
+                    # the device's own time, unchanged: a message redelivered after a crash
+                    # yields the same point again, which the store overwrites (idempotent)
                     t = ev.device_time
-                t = max(t, self._last_t.get(sp.id, 0.0) + 0.001)
-                self._last_t[sp.id] = t
+                else:
+                    # gateway time, strictly increasing per sensor at millisecond resolution
+                    t = max(now, self._last_t.get(sp.id, 0.0) + 0.001)
+                    self._last_t[sp.id] = t
                 readings.append(Reading(sp.id, t, ev.values, ev.flags))
         if not readings:
             ack()

@@ -59,7 +59,7 @@ def test_byte_bound_drops_oldest_and_counts_per_datastream(tmp_path: Path) -> No
     ob.append(rows(40, ds=1))
     ob.append(rows(30, start=40, ds=2))
     dropped = ob.enforce_bounds(now=1000.0)
-    assert dropped == {"max_age": 0, "max_bytes": 20}
+    assert dropped == {"max_age": 0, "max_bytes": 20, "downsampled": 0}
     assert ob.count() == 50
     assert [r.seq for r in ob.read("a", 1)] == [21]  # the oldest went first
     assert ob.drops() == {(1, "max_bytes"): 20}
@@ -99,3 +99,17 @@ def test_corrupt_database_is_moved_aside_and_readable_rows_kept(tmp_path: Path) 
     assert list(tmp_path.glob("o.sqlite.corrupt-*"))
     ob.append(rows(1))  # and it keeps working
     sqlite3.connect(path).execute("PRAGMA quick_check").fetchone()
+
+
+def test_downsample_thins_the_oldest_rows_per_datastream_and_counts_them(tmp_path: Path) -> None:
+    per_row = 60 + ROW_OVERHEAD
+    ob = Outbox(tmp_path / "o.sqlite", sinks=["a"], max_bytes=per_row * 80, when_full="downsample")
+    ob.append([(1 + i % 2, 1000.0 + i, b"x" * 60) for i in range(100)])  # two datastreams
+    dropped = ob.enforce_bounds(now=1000.0)
+    assert dropped["downsampled"] >= 20 and dropped["max_bytes"] == 0
+    assert ob.count() == 100 - dropped["downsampled"] <= 80
+    seqs = [r.seq for r in ob.read("a", 200)]
+    assert seqs[0] == 1 and seqs[-1] == 100  # the oldest period is kept, thinner; newest intact
+    assert sum(ob.drops().values()) == dropped["downsampled"]
+    assert {reason for _, reason in ob.drops()} == {"downsampled"}
+    assert ob.lag("a") == ob.count()

@@ -1,0 +1,283 @@
+"""The gateway's time on a box with no clock battery.
+
+A Pi boots with whatever time fake-hwclock saved, or 1970, and learns the real time from NTP
+some seconds — or, at a site without network, days — later. Readings must never be stamped with
+1970 or with a future time, so the gateway does not read the system clock blindly:
+
+- until the system clock is known to be synchronised, time is *provisional*: the best lower bound
+  we have (the last trusted time persisted in `clock.json`, or the release date of this code)
+  plus the monotonic time elapsed since start. It is never in the future and never 1970; every
+  stamp handed out this way is remembered so the pipeline can flag its observations
+  (`parameters.quality` contains `clock_unsynced`);
+- once synchronised, the system clock is used as is; a step of more than `max_step` seconds
+  while running (a bad NTP answer, someone running `date -s`) is refused: time continues from the
+  last trusted reading on the monotonic clock (*held*, also flagged) until the clock agrees again
+  or the process restarts.
+
+The decision logic is pure and driven by injected `wall`, `monotonic` and `probe` callables, so
+it is tested with fake clocks; `system_probe` is the thin Linux part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.ops.metrics import Registry
+
+log = logging.getLogger("gateway.ops.clock")
+
+FLAG = "clock_unsynced"
+# No stamp can be earlier than the release of the code that makes it. Move forward at release.
+RELEASE_FLOOR = 1_793_491_200.0  # 2026-11-01T00:00:00Z
+MAX_STEP_S = 600.0  # a running, synchronised clock never legitimately jumps this far
+MAX_OFFLINE_S = 10 * 365.25 * 86400  # beyond last trusted + this, a wall clock is garbage
+PERSIST_EVERY_S = 3600.0  # SD cards wear: one small fsynced write per hour, and at stop
+PROBE_EVERY_S = 1.0
+SYNC_FILE = Path("/run/systemd/timesync/synchronized")  # systemd-timesyncd creates it on sync
+TIME_ERROR = 5  # adjtimex() return value while the kernel clock is unsynchronised (STA_UNSYNC)
+
+Probe = Callable[[], bool | None]  # True synchronised, False not, None cannot tell
+
+
+def adjtimex_synchronised() -> bool | None:
+    """Ask the kernel (read-only adjtimex, modes=0). None where the call is unavailable or
+    filtered (systemd's ProtectClock= denies it with EPERM)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        adjtimex = libc.adjtimex
+    except (OSError, AttributeError, TypeError):
+        return None
+    buf = ctypes.create_string_buffer(1024)  # struct timex, zeroed: modes=0 changes nothing
+    state = adjtimex(buf)
+    if state < 0:
+        return None
+    return bool(state != TIME_ERROR)
+
+
+def system_probe() -> bool | None:
+    """Synchronised? timesyncd's flag file first (readable in the sandbox), then the kernel.
+
+    `STREET_GATEWAY_CLOCK=system` trusts the system clock outright: for containers and CI
+    machines whose host keeps time but whose kernel reports unsynchronised.
+    """
+    if os.environ.get("STREET_GATEWAY_CLOCK") == "system":
+        return True
+    if SYNC_FILE.exists():
+        return True
+    kernel = adjtimex_synchronised()
+    if kernel is not None:
+        return kernel
+    if SYNC_FILE.parent.is_dir():
+        return False  # timesyncd runs but has not synchronised yet
+    return None
+
+
+class GatewayClock:
+    """`now()` (or calling the object) is the pipeline clock: epoch seconds, never 1970, never
+    ahead of the true time by more than a synchronised clock's own error."""
+
+    def __init__(
+        self,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        probe: Probe = system_probe,
+        state_file: Path | None = None,
+        floor: float = RELEASE_FLOOR,
+        max_step: float = MAX_STEP_S,
+        max_offline: float = MAX_OFFLINE_S,
+        persist_every: float = PERSIST_EVERY_S,
+        probe_every: float = PROBE_EVERY_S,
+    ) -> None:
+        self._wall, self._mono, self._probe = wall, monotonic, probe
+        self.state_file = state_file
+        self.floor = floor
+        self.max_step = max_step
+        self.persist_every = persist_every
+        self.probe_every = probe_every
+        persisted = self._load()
+        self.persisted = persisted
+        self.lower_bound = max(floor, persisted or 0.0)
+        self.ceiling = self.lower_bound + max_offline
+        self.mode = "provisional"  # provisional -> synchronised <-> held
+        self._anchor = (self.lower_bound, monotonic())  # (gateway time, monotonic) to extrapolate
+        self._untrusted: deque[list[float]] = deque(maxlen=64)  # [lo, hi] of flagged stamps
+        self._open_interval = False
+        self._probe_at = -math.inf
+        self._probe_result: bool | None = None
+        self._persisted_at = -math.inf
+        self.last_trusted: float | None = None
+        self.correction: float | None = None  # how far the first sync moved time forward
+        self.refused_steps = 0
+        self.last_wall = 0.0
+
+    # ------------------------------------------------------------------ time
+
+    def __call__(self) -> float:
+        return self.now()
+
+    @property
+    def synchronised(self) -> bool:
+        return self.mode == "synchronised"
+
+    def now(self) -> float:
+        m = self._mono()
+        w = self._wall()
+        self.last_wall = w
+        expected = self._anchor[0] + (m - self._anchor[1])
+        if self.mode == "provisional":
+            if self._acceptable_first(w, m):
+                self.correction = w - expected
+                log.info("system clock synchronised; stamping with wall time",
+                         extra={"correction_s": round(self.correction, 3)})  # fmt: skip
+                return self._trust(w, m)
+            return self._untrusted_stamp(expected)
+        step = w - expected
+        if abs(step) <= self.max_step and self.floor <= w <= self.ceiling:
+            if self.mode == "held":
+                log.warning("system clock agrees again; stamping with wall time",
+                            extra={"step_s": round(step, 3)})  # fmt: skip
+            return self._trust(w, m)
+        if self.mode == "synchronised":
+            self.refused_steps += 1
+            log.error("system clock stepped; refused, holding time on the monotonic clock",
+                      extra={"step_s": round(step, 3)})  # fmt: skip
+            self.mode = "held"
+        return self._untrusted_stamp(expected)
+
+    def _acceptable_first(self, w: float, m: float) -> bool:
+        if not self.floor <= w <= self.ceiling:
+            return False
+        synced = self._probe_cached(m)
+        if synced is None:  # cannot tell: accept only a time no earlier than what we know
+            return w >= self.lower_bound
+        if synced and w < self.lower_bound:
+            log.warning("synchronised clock is earlier than the last trusted time; trusting NTP",
+                        extra={"behind_s": round(self.lower_bound - w, 3)})  # fmt: skip
+        return synced
+
+    def _probe_cached(self, m: float) -> bool | None:
+        if m - self._probe_at >= self.probe_every:
+            self._probe_at = m
+            try:
+                self._probe_result = self._probe()
+            except Exception:
+                log.exception("clock probe failed")
+                self._probe_result = None
+        return self._probe_result
+
+    def _trust(self, w: float, m: float) -> float:
+        self.mode = "synchronised"
+        self._anchor = (w, m)
+        self._open_interval = False
+        self.last_trusted = w
+        return w
+
+    def _untrusted_stamp(self, t: float) -> float:
+        if self._open_interval and self._untrusted:
+            iv = self._untrusted[-1]
+            iv[0], iv[1] = min(iv[0], t), max(iv[1], t)
+        else:
+            self._untrusted.append([t, t])
+            self._open_interval = True
+        return t
+
+    def quality_flags(self, t: float) -> tuple[str, ...]:
+        """('clock_unsynced',) for a stamp this clock handed out while not synchronised.
+
+        Stamps get up to a second of slack (sources add milliseconds to keep them increasing);
+        an overlap errs on the side of flagging.
+        """
+        for lo, hi in self._untrusted:
+            if lo - 1e-6 <= t <= hi + 1.0:
+                return (FLAG,)
+        return ()
+
+    # ------------------------------------------------------------------ persistence
+
+    def _load(self) -> float | None:
+        if self.state_file is None:
+            return None
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+            t = float(data["last_trusted"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("clock state unreadable; ignored", extra={"path": str(self.state_file)})
+            return None
+        if not math.isfinite(t) or t > self.floor + MAX_OFFLINE_S:
+            return None
+        return t
+
+    def persist(self, force: bool = False) -> bool:
+        """Write the last trusted time (atomic, fsynced) at most every `persist_every` s."""
+        if self.state_file is None or self.last_trusted is None:
+            return False
+        m = self._mono()
+        if not force and m - self._persisted_at < self.persist_every:
+            return False
+        self._persisted_at = m
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"last_trusted": self.last_trusted}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_file)
+            with contextlib.suppress(OSError):
+                fd = os.open(self.state_file.parent, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            log.warning("clock state not saved", extra={"reason": e.strerror or str(e)})
+            return False
+        return True
+
+    # ------------------------------------------------------------------ ops
+
+    def state(self) -> dict[str, Any]:
+        t = self.now()
+        return {
+            "time": t,
+            "synchronised": self.synchronised,
+            "mode": self.mode,
+            "offset_s": round(self.last_wall - t, 3),
+            "correction_s": None if self.correction is None else round(self.correction, 3),
+            "refused_steps": self.refused_steps,
+            "last_trusted": self.last_trusted,
+        }
+
+    def bind(self, registry: Registry) -> None:
+        """Expose the clock's state in a metrics registry (refreshed at every scrape)."""
+        synced = registry.gauge("gateway_clock_synchronised",
+                                "1 while stamps come from the synchronised system clock")  # fmt: skip
+        offset = registry.gauge("gateway_clock_offset_seconds",
+                                "System clock minus the time the gateway stamps with")  # fmt: skip
+        correction = registry.gauge("gateway_clock_sync_correction_seconds",
+                                    "How far the first synchronisation moved time forward")  # fmt: skip
+        refused = registry.counter("gateway_clock_refused_steps_total",
+                                   "System clock steps refused while running")  # fmt: skip
+
+        def collect() -> None:
+            st = self.state()
+            synced.set(1 if st["synchronised"] else 0)
+            offset.set(st["offset_s"])
+            correction.set(st["correction_s"] or 0.0)
+            refused.set(self.refused_steps)
+
+        registry.collectors.append(collect)
