@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from shapely.geometry import LineString, Point, Polygon
+if TYPE_CHECKING:  # shapely (and numpy) load only when zones or a street segment are used:
+    from shapely.geometry import Polygon  # ~20 MB of RSS a plain gateway does not need
 
 from gateway.standards import geo
 from gateway.standards.geo import DECIMALS, M_PER_DEG_LAT
@@ -65,6 +67,8 @@ def snap_to_segment(
     if len(segment) < 2:
         raise ValueError("a street segment needs at least two points")
     frame = _Local(segment[0][0], segment[0][1])
+    from shapely.geometry import LineString, Point
+
     line = LineString([frame.to_xy(p) for p in segment])
     length = float(line.length)
     if length == 0:
@@ -99,6 +103,8 @@ def polygon(ring: Sequence[LonLat]) -> Polygon:
     """A zone polygon from [[lon, lat], ...]; raises ValueError if it is not a valid area."""
     if len(ring) < 3:
         raise ValueError("a zone polygon needs at least three points")
+    from shapely.geometry import Polygon
+
     poly = Polygon([(float(x), float(y)) for x, y in ring])
     if not poly.is_valid or poly.area == 0:
         raise ValueError("the zone polygon is not a simple area (edges cross or it has no area)")
@@ -107,6 +113,8 @@ def polygon(ring: Sequence[LonLat]) -> Polygon:
 
 def in_zone(lon: float, lat: float, ring: Sequence[LonLat]) -> bool:
     """Inside or on the edge of the zone: a site on the boundary is treated as inside."""
+    from shapely.geometry import Point
+
     return bool(polygon(ring).covers(Point(lon, lat)))
 
 

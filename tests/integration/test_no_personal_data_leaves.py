@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import logging
+import time
 import urllib.request
 
 import aiomqtt
@@ -132,6 +133,8 @@ ops: {{http: null}}
             total = p.metrics.counter("gateway_mqtt_messages_total", "")
             await wait_for(lambda: total.total() >= len(sent), what="every message received")
             await wait_for(lambda: p.queue.empty(), what="committed")
+            await wait_for(lambda: all(p.stats.delivered.get(k.name, 0) >= p.stats.committed for k in p.sinks),
+                           what="delivered to every sink")  # fmt: skip
             await p.stop()
             await asyncio.sleep(0.5)
             collector.cancel()
@@ -147,9 +150,15 @@ ops: {{http: null}}
     for f in sorted(data.rglob("*")):
         if f.is_file():
             outputs[f"data dir: {f.name}"] = f.read_bytes()
-    victoria.flush()
     q = "match[]=%7B__name__!%3D%22%22%7D&start=0"
-    outputs["tsdb export"] = urllib.request.urlopen(f"{victoria.url}/api/v1/export?{q}", timeout=10).read()
+    deadline = time.monotonic() + 20
+    while True:  # VictoriaMetrics ingests asynchronously, even after a forced flush
+        victoria.flush()
+        export = urllib.request.urlopen(f"{victoria.url}/api/v1/export?{q}", timeout=10).read()
+        if b"pm2_5_value" in export or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    outputs["tsdb export"] = export
     assert outputs["mqtt capture"], "the capture must see the city feed, or the search proves nothing"
     assert b"Observations" in outputs["mqtt capture"]
     assert (data / "observations.jsonl").stat().st_size > 0
