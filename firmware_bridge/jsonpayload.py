@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +56,14 @@ def limit_problems(options: Mapping[str, Any]) -> list[str]:
     if not 0 < value <= MAX_PAYLOAD_BYTES_CEILING:
         return [f"max_payload_bytes: must be between 1 and {MAX_PAYLOAD_BYTES_CEILING}"]
     return []
+
+
+def option_problems(options: Mapping[str, Any], driver: str, accepted: Iterable[str]) -> list[str]:
+    """Problems with `max_payload_bytes`, then one per key that is neither it nor `accepted`."""
+    unknown = sorted(set(options) - {"max_payload_bytes"} - set(accepted))
+    return limit_problems(options) + [
+        f"{key}: not an option of the {driver} driver" for key in unknown
+    ]
 
 
 def unit_problem(where: str, unit: object) -> str | None:
@@ -171,3 +179,17 @@ def guarded(decode: Callable[[str, bytes], list[Event]], topic: str, payload: by
         return decode(topic, payload)
     except Exception:  # deliberate: bad input must never crash the MQTT source
         return [DecodeError("decoder_bug", "decoder failed unexpectedly on this input")]
+
+
+class PayloadDecoder:
+    """Base of a profile's decoder: the sensor's payload size limit, and `decode` behind the
+    last-resort net of `guarded`. A subclass implements `_decode`."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.limit = max_payload_bytes(options)
+
+    def decode(self, topic: str, payload: bytes) -> list[Event]:
+        return guarded(self._decode, topic, payload)
+
+    def _decode(self, topic: str, payload: bytes) -> list[Event]:
+        raise NotImplementedError

@@ -164,10 +164,18 @@ class Pipeline:
             first = await self.queue.get()
             items = [first]
             deadline = time.monotonic() + self.cfg.outbox.group_commit
+            waiting_acks = first[1] is not None
             while len(items) < COMMIT_BATCH:
                 try:
-                    items.append(self.queue.get_nowait())
+                    item = self.queue.get_nowait()
+                    items.append(item)
+                    waiting_acks = waiting_acks or item[1] is not None
                 except asyncio.QueueEmpty:
+                    if waiting_acks:
+                        # an MQTT broker sends only so many unacknowledged messages: lingering
+                        # would only stall it. Readings arriving during this commit's fsync
+                        # form the next batch, which is group commit without the wait.
+                        break
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break

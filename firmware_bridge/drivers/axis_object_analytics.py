@@ -16,12 +16,11 @@ from firmware_bridge.base import Catalogue, Decoded, DecodeError, Event, Field, 
 from firmware_bridge.base import Value as FieldValue
 from firmware_bridge.driver import MqttDriver, Options
 from firmware_bridge.jsonpayload import (
+    PayloadDecoder,
     as_int,
     concrete_topic,
-    guarded,
-    limit_problems,
     load_json,
-    max_payload_bytes,
+    option_problems,
 )
 
 MAX_COUNT = 10**9
@@ -81,14 +80,8 @@ CATALOGUE = Catalogue(
 )
 
 
-class Decoder:
+class Decoder(PayloadDecoder):
     """Stateless: each event carries the camera's own counts and timestamp (ms)."""
-
-    def __init__(self, options: Options) -> None:
-        self.limit = max_payload_bytes(options)
-
-    def decode(self, topic: str, payload: bytes) -> list[Event]:
-        return guarded(self._decode, topic, payload)
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
         event = load_json(payload, self.limit)
@@ -131,10 +124,7 @@ def catalogue_for(options: Options) -> Catalogue:
 
 
 def validate_options(options: Options) -> list[str]:
-    unknown = sorted(set(options) - {"max_payload_bytes"})
-    return limit_problems(options) + [
-        f"{key}: not an option of the axis_object_analytics driver" for key in unknown
-    ]
+    return option_problems(options, "axis_object_analytics", ())
 
 
 def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:

@@ -25,7 +25,6 @@ from firmware_bridge.base import (
     DecodeError,
     Event,
     Field,
-    FrameCounters,
     ObservationType,
     Value,
 )
@@ -118,50 +117,31 @@ class Transaction:
         return pending
 
 
-class Decoder:
+class Decoder(modbus.MeterDecoder):
     """Feed any split of the byte stream; get one `Decoded` per block response."""
 
     def __init__(self, transaction: Transaction | None = None) -> None:
-        self.counters = FrameCounters()
+        super().__init__(byte_counts=BLOCKS_BY_BYTES, addresses=range(1, 248))
         self.transaction = transaction
-        self._modbus = modbus.ResponseDecoder(
-            functions=(modbus.READ_INPUT_REGISTERS,),
-            byte_counts=BLOCKS_BY_BYTES,
-            addresses=range(1, 248),
-            counters=self.counters,
-        )
 
-    @property
-    def _buf(self) -> bytearray:  # the pending bytes, for the bounded-buffer tests
-        return self._modbus._buf
-
-    def feed(self, data: bytes) -> list[Event]:
-        events: list[Event] = []
-        for frame in self._modbus.feed(data):
-            if isinstance(frame, DecodeError):
-                events.append(frame)
-                continue
-            pending = self.transaction.take() if self.transaction is not None else None
-            if self.transaction is not None and pending is None:
-                self.counters.rejected += 1
-                events.append(DecodeError("unsolicited", "response with no request outstanding"))
-                continue
-            if isinstance(frame, modbus.ExceptionResponse):
-                self.counters.rejected += 1
-                events.append(frame.error())
-                continue
+    def answer(self, frame: modbus.Response | modbus.ExceptionResponse) -> Event:
+        if self.transaction is None:
+            return super().answer(frame)
+        pending = self.transaction.take()
+        if pending is None:
+            return self.reject(DecodeError("unsolicited", "response with no request outstanding"))
+        if isinstance(frame, modbus.Response):
             block = BLOCKS_BY_BYTES[len(frame.data)]
-            if pending is not None and (pending[0] != frame.address or pending[1] != block):
-                self.counters.rejected += 1
-                events.append(DecodeError(
+            if pending[0] != frame.address or pending[1] != block:
+                return self.reject(DecodeError(
                     "unexpected_response",
                     f"response from device {frame.address} does not match the request to "
                     f"device {pending[0]} for block {pending[1].name}",
                 ))  # fmt: skip
-                continue
-            self.counters.frames_ok += 1
-            events.append(Decoded(block.decode(frame.data)))
-        return events
+        return super().answer(frame)
+
+    def decode(self, response: modbus.Response) -> Decoded:
+        return Decoded(BLOCKS_BY_BYTES[len(response.data)].decode(response.data))
 
 
 class Poller:
@@ -215,15 +195,15 @@ def new_session(options: Options) -> tuple[Poller, Decoder]:
     return Poller(options, transaction), Decoder(transaction)
 
 
-class Device:
+class Device(modbus.SimulatedServer):
     """Simulated meter holding both models' registers; answers function 0x04 at its address."""
 
     def __init__(self, rng: random.Random, address: int = DEFAULT_ADDRESS) -> None:
+        super().__init__()
         self.rng = rng
         self.address = address
         self.sent: list[dict[str, Value]] = []
         self._energy = round(rng.uniform(100, 5000), 2)
-        self._inbuf = bytearray()
 
     def _values(self, now: float) -> dict[int, float]:
         """Values with at most 6 significant digits, so float32 carries them exactly."""
@@ -238,34 +218,20 @@ class Device:
             0x0048: self._energy, 0x0156: round(self._energy + 1.25, 2),
         }  # fmt: skip
 
-    def receive(self, data: bytes, now: float) -> bytes:
-        self._inbuf += data
-        out = b""
-        while len(self._inbuf) >= 8:
-            request = modbus.parse_request(bytes(self._inbuf[:8]))
-            if request is None:
-                del self._inbuf[:1]
-                continue
-            del self._inbuf[:8]
-            address, function, start, count = request
-            if address != self.address:
-                continue
-            if function != modbus.READ_INPUT_REGISTERS or count > 80 or count % 2:
-                out += modbus.encode_exception(address, function, 3)
-                continue
-            values = self._values(now)
-            payload = b"".join(
-                modbus.pack_float32(values.get(start + i, 0.0)) for i in range(0, count, 2)
-            )
-            block = next((b for b in BLOCKS_BY_BYTES.values()
-                          if (b.start, b.count) == (start, count)), None)  # fmt: skip
-            if block is not None:
-                self.sent.append({key: values[reg] for key, reg in block.fields})
-            out += modbus.encode_response(address, function, payload)
-        return out
-
-    def tick(self, now: float) -> bytes:
-        return b""
+    def answer(self, address: int, function: int, start: int, count: int, now: float) -> bytes:
+        if address != self.address:
+            return b""
+        if function != modbus.READ_INPUT_REGISTERS or count > 80 or count % 2:
+            return modbus.encode_exception(address, function, 3)
+        values = self._values(now)
+        payload = b"".join(
+            modbus.pack_float32(values.get(start + i, 0.0)) for i in range(0, count, 2)
+        )
+        block = next((b for b in BLOCKS_BY_BYTES.values()
+                      if (b.start, b.count) == (start, count)), None)  # fmt: skip
+        if block is not None:
+            self.sent.append({key: values[reg] for key, reg in block.fields})
+        return modbus.encode_response(address, function, payload)
 
 
 DRIVER = SerialDriver(

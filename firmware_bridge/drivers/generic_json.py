@@ -28,13 +28,12 @@ from firmware_bridge.base import (
 )
 from firmware_bridge.driver import MqttDriver, Options
 from firmware_bridge.jsonpayload import (
+    PayloadDecoder,
     as_float,
     as_int,
     concrete_topic,
-    guarded,
     limit_problems,
     load_json,
-    max_payload_bytes,
     parse_rfc3339,
     unit_problem,
 )
@@ -334,15 +333,12 @@ def _time(raw: object, time_format: str) -> float | None:
     return number if 0 < number < 2**33 else None
 
 
-class Decoder:
+class Decoder(PayloadDecoder):
     """Stateless: one JSON payload in, at most one reading (plus one error per bad field)."""
 
     def __init__(self, options: Options) -> None:
         self.spec = _require(options)
-        self.limit = max_payload_bytes(options)
-
-    def decode(self, topic: str, payload: bytes) -> list[Event]:
-        return guarded(self._decode, topic, payload)
+        super().__init__(options)
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
         document = load_json(payload, self.limit)

@@ -26,12 +26,11 @@ from firmware_bridge.base import (
 )
 from firmware_bridge.driver import MqttDriver, Options
 from firmware_bridge.jsonpayload import (
+    PayloadDecoder,
     as_float,
     concrete_topic,
-    guarded,
-    limit_problems,
     load_json,
-    max_payload_bytes,
+    option_problems,
     parse_rfc3339,
 )
 
@@ -162,14 +161,14 @@ def _nonneg_int(value: object) -> int | None:
     return number if number is not None and number >= 0 else None
 
 
-class Decoder:
+class Decoder(PayloadDecoder):
     """Decodes OCPP 1.6J frames. Session energy needs meterStart, which StopTransaction lacks,
     so the decoder remembers open sessions in RAM (bounded) and links them to the stop through
     the StartTransaction result, a MeterValues message, or the only open session on the box.
     A start or stop whose message id was just seen is a redelivery and is ignored."""
 
     def __init__(self, options: Options) -> None:
-        self.limit = max_payload_bytes(options)
+        super().__init__(options)
         wanted = options.get("connector_id")
         self.connector: int | None = wanted if isinstance(wanted, int) else None
         # (box, message id) -> (connector, meterStart Wh) until the CALLRESULT names the session
@@ -181,9 +180,6 @@ class Decoder:
         # (box, message id) of recent session calls: MQTT QoS 1 may deliver a message twice,
         # and a duplicated start or stop must not count twice
         self._seen: dict[tuple[str, str], None] = {}
-
-    def decode(self, topic: str, payload: bytes) -> list[Event]:
-        return guarded(self._decode, topic, payload)
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
         frame = load_json(payload, self.limit)
@@ -350,9 +346,7 @@ def catalogue_for(options: Options) -> Catalogue:
 
 
 def validate_options(options: Options) -> list[str]:
-    problems = limit_problems(options)
-    unknown = sorted(set(options) - {"max_payload_bytes", "connector_id"})
-    problems += [f"{key}: not an option of the ocpp16j driver" for key in unknown]
+    problems = option_problems(options, "ocpp16j", {"connector_id"})
     if "connector_id" in options:
         value = options["connector_id"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

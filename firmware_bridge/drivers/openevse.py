@@ -25,13 +25,12 @@ from firmware_bridge.base import (
 )
 from firmware_bridge.driver import MqttDriver, Options
 from firmware_bridge.jsonpayload import (
+    PayloadDecoder,
     as_float,
     as_int,
     concrete_topic,
-    guarded,
-    limit_problems,
     load_text,
-    max_payload_bytes,
+    option_problems,
 )
 
 MAX_TEXT = 64  # one scalar per topic; anything longer is not a status value
@@ -143,13 +142,13 @@ def _number_error() -> DecodeError:
     return DecodeError("wrong_type", "status value is not a number")
 
 
-class Decoder:
+class Decoder(PayloadDecoder):
     """Decodes one OpenEVSE status message. Holds two small pieces of RAM-only state: the last
     session energy (to derive `energy_increment`) and a digest of the last RFID UID (so that the
     UID the firmware repeats every 30 s counts as one authorisation)."""
 
     def __init__(self, options: Options) -> None:
-        self.limit = max_payload_bytes(options)
+        super().__init__(options)
         extra = options.get("ignore_keys") or []
         self.ignored = IGNORED_KEYS | frozenset(k for k in extra if isinstance(k, str))
         self._last_session_kwh: float | None = None
@@ -170,9 +169,6 @@ class Decoder:
             "status": self._firmware_status,
             "rfid_auth": self._rfid,
         }
-
-    def decode(self, topic: str, payload: bytes) -> list[Event]:
-        return guarded(self._decode, topic, payload)
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
         levels = topic.split("/")
@@ -253,9 +249,7 @@ def catalogue_for(options: Options) -> Catalogue:
 
 
 def validate_options(options: Options) -> list[str]:
-    problems = limit_problems(options)
-    unknown = sorted(set(options) - {"max_payload_bytes", "ignore_keys"})
-    problems += [f"{key}: not an option of the openevse driver" for key in unknown]
+    problems = option_problems(options, "openevse", {"ignore_keys"})
     extra = options.get("ignore_keys", [])
     if not isinstance(extra, list) or not all(isinstance(k, str) for k in extra):
         problems.append("ignore_keys: must be a list of topic keys (strings)")

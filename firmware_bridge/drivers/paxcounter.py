@@ -15,12 +15,11 @@ from firmware_bridge.base import Catalogue, Decoded, DecodeError, Event, Field, 
 from firmware_bridge.base import Value as FieldValue
 from firmware_bridge.driver import MqttDriver, Options
 from firmware_bridge.jsonpayload import (
+    PayloadDecoder,
     as_int,
     concrete_topic,
-    guarded,
-    limit_problems,
     load_json,
-    max_payload_bytes,
+    option_problems,
 )
 
 MAX_DEVICES = 100_000
@@ -52,14 +51,8 @@ CATALOGUE = Catalogue(
 )
 
 
-class Decoder:
+class Decoder(PayloadDecoder):
     """Stateless; either count may be missing (a device built without BLE sends only wifi)."""
-
-    def __init__(self, options: Options) -> None:
-        self.limit = max_payload_bytes(options)
-
-    def decode(self, topic: str, payload: bytes) -> list[Event]:
-        return guarded(self._decode, topic, payload)
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
         message = load_json(payload, self.limit)
@@ -84,10 +77,7 @@ def catalogue_for(options: Options) -> Catalogue:
 
 
 def validate_options(options: Options) -> list[str]:
-    unknown = sorted(set(options) - {"max_payload_bytes"})
-    return limit_problems(options) + [
-        f"{key}: not an option of the paxcounter driver" for key in unknown
-    ]
+    return option_problems(options, "paxcounter", ())
 
 
 def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:

@@ -29,12 +29,11 @@ from firmware_bridge.base import (
 )
 from firmware_bridge.driver import MqttDriver, Options
 from firmware_bridge.jsonpayload import (
+    PayloadDecoder,
     concrete_topic,
-    guarded,
     is_number,
     limit_problems,
     load_json,
-    max_payload_bytes,
     unit_problem,
 )
 
@@ -189,7 +188,7 @@ def _version_ok(value: object) -> bool:
     return value & 0b1111 == BASE_VERSION and (value & ~0b1111) & ~KNOWN_FEATURES == 0
 
 
-class Decoder:
+class Decoder(PayloadDecoder):
     """Stateless: a pack in, one reading per distinct resolved time (records sharing a time
     are one reading), plus one error per unusable mapped record."""
 
@@ -200,10 +199,7 @@ class Decoder:
         self.by_suffix = sorted(
             (s for s in self.specs if s.suffix is not None), key=lambda s: -len(s.suffix or "")
         )
-        self.limit = max_payload_bytes(options)
-
-    def decode(self, topic: str, payload: bytes) -> list[Event]:
-        return guarded(self._decode, topic, payload)
+        super().__init__(options)
 
     def _match(self, name: str) -> FieldSpec | None:
         spec = self.by_name.get(name)

@@ -13,10 +13,7 @@ from firmware_bridge import modbus
 from firmware_bridge.base import (
     Catalogue,
     Decoded,
-    DecodeError,
-    Event,
     Field,
-    FrameCounters,
     ObservationType,
     Value,
 )
@@ -47,42 +44,19 @@ CATALOGUE = Catalogue(
 )
 
 
-class Decoder:
+class Decoder(modbus.MeterDecoder):
     """Feed any split of the byte stream; get `Decoded`/`DecodeError` events."""
 
     def __init__(self) -> None:
-        self.counters = FrameCounters()
-        self._modbus = modbus.ResponseDecoder(
-            functions=(modbus.READ_INPUT_REGISTERS,),
-            byte_counts=(CO2_BYTES, STATUS_BYTES),
-            counters=self.counters,
-        )
+        super().__init__(byte_counts=(CO2_BYTES, STATUS_BYTES))
 
-    @property
-    def _buf(self) -> bytearray:  # the pending bytes, for the bounded-buffer tests
-        return self._modbus._buf
-
-    def feed(self, data: bytes) -> list[Event]:
-        events: list[Event] = []
-        for frame in self._modbus.feed(data):
-            if isinstance(frame, DecodeError):
-                events.append(frame)
-            elif isinstance(frame, modbus.ExceptionResponse):
-                self.counters.rejected += 1
-                events.append(frame.error())
-            else:
-                self.counters.frames_ok += 1
-                events.append(_decode(frame.data))
-        return events
-
-
-def _decode(data: bytes) -> Decoded:
-    regs = modbus.registers(data)
-    co2 = int.from_bytes(data[-2:], "big", signed=True)
-    flags: tuple[str, ...] = ()
-    if len(regs) == 4 and regs[0] & STATUS_ERROR_MASK:
-        flags = ("sensor_fault",)
-    return Decoded({"co2": co2}, flags=flags)
+    def decode(self, response: modbus.Response) -> Decoded:
+        regs = modbus.registers(response.data)
+        co2 = int.from_bytes(response.data[-2:], "big", signed=True)
+        flags: tuple[str, ...] = ()
+        if len(regs) == 4 and regs[0] & STATUS_ERROR_MASK:
+            flags = ("sensor_fault",)
+        return Decoded({"co2": co2}, flags=flags)
 
 
 class Poller:
@@ -116,46 +90,32 @@ class Poller:
         return []
 
 
-class Device:
+class Device(modbus.SimulatedServer):
     """Simulated S8: answers reads of IR1..IR4 (any sub-range) at its address or 0xFE."""
 
     def __init__(self, rng: random.Random, address: int = 0x68) -> None:
+        super().__init__()
         self.rng = rng
         self.address = address
         self.sent: list[dict[str, Value]] = []
         self.fault = False  # set to make IR1 report an error bit
         self._co2 = rng.uniform(420, 900)
-        self._inbuf = bytearray()
 
     def _registers(self) -> list[int]:
         self._co2 = min(10000.0, max(380.0, self._co2 + self.rng.gauss(0, 8)))
         status = 0x0004 if self.fault else 0
         return [status, 0, 0, round(self._co2)]
 
-    def receive(self, data: bytes, now: float) -> bytes:
-        self._inbuf += data
-        out = b""
-        while len(self._inbuf) >= 8:
-            request = modbus.parse_request(bytes(self._inbuf[:8]))
-            if request is None:
-                del self._inbuf[:1]
-                continue
-            del self._inbuf[:8]
-            address, function, start, count = request
-            if address not in (self.address, ANY_ADDRESS):
-                continue
-            if function != modbus.READ_INPUT_REGISTERS or start + count > 4:
-                out += modbus.encode_exception(address, function, 2)
-                continue
-            regs = self._registers()[start : start + count]
-            if start + count == 4:
-                self.sent.append({"co2": regs[-1]})
-            data_bytes = b"".join(r.to_bytes(2, "big") for r in regs)
-            out += modbus.encode_response(address, function, data_bytes)
-        return out
-
-    def tick(self, now: float) -> bytes:
-        return b""
+    def answer(self, address: int, function: int, start: int, count: int, now: float) -> bytes:
+        if address not in (self.address, ANY_ADDRESS):
+            return b""
+        if function != modbus.READ_INPUT_REGISTERS or start + count > 4:
+            return modbus.encode_exception(address, function, 2)
+        regs = self._registers()[start : start + count]
+        if start + count == 4:
+            self.sent.append({"co2": regs[-1]})
+        data = b"".join(r.to_bytes(2, "big") for r in regs)
+        return modbus.encode_response(address, function, data)
 
 
 DRIVER = SerialDriver(

@@ -25,13 +25,12 @@ from firmware_bridge.base import (
 )
 from firmware_bridge.driver import MqttDriver, Options
 from firmware_bridge.jsonpayload import (
+    PayloadDecoder,
     as_float,
     as_int,
     concrete_topic,
-    guarded,
-    limit_problems,
     load_json,
-    max_payload_bytes,
+    option_problems,
 )
 
 DEFAULT_MAX_PROBES = 500
@@ -100,16 +99,13 @@ def is_randomised(mac: str) -> bool:
     return mac[1] in _LOCAL_BIT_DIGITS
 
 
-class Decoder:
+class Decoder(PayloadDecoder):
     """Stateless: one payload is one probe object or a list of them (bounded)."""
 
     def __init__(self, options: Options) -> None:
-        self.limit = max_payload_bytes(options)
+        super().__init__(options)
         wanted = options.get("max_probes_per_message", DEFAULT_MAX_PROBES)
         self.max_probes = wanted if isinstance(wanted, int) and wanted > 0 else DEFAULT_MAX_PROBES
-
-    def decode(self, topic: str, payload: bytes) -> list[Event]:
-        return guarded(self._decode, topic, payload)
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
         message = load_json(payload, self.limit)
@@ -151,11 +147,10 @@ def catalogue_for(options: Options) -> Catalogue:
 
 
 def validate_options(options: Options) -> list[str]:
-    problems = limit_problems(options)
     # the footfall method's per-sensor overrides are read by the privacy stage, not the decoder
     footfall = {"rssi_min_dbm", "dwell_max", "randomised_factor", "max_tracked"}
-    unknown = sorted(set(options) - {"max_payload_bytes", "max_probes_per_message"} - footfall)
-    problems += [f"{key}: not an option of the wifi_probe_sniffer driver" for key in unknown]
+    accepted = {"max_probes_per_message"} | footfall
+    problems = option_problems(options, "wifi_probe_sniffer", accepted)
     if "max_probes_per_message" in options:
         value = options["max_probes_per_message"]
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10_000:

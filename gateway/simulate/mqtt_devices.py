@@ -97,9 +97,7 @@ class EmbeddedBroker:
 
             self._amqtt = Broker({
                 "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                "sys_interval": 0,
-                "auth": {"allow-anonymous": True},
-                "topic-check": {"enabled": False},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
             })  # fmt: skip
             await self._amqtt.start()
             self.kind = "amqtt (embedded)"

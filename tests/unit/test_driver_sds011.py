@@ -1,113 +1,13 @@
-"""SDS011 decoder: stream properties, rejection and counters, warm-up, simulator round trip."""
+"""SDS011 decoder: rejection and counters, warm-up, simulator round trip (stream properties are
+in test_stream_decoders.py)."""
 
 from __future__ import annotations
 
 import random
-from itertools import pairwise
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from firmware_bridge.base import Decoded, DecodeError, Event
+from firmware_bridge.base import Decoded, DecodeError
 from firmware_bridge.drivers import sds011
-
-PROPS = settings(max_examples=200, derandomize=True, database=None, deadline=None)
-
-tenths = st.integers(0, 0xFFFF)
-frames = st.tuples(tenths, tenths, st.integers(0, 0xFFFF)).map(
-    lambda t: (sds011.encode_frame(t[0], t[1], t[2]), {"pm2_5": t[0] / 10, "pm10": t[1] / 10})
-)
-# garbage without 0xAA cannot start a frame, so it can never hide an accidental frame
-garbage = st.binary(max_size=30).map(lambda b: b.replace(b"\xaa", b""))
-cuts = st.lists(st.integers(0, 10_000), max_size=12)
-damage = st.tuples(st.sampled_from(["truncate", "corrupt"]), st.integers(0, 10_000),
-                   st.integers(1, 255))  # fmt: skip
-
-
-def chunks(data: bytes, points: list[int]) -> list[bytes]:
-    marks = sorted({p % (len(data) + 1) for p in points} | {0, len(data)})
-    return [data[a:b] for a, b in pairwise(marks)]
-
-
-def feed(decoder: sds011.Decoder, parts: list[bytes]) -> list[Event]:
-    events: list[Event] = []
-    for part in parts:
-        events += decoder.feed(part)
-    return events
-
-
-def values(events: list[Event]) -> list[dict[str, object]]:
-    return [dict(e.values) for e in events if isinstance(e, Decoded)]
-
-
-def damaged(frame: bytes, kind: str, where: int, xor: int) -> bytes:
-    if kind == "truncate":
-        return frame[: 1 + where % (len(frame) - 1)]
-    i = where % len(frame)
-    if i == 1 and frame[1] ^ xor == sds011.REPLY:
-        xor ^= 0x01  # C0 -> C5 makes a valid reply: the checksum does not cover the command byte
-    return frame[:i] + bytes([frame[i] ^ xor]) + frame[i + 1 :]
-
-
-@PROPS
-@given(st.lists(frames, min_size=1, max_size=6), cuts)
-def test_frames_decode_the_same_whole_bytewise_and_in_random_splits(
-    items: list[tuple[bytes, dict[str, float]]], points: list[int]
-) -> None:
-    stream = b"".join(f for f, _ in items)
-    for parts in ([stream], [bytes([b]) for b in stream], chunks(stream, points)):
-        decoder = sds011.Decoder()
-        events = feed(decoder, parts)
-        assert values(events) == [v for _, v in items]
-        assert not [e for e in events if isinstance(e, DecodeError)]
-        assert decoder.counters.frames_ok == len(items)
-
-
-@PROPS
-@given(st.lists(st.tuples(garbage, frames), min_size=1, max_size=6), cuts)
-def test_garbage_between_frames_is_skipped_and_counted(
-    items: list[tuple[bytes, tuple[bytes, dict[str, float]]]], points: list[int]
-) -> None:
-    stream = b"".join(g + f for g, (f, _) in items)
-    decoder = sds011.Decoder()
-    assert values(feed(decoder, chunks(stream, points))) == [v for _, (_, v) in items]
-    if any(g for g, _ in items):
-        assert decoder.counters.resyncs >= 1
-
-
-@PROPS
-@given(st.lists(st.tuples(frames, st.none() | damage), min_size=1, max_size=8), frames, cuts)
-def test_truncated_and_corrupt_frames_are_rejected_counted_and_hide_no_good_frame(
-    items: list[tuple[tuple[bytes, dict[str, float]], tuple[str, int, int] | None]],
-    last: tuple[bytes, dict[str, float]],
-    points: list[int],
-) -> None:
-    items = [*items, (last, None)]  # a damaged frame is only known bad once more bytes follow
-    stream = b"".join(f if d is None else damaged(f, *d) for (f, _), d in items)
-    decoder = sds011.Decoder()
-    assert values(feed(decoder, chunks(stream, points))) == [v for (_, v), d in items if d is None]
-    c = decoder.counters
-    if any(d is not None for _, d in items):
-        assert c.checksum_errors + c.rejected + c.resyncs >= 1
-
-
-@PROPS
-@given(st.binary(max_size=80), st.lists(frames, min_size=2, max_size=4))
-def test_decoding_resynchronises_within_one_frame_after_arbitrary_garbage(
-    noise: bytes, items: list[tuple[bytes, dict[str, float]]]
-) -> None:
-    got = values(sds011.Decoder().feed(noise + b"".join(f for f, _ in items)))
-    assert got[-(len(items) - 1) :] == [v for _, v in items[1:]]
-
-
-@PROPS
-@given(st.lists(st.binary(max_size=64), max_size=20))
-def test_random_bytes_never_raise_and_the_buffer_stays_bounded(parts: list[bytes]) -> None:
-    decoder = sds011.Decoder()
-    for part in parts:
-        for event in decoder.feed(part):
-            assert isinstance(event, Decoded | DecodeError)
-        assert len(decoder._buf) <= sds011.MAX_BUFFER
+from tests.unit.stream_harness import errors, exchange, values
 
 
 def test_decode_error_details_do_not_depend_on_the_payload() -> None:
@@ -174,22 +74,11 @@ def test_poller_rejects_an_unknown_mode_naming_the_option() -> None:
 
 def run_device(options: dict[str, object], seconds: int, seed: int) -> list[Decoded]:
     device = sds011.Device(random.Random(seed))
-    poller = sds011.Poller(options)
-    decoder = sds011.Decoder()
-    events: list[Event] = []
-    t = 1000.0
-    for cmd in poller.on_open(t):
-        events += decoder.feed(device.receive(cmd, t))
-    for step in range(seconds * 4):
-        t = 1000.0 + step * 0.25
-        for cmd in poller.due(t):
-            events += decoder.feed(device.receive(cmd, t))
-        events += decoder.feed(device.tick(t))
-    for cmd in poller.on_close():
-        events += decoder.feed(device.receive(cmd, t))
+    events = exchange(device, sds011.Poller(options), sds011.Decoder(),
+                      start=1000.0, step=0.25, steps=seconds * 4)  # fmt: skip
     assert device.sent, "the device sent nothing"
     assert values(events) == device.sent
-    assert not [e for e in events if isinstance(e, DecodeError)]
+    assert not errors(events)
     return [e for e in events if isinstance(e, Decoded)]
 
 
