@@ -219,7 +219,7 @@ class InfluxSink(Strict):
     org: str
     bucket: str
     token: SecretStr | None = None
-    batch_size: int = Field(5000, ge=1, le=100000)
+    batch_size: int = Field(1000, ge=1, le=100000)
     timeout: Duration = 10
     gzip: bool = True
     verify_tls: bool = True
