@@ -161,8 +161,11 @@ def _sensor_plan(cfg: Config, i: int, s: Sensor, problems: list[Problem]) -> Sen
     else:
         assert mqtt is not None
         if mqtt.validate_options is not None:
-            for msg in mqtt.validate_options(s.options):
+            option_problems = mqtt.validate_options(s.options)
+            for msg in option_problems:
                 problems.append(problem_at(cfg, (*loc, "options"), msg))
+            if option_problems:
+                return None  # the catalogue would only repeat the same complaint
         try:
             catalogue = mqtt.catalogue_for(s.options)
         except (KeyError, TypeError, ValueError) as e:

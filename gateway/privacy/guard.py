@@ -23,7 +23,7 @@ _HEX = "[0-9A-Fa-f]"
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     # 3c:22:fb:12:34:56, 3c-22-fb-12-34-56 and 3c22.fb12.3456,
     # and EUI-64 forms
-    ("mac", re.compile(rf"(?<![0-9A-Fa-f:.-]){_HEX}{{2}}([:-]){_HEX}{{2}}(?:\1{_HEX}{{2}}){{4,6}}(?![0-9A-Fa-f])")),
+    ("mac", re.compile(rf"(?<![0-9A-Fa-f:.-]){_HEX}{{2}}(?P<sep>[:-]){_HEX}{{2}}(?:(?P=sep){_HEX}{{2}}){{4,6}}(?![0-9A-Fa-f])")),
     ("mac", re.compile(rf"(?<![0-9A-Fa-f.]){_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}}(?![0-9A-Fa-f])")),
     ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
     # UK phone numbers: +44 / 0044 / 0 followed by 9-10 digits, spaces or dashes allowed

@@ -214,8 +214,8 @@ def test_metrics_and_status_match_what_the_gateway_did(tmp_path: Path) -> None:
                 what="every frame read",
             )
             await wait_for(
-                lambda: (
-                    p.stats.readings == len(sim.delivered)
+                lambda: (  # readings count before their commit: wait for the observations
+                    p.stats.committed == len(sim.delivered) * len(PUBLISHED)
                     and p.stats.delivered.get("file", 0) == p.stats.committed
                 ),
                 what="delivery",
@@ -444,10 +444,13 @@ def test_sighup_reload_sigterm_and_sd_notify(tmp_path: Path, sims: SimThread) ->
                     and value(m, "gateway_serial_frames_ok_total", sensor="pm-south") == len(south.delivered))  # fmt: skip
 
         wait_sync(all_read, what="frames read after reload")
-        st = status(port)
-        assert {s["id"]: s for s in st["sensors"]}["pm-south"]["values"][
-            "pm2_5"
-        ] == south.delivered[-1]["pm2_5"]
+
+        def south_shows_last_frame() -> bool:  # frames are counted on read, values on commit
+            st = status(port)
+            values = {s["id"]: s for s in st["sensors"]}["pm-south"]["values"]
+            return bool(values.get("pm2_5") == south.delivered[-1]["pm2_5"])
+
+        wait_sync(south_shows_last_frame, what="status page shows pm-south's last value")
 
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
