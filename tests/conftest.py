@@ -104,7 +104,10 @@ class VictoriaMetrics:
 def _spawn_vm(binary: str, port: int, data: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={data}",
-         "-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=ERROR"],
+         "-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=ERROR",
+         # InfluxDB semantics: the same series and timestamp is one point (a replayed write
+         # overwrites). VictoriaMetrics keeps duplicates unless told to deduplicate.
+         "-dedup.minScrapeInterval=1ms"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_port(port)

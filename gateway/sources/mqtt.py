@@ -84,6 +84,8 @@ class MqttSource:
                     delay = 0.5
                     async for message in client.messages:
                         await self._handle(client, message)
+                        for more in client.queued():
+                            await self._handle(client, more)
             except aiomqtt.MqttError as e:
                 n = self.throttle.should_log(("broker", "lost"), time.monotonic())
                 if n is not None:
