@@ -18,9 +18,33 @@ from gateway.plan import PlanError, SitePlan, build_plan
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
 
-def _load(path: str) -> tuple[Config, SitePlan] | int:
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines, as systemd's EnvironmentFile= reads them (comments and blanks skipped,
+    optional quotes), so `check --env-file /etc/street-gateway/secrets.env` sees what the
+    service sees."""
+    env: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key.strip().removeprefix("export ").strip()] = value
+    return env
+
+
+def _load(path: str, env_file: str | None = None) -> tuple[Config, SitePlan] | int:
+    env = dict(os.environ)
+    if env_file:
+        try:
+            env.update(read_env_file(env_file))
+        except OSError as e:
+            print(f"{env_file}: cannot read: {e.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, env)
         plan = build_plan(cfg)
     except (ConfigError, PlanError) as e:
         for p in e.problems:
@@ -54,7 +78,7 @@ def semantic_problems(cfg: Config, plan: SitePlan) -> list[Problem]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
+    loaded = _load(args.config, getattr(args, "env_file", None))
     if isinstance(loaded, int):
         return loaded
     cfg, plan = loaded
@@ -82,7 +106,7 @@ def cmd_privacy_report(args: argparse.Namespace) -> int:
 
     from gateway.privacy.report import render
 
-    loaded = _load(args.config)
+    loaded = _load(args.config, getattr(args, "env_file", None))
     if isinstance(loaded, int):
         return loaded
     cfg, plan = loaded
@@ -104,14 +128,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.ops.logs import setup_logging
     from gateway.service import serve
 
-    loaded = _load(args.config)
+    loaded = _load(args.config, getattr(args, "env_file", None))
     if isinstance(loaded, int):
         return loaded
     cfg, _ = loaded
     setup_logging(args.log_level or cfg.ops.log_level, secrets=tuple(iter_secret_values(cfg)))
 
     def reload() -> Config | None:
-        r = _load(args.config)
+        r = _load(args.config, getattr(args, "env_file", None))
         return None if isinstance(r, int) else r[0]
 
     try:
@@ -134,7 +158,7 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     """Write catalogue.jsonld (DCAT-AP) and ckan_package.json for the config's feeds."""
     from gateway.standards.catalogue import ckan_package, dcat_catalogue
 
-    loaded = _load(args.config)
+    loaded = _load(args.config, getattr(args, "env_file", None))
     if isinstance(loaded, int):
         return loaded
     cfg, plan = loaded
@@ -170,14 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the gateway service")
     p.add_argument("-c", "--config", required=True)
+    p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("check", help="validate a config without starting anything")
     p.add_argument("-c", "--config", required=True)
+    p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")
     p.add_argument("--no-devices", action="store_true", help="do not require serial ports to exist")
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("privacy-report", help="write the privacy report (Markdown and JSON) for a config")
     p.add_argument("-c", "--config", required=True)
+    p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")
     p.add_argument("--out", default=".", help="directory for privacy-report.md and .json (default: .)")
     p.set_defaults(fn=cmd_privacy_report)
     p = sub.add_parser("demo", help="simulated devices end to end into a local file store")
@@ -196,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_schema)
     p = sub.add_parser("catalogue", help="write DCAT-AP and CKAN catalogue records for the feeds")
     p.add_argument("-c", "--config", required=True)
+    p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")
     p.add_argument("--out", default=".", help="directory for catalogue.jsonld and ckan_package.json")
     p.add_argument("--licence", default="http://www.nationalarchives.gov.uk/doc/open-government-licence/version/3/",
                    help="licence URL (default: Open Government Licence v3.0)")  # fmt: skip

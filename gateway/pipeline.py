@@ -29,8 +29,8 @@ from gateway.sinks.base import PermanentError, RetryableError, Sink
 
 log = logging.getLogger("gateway.pipeline")
 
-INGEST_QUEUE = 2_000  # readings waiting for the committer; sources wait when it is full
-COMMIT_BATCH = 5_000
+INGEST_QUEUE = 1_000  # readings waiting for the committer; sources wait when it is full
+COMMIT_BATCH = 1_000
 SINK_BACKOFF_MAX = 15.0  # a store back after an outage is written to within ~15 s
 Ack = Callable[[], None]
 

@@ -1,4 +1,8 @@
-"""City time-series store sink: InfluxDB v2 write API through `influxdb-client`'s async client.
+"""City time-series store sink: InfluxDB v2 write API through `influxdb-client`.
+
+The client's synchronous write API runs on a worker thread rather than its aiohttp-based async
+client: same requests, but ~9 MiB less resident memory on a Pi (no aiohttp), and a blocking
+HTTP call never touches the event loop anyway.
 
 Works against InfluxDB 2.x and VictoriaMetrics (`/api/v2/write`). Network errors, 5xx and 429
 are retried by the runner with backoff; a 4xx rejects the batch, which is bisected to quarantine
@@ -35,11 +39,11 @@ def _import_client() -> Any:
     if block:
         sys.modules["numpy"] = None  # type: ignore[assignment]  # import raises ModuleNotFoundError
     try:
-        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+        from influxdb_client.client.influxdb_client import InfluxDBClient
     finally:
         if block:
             del sys.modules["numpy"]
-    return InfluxDBClientAsync
+    return InfluxDBClient
 
 
 class InfluxSink:
@@ -58,10 +62,11 @@ class InfluxSink:
 
     async def start(self) -> None:
         # imported here: influxdb-client is heavy and only needed when this sink is configured
-        InfluxDBClientAsync = _import_client()
+        InfluxDBClient = _import_client()
+        from influxdb_client.client.write_api import SYNCHRONOUS
 
         token = self.cfg.token.get_secret_value() if self.cfg.token else ""
-        self._client = InfluxDBClientAsync(
+        self._client = InfluxDBClient(
             url=self.cfg.url,
             token=token,
             org=self.cfg.org,
@@ -69,8 +74,9 @@ class InfluxSink:
             enable_gzip=self.cfg.gzip,
             verify_ssl=self.cfg.verify_tls,
             ssl_ca_cert=str(self.cfg.ca_file) if self.cfg.ca_file else None,
+            retries=False,  # the sink runner retries, with backoff and jitter, in one place
         )
-        self._write = self._client.write_api()
+        self._write = self._client.write_api(write_options=SYNCHRONOUS)
 
     def _line(self, body: bytes) -> str:
         """`lineprotocol.encode(Observation.from_record(body), site_tags)`, with the constant
@@ -131,8 +137,8 @@ class InfluxSink:
         from influxdb_client.rest import ApiException
 
         try:
-            await self._write.write(
-                bucket=self.cfg.bucket, record=lines, write_precision=WritePrecision.MS
+            await asyncio.to_thread(
+                self._write.write, bucket=self.cfg.bucket, record=lines, write_precision=WritePrecision.MS
             )
         except ApiException as e:
             status = int(e.status or 0)
@@ -141,8 +147,8 @@ class InfluxSink:
             raise PermanentError(f"store rejected the batch with HTTP {status}") from e
         except (TimeoutError, OSError) as e:
             raise RetryableError(f"store unreachable: {type(e).__name__}") from e
-        except Exception as e:  # aiohttp.ClientError and friends, without importing aiohttp
-            if type(e).__module__.startswith("aiohttp"):
+        except Exception as e:  # urllib3's connection errors, without importing urllib3 here
+            if type(e).__module__.startswith(("urllib3", "http.client")):
                 raise RetryableError(f"store unreachable: {type(e).__name__}") from e
             raise
 
@@ -177,5 +183,5 @@ class InfluxSink:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.close()
+            await asyncio.to_thread(self._client.close)
             self._client = None

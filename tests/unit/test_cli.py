@@ -103,3 +103,16 @@ def test_demo_prints_a_summary_and_writes_observations(tmp_path: Path) -> None:
         obs = json.loads(line)
         assert set(obs) <= {"phenomenonTime", "resultTime", "result", "Datastream", "parameters"}
         assert isinstance(obs["Datastream"]["@iot.id"], int)
+
+
+def test_check_reads_secrets_from_an_env_file_like_systemd(tmp_path: Path, creds: dict[str, str]) -> None:
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text('# secrets\nINFLUX_TOKEN=abc\nLOCAL_MQTT_PASSWORD="two words"\nexport CITY_MQTT_PASSWORD=z\n')
+    path = str(ROOT / "config" / "camden-lamp-column.yaml")
+    bare = {k: v for k, v in creds.items() if k not in ENV}
+    missing = cli("check", "--no-devices", "-c", path, env=bare)
+    assert missing.returncode == 2 and "INFLUX_TOKEN is not set" in missing.stderr
+    r = cli("check", "--no-devices", "-c", path, "--env-file", str(env_file), env=bare)
+    assert r.returncode == 0, r.stderr
+    r = cli("check", "--no-devices", "-c", path, "--env-file", str(tmp_path / "absent.env"), env=bare)
+    assert r.returncode == 2 and r.stderr.strip().endswith("cannot read: No such file or directory")
