@@ -1,4 +1,4 @@
-"""Framing for our own microcontroller node: COBS + CRC-16/CCITT-FALSE, message version 1.
+"""Framing for our own microcontroller node: COBS + CRC-16/CCITT-FALSE, message version 2.
 
 This one file runs unchanged on the gateway (CPython) and on the node (MicroPython): copy it
 next to micropython/main.py on the board. Hence: no imports, no dataclasses, no f-strings,
@@ -8,17 +8,29 @@ On the wire, each message is `00 COBS(payload + CRC) 00`. COBS removes every 00 
 encoded bytes, so 00 only ever delimits; the leading 00 closes any partial frame left by line
 noise or a node reset, so one bad frame never swallows the next.
 
-Payload, version 1: `[version=1][type][seq] body`, then the CRC-16/CCITT-FALSE (poly 0x1021,
-init 0xFFFF, no reflection) of those bytes, big-endian. `seq` counts 0..255 and wraps, so the
-gateway can count lost messages. Type 1 (READINGS): body is ASCII `key=value` pairs joined by
-`,`, keys `[a-z0-9_]{1,32}`, values decimal numbers (`-12`, `21.5`, `1.5e-3`; no nan or inf).
+Payload, version 2 (sent): `[version=2][type][seq][len] body`, where `len` is one byte, the
+body's length in bytes (0..236), then the CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no
+reflection) of those bytes, big-endian. `len` makes truncation detectable without the CRC:
+losing the tail of a frame (and its closing 00) leaves either a broken COBS block or a decoded
+prefix that is shorter than `len` says, so it is rejected ("cobs", "too_short" or "length")
+even when the 2 bytes that now sit where the CRC was happen to match it.
+
+Payload, version 1 (still accepted, from nodes already in the field): `[version=1][type][seq]
+body` + CRC as above; only the CRC guards it against truncation (a cut can pass it by chance).
+
+`seq` counts 0..255 and wraps, so the gateway can count lost messages. Type 1 (READINGS): body
+is ASCII `key=value` pairs joined by `,`, keys `[a-z0-9_]{1,32}`, values decimal numbers
+(`-12`, `21.5`, `1.5e-3`; no nan or inf).
 """
 
-VERSION = 1
+VERSION = 2  # what encode_message sends
+VERSION_1 = 1  # still decoded: no length byte, the CRC alone catches truncation
 MSG_READINGS = 1
-HEADER_LEN = 3  # version, type, seq
+HEADER_LEN = 4  # version 2: version, type, seq, body length
+HEADER_LEN_V1 = 3  # version 1: version, type, seq
 CRC_LEN = 2
 MAX_PAYLOAD = 240
+MAX_BODY = MAX_PAYLOAD - HEADER_LEN
 MAX_ENCODED = MAX_PAYLOAD + CRC_LEN + 2  # COBS adds one byte per 254, plus the first code
 MAX_KEY = 32
 DELIMITER = b"\x00"
@@ -98,30 +110,47 @@ def encode_frame(payload: bytes) -> bytes:
     return DELIMITER + cobs_encode(payload + bytes([crc >> 8, crc & 0xFF])) + DELIMITER
 
 
+def _check_length(data: bytes) -> None:
+    """Version 2: the length byte must account for every byte between header and CRC."""
+    if len(data) < HEADER_LEN or data[3] != len(data) - HEADER_LEN:
+        raise FrameError("length", "body length in the header does not match the frame")
+
+
 def decode_frame(segment: bytes) -> bytes:
-    """The payload of one segment between delimiters, CRC checked; raises FrameError."""
+    """The payload of one segment between delimiters, CRC checked; raises FrameError.
+
+    A version-2 frame's length byte is checked before the CRC, so a truncated frame that
+    COBS-decodes is rejected as "length", whatever the bytes that now sit where the CRC was."""
     if len(segment) > MAX_ENCODED:
         raise FrameError("too_long", "frame longer than MAX_ENCODED")
     data = cobs_decode(segment)
-    if len(data) < HEADER_LEN + CRC_LEN:
+    if len(data) < HEADER_LEN_V1 + CRC_LEN:
         raise FrameError("too_short", "frame shorter than a message header and CRC")
     payload = data[:-CRC_LEN]
+    if payload[0] == VERSION:
+        _check_length(payload)
     if crc16_ccitt(payload) != (data[-2] << 8) | data[-1]:
         raise FrameError("checksum", "CRC-16 mismatch")
     return payload
 
 
 def encode_message(msg_type: int, seq: int, body: bytes) -> bytes:
-    return bytes([VERSION, msg_type, seq & 0xFF]) + body
+    """A version-2 payload: `[2][type][seq][len] body`."""
+    if len(body) > MAX_BODY:
+        raise FrameError("too_long", "body longer than MAX_BODY")
+    return bytes([VERSION, msg_type, seq & 0xFF, len(body)]) + body
 
 
 def decode_message(payload: bytes) -> tuple[int, int, bytes]:
-    """(type, seq, body) of a version-1 payload; raises FrameError."""
-    if len(payload) < HEADER_LEN:
+    """(type, seq, body) of a version-2 or version-1 payload; raises FrameError."""
+    if len(payload) < HEADER_LEN_V1:
         raise FrameError("too_short", "payload shorter than a message header")
-    if payload[0] != VERSION:
-        raise FrameError("unsupported_version", "message version is not 1")
-    return payload[1], payload[2], payload[HEADER_LEN:]
+    if payload[0] == VERSION:
+        _check_length(payload)
+        return payload[1], payload[2], payload[HEADER_LEN:]
+    if payload[0] == VERSION_1:
+        return payload[1], payload[2], payload[HEADER_LEN_V1:]
+    raise FrameError("unsupported_version", "message version is neither 1 nor 2")
 
 
 def _check_key(key: str) -> None:

@@ -1,10 +1,12 @@
 """Our own microcontroller node (RP2040/ESP32 running micropython/main.py), UART 115200 8N1.
 
-The node pushes COBS-framed, CRC-checked version-1 messages (see `firmware_bridge.framing`,
-the same file the node runs). The decoder splits the stream on 00, so a damaged frame costs
-only itself. Only keys declared in the catalogue are published; others are counted and
-dropped, so a firmware change cannot leak an undeclared field. Gaps in the message sequence
-number are counted as `extra["seq_gaps"]`.
+The node pushes COBS-framed, CRC-checked version-2 messages whose header carries the body
+length, so a truncated frame is rejected even when its CRC matches by chance (`rejected`,
+reason "length"); version-1 messages from nodes flashed earlier are still accepted, with only
+the CRC against truncation (see `firmware_bridge.framing`, the same file the node runs). The
+decoder splits the stream on 00, so a damaged frame costs only itself. Only keys declared in
+the catalogue are published; others are counted and dropped, so a firmware change cannot leak
+an undeclared field. Gaps in the message sequence number are counted as `extra["seq_gaps"]`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ CATALOGUE = Catalogue(
     model="MicroPython node (RP2040/ESP32)",
     description="Our own sensor node: analogue NO2 cell, temperature, humidity",
     transport="serial",
-    datasheet="firmware_bridge/framing.py (message version 1)",
+    datasheet="firmware_bridge/framing.py (message version 2; 1 accepted)",
     fields=(
         Field("no2", "ug/m3", ObservationType.MEASUREMENT,
               "NO2 mass concentration from a calibrated analogue cell", minimum=0, maximum=2000),

@@ -1,7 +1,8 @@
 """Street node firmware (MicroPython, RP2040 or ESP32): read sensors, send framed readings.
 
 Copy this file and firmware_bridge/framing.py side by side to the board's filesystem; the
-gateway decodes the frames with the very same framing.py. Pick the board below. Under CPython
+gateway decodes the frames with the very same framing.py. It sends message version 2 (the
+header carries the body length, so the gateway can tell a truncated frame from a good one). Pick the board below. Under CPython
 the tests inject a fake `machine` module and call `run(...)` with a bounded loop.
 """
 

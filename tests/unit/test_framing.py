@@ -1,5 +1,5 @@
-"""The node framing shared with MicroPython: CRC, COBS, frames, the version-1 message format,
-and the constraints that keep the file runnable on a microcontroller."""
+"""The node framing shared with MicroPython: CRC, COBS, frames, the version-2 message format
+(version 1 still decoded), and the constraints that keep the file runnable on a microcontroller."""
 
 from __future__ import annotations
 
@@ -57,8 +57,15 @@ def test_cobs_block_running_past_the_end_is_rejected() -> None:
 def test_frames_start_and_end_with_00_and_round_trip(payload: bytes) -> None:
     frame = framing.encode_frame(payload)
     assert frame[0] == 0 and frame[-1] == 0 and 0 not in frame[1:-1]
-    if len(payload) >= framing.HEADER_LEN:
+    if len(payload) >= framing.HEADER_LEN_V1 and payload[0] != framing.VERSION:
         assert framing.decode_frame(frame[1:-1]) == payload
+
+
+@PROPS
+@given(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=framing.MAX_BODY))
+def test_version_2_messages_round_trip(msg_type: int, seq: int, body: bytes) -> None:
+    frame = framing.encode_frame(framing.encode_message(msg_type, seq, body))
+    assert framing.decode_message(framing.decode_frame(frame[1:-1])) == (msg_type, seq, body)
 
 
 def test_a_frame_with_a_wrong_crc_is_rejected() -> None:
@@ -73,12 +80,41 @@ def test_a_frame_with_a_wrong_crc_is_rejected() -> None:
 def test_payloads_longer_than_the_limit_are_refused() -> None:
     with pytest.raises(framing.FrameError):
         framing.encode_frame(bytes(framing.MAX_PAYLOAD + 1))
+    with pytest.raises(framing.FrameError):
+        framing.encode_message(framing.MSG_READINGS, 0, bytes(framing.MAX_BODY + 1))
 
 
-def test_message_header_carries_version_type_and_sequence() -> None:
+def test_message_header_carries_version_type_sequence_and_body_length() -> None:
     payload = framing.decode_frame(framing.encode_readings(258, {"humidity": 55})[1:-1])
-    assert payload == bytes([1, framing.MSG_READINGS, 2]) + b"humidity=55"
+    assert payload == bytes([2, framing.MSG_READINGS, 2, 11]) + b"humidity=55"
     assert framing.decode_message(payload) == (framing.MSG_READINGS, 2, b"humidity=55")
+
+
+def test_a_version_1_frame_from_a_node_in_the_field_still_decodes() -> None:
+    frame = bytes.fromhex("00 11 01 01 07 68 75 6d 69 64 69 74 79 3d 35 35 e7 92 00")
+    payload = framing.decode_frame(frame[1:-1])
+    assert payload == bytes([1, framing.MSG_READINGS, 7]) + b"humidity=55"
+    assert framing.decode_message(payload) == (framing.MSG_READINGS, 7, b"humidity=55")
+
+
+@pytest.mark.parametrize("length", [0, 10, 12, 255])
+def test_a_version_2_frame_whose_length_byte_disagrees_is_rejected_even_with_a_good_crc(
+    length: int,
+) -> None:
+    frame = framing.encode_frame(bytes([2, framing.MSG_READINGS, 0, length]) + b"humidity=55")
+    with pytest.raises(framing.FrameError) as err:
+        framing.decode_frame(frame[1:-1])
+    assert err.value.reason == "length"
+    with pytest.raises(framing.FrameError) as err:
+        framing.decode_message(bytes([2, framing.MSG_READINGS, 0, length]) + b"humidity=55")
+    assert err.value.reason == "length"
+
+
+def test_an_unknown_version_is_rejected() -> None:
+    frame = framing.encode_frame(bytes([3, framing.MSG_READINGS, 0]) + b"humidity=55")
+    with pytest.raises(framing.FrameError) as err:
+        framing.decode_message(framing.decode_frame(frame[1:-1]))
+    assert err.value.reason == "unsupported_version"
 
 
 keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=12)

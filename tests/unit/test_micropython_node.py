@@ -104,6 +104,15 @@ def test_what_the_firmware_sends_decodes_to_exactly_what_it_read(firmware: Any) 
     assert clock.slept == [1000 - 3] * 25  # sleeps the rest of each period
 
 
+def test_the_firmware_sends_length_prefixed_version_2_messages(firmware: Any) -> None:
+    uart = FakeUART(0)
+    firmware.run(uart, [("humidity", lambda: 50)], FakeClock(), iterations=1, period_ms=0)
+    frame = bytes(uart.written)
+    assert frame[0] == frame[-1] == 0 and frame.count(0) == 2
+    payload = framing.decode_frame(frame[1:-1])
+    assert payload == bytes([2, framing.MSG_READINGS, 0, 11]) + b"humidity=50"
+
+
 def test_the_sequence_number_wraps_without_counting_a_gap(firmware: Any) -> None:
     uart = FakeUART(0)
     firmware.run(uart, [("humidity", lambda: 50)], FakeClock(), iterations=300, period_ms=0)
