@@ -18,6 +18,7 @@ import os
 import shutil
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -311,36 +312,30 @@ class Outbox:
                 victims.append((seq, ds, size))
         if not victims:
             return 0
-        per_ds: dict[int, int] = {}
-        for _, ds, _ in victims:
-            per_ds[ds] = per_ds.get(ds, 0) + 1
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany("DELETE FROM obs WHERE seq = ?", [(v[0],) for v in victims])
-        self.db.executemany(
-            "INSERT INTO drops VALUES (?, ?, ?) ON CONFLICT(ds, reason) DO UPDATE SET n = n + excluded.n",
-            [(ds, "downsampled", n) for ds, n in per_ds.items()],
-        )
-        self.db.execute("COMMIT")
-        self._contiguous = False  # sequence numbers now have gaps: count rows exactly
-        self.payload_bytes -= sum(v[2] for v in victims) + ROW_OVERHEAD * len(victims)
-        log.warning("outbox bound reached: thinned %d of the oldest observations (reason=downsampled)", len(victims))
-        return len(victims)
+        return self._delete(victims, "downsampled", oldest_first=False)
 
     def _drop(self, rows: list[Any], reason: str) -> int:
-        per_ds: dict[int, int] = {}
-        for _, ds, _ in rows:
-            per_ds[ds] = per_ds.get(ds, 0) + 1
+        return self._delete(rows, reason, oldest_first=True)
+
+    def _delete(self, rows: list[Any], reason: str, *, oldest_first: bool) -> int:
+        """Delete `rows` (seq, ds, size), counting each per Datastream and reason in `drops`.
+        `oldest_first`: they are the head of the queue, so one range delete keeps sequence
+        numbers contiguous; otherwise they are picked out and counts become exact queries."""
+        per_ds = Counter(ds for _, ds, _ in rows)
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("DELETE FROM obs WHERE seq <= ?", (rows[-1][0],))
+        if oldest_first:
+            self.db.execute("DELETE FROM obs WHERE seq <= ?", (rows[-1][0],))
+        else:
+            self.db.executemany("DELETE FROM obs WHERE seq = ?", [(r[0],) for r in rows])
         self.db.executemany(
             "INSERT INTO drops VALUES (?, ?, ?) ON CONFLICT(ds, reason) DO UPDATE SET n = n + excluded.n",
             [(ds, reason, n) for ds, n in per_ds.items()],
         )
         self.db.execute("COMMIT")
+        if not oldest_first:
+            self._contiguous = False
         self.payload_bytes -= sum(r[2] for r in rows) + ROW_OVERHEAD * len(rows)
-        log.warning(
-            "outbox bound reached: dropped %d oldest observations (reason=%s)", len(rows), reason
-        )
+        log.warning("outbox bound reached: %d observations removed (reason=%s)", len(rows), reason)
         return len(rows)
 
     def drops(self) -> dict[tuple[int, str], int]:

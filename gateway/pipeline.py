@@ -21,7 +21,7 @@ from gateway.config import Config
 from gateway.model import Observation, Reading
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
-from gateway.outbox import AsyncOutbox, Outbox
+from gateway.outbox import AsyncOutbox, Outbox, Row
 from gateway.plan import SitePlan, build_plan
 from gateway.privacy.guard import EgressGuard
 from gateway.privacy.stage import PrivacyStage
@@ -38,13 +38,12 @@ Ack = Callable[[], None]
 @dataclass
 class Stats:
     readings: int = 0
-    observations: int = 0
     committed: int = 0
     delivered: dict[str, int] = field(default_factory=dict)
     last_values: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
-def build_sinks(cfg: Config, guard: EgressGuard) -> list[Sink]:
+def build_sinks(cfg: Config, plan: SitePlan, guard: EgressGuard) -> list[Sink]:
     sinks: list[Sink] = []
     if cfg.sinks.file is not None:
         from gateway.sinks.file import FileSink
@@ -59,7 +58,7 @@ def build_sinks(cfg: Config, guard: EgressGuard) -> list[Sink]:
     if cfg.sinks.mqtt is not None:
         from gateway.sinks.mqtt import MqttSink
 
-        sinks.append(MqttSink(cfg, guard=guard))
+        sinks.append(MqttSink(cfg, plan, guard=guard))
     return sinks
 
 
@@ -84,7 +83,7 @@ class Pipeline:
             salt_rotation_s=cfg.privacy.salt_rotation,
             started_at=clock(),
         )
-        self.sinks = sinks if sinks is not None else build_sinks(cfg, self.guard)
+        self.sinks = sinks if sinks is not None else build_sinks(cfg, self.plan, self.guard)
         self.stats = Stats()
         self.queue: asyncio.Queue[tuple[Reading | None, Ack | None]] = asyncio.Queue(INGEST_QUEUE)
         self.outbox: AsyncOutbox | None = None
@@ -234,7 +233,6 @@ class Pipeline:
         if not records:
             return
         await self.outbox.append(records)
-        self.stats.observations += len(records)
         self.stats.committed += len(records)
         self.m_obs.inc(len(records))
         for ev in self._sink_events.values():
@@ -279,7 +277,7 @@ class Pipeline:
                         await event.wait()
                 continue
             try:
-                result = await sink.write(rows)
+                await self._deliver(sink, rows)
             except RetryableError as e:
                 self.m_failures.inc(sink=sink.name)
                 n = self.throttle.should_log(("sink", sink.name), time.monotonic())
@@ -288,18 +286,25 @@ class Pipeline:
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, SINK_BACKOFF_MAX)
                 continue
-            except PermanentError as e:
-                log.error("sink refused a batch for good; quarantined", extra={"sink": sink.name, "reason": str(e), "rows": len(rows)})  # fmt: skip
-                self.m_quarantined.inc(len(rows), sink=sink.name)
-                result = None
-            if result is not None and result.rejected:
+            backoff = 1.0
+
+    async def _deliver(self, sink: Sink, rows: list[Row]) -> None:
+        """Write one batch and move the sink's cursor past it. A batch the destination refuses
+        for good is quarantined (counted, logged, skipped); RetryableError leaves the cursor."""
+        assert self.outbox is not None
+        written = 0
+        try:
+            result = await sink.write(rows)
+            written = result.written
+            if result.rejected:
                 self.m_quarantined.inc(len(result.rejected), sink=sink.name)
                 log.error("sink refused observations for good; quarantined", extra={"sink": sink.name, "rows": len(result.rejected)})  # fmt: skip
-            backoff = 1.0
-            await self.outbox.advance(sink.name, rows[-1].seq)
-            written = result.written if result is not None else 0
-            self.stats.delivered[sink.name] = self.stats.delivered.get(sink.name, 0) + written
-            self.m_delivered.inc(written, sink=sink.name)
+        except PermanentError as e:
+            self.m_quarantined.inc(len(rows), sink=sink.name)
+            log.error("sink refused a batch for good; quarantined", extra={"sink": sink.name, "reason": str(e), "rows": len(rows)})  # fmt: skip
+        await self.outbox.advance(sink.name, rows[-1].seq)
+        self.stats.delivered[sink.name] = self.stats.delivered.get(sink.name, 0) + written
+        self.m_delivered.inc(written, sink=sink.name)
 
     async def _drain_sinks(self, timeout: float) -> None:
         """Best effort at shutdown: whatever is not delivered stays in the outbox for next time."""
@@ -312,12 +317,9 @@ class Pipeline:
                     break
                 try:
                     async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                        result = await sink.write(rows)
-                except (RetryableError, PermanentError, TimeoutError):
+                        await self._deliver(sink, rows)
+                except (RetryableError, TimeoutError):
                     break
-                await self.outbox.advance(sink.name, rows[-1].seq)
-                self.stats.delivered[sink.name] = self.stats.delivered.get(sink.name, 0) + result.written
-                self.m_delivered.inc(result.written, sink=sink.name)
 
     # ------------------------------------------------------------------ lifecycle
 

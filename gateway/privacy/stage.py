@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from firmware_bridge.base import Aggregation, Field, Value
 from gateway.model import Observation, ParamValue, Reading
 from gateway.plan import SensorPlan, SitePlan
-from gateway.privacy.footfall import FootfallEstimator, FootfallOptions, is_locally_administered
+from gateway.privacy.footfall import FootfallEstimator, is_locally_administered
 
 ALLOWED_PARAMETERS = frozenset(
     {"quality", "aggregation", "period", "samples", "suppressed", "min_count", "window"}
@@ -59,8 +59,8 @@ class _Aggregator:
 
 
 def _aggregator(sp: SensorPlan, f: Field) -> _Aggregator:
-    if f.aggregation is Aggregation.DISTINCT_COUNT and f.source == "mac":
-        return _Aggregator(sp, f, footfall=FootfallEstimator(sp.footfall or FootfallOptions()))
+    if f.aggregation is Aggregation.DISTINCT_COUNT and sp.footfall is not None:
+        return _Aggregator(sp, f, footfall=FootfallEstimator(sp.footfall))  # the plan chose it
     return _Aggregator(sp, f)
 
 
@@ -86,6 +86,9 @@ class PrivacyStage:
         self._aggs: dict[str, list[_Aggregator]] = {
             sid: [_aggregator(sp, f) for f in sp.aggregates] for sid, sp in plan.sensors.items()
         }
+        # per sensor, fixed by the plan: computed once, not for every reading
+        self._published = {sid: {f.key: f for f in sp.published} for sid, sp in plan.sensors.items()}
+        self._sources = {sid: {f.source for f in sp.aggregates} for sid, sp in plan.sensors.items()}
 
     # ------------------------------------------------------------------ per reading
 
@@ -99,8 +102,8 @@ class PrivacyStage:
             return []
         out: list[Observation] = []
         quality = list(reading.flags)
-        published = {f.key: f for f in sp.published}
-        sources = {f.source for f in sp.aggregates}
+        published = self._published[sp.id]
+        sources = self._sources[sp.id]
         for key, value in reading.values.items():
             f = published.get(key)
             if f is None:

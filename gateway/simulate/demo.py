@@ -172,7 +172,8 @@ def _final_summary(p: Pipeline, data_dir: Path, out: Any) -> None:
     per_ds: dict[int, int] = {}
     for line in lines:
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            per_ds[json.loads(line)["Datastream"]["@iot.id"]] = per_ds.get(json.loads(line)["Datastream"]["@iot.id"], 0) + 1
+            ds = json.loads(line)["Datastream"]["@iot.id"]
+            per_ds[ds] = per_ds.get(ds, 0) + 1
     print("summary:", file=out)
     print(f"  readings decoded:        {p.stats.readings}", file=out)
     print(f"  observations committed:  {p.stats.committed}", file=out)

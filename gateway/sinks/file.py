@@ -7,16 +7,14 @@ before the outbox cursor moves, so a crash can repeat the last batch but never l
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from gateway.model import Observation
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
-from gateway.sinks.base import RetryableError, WriteResult
+from gateway.sinks.base import RetryableError, WriteResult, guarded_observations
 
 
 class FileSink:
@@ -52,18 +50,8 @@ class FileSink:
             oldest.unlink()
 
     def _write_sync(self, rows: Sequence[Row]) -> WriteResult:
-        out = bytearray()
-        blocked = 0
-        for row in rows:
-            line = json.dumps(
-                Observation.from_record(row.body).sensorthings(),
-                separators=(",", ":"),
-                ensure_ascii=False,
-            ).encode()
-            if not self.guard.check_observation_json(line).ok:
-                blocked += 1
-                continue
-            out += line + b"\n"
+        payloads, blocked = guarded_observations(rows, self.guard)
+        out = b"".join(payload + b"\n" for _, payload in payloads)
         try:
             fh = self._open()
             fh.write(out)

@@ -17,26 +17,24 @@ from collections.abc import Sequence
 import aiomqtt
 
 from gateway.config import Config
-from gateway.model import Observation
 from gateway.mqttconn import AckingClient, make_client
 from gateway.outbox import Row
+from gateway.plan import SitePlan
 from gateway.privacy.guard import EgressGuard
-from gateway.sinks.base import RetryableError, WriteResult
+from gateway.sinks.base import RetryableError, WriteResult, guarded_observations
+from gateway.standards.sensorthings import config_fingerprint, entity_messages, observation_topic
 
 log = logging.getLogger("gateway.sinks.mqtt")
-
-
-def observation_topic(prefix: str, datastream_id: int) -> str:
-    return f"{prefix}/Datastreams({datastream_id})/Observations"
 
 
 class MqttSink:
     name = "mqtt"
     batch_size = 500
 
-    def __init__(self, cfg: Config, *, guard: EgressGuard) -> None:
+    def __init__(self, cfg: Config, plan: SitePlan, *, guard: EgressGuard) -> None:
         assert cfg.sinks.mqtt is not None
         self.full = cfg
+        self.plan = plan
         self.cfg = cfg.sinks.mqtt
         self.prefix = self.cfg.topic_prefix.rstrip("/")
         self.guard = guard
@@ -66,20 +64,21 @@ class MqttSink:
         return client
 
     async def _publish_entities(self, client: AckingClient) -> None:
-        try:
-            from gateway.plan import build_plan
-            from gateway.standards.sensorthings import config_fingerprint, entity_messages
-        except ImportError:  # entity export not available in this build
-            return
-        messages = entity_messages(self.full, build_plan(self.full), prefix=self.prefix)
+        messages = entity_messages(self.full, self.plan, prefix=self.prefix)
         digest = config_fingerprint(messages)
         previous = self._fingerprint_file.read_text().strip() if self._fingerprint_file.exists() else ""
         if digest == previous:
             return
-        await asyncio.gather(*(
-            client.publish(topic, json.dumps(body, separators=(",", ":")), qos=1, retain=True)
-            for topic, body in messages
-        ))  # fmt: skip
+        payloads: list[tuple[str, str]] = []
+        for topic, body in messages:
+            payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+            verdict = self.guard.check_text(payload)  # metadata leaves too: same guard, fail closed
+            if verdict.ok:
+                payloads.append((topic, payload))
+            else:
+                log.error("egress guard blocked an entity; check names and descriptions in the config",
+                          extra={"topic": topic, "reason": verdict.reason})  # fmt: skip
+        await asyncio.gather(*(client.publish(t, p, qos=1, retain=True) for t, p in payloads))
         self._fingerprint_file.parent.mkdir(parents=True, exist_ok=True)
         self._fingerprint_file.write_text(digest + "\n")
         log.info("published SensorThings entities", extra={"messages": len(messages)})
@@ -92,15 +91,8 @@ class MqttSink:
 
     async def write(self, rows: Sequence[Row]) -> WriteResult:
         client = await self._connect()
-        messages: list[tuple[str, bytes]] = []
-        blocked = 0
-        for row in rows:
-            obs = Observation.from_record(row.body)
-            payload = json.dumps(obs.sensorthings(), separators=(",", ":")).encode()
-            if not self.guard.check_observation_json(payload).ok:
-                blocked += 1
-                continue
-            messages.append((observation_topic(self.prefix, obs.datastream_id), payload))
+        payloads, blocked = guarded_observations(rows, self.guard)
+        messages = [(observation_topic(self.prefix, obs.datastream_id), p) for obs, p in payloads]
         try:
             await asyncio.gather(*(client.publish(t, p, qos=1, timeout=30) for t, p in messages))
         except (aiomqtt.MqttError, OSError, TimeoutError) as e:

@@ -26,11 +26,12 @@ from gateway.mqttconn import make_client
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
 from gateway.plan import SensorPlan
+from gateway.sources.stamp import Stamper
 
 log = logging.getLogger("gateway.sources.mqtt")
 
+ROUTE_CACHE = 4096
 Submit = Callable[[Reading, Callable[[], None] | None], Awaitable[None]]
-DEVICE_CLOCK_TOLERANCE = 300.0  # trust a device timestamp within 5 min of the gateway clock
 
 
 class MqttSource:
@@ -54,7 +55,8 @@ class MqttSource:
             self.routes.append((sp.sensor.mqtt.topic, sp, sp.mqtt.new_decoder(sp.sensor.options)))
         self.throttle = Throttle()
         self.connected = False
-        self._last_t: dict[str, float] = {}
+        self.stamper = Stamper()
+        self._routed: dict[str, tuple[SensorPlan, MessageDecoder] | None] = {}
         self.m_messages = metrics.counter("gateway_mqtt_messages_total", "Messages received, by sensor")
         self.m_errors = metrics.counter("gateway_mqtt_bad_messages_total", "Bad messages, by sensor and reason")
         self.m_connects = metrics.counter("gateway_mqtt_connects_total", "Connections to the local broker")
@@ -97,10 +99,15 @@ class MqttSource:
             delay = min(delay * 2, 30.0)
 
     def route(self, topic: str) -> tuple[SensorPlan, MessageDecoder] | None:
-        for pattern, sp, decoder in self.routes:
-            if topic_matches_sub(pattern, topic):
-                return sp, decoder
-        return None
+        """The first configured sensor whose filter matches. Devices reuse a few topics, so the
+        answer is cached (bounded: a device spraying topics cannot grow it without limit)."""
+        if topic in self._routed:
+            return self._routed[topic]
+        found = next(((sp, d) for pattern, sp, d in self.routes if topic_matches_sub(pattern, topic)), None)
+        if len(self._routed) >= ROUTE_CACHE:
+            self._routed.clear()
+        self._routed[topic] = found
+        return found
 
     async def _handle(self, client: Any, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
@@ -130,14 +137,7 @@ class MqttSource:
             if isinstance(ev, DecodeError):
                 self._bad(sp.id, ev.reason, ev.detail)
             elif isinstance(ev, Decoded):
-                if ev.device_time is not None and abs(ev.device_time - now) <= DEVICE_CLOCK_TOLERANCE:
-                    # the device's own time, unchanged: a message redelivered after a crash
-                    # yields the same point again, which the store overwrites (idempotent)
-                    t = ev.device_time
-                else:
-                    # gateway time, strictly increasing per sensor at millisecond resolution
-                    t = max(now, self._last_t.get(sp.id, 0.0) + 0.001)
-                    self._last_t[sp.id] = t
+                t = self.stamper.stamp(sp.id, now, ev.device_time)
                 readings.append(Reading(sp.id, t, ev.values, ev.flags))
         if not readings:
             ack()

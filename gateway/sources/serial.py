@@ -23,6 +23,7 @@ from gateway.model import Reading
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
 from gateway.plan import SensorPlan
+from gateway.sources.stamp import Stamper
 
 log = logging.getLogger("gateway.sources.serial")
 
@@ -50,7 +51,7 @@ class SerialSource:
         self.decoder = self.driver.new_decoder()
         self.throttle = Throttle()
         self.connected = False
-        self._last_t = 0.0
+        self.stamper = Stamper()
         sid = plan.id
         self.labels = {"sensor": sid}
         self.m_bytes = metrics.counter("gateway_serial_bytes_total", "Bytes read from the port")
@@ -142,10 +143,7 @@ class SerialSource:
             if isinstance(ev, Decoded):
                 self.m_frames.inc(sensor=self.plan.id)
                 self.m_last_seen.set(now, sensor=self.plan.id)
-                # strictly increasing per sensor at the store's millisecond resolution, so two
-                # frames read in one chunk never overwrite each other downstream
-                t = max(now, self._last_t + 0.001)
-                self._last_t = t
+                t = self.stamper.stamp(self.plan.id, now, ev.device_time)
                 await self.emit(Reading(self.plan.id, t, ev.values, ev.flags))
             elif isinstance(ev, DecodeError):
                 self.m_errors.inc(reason=ev.reason, sensor=self.plan.id)
