@@ -62,6 +62,20 @@ def build_sinks(cfg: Config, plan: SitePlan, guard: EgressGuard) -> list[Sink]:
     return sinks
 
 
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]], timeout: float, what: str) -> None:
+    """Cancel and wait, bounded. On Python 3.11 a cancellation can be swallowed inside
+    `asyncio.wait_for` (libraries use it: aiomqtt's publish does), so a task may survive one
+    cancel(): it is asked again, and shutdown never hangs on it."""
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+    if pending:
+        log.error("tasks did not stop in time", extra={"what": what, "count": len(pending)})
+
+
 class Pipeline:
     def __init__(
         self,
@@ -377,12 +391,7 @@ class Pipeline:
     async def stop(self, drain_timeout: float = 3.0) -> None:
         """Stop sources, commit what was received, close windows, deliver what we can."""
         log.info("gateway stopping")
-        for t in self._sources:
-            t.cancel()
-        if self._sources:
-            _, stuck = await asyncio.wait(self._sources, timeout=drain_timeout)
-            if stuck:
-                log.error("sources did not stop in time", extra={"count": len(stuck)})
+        await cancel_and_wait(self._sources, drain_timeout, "sources")
         if self.outbox is not None:
             try:
                 async with asyncio.timeout(drain_timeout):
@@ -398,9 +407,7 @@ class Pipeline:
         sink_tasks = [t for t in self._tasks if t.get_name().startswith("sink-")]
         if sink_tasks:
             await asyncio.wait(sink_tasks, timeout=drain_timeout)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, drain_timeout, "pipeline tasks")
         if self.outbox is not None:
             await self._drain_sinks(drain_timeout)
         for sink in self.sinks:

@@ -33,12 +33,13 @@ class MqttDevice:
         self.period = period_s
         self.published = 0
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     async def run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 async with aiomqtt.Client(self.host, self.port, timeout=5) as client:
-                    while True:
+                    while not self._stop.is_set():
                         for topic, payload in self.driver.simulate(self.rng, time.time(), self.topic):
                             await client.publish(topic, payload, qos=1)
                             self.published += 1
@@ -51,10 +52,11 @@ class MqttDevice:
         return self._task
 
     async def stop(self) -> None:
+        self._stop.set()  # the loop ends even if a cancel is swallowed inside aiomqtt's wait_for
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            from gateway.pipeline import cancel_and_wait
+
+            await cancel_and_wait([self._task], 5.0, f"simulated {self.driver.name}")
 
 
 def free_port() -> int:
