@@ -162,9 +162,9 @@ def bench_drain(tmp: Path, n: int, live_rate: float, vm_url: str | None, max_rat
         sink = NullSink()
         label = "null sink"
     else:
-        from gateway.config import InfluxSink as InfluxConfig
         from gateway.privacy.guard import EgressGuard
         from gateway.sinks.influxdb import InfluxSink
+        from gateway.sinks.influxdb import Settings as InfluxConfig
 
         path = tmp / f"drain-vm-{max_rate}.sqlite"
         fill(path, "influxdb", n, start)

@@ -35,25 +35,56 @@ class Aggregation(StrEnum):
     LAST = "last"  # last value in the window (e.g. status on a single bay)
 
 
+class Role(StrEnum):
+    """What a field is, as far as people are concerned. The privacy stage, the broker design
+    and the privacy report all decide from this one declaration, never from field names."""
+
+    READING = "reading"  # the environment or the device itself: may leave per reading
+    IDENTIFIER = "identifier"  # MAC, idTag, plate, transaction id: never leaves; RAM pseudonyms
+    PERSON_EVENT = "person_event"  # a value of one person's event (a session's energy)
+    RUNNING_TOTAL = "running_total"  # a register whose steps are person events (crossing totals)
+    PERSON_COUNT = "person_count"  # a count of people or devices made by the device itself
+    CONTEXT = "context"  # personal-at-source side data an estimator reads (RSSI, random-MAC bit)
+
+
+# A field declared with one of these roles makes its sensor personal at source: the raw stream
+# identifies or singles out people and must never touch disk (docs/privacy.md).
+PERSONAL_ROLES = frozenset(
+    {Role.IDENTIFIER, Role.PERSON_EVENT, Role.RUNNING_TOTAL, Role.PERSON_COUNT, Role.CONTEXT}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """One thing a driver can report, or one aggregate the privacy stage derives from it.
 
-    `personal=True` means the raw value identifies or singles out a person; the privacy stage
-    never lets it out as-is. An aggregate field (`aggregation` other than NONE) is never in a
-    decoded reading: the privacy stage computes it per window from the field named `source`,
-    e.g. `footfall` = DISTINCT_COUNT of `mac`, `energy_delivered` = SUM of `session_energy`.
+    `role` other than READING means the raw value identifies or singles out a person; the
+    privacy stage never lets it out as-is. An aggregate field (`aggregation` other than NONE) is
+    never in a decoded reading: the privacy stage computes it per window from the field named
+    `source` — e.g. `footfall` = DISTINCT_COUNT of `mac`, estimated by the `wifi_footfall`
+    estimator which also reads the `inputs` `rssi` and `randomised`.
     """
 
     key: str
     unit: str | None  # UCUM code, None for categorical/identifier fields
     observation_type: ObservationType = ObservationType.MEASUREMENT
     description: str = ""
-    personal: bool = False
+    role: Role = Role.READING
     aggregation: Aggregation = Aggregation.NONE
     source: str | None = None  # for aggregates: the decoded field they are computed from
-    minimum: float | None = None  # plausible range; outside it the value is flagged
+    estimator: str | None = None  # for aggregates: a named method (privacy.estimators table)
+    inputs: tuple[str, ...] = ()  # further decoded fields the estimator reads
+    minimum: float | None = None  # physical range; outside it the value is flagged/withheld
     maximum: float | None = None
+    vocabulary: frozenset[str] | None = None  # category fields: the words that may leave
+
+    @property
+    def personal(self) -> bool:
+        return self.role in PERSONAL_ROLES
+
+    @property
+    def derived(self) -> bool:
+        return self.aggregation is not Aggregation.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +107,16 @@ class Catalogue:
 
     @property
     def public_fields(self) -> tuple[Field, ...]:
-        return tuple(f for f in self.fields if not f.personal and f.aggregation is Aggregation.NONE)
+        return tuple(f for f in self.fields if not f.personal and not f.derived)
 
     @property
     def personal_fields(self) -> tuple[Field, ...]:
         return tuple(f for f in self.fields if f.personal)
+
+    @property
+    def personal_at_source(self) -> bool:
+        """True when the device's raw stream carries personal data (see PERSONAL_ROLES)."""
+        return any(f.personal for f in self.fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +164,3 @@ class MessageDecoder(Protocol):
     """An MQTT decoder: one message in, events out. Never raises on bad input."""
 
     def decode(self, topic: str, payload: bytes) -> list[Event]: ...
-
-
-class DecoderError(Exception):
-    """Raised by decoders only for programming errors (illegal state), never for bad input."""

@@ -1,19 +1,21 @@
 """What a driver module exports, so that the gateway knows almost nothing about any one driver.
 
-A serial driver module provides a `DRIVER = SerialDriver(...)`; an MQTT profile module provides
-`DRIVER = MqttDriver(...)`. The registry in `firmware_bridge.drivers` lists them explicitly.
+A serial driver module provides `DRIVER = SerialDriver(...)`; a message profile (MQTT today, OCPP
+frames through the tap) provides `DRIVER = MessageDriver(...)`. Each has an `Options` model (the
+only place its options are checked, at `check`), a catalogue (which fields, units, roles) and
+factories that take the validated options. The registry in `firmware_bridge.drivers` lists them
+explicitly.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from firmware_bridge.base import Catalogue, MessageDecoder, StreamDecoder, Value
-
-Options = Mapping[str, Any]
+from firmware_bridge.options import DriverOptions, NoOptions
 
 
 class Poller(Protocol):
@@ -44,23 +46,75 @@ class SimulatedDevice(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SerialDriver:
+    """A device on a UART. `new_decoder`/`new_poller` get the validated `Options` instance."""
+
     name: str
-    catalogue: Catalogue
+    catalogue: Catalogue  # fixed: a serial device's fields do not depend on options
     baud: int
-    new_decoder: Callable[[], StreamDecoder]
+    new_decoder: Callable[[Any], StreamDecoder]
     new_device: Callable[[random.Random], SimulatedDevice]
-    new_poller: Callable[[Options], Poller] | None = None
-    option_keys: frozenset[str] = frozenset()  # accepted keys in the sensor's `options:`
+    options: type[DriverOptions] = NoOptions
+    new_poller: Callable[[Any], Poller] | None = None
+    # decoder and poller that share state (the request in flight); else built separately
+    new_session: Callable[[Any], tuple[StreamDecoder, Poller]] | None = None
+    aliases: tuple[str, ...] = ()  # other model names the same driver serves (pms7003)
     doc: str = ""
+    transports: tuple[str, ...] = ("serial",)
+
+    def catalogue_for(self, options: DriverOptions) -> Catalogue:
+        return self.catalogue
+
+    def session(self, options: DriverOptions) -> tuple[StreamDecoder, Poller | None]:
+        """What the serial source runs for one open port: a decoder and, for polled or
+        duty-cycled devices, the poller that drives them."""
+        if self.new_session is not None:
+            return self.new_session(options)
+        poller = self.new_poller(options) if self.new_poller is not None else None
+        return self.new_decoder(options), poller
+
+    def describe(self, options: DriverOptions) -> dict[str, Any]:
+        return describe(self, options)
 
 
 @dataclass(frozen=True, slots=True)
-class MqttDriver:
+class MessageDriver:
+    """A device whose data arrives as messages: MQTT topics, or OCPP-J frames through the tap
+    (topic `<chargeBoxId>/<direction>`). `catalogue_for` may depend on options (generic_json)."""
+
     name: str
-    catalogue_for: Callable[[Options], Catalogue]
-    new_decoder: Callable[[Options], MessageDecoder]
-    default_topic: str  # e.g. "footfall/+/probes"; the sensor's `mqtt.topic` overrides it
+    catalogue_for: Callable[[Any], Catalogue]
+    new_decoder: Callable[[Any], MessageDecoder]
     simulate: Callable[[random.Random, float, str], list[tuple[str, bytes]]]
     # simulate(rng, now_epoch, base_topic) -> messages a device would publish at `now`
-    validate_options: Callable[[Options], list[str]] | None = None  # problems, as sentences
+    options: type[DriverOptions] = NoOptions
+    default_topic: str | None = None  # e.g. "footfall/+/probes"; `mqtt.topic` overrides it
     doc: str = ""
+    transports: tuple[str, ...] = ("mqtt",)
+    example_options: dict[str, Any] = field(default_factory=dict)  # for demos, docs and tests
+
+    def describe(self, options: DriverOptions) -> dict[str, Any]:
+        return describe(self, options)
+
+
+Driver = SerialDriver | MessageDriver
+
+
+def describe(driver: Driver, options: DriverOptions) -> dict[str, Any]:
+    """What the privacy report and the catalogue say about a configured driver: the device, its
+    options as set (defaults included) and every field with its role."""
+    cat = driver.catalogue_for(options)
+    return {
+        "driver": driver.name,
+        "make": cat.make,
+        "model": cat.model,
+        "description": cat.description,
+        "transports": list(driver.transports),
+        "doc": driver.doc,
+        "options": options.model_dump(mode="json"),
+        "fields": [
+            {"key": f.key, "unit": f.unit, "role": f.role.value, "personal": f.personal,
+             "aggregation": f.aggregation.value, "source": f.source, "estimator": f.estimator}
+            for f in cat.fields
+        ],
+    }  # fmt: skip
+

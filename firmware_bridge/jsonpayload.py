@@ -10,68 +10,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from firmware_bridge.base import DecodeError, Event
+from firmware_bridge.options import DEFAULT_MAX_PAYLOAD_BYTES, PayloadOptions
 
-DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
-MAX_PAYLOAD_BYTES_CEILING = 1024 * 1024  # an option may raise the limit, but not without bound
 _MAX_NUMBER_CHARS = 64
 
 JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
 
-# UCUM codes a mapping may name; a `{annotation}` (e.g. `{vehicles}`) is always accepted.
-KNOWN_UNITS = frozenset({
-    "ug/m3", "mg/m3", "Cel", "K", "%", "[ppm]", "[ppb]", "Pa", "hPa", "kPa", "W", "kW", "W.h",
-    "kW.h", "J", "V", "mV", "A", "mA", "Hz", "s", "ms", "min", "h", "m", "mm", "cm", "km", "m/s",
-    "km/h", "mm/h", "m3", "L", "lx", "dB", "dB[mW]", "deg", "1",
-})  # fmt: skip
-_ANNOTATION = re.compile(r"\{[A-Za-z0-9_ .-]{1,32}\}")
-
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
-
-
-def max_payload_bytes(options: Mapping[str, Any]) -> int:
-    """The size limit for one sensor: `options.max_payload_bytes` if valid, else 64 KiB."""
-    value = options.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES)
-    if (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and 0 < value <= MAX_PAYLOAD_BYTES_CEILING
-    ):
-        return value
-    return DEFAULT_MAX_PAYLOAD_BYTES
-
-
-def limit_problems(options: Mapping[str, Any]) -> list[str]:
-    """Problems with the shared `max_payload_bytes` option, as readable sentences."""
-    if "max_payload_bytes" not in options:
-        return []
-    value = options["max_payload_bytes"]
-    if isinstance(value, bool) or not isinstance(value, int):
-        return ["max_payload_bytes: must be an integer number of bytes"]
-    if not 0 < value <= MAX_PAYLOAD_BYTES_CEILING:
-        return [f"max_payload_bytes: must be between 1 and {MAX_PAYLOAD_BYTES_CEILING}"]
-    return []
-
-
-def option_problems(options: Mapping[str, Any], driver: str, accepted: Iterable[str]) -> list[str]:
-    """Problems with `max_payload_bytes`, then one per key that is neither it nor `accepted`."""
-    unknown = sorted(set(options) - {"max_payload_bytes"} - set(accepted))
-    return limit_problems(options) + [
-        f"{key}: not an option of the {driver} driver" for key in unknown
-    ]
-
-
-def unit_problem(where: str, unit: object) -> str | None:
-    """A readable problem if `unit` is not a known UCUM code or `{annotation}`, else None."""
-    if isinstance(unit, str) and (unit in KNOWN_UNITS or _ANNOTATION.fullmatch(unit)):
-        return None
-    known = ", ".join(sorted(KNOWN_UNITS))
-    return f"{where}.unit: not a known UCUM code or {{annotation}} (known: {known})"
 
 
 def too_large(limit: int) -> DecodeError:
@@ -185,8 +136,8 @@ class PayloadDecoder:
     """Base of a profile's decoder: the sensor's payload size limit, and `decode` behind the
     last-resort net of `guarded`. A subclass implements `_decode`."""
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        self.limit = max_payload_bytes(options)
+    def __init__(self, options: PayloadOptions) -> None:
+        self.limit = options.max_payload_bytes
 
     def decode(self, topic: str, payload: bytes) -> list[Event]:
         return guarded(self._decode, topic, payload)

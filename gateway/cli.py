@@ -53,15 +53,19 @@ def _load(path: str, env_file: str | None = None) -> tuple[Config, SitePlan] | i
     return cfg, plan
 
 
-def semantic_problems(cfg: Config, plan: SitePlan) -> list[Problem]:
-    """What `check` verifies beyond the schema: ports exist, ids cannot trip the egress guard."""
+def semantic_problems(cfg: Config, plan: SitePlan, *, devices: bool = True) -> list[Problem]:
+    """What `check` verifies beyond the schema: what each source and sink checks on this machine
+    (ports exist), and that names cannot trip the egress guard."""
     from gateway.privacy.guard import find_identifier
+    from gateway.sinks import SINKS
+    from gateway.sources import SOURCES
 
     problems: list[Problem] = []
     for i, s in enumerate(cfg.sensors):
-        if s.serial is not None and not os.path.exists(s.serial.port):
-            problems.append(problem_at(cfg, ("sensors", i, "serial", "port"),
-                                       "no such device (is the adapter plugged in? see `ls /dev/serial/by-id/`)"))  # fmt: skip
+        sp = plan.sensors.get(s.id)
+        if devices and sp is not None:
+            for loc, msg in SOURCES[sp.transport].check(sp):
+                problems.append(problem_at(cfg, ("sensors", i, *loc), msg))
         kind = find_identifier(s.id)
         if kind:
             problems.append(problem_at(cfg, ("sensors", i, "id"),
@@ -70,10 +74,11 @@ def semantic_problems(cfg: Config, plan: SitePlan) -> list[Problem]:
         kind = find_identifier(value)
         if kind:
             problems.append(problem_at(cfg, loc, f"looks like a {kind.replace('_', ' ')}; the egress guard would block it"))  # fmt: skip
-    if not (cfg.sinks.file or cfg.sinks.influxdb or cfg.sinks.mqtt):
+    if not cfg.sinks:
         problems.append(problem_at(cfg, ("sinks",), "no sink configured: observations would only pile up in the outbox"))  # fmt: skip
-    if cfg.sinks.influxdb is not None and not cfg.sinks.influxdb.url.startswith(("http://", "https://")):
-        problems.append(problem_at(cfg, ("sinks", "influxdb", "url"), "must start with http:// or https://"))  # fmt: skip
+    for name, settings in cfg.sinks.items():
+        for loc, msg in SINKS[settings.type].check(settings):
+            problems.append(problem_at(cfg, ("sinks", name, *loc), msg))
     return problems
 
 
@@ -82,21 +87,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     cfg, plan = loaded
-    problems = [] if args.no_devices else semantic_problems(cfg, plan)
-    if args.no_devices:
-        problems = [p for p in semantic_problems(cfg, plan) if "no such device" not in p.message]
+    problems = semantic_problems(cfg, plan, devices=not args.no_devices)
     for p in problems:
         print(p, file=sys.stderr)
     if problems:
         return EXIT_CONFIG
-    sinks = [n for n in ("influxdb", "mqtt", "file") if getattr(cfg.sinks, n) is not None]
+    sinks = [n if n == s.type else f"{n} ({s.type})" for n, s in cfg.sinks.items()]
     n_ds = len(plan.datastreams)
     print(f"{args.config}: OK — gateway {cfg.gateway.id}, {len(plan.sensors)} sensors, "
           f"{n_ds} datastreams, sinks: {', '.join(sinks)}")  # fmt: skip
+    from gateway.sources import SOURCES
+
     for sp in plan.sensors.values():
-        where = sp.sensor.serial.port if sp.sensor.serial else (sp.sensor.mqtt.topic if sp.sensor.mqtt else "")
+        where = SOURCES[sp.transport].describe(sp.section)
         out = ", ".join(sorted(sp.datastreams)) or "nothing"
-        print(f"  {sp.id:<16} {sp.sensor.driver:<22} {where}  publishes: {out}")
+        print(f"  {sp.id:<16} {sp.driver.name:<22} {where}  publishes: {out}")
     return EXIT_OK
 
 

@@ -12,62 +12,38 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-# --------------------------------------------------------------------------- value types
+from firmware_bridge.driver import Driver
+from firmware_bridge.drivers import DRIVERS, REGISTERED
+from firmware_bridge.options import DriverOptions, NoOptions
+from gateway.configtypes import (
+    Duration,
+    Ident,
+    PositiveDuration,
+    Size,
+    Strict,
+    parse_duration,
+    parse_size,
+)
+from gateway.sinks import SINKS
+from gateway.sinks.base import SinkSettings
+from gateway.sources import SOURCES
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
-_DUR_FACTOR = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_FACTOR = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-                "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-
-
-def parse_duration(v: Any) -> float:
-    """'15m', '24h', '30d', '500ms' or a number of seconds."""
-    if isinstance(v, bool):
-        raise ValueError("must be a duration like 15m, 24h or 30d")
-    if isinstance(v, int | float):
-        return float(v)
-    m = _DURATION.match(str(v))
-    if not m:
-        raise ValueError(f"must be a duration like 15m, 24h or 30d, not {v!r}")
-    return float(m.group(1)) * _DUR_FACTOR[m.group(2)]
-
-
-def parse_size(v: Any) -> int:
-    """'1GiB', '64MiB', '500MB' or a number of bytes."""
-    if isinstance(v, bool):
-        raise ValueError("must be a size like 64MiB or 1GiB")
-    if isinstance(v, int):
-        return v
-    m = _SIZE.match(str(v))
-    if not m:
-        raise ValueError(f"must be a size like 64MiB or 1GiB, not {v!r}")
-    return int(float(m.group(1)) * _SIZE_FACTOR[(m.group(2) or "B").lower()])
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
-Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+__all__ = ["Config", "ConfigError", "Problem", "load_config", "parse_config", "parse_duration",
+           "parse_size", "problem_at"]  # fmt: skip
 
 # --------------------------------------------------------------------------- sections
 
@@ -88,69 +64,84 @@ class GatewaySection(Strict):
     uprn: str | None = Field(None, description="Unique Property Reference Number, optional.")
 
 
-class SerialPort(Strict):
-    port: str = Field(description="Prefer a stable path: /dev/serial/by-id/… or /dev/street-gateway/…")
-    baud: int | None = Field(None, description="Defaults to the driver's documented baud rate.")
-
-    @field_validator("baud")
-    @classmethod
-    def _baud(cls, v: int | None) -> int | None:
-        allowed = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
-        if v is not None and v not in allowed:
-            raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
-        return v
-
-
-class MqttTopic(Strict):
-    topic: str = Field(description="Topic filter the device publishes to (+ and # allowed).")
-
-
 class SensorPrivacy(Strict):
     """Per-sensor overrides of the gateway privacy defaults."""
 
     publish: list[str] | None = Field(
         None, description="Subset of the driver's non-personal properties to publish."
     )
-    window: Duration | None = None
+    window: PositiveDuration | None = None
     min_count: int | None = Field(None, ge=1)
     delay: Duration | None = Field(None, description="Hold observations back this long.")
 
 
-class Sensor(Strict):
+class SensorBase(Strict):
+    """What every sensor entry has. Each driver gets a subclass (built from the registry below)
+    whose `driver` is that driver's name, whose `options` is its `Options` model and whose
+    transport keys are the sections of the sources it can arrive through."""
+
     id: Ident
     driver: str
-    serial: SerialPort | None = None
-    mqtt: MqttTopic | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: DriverOptions = NoOptions()
     privacy: SensorPrivacy = SensorPrivacy()
     description: str | None = None
 
+    @property
+    def transports(self) -> tuple[str, ...]:
+        return tuple(n for n in SOURCES if n in type(self).model_fields)
+
+    @property
+    def transport(self) -> tuple[str, BaseModel]:
+        """(source name, its section): the one transport this sensor is configured with."""
+        for name in self.transports:
+            section = getattr(self, name)
+            if section is not None:
+                return name, section
+        raise AssertionError("validated: exactly one transport")  # pragma: no cover
+
     @model_validator(mode="after")
-    def _one_transport(self) -> Sensor:
-        if (self.serial is None) == (self.mqtt is None):
-            raise ValueError("needs exactly one of `serial:` or `mqtt:`")
+    def _one_transport(self) -> SensorBase:
+        given = [n for n in self.transports if getattr(self, n) is not None]
+        if len(given) != 1:
+            keys = " or ".join(f"`{n}:`" for n in self.transports)
+            raise ValueError(f"{self.driver} needs exactly one of {keys}")
         return self
 
 
-class MqttBroker(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    client_id: str | None = None
-    keepalive_s: int = Field(30, ge=5, le=3600)
+def _sensor_model(driver: Driver) -> type[SensorBase]:
+    names = (driver.name, *getattr(driver, "aliases", ()))
+    opts = driver.options
+    required = any(f.is_required() for f in opts.model_fields.values())
+    fields: dict[str, Any] = {
+        "driver": (Literal[names], Field(description=f"{driver.name}: see {driver.doc}")),
+        "options": (opts, ...) if required else (opts, Field(default_factory=opts)),
+    }
+    for t in driver.transports:
+        fields[t] = (SOURCES[t].section | None, None)
+    return create_model(f"Sensor_{driver.name}", __base__=SensorBase, **fields)
 
 
-class InputsMqtt(MqttBroker):
-    max_payload_bytes: Size = 65536
+SENSOR_MODELS: tuple[type[SensorBase], ...] = tuple(_sensor_model(d) for d in REGISTERED)
 
 
-class Inputs(Strict):
-    mqtt: InputsMqtt | None = None
+def _inputs_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        name: (spec.inputs | None, None) for name, spec in SOURCES.items() if spec.inputs
+    }
+    return create_model("Inputs", __base__=Strict, **fields)
+
+
+if TYPE_CHECKING:
+    Sensor = SensorBase
+    SinkEntry = SinkSettings
+    Inputs = Strict
+else:
+    Sensor = Annotated[Union[SENSOR_MODELS], Field(discriminator="driver")]  # noqa: UP007
+    SinkEntry = Annotated[
+        Union[tuple(spec.settings for spec in SINKS.values())],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
+    Inputs = _inputs_model()
 
 
 class Governance(Strict):
@@ -190,7 +181,7 @@ class PrivacyZone(Strict):
     action: Literal["suppress", "coarsen"]
     sensors: list[str] | None = Field(None, description="Sensor ids it applies to; all if unset.")
     grid_m: float | None = Field(None, ge=0)
-    window: Duration | None = None
+    window: PositiveDuration | None = None
     min_count: int | None = Field(None, ge=1)
     delay: Duration | None = None
     last_per_window: bool = Field(
@@ -199,10 +190,10 @@ class PrivacyZone(Strict):
 
 
 class PrivacySection(Strict):
-    window: Duration = Field(900, description="Aggregation window (default 15m).")
+    window: PositiveDuration = Field(900, description="Aggregation window (default 15m).")
     min_count: int = Field(10, ge=1, description="Counts below this are not published.")
     location_grid_m: float = Field(100, ge=0, description="Published locations snap to this grid.")
-    salt_rotation: Duration = Field(86400, gt=0, description="Pseudonym key lifetime.")
+    salt_rotation: PositiveDuration = Field(86400, description="Pseudonym key lifetime.")
     governance: Governance = Governance()
     footfall: FootfallMethod = FootfallMethod()
     zones: list[PrivacyZone] = Field(default_factory=list)
@@ -212,37 +203,6 @@ class PrivacySection(Strict):
     street_segment_publish: Literal["snapped", "midpoint"] = Field(
         "snapped", description="snapped: along the line to location_grid_m; midpoint: the middle."
     )
-
-
-class InfluxSink(Strict):
-    url: str
-    org: str
-    bucket: str
-    token: SecretStr | None = None
-    batch_size: int = Field(1000, ge=1, le=100000)
-    timeout: Duration = 10
-    gzip: bool = True
-    verify_tls: bool = True
-    ca_file: Path | None = None
-    max_rate: float = Field(20000, gt=0, description="Observations/s cap while catching up.")
-
-
-class MqttSink(MqttBroker):
-    port: int = Field(8883, ge=1, le=65535)
-    tls: bool = True
-    topic_prefix: str = "v1.1"
-
-
-class FileSink(Strict):
-    path: Path = Path("observations.jsonl")
-    max_bytes: Size = 64 * 2**20
-    keep: int = Field(5, ge=1, le=1000)
-
-
-class Sinks(Strict):
-    influxdb: InfluxSink | None = None
-    mqtt: MqttSink | None = None
-    file: FileSink | None = None
 
 
 class OutboxSection(Strict):
@@ -279,11 +239,30 @@ class Config(Strict):
 
     gateway: GatewaySection
     sensors: list[Sensor] = Field(default_factory=list)
-    inputs: Inputs = Inputs()
+    inputs: Inputs = Field(default_factory=Inputs)
     privacy: PrivacySection = PrivacySection()
-    sinks: Sinks = Sinks()
+    sinks: dict[Ident, SinkEntry] = Field(
+        default_factory=dict,
+        description="Named sink instances, each with a `type`; an entry named after a type "
+        "(`influxdb:`, `mqtt:`, `file:`) may leave `type` out.",
+    )
     outbox: OutboxSection = OutboxSection()
     ops: Ops = Ops()
+
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _sink_types(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for name, entry in v.items():
+            if isinstance(entry, dict) and "type" not in entry and name in SINKS:
+                entry = {**entry, "type": name}
+            out[name] = entry
+        return out
+
+    def sinks_of_type(self, type_: str) -> list[tuple[str, SinkSettings]]:
+        return [(name, s) for name, s in self.sinks.items() if s.type == type_]
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:
@@ -293,6 +272,11 @@ class Config(Strict):
                 raise ValueError(f"sensor id {s.id!r} is used twice")
             seen.add(s.id)
         return self
+
+    def input(self, source: str) -> BaseModel | None:
+        """The `inputs.<source>` section, if the source has one and it is set."""
+        value = getattr(self.inputs, source, None)
+        return value if isinstance(value, BaseModel) else None
 
     def resolve(self, path: Path) -> Path:
         """Relative paths in the config live under the data dir."""
@@ -421,19 +405,58 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
+        said = {loc for loc, _ in env_errors}  # an unset ${VAR} is the problem, not its effect
         for err in e.errors(include_url=False):
-            loc = tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check spelling; see `street-gateway schema`)"
-            elif err["type"] == "missing":
-                msg = "is required"
-            problems.append(Problem(name, line_of(loc), _fmt(loc), msg))
+            loc, msg = _readable(err)
+            if loc not in said:
+                problems.append(Problem(name, line_of(loc), _fmt(loc), msg))
         cfg = None
     if problems or cfg is None:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
     cfg._source = (name, lines)
     return cfg
+
+
+_UNION_TAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sensors": ("driver", DRIVERS),
+    "sinks": ("type", SINKS),
+}
+_MSG_PATH = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*(?:\.[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*)*): (.+)$", re.S)
+
+
+def _readable(err: Any) -> tuple[Loc, str]:
+    """A pydantic error as (location in the file, one plain sentence). The union tag pydantic
+    puts in locations (`sensors[0].pms5003.options`) is dropped; a validator's message that
+    starts with a key path (`fields[2].unit: …`) points the location at that key."""
+    loc: Loc = tuple(err["loc"])
+    kind = err["type"]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    section = loc[0] if loc else None
+    if section in _UNION_TAGS and len(loc) > 2 and loc[2] in _UNION_TAGS[str(section)][1]:
+        loc = (*loc[:2], *loc[3:])
+    if kind in ("union_tag_invalid", "union_tag_not_found") and section in _UNION_TAGS:
+        key, registry = _UNION_TAGS[str(section)]
+        what = "driver" if key == "driver" else "sink type"
+        known = ", ".join(sorted(registry))
+        loc = (*loc, key)
+        if kind == "union_tag_invalid":
+            msg = f"unknown {what} {err['ctx']['tag']!r}; known: {known}"
+        else:
+            msg = f"is required (one of: {known})"
+        return loc, msg
+    if kind == "extra_forbidden":
+        return loc, "unknown key (check spelling; see `street-gateway schema`)"
+    if kind == "missing":
+        return loc, "is required"
+    if kind == "value_error" and (m := _MSG_PATH.match(msg)):
+        path: list[str | int] = []
+        for part in m.group(1).split("."):
+            key, *indices = part.replace("]", "").split("[")
+            path += [key, *(int(i) for i in indices)]
+        if loc and path and path[0] == loc[-1]:
+            path = path[1:]
+        loc, msg = (*loc, *path), m.group(2)
+    return loc, msg
 
 
 def problem_at(cfg: Config, loc: Loc, message: str) -> Problem:
@@ -446,12 +469,24 @@ def problem_at(cfg: Config, loc: Loc, message: str) -> Problem:
 
 
 def iter_secret_values(cfg: Config) -> Iterator[str]:
-    """Every secret value in the config, so logs can be checked never to contain them."""
-    for broker in (cfg.inputs.mqtt, cfg.sinks.mqtt):
-        if broker is not None and broker.password is not None:
-            yield broker.password.get_secret_value()
-    if cfg.sinks.influxdb is not None and cfg.sinks.influxdb.token is not None:
-        yield cfg.sinks.influxdb.token.get_secret_value()
+    """Every secret value in the config (any `SecretStr`, wherever a plugin declared one), so
+    logs can be checked never to contain them."""
+
+    def walk(value: Any) -> Iterator[str]:
+        if isinstance(value, SecretStr):
+            if value.get_secret_value():
+                yield value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            for key in type(value).model_fields:
+                yield from walk(getattr(value, key))
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                yield from walk(v)
+
+    yield from walk(cfg)
 
 
 def json_schema() -> dict[str, Any]:

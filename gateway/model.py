@@ -35,6 +35,16 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def iso_duration(seconds: float) -> str:
+    """ISO 8601 duration of whole seconds, in the largest exact unit: 900 -> PT15M."""
+    s = round(seconds)
+    if s and s % 3600 == 0:
+        return f"PT{s // 3600}H"
+    if s and s % 60 == 0:
+        return f"PT{s // 60}M"
+    return f"PT{s}S"
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One reading from one configured sensor. May contain personal fields: never serialised."""

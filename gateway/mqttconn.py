@@ -17,7 +17,7 @@ import aiomqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from gateway.config import MqttBroker
+from gateway.configtypes import MqttBroker
 
 
 class AckingClient(aiomqtt.Client):

@@ -1,30 +1,40 @@
 """From config + driver catalogues to the site plan: which Datastreams exist and how each is fed.
 
 Pure. The privacy stage, the sinks, `check`, the privacy report and the catalogue export all read
-the same plan, so what the report says is exactly what the gateway enforces.
+the same plan, so what the report says is exactly what the gateway enforces. Pure modules
+downstream (privacy, standards) take the plan, not the config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
+from pydantic import BaseModel
+
+from firmware_bridge import units
 from firmware_bridge.base import Aggregation, Catalogue, Field
-from firmware_bridge.driver import MqttDriver, SerialDriver
-from firmware_bridge.drivers import MQTT_DRIVERS, SERIAL_DRIVERS
+from firmware_bridge.driver import Driver
+from firmware_bridge.drivers import DRIVERS
+from firmware_bridge.options import DriverOptions
 from gateway.config import Config, PrivacyZone, Problem, Sensor, problem_at
 from gateway.model import Datastream, stable_id
-from gateway.privacy.footfall import OPTION_KEYS as FOOTFALL_KEYS
-from gateway.privacy.footfall import FootfallOptions
-from gateway.privacy.location import LonLat, coarsen, in_zone, polygon
-from gateway.standards.units import UNITS
+from gateway.privacy.estimators import ESTIMATORS
+from gateway.privacy.location import LonLat, coarsen, in_zone, polygon, snap_to_grid
+from gateway.sources import SOURCES
+
+Loc = tuple[str | int, ...]
+WITHHELD_GRID_M = 1000.0  # a privacy zone withholds the site: entities show its square km only
 
 
 @dataclass(frozen=True)
 class SensorPlan:
     sensor: Sensor
+    driver: Driver
+    options: DriverOptions  # validated: the driver's own Options model
+    transport: str  # the source it arrives through: serial, mqtt, …
+    section: BaseModel  # the sensor's settings for that source
     catalogue: Catalogue
-    serial: SerialDriver | None
-    mqtt: MqttDriver | None
     published: tuple[Field, ...]  # non-personal per-reading fields that leave
     aggregates: tuple[Field, ...]  # windowed aggregates that leave
     withheld: tuple[Field, ...]  # personal or not selected: never leave
@@ -34,11 +44,26 @@ class SensorPlan:
     delay_s: float
     suppressed: bool = False  # inside a `suppress` privacy zone: nothing leaves
     zones: tuple[str, ...] = ()  # names of the privacy zones that apply
-    footfall: FootfallOptions | None = None  # method for distinct counts of MACs
+    estimators: tuple[tuple[str, Any], ...] = ()  # (aggregate key, the estimator's settings)
 
     @property
     def id(self) -> str:
         return self.sensor.id
+
+    def estimator_options(self, key: str) -> Any:
+        return dict(self.estimators).get(key)
+
+
+@dataclass(frozen=True)
+class Site:
+    """What the published metadata says about the site (never the exact position)."""
+
+    gateway_id: str
+    borough: str
+    name: str
+    description: str
+    usrn: str | None = None
+    uprn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +73,8 @@ class SitePlan:
     sensors: dict[str, SensorPlan]
     location: LonLat | None = None  # published (coarsened) site position; None: withheld
     location_grid_m: float = 0.0  # grid (or bin along the street segment) actually applied
+    site: Site | None = None
+    shown_location: LonLat | None = None  # what entities show: `location`, or its 1 km square
 
     @property
     def datastreams(self) -> dict[int, Datastream]:
@@ -66,7 +93,7 @@ def build_plan(cfg: Config) -> SitePlan:
     zones = _zones_here(cfg, problems)
     sensors: dict[str, SensorPlan] = {}
     for i, s in enumerate(cfg.sensors):
-        sp = _sensor_plan(cfg, i, s, problems)
+        sp = _sensor_plan(cfg, ("sensors", i), s, problems)
         if sp is not None:
             sensors[s.id] = _apply_zones(sp, [z for z in zones if z.sensors is None or s.id in z.sensors])
     if problems:
@@ -74,7 +101,14 @@ def build_plan(cfg: Config) -> SitePlan:
     location, grid = _site_location(cfg, zones, problems)
     if problems:
         raise PlanError(problems)
-    return SitePlan(cfg.gateway.id, stable_id("thing", cfg.gateway.id), sensors, location, grid)
+    g = cfg.gateway
+    site = Site(g.id, g.borough, g.name or g.id,
+                g.description or f"Street sensor gateway {g.id} ({g.borough})", g.usrn, g.uprn)  # fmt: skip
+    if location is not None:
+        shown = location
+    else:
+        shown = snap_to_grid(g.location.lon, g.location.lat, max(WITHHELD_GRID_M, grid))
+    return SitePlan(g.id, stable_id("thing", g.id), sensors, location, grid, site, shown)
 
 
 def _zones_here(cfg: Config, problems: list[Problem]) -> list[PrivacyZone]:
@@ -134,82 +168,82 @@ def _site_location(cfg: Config, zones: list[PrivacyZone], problems: list[Problem
         return None, grid
 
 
-def _sensor_plan(cfg: Config, i: int, s: Sensor, problems: list[Problem]) -> SensorPlan | None:
-    loc: tuple[str | int, ...] = ("sensors", i)
-    serial = SERIAL_DRIVERS.get(s.driver)
-    mqtt = MQTT_DRIVERS.get(s.driver)
-    if serial is None and mqtt is None:
-        known = ", ".join(sorted({*SERIAL_DRIVERS, *MQTT_DRIVERS}))
-        problems.append(problem_at(cfg, (*loc, "driver"), f"unknown driver {s.driver!r}; known: {known}"))
+def _transport(cfg: Config, loc: Loc, s: Sensor, problems: list[Problem]) -> tuple[str, BaseModel] | None:
+    """The source this sensor arrives through, with what that source needs from the config."""
+    name, section = s.transport
+    spec = SOURCES[name]
+    if spec.inputs_required and cfg.input(name) is None:
+        problems.append(problem_at(cfg, (*loc, name), f"{name} sensors need `inputs: {{{name}: …}}`"))
         return None
-    if serial is not None and s.serial is None:
-        problems.append(problem_at(cfg, (*loc, "driver"), f"{s.driver} is a serial driver: give `serial: {{port: …}}`"))
+    topic = getattr(section, "topic", "")
+    if topic is None and getattr(DRIVERS[s.driver], "default_topic", None) is None:
+        problems.append(problem_at(cfg, (*loc, name, "topic"), f"{s.driver} has no default topic: give one"))
         return None
-    if mqtt is not None and s.mqtt is None:
-        problems.append(problem_at(cfg, (*loc, "driver"), f"{s.driver} is an MQTT profile: give `mqtt: {{topic: …}}`"))
-        return None
-    if mqtt is not None and cfg.inputs.mqtt is None:
-        problems.append(problem_at(cfg, (*loc, "mqtt"), "MQTT sensors need `inputs: {mqtt: {host: …}}`"))
-        return None
-    if serial is not None:
-        unknown = sorted(set(s.options) - serial.option_keys)
-        if unknown:
-            problems.append(problem_at(cfg, (*loc, "options", unknown[0]),
-                                       f"unknown option for {s.driver}; known: {', '.join(sorted(serial.option_keys)) or 'none'}"))  # fmt: skip
-            return None
-        catalogue = serial.catalogue
-    else:
-        assert mqtt is not None
-        if mqtt.validate_options is not None:
-            option_problems = mqtt.validate_options(s.options)
-            for msg in option_problems:
-                problems.append(problem_at(cfg, (*loc, "options"), msg))
-            if option_problems:
-                return None  # the catalogue would only repeat the same complaint
-        try:
-            catalogue = mqtt.catalogue_for(s.options)
-        except (KeyError, TypeError, ValueError) as e:
-            problems.append(problem_at(cfg, (*loc, "options"), f"invalid options: {e}"))
-            return None
-    public = [f for f in catalogue.fields if not f.personal and f.aggregation is Aggregation.NONE]
-    aggregates = [f for f in catalogue.fields if f.aggregation is not Aggregation.NONE]
+    return name, section
+
+
+def _select(cfg: Config, loc: Loc, s: Sensor, cat: Catalogue, problems: list[Problem]) -> tuple[list[Field], list[Field]]:
+    """(per-reading fields, aggregates) that leave: the catalogue's, narrowed by privacy.publish."""
+    public = [f for f in cat.fields if not f.personal and not f.derived]
+    aggregates = [f for f in cat.fields if f.derived]
+    if s.privacy.publish is None:
+        return public, aggregates
     selectable = {f.key for f in (*public, *aggregates)}
-    if s.privacy.publish is not None:
-        for j, key in enumerate(s.privacy.publish):
-            if key not in selectable:
-                personal = catalogue.field(key) is not None
-                why = "is personal and never leaves" if personal else "is not a property of this driver"
-                problems.append(problem_at(cfg, (*loc, "privacy", "publish", j), f"{key!r} {why}; publishable: {', '.join(sorted(selectable))}"))  # fmt: skip
-        chosen = set(s.privacy.publish)
-        public = [f for f in public if f.key in chosen]
-        aggregates = [f for f in aggregates if f.key in chosen]
-    leaving = {f.key for f in (*public, *aggregates)}
-    withheld = tuple(f for f in catalogue.fields if f.key not in leaving)
-    datastreams: dict[str, Datastream] = {}
-    for f in (*public, *aggregates):
-        if f.unit is not None and f.unit not in UNITS:
-            problems.append(problem_at(cfg, (*loc, "driver"), f"driver declares unknown unit {f.unit!r} for {f.key}"))  # fmt: skip
-        datastreams[f.key] = Datastream.build(
-            cfg.gateway.id, s.id, f.key, f.unit, f.observation_type, f.description, f.aggregation.value
-        )
-    footfall: FootfallOptions | None = None
-    if any(f.aggregation is Aggregation.DISTINCT_COUNT and f.source == "mac" for f in aggregates):
-        base = FootfallOptions.from_mapping(cfg.privacy.footfall.model_dump())
+    for j, key in enumerate(s.privacy.publish):
+        if key not in selectable:
+            why = "is personal and never leaves" if cat.field(key) is not None else "is not a property of this driver"
+            problems.append(problem_at(cfg, (*loc, "privacy", "publish", j), f"{key!r} {why}; publishable: {', '.join(sorted(selectable))}"))  # fmt: skip
+    chosen = set(s.privacy.publish)
+    return [f for f in public if f.key in chosen], [f for f in aggregates if f.key in chosen]
+
+
+def _datastreams(cfg: Config, loc: Loc, s: Sensor, fields: list[Field], problems: list[Problem]) -> dict[str, Datastream]:
+    out: dict[str, Datastream] = {}
+    for f in fields:
+        if f.unit is not None and (why := units.problem(f.unit)):
+            problems.append(problem_at(cfg, (*loc, "driver"), f"{s.driver} declares an invalid unit for {f.key}: {why}"))  # fmt: skip
+        out[f.key] = Datastream.build(cfg.gateway.id, s.id, f.key, f.unit, f.observation_type,
+                                      f.description, f.aggregation.value)  # fmt: skip
+    return out
+
+
+def _estimators(cfg: Config, loc: Loc, s: Sensor, aggregates: list[Field], problems: list[Problem]) -> tuple[tuple[str, Any], ...]:
+    out: list[tuple[str, Any]] = []
+    for f in aggregates:
+        if f.estimator is None:
+            continue
+        spec = ESTIMATORS.get(f.estimator)
+        if spec is None:
+            problems.append(problem_at(cfg, (*loc, "driver"), f"{s.driver} names an unknown estimator {f.estimator!r} for {f.key}"))  # fmt: skip
+            continue
         try:
-            footfall = FootfallOptions.from_mapping({k: s.options[k] for k in FOOTFALL_KEYS if k in s.options}, base)  # fmt: skip
+            out.append((f.key, spec.configure(cfg.privacy.footfall.model_dump(), s.options)))
         except ValueError as e:
             problems.append(problem_at(cfg, (*loc, "options"), str(e)))
+    return tuple(out)
+
+
+def _sensor_plan(cfg: Config, loc: Loc, s: Sensor, problems: list[Problem]) -> SensorPlan | None:
+    driver = DRIVERS[s.driver]  # the config's discriminated union already refused unknown ones
+    transport = _transport(cfg, loc, s, problems)
+    if transport is None:
+        return None
+    catalogue = driver.catalogue_for(s.options)
+    public, aggregates = _select(cfg, loc, s, catalogue, problems)
+    leaving = {f.key for f in (*public, *aggregates)}
     return SensorPlan(
         sensor=s,
+        driver=driver,
+        options=s.options,
+        transport=transport[0],
+        section=transport[1],
         catalogue=catalogue,
-        serial=serial,
-        mqtt=mqtt,
         published=tuple(public),
         aggregates=tuple(aggregates),
-        withheld=withheld,
-        datastreams=datastreams,
+        withheld=tuple(f for f in catalogue.fields if f.key not in leaving),
+        datastreams=_datastreams(cfg, loc, s, [*public, *aggregates], problems),
         window_s=s.privacy.window if s.privacy.window is not None else cfg.privacy.window,
         min_count=s.privacy.min_count if s.privacy.min_count is not None else cfg.privacy.min_count,
         delay_s=s.privacy.delay or 0.0,
-        footfall=footfall,
+        estimators=_estimators(cfg, loc, s, aggregates, problems),
     )

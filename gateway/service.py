@@ -66,9 +66,9 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
     for sid, sp in p.plan.sensors.items():
         seen = last_seen.get(sid)
         fault = None
-        if sp.serial is not None and not serial_up.get(sid):
+        if sp.transport == "serial" and not serial_up.get(sid):
             fault = "serial port not open (unplugged?)"
-        elif sp.serial is None and not mqtt_up:
+        elif sp.transport == "mqtt" and not mqtt_up:
             fault = "local MQTT broker not connected"
         elif seen is None:
             fault = "no reading yet"
@@ -80,8 +80,8 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
         values = {prop: v for (s, prop), v in p.stats.last_values.items() if s == sid}
         sensors.append({
             "id": sid,
-            "driver": sp.sensor.driver,
-            "transport": "serial" if sp.serial is not None else "mqtt",
+            "driver": sp.driver.name,
+            "transport": sp.transport,
             "last_seen": iso(seen) if seen else None,
             "values": values,
             "bad_frames": int(errs),

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from firmware_bridge.base import Aggregation, Catalogue  # noqa: E402
-from firmware_bridge.drivers import MQTT_DRIVERS, SERIAL_DRIVERS  # noqa: E402
+from firmware_bridge.drivers import REGISTERED  # noqa: E402
 
 DOC = ROOT / "docs" / "standards.md"
 BEGIN = "<!-- BEGIN PROPERTY TABLE (scripts/gen_units_table.py) -->"
@@ -26,16 +26,17 @@ END = "<!-- END PROPERTY TABLE -->"
 def catalogues() -> tuple[list[Catalogue], list[str]]:
     """Every fixed catalogue once (aliases such as pms7003 share one), and the drivers whose
     properties come from the sensor's options."""
+    from pydantic import ValidationError
+
     seen: dict[str, Catalogue] = {}
     configurable: list[str] = []
-    for _, d in sorted(SERIAL_DRIVERS.items()):
-        seen.setdefault(d.catalogue.driver, d.catalogue)
-    for name, m in sorted(MQTT_DRIVERS.items()):
+    for d in sorted(REGISTERED, key=lambda d: d.name):
         try:
-            cat = m.catalogue_for({})
-        except (KeyError, TypeError, ValueError):
-            configurable.append(name)
+            options = d.options()
+        except ValidationError:  # options required: the properties are the user's mapping
+            configurable.append(d.name)
             continue
+        cat = d.catalogue_for(options)
         seen.setdefault(cat.driver, cat)
     return [seen[k] for k in sorted(seen)], configurable
 

@@ -1,8 +1,13 @@
-"""The one explicit registry of drivers. Adding a sensor: one module, one line here."""
+"""The one explicit registry of drivers. Adding a sensor: one module, one line here.
+
+Serial drivers may serve several model names (`aliases`, e.g. pms7003); every name maps to the
+same spec. `DRIVERS` is what config validation, `check`, `schema`, the docs and the test
+matrices iterate.
+"""
 
 from __future__ import annotations
 
-from firmware_bridge.driver import MqttDriver, SerialDriver
+from firmware_bridge.driver import Driver, MessageDriver, SerialDriver
 from firmware_bridge.drivers import (
     axis_object_analytics,
     eastron_sdm,
@@ -19,26 +24,42 @@ from firmware_bridge.drivers import (
     wifi_probe_sniffer,
 )
 
-SERIAL_DRIVERS: dict[str, SerialDriver] = {
-    "pms5003": pms5003.DRIVER,
-    "pms7003": pms5003.DRIVER,
-    "sds011": sds011.DRIVER,
-    "sps30": sps30.DRIVER,
-    "senseair_s8": senseair_s8.DRIVER,
-    "eastron_sdm": eastron_sdm.DRIVER,
-    "node": node.DRIVER,
-}
+REGISTERED: tuple[Driver, ...] = (
+    pms5003.DRIVER,
+    sds011.DRIVER,
+    sps30.DRIVER,
+    senseair_s8.DRIVER,
+    eastron_sdm.DRIVER,
+    node.DRIVER,
+    openevse.DRIVER,
+    ocpp16j.DRIVER,
+    axis_object_analytics.DRIVER,
+    wifi_probe_sniffer.DRIVER,
+    paxcounter.DRIVER,
+    generic_json.DRIVER,
+    senml.DRIVER,
+)
 
-MQTT_DRIVERS: dict[str, MqttDriver] = {
-    "openevse": openevse.DRIVER,
-    "ocpp16j": ocpp16j.DRIVER,
-    "axis_object_analytics": axis_object_analytics.DRIVER,
-    "wifi_probe_sniffer": wifi_probe_sniffer.DRIVER,
-    "paxcounter": paxcounter.DRIVER,
-    "generic_json": generic_json.DRIVER,
-    "senml": senml.DRIVER,
+
+def _by_name(drivers: tuple[Driver, ...]) -> dict[str, Driver]:
+    out: dict[str, Driver] = {}
+    for d in drivers:
+        names = (d.name, *d.aliases) if isinstance(d, SerialDriver) else (d.name,)
+        for name in names:
+            if name in out:
+                raise RuntimeError(f"driver name {name!r} registered twice")
+            out[name] = d
+    return out
+
+
+DRIVERS: dict[str, Driver] = _by_name(REGISTERED)
+SERIAL_DRIVERS: dict[str, SerialDriver] = {
+    n: d for n, d in DRIVERS.items() if isinstance(d, SerialDriver)
+}
+MESSAGE_DRIVERS: dict[str, MessageDriver] = {
+    n: d for n, d in DRIVERS.items() if isinstance(d, MessageDriver)
 }
 
 
 def driver_names() -> list[str]:
-    return sorted({*SERIAL_DRIVERS, *MQTT_DRIVERS})
+    return sorted(DRIVERS)

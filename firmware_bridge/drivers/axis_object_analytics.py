@@ -14,14 +14,14 @@ import random
 
 from firmware_bridge.base import Catalogue, Decoded, DecodeError, Event, Field, ObservationType
 from firmware_bridge.base import Value as FieldValue
-from firmware_bridge.driver import MqttDriver, Options
+from firmware_bridge.driver import MessageDriver
 from firmware_bridge.jsonpayload import (
     PayloadDecoder,
     as_int,
     concrete_topic,
     load_json,
-    option_problems,
 )
+from firmware_bridge.options import PayloadOptions
 
 MAX_COUNT = 10**9
 
@@ -119,12 +119,12 @@ class Decoder(PayloadDecoder):
         return [Decoded(values, device_time=when)]
 
 
+class Options(PayloadOptions):
+    """No options beyond the shared payload size limit."""
+
+
 def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
-
-
-def validate_options(options: Options) -> list[str]:
-    return option_problems(options, "axis_object_analytics", ())
 
 
 def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
@@ -171,12 +171,12 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     ]
 
 
-DRIVER = MqttDriver(
+DRIVER = MessageDriver(
     name="axis_object_analytics",
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
+    options=Options,
     default_topic="axis/+/event/CameraApplicationPlatform/ObjectAnalytics/#",
     simulate=simulate,
-    validate_options=validate_options,
     doc="docs/drivers/axis_object_analytics.md",
 )

@@ -6,17 +6,22 @@ in turn; each response yields one `Decoded` with that block's fields.
 Matching responses to requests: a Modbus response does not name the registers it carries.
 Two mechanisms, one always on:
 - every block in every read plan has a distinct byte count (checked at import), so a response
-  identifies its block by itself. This is what `DRIVER.new_decoder()` relies on, because the
-  registry's factories build the decoder and the poller separately and cannot share anything;
-- `new_session(options)` returns a Poller and Decoder that share one pure `Transaction` (the
-  request in flight). The decoder then also checks the slave address and rejects responses that
-  arrive with no request outstanding (late answers from a meter that timed out).
+  identifies its block by itself. This is all `DRIVER.new_decoder()` (a listen-only decoder,
+  e.g. for a bus sniffer or tests) relies on;
+- the serial source builds decoder and poller with `new_session(options)`, which makes them share
+  one pure `Transaction` (the request in flight). The decoder then also checks the slave address
+  and rejects responses that arrive with no request outstanding (late answers from a meter that
+  timed out).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field as Opt
+from pydantic import field_validator, model_validator
 
 from firmware_bridge import modbus
 from firmware_bridge.base import (
@@ -28,12 +33,12 @@ from firmware_bridge.base import (
     ObservationType,
     Value,
 )
-from firmware_bridge.driver import Options, SerialDriver
+from firmware_bridge.driver import SerialDriver
+from firmware_bridge.options import DriverOptions
 
 DEFAULT_ADDRESS = 1
 DEFAULT_INTERVAL_S = 10.0
 REQUEST_GAP_S = 0.3  # between block reads: a response at 9600 baud takes ~35 ms + meter latency
-MODELS = ("sdm120", "sdm630")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,22 +149,35 @@ class Decoder(modbus.MeterDecoder):
         return Decoded(BLOCKS_BY_BYTES[len(response.data)].decode(response.data))
 
 
+class Options(DriverOptions):
+    address: int = Opt(DEFAULT_ADDRESS, ge=1, le=247, description="Modbus slave id of the meter.")
+    model: Literal["sdm120", "sdm630"] = Opt("sdm120", description="Which register map to read.")
+    interval_s: float = Opt(DEFAULT_INTERVAL_S, le=86400, description="Seconds between poll cycles.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _room_for_every_block(self) -> Options:
+        minimum = REQUEST_GAP_S * len(PLANS[self.model])
+        if self.interval_s < minimum:
+            raise ValueError(
+                f"interval_s: a {self.model} cycle reads {len(PLANS[self.model])} register blocks "
+                f"{REQUEST_GAP_S:g} s apart, so it must be at least {minimum:g}"
+            )
+        return self
+
+
 class Poller:
     """Reads the model's register blocks in turn every `interval_s` (default 10), spaced by
     REQUEST_GAP_S so that only one request is on the bus at a time."""
 
     def __init__(self, options: Options, transaction: Transaction | None = None) -> None:
-        self.address = int(options.get("address", DEFAULT_ADDRESS))
-        if not 1 <= self.address <= 247:
-            raise ValueError("options.address must be a Modbus slave id 1..247")
-        model = str(options.get("model", "sdm120")).lower()
-        if model not in PLANS:
-            raise ValueError("options.model must be one of " + ", ".join(MODELS))
-        self.plan = PLANS[model]
-        self.interval = float(options.get("interval_s", DEFAULT_INTERVAL_S))
-        minimum = REQUEST_GAP_S * len(self.plan)
-        if self.interval < minimum:
-            raise ValueError(f"options.interval_s must be at least {minimum:g}")
+        self.address = options.address
+        self.plan = PLANS[options.model]
+        self.interval = options.interval_s
         self.transaction = transaction
         self._queue: list[Block] = []
         self._next_cycle = 0.0
@@ -189,10 +207,10 @@ class Poller:
         return []
 
 
-def new_session(options: Options) -> tuple[Poller, Decoder]:
-    """A Poller and Decoder that share one Transaction, for callers that build both at once."""
+def new_session(options: Options) -> tuple[Decoder, Poller]:
+    """A Decoder and Poller that share one Transaction: what the serial source runs per port."""
     transaction = Transaction()
-    return Poller(options, transaction), Decoder(transaction)
+    return Decoder(transaction), Poller(options, transaction)
 
 
 class Device(modbus.SimulatedServer):
@@ -238,9 +256,10 @@ DRIVER = SerialDriver(
     name="eastron_sdm",
     catalogue=CATALOGUE,
     baud=9600,
-    new_decoder=Decoder,
+    new_decoder=lambda options: Decoder(),
     new_device=Device,
+    options=Options,
     new_poller=Poller,
-    option_keys=frozenset({"address", "model", "interval_s"}),
+    new_session=new_session,
     doc="docs/drivers/eastron_sdm.md",
 )

@@ -3,8 +3,8 @@ can add a device in YAML without code.
 
 Default deny: only mapped paths are read, everything else in the payload is never emitted.
 Paths are dotted keys with list indices (`data.sensors[0].pm25`); a key may hold any character
-except `.`, `[` and `]`. Units must be in the small known UCUM set of `jsonpayload.KNOWN_UNITS`
-or be a `{annotation}`, so that a typo (`ug/m^3`) is caught by `check` rather than published.
+except `.`, `[` and `]`. Units must be valid UCUM (`firmware_bridge.units`), so that a typo
+(`ug/m^3`) is caught by `check` rather than published.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field as Opt
+from pydantic import ValidationInfo, field_validator, model_validator
+
+from firmware_bridge import units
 from firmware_bridge.base import (
     Aggregation,
     Catalogue,
@@ -24,23 +27,23 @@ from firmware_bridge.base import (
     Event,
     Field,
     ObservationType,
+    Role,
     Value,
 )
-from firmware_bridge.driver import MqttDriver, Options
+from firmware_bridge.driver import MessageDriver
 from firmware_bridge.jsonpayload import (
     PayloadDecoder,
     as_float,
     as_int,
     concrete_topic,
-    limit_problems,
     load_json,
     parse_rfc3339,
-    unit_problem,
 )
+from firmware_bridge.options import DriverOptions, PayloadOptions
 
-_PROPERTY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _KEY = re.compile(r"[^.\[\]]+")
 MAX_CATEGORY_CHARS = 64
+PROPERTY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 TYPES: dict[str, ObservationType] = {
     "measurement": ObservationType.MEASUREMENT,
@@ -49,24 +52,6 @@ TYPES: dict[str, ObservationType] = {
     "truth": ObservationType.TRUTH,
 }
 AGGREGATIONS = {a.value: a for a in Aggregation if a is not Aggregation.NONE}
-TIME_FORMATS = ("auto", "s", "ms", "rfc3339")
-FIELD_KEYS = frozenset(
-    {
-        "path",
-        "property",
-        "unit",
-        "scale",
-        "offset",
-        "type",
-        "personal",
-        "optional",
-        "allowed",
-        "description",
-    }
-)
-OPTION_KEYS = frozenset(
-    {"fields", "aggregates", "time_path", "time_format", "description", "max_payload_bytes"}
-)
 
 PathPart = str | int
 
@@ -116,6 +101,117 @@ def resolve(document: object, path: tuple[PathPart, ...]) -> object:
     return current
 
 
+class FieldMapping(DriverOptions):
+    """One payload path mapped to a property."""
+
+    path: str = Opt(description="Dotted keys and list indices, e.g. data.sensors[0].pm25")
+    property: str = Opt(pattern=PROPERTY_PATTERN, description="snake_case property name")
+    type: Literal["measurement", "count", "category", "truth"] = "measurement"
+    unit: str | None = Opt(None, description="UCUM code; required for measurements")
+    scale: float = Opt(1.0, allow_inf_nan=False, description="value x scale + offset")
+    offset: float = Opt(0.0, allow_inf_nan=False)
+    personal: bool = Opt(False, description="Never published raw; only through aggregates.")
+    role: Role | None = Opt(None, description="What the value is as far as people are concerned; "
+                            "`personal: true` means identifier (category) or person_event.")
+    optional: bool = Opt(False, description="A missing value is not an error.")
+    allowed: list[str] | None = Opt(None, description="Category vocabulary: other words refused.")
+    description: str = ""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if parse_path(v) is None:
+            raise ValueError("must look like `data.pm25` or `sensors[0].value`")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FieldMapping:
+        numeric = self.type in ("measurement", "count")
+        if self.type == "measurement" and self.unit is None:
+            raise ValueError("unit: a measurement needs a UCUM unit, e.g. ug/m3")
+        if self.unit is not None:
+            if not numeric:
+                raise ValueError(f"unit: a {self.type} field has no unit")
+            problem = units.problem(self.unit)
+            if problem:
+                raise ValueError(f"unit: {problem}")
+        if (self.scale != 1.0 or self.offset != 0.0) and not numeric:
+            raise ValueError("scale/offset: only numeric fields can be scaled")
+        if self.allowed is not None and self.type != "category":
+            raise ValueError("allowed: a vocabulary is for category fields only")
+        if self.role is not None and self.personal and self.role is Role.READING:
+            raise ValueError("role: `personal: true` contradicts `role: reading`")
+        return self
+
+    def to_field(self) -> Field:
+        role = self.role or Role.READING
+        if self.personal and self.role is None:
+            role = Role.IDENTIFIER if self.type in ("category", "truth") else Role.PERSON_EVENT
+        unit = self.unit if self.unit is not None or self.type != "count" else "{count}"
+        return Field(key=self.property, unit=unit, observation_type=TYPES[self.type],
+                     description=self.description, role=role,
+                     vocabulary=frozenset(self.allowed) if self.allowed is not None else None)  # fmt: skip
+
+
+class AggregateMapping(DriverOptions):
+    """A property computed per window by the privacy stage from a mapped field."""
+
+    property: str = Opt(pattern=PROPERTY_PATTERN)
+    of: str = Opt(description="A mapped field's property")
+    aggregation: Literal["distinct_count", "sum", "mean", "count", "last"]
+    unit: str | None = None
+    description: str | None = None
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str | None) -> str | None:
+        if v is not None and (problem := units.problem(v)):
+            raise ValueError(problem)
+        return v
+
+
+class Options(PayloadOptions):
+    fields: list[FieldMapping] = Opt(min_length=1, max_length=256)
+    aggregates: list[AggregateMapping] = Opt(default_factory=list, max_length=64)
+    time_path: str | None = Opt(None, description="Where the device time is, e.g. ts")
+    time_format: Literal["auto", "s", "ms", "rfc3339"] = "auto"
+    description: str = "Device mapped by the generic JSON driver"
+
+    @field_validator("fields")
+    @classmethod
+    def _unique(cls, v: list[FieldMapping]) -> list[FieldMapping]:
+        seen: set[str] = set()
+        for i, f in enumerate(v):
+            if f.property in seen:
+                raise ValueError(f"fields[{i}].property: `{f.property}` is already mapped")
+            seen.add(f.property)
+        return v
+
+    @field_validator("time_path")
+    @classmethod
+    def _time_path(cls, v: str | None) -> str | None:
+        if v is not None and parse_path(v) is None:
+            raise ValueError("must look like `ts` or `meta.time`")
+        return v
+
+    @field_validator("aggregates")
+    @classmethod
+    def _sources(cls, v: list[AggregateMapping], info: ValidationInfo) -> list[AggregateMapping]:
+        fields: list[FieldMapping] = info.data.get("fields") or []
+        by_key = {f.property: f for f in fields}
+        for i, a in enumerate(v):
+            if a.property in by_key:
+                raise ValueError(f"aggregates[{i}].property: `{a.property}` is already used")
+            source = by_key.get(a.of)
+            if source is None:
+                raise ValueError(f"aggregates[{i}].of: must name a mapped field's property")
+            counting = a.aggregation in ("count", "distinct_count")
+            if not counting and a.aggregation != "last" and source.type not in ("measurement", "count"):
+                raise ValueError(f"aggregates[{i}].aggregation: {a.aggregation} needs a numeric source")
+            by_key[a.property] = source
+        return v
+
+
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
     index: int
@@ -137,165 +233,38 @@ class Spec:
     description: str
 
 
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _parse_field(i: int, raw: object, problems: list[str]) -> FieldSpec | None:
-    where = f"fields[{i}]"
-    if not isinstance(raw, Mapping):
-        problems.append(f"{where}: must be a mapping with path, property and type")
-        return None
-    start = len(problems)
-    problems += [f"{where}.{k}: unknown key" for k in sorted(set(raw) - FIELD_KEYS, key=str)]
-    path = parse_path(raw.get("path"))
-    if path is None:
-        problems.append(f"{where}.path: must look like `data.pm25` or `sensors[0].value`")
-    prop = raw.get("property")
-    if not isinstance(prop, str) or not _PROPERTY.fullmatch(prop):
-        problems.append(f"{where}.property: must be snake_case, e.g. pm2_5")
-    kind = raw.get("type", "measurement")
-    if kind not in TYPES:
-        problems.append(f"{where}.type: must be one of {', '.join(TYPES)}")
-    unit = raw.get("unit")
-    if kind in ("measurement", "count"):
-        unit = unit if unit is not None or kind == "measurement" else "{count}"
-        problem = unit_problem(where, unit)
-        if problem:
-            problems.append(problem)
-    elif unit is not None:
-        problems.append(f"{where}.unit: a {kind} field has no unit")
-    scale, offset = _number(raw.get("scale", 1.0)), _number(raw.get("offset", 0.0))
-    if scale is None or offset is None:
-        problems.append(f"{where}.scale/offset: must be numbers")
-    elif (scale != 1.0 or offset != 0.0) and kind not in ("measurement", "count"):
-        problems.append(f"{where}.scale/offset: only numeric fields can be scaled")
-    flags = {k: raw.get(k, False) for k in ("personal", "optional")}
-    problems += [
-        f"{where}.{k}: must be true or false" for k, v in flags.items() if not isinstance(v, bool)
-    ]
-    allowed = raw.get("allowed")
-    if allowed is not None and (
-        kind != "category"
-        or not isinstance(allowed, list)
-        or not all(isinstance(a, str) for a in allowed)
-    ):
-        problems.append(f"{where}.allowed: a list of strings, for category fields only")
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        problems.append(f"{where}.description: must be text")
-    if len(problems) > start:
-        return None
-    assert path is not None and isinstance(prop, str) and scale is not None and offset is not None
-    field = Field(
-        key=prop,
-        unit=unit if isinstance(unit, str) else None,
-        observation_type=TYPES[kind],
-        description=description,
-        personal=bool(flags["personal"]),
-    )
-    return FieldSpec(
-        i,
-        path,
-        field,
-        kind,
-        scale,
-        offset,
-        bool(flags["optional"]),
-        frozenset(allowed) if isinstance(allowed, list) else None,
-    )
-
-
-def _parse_aggregate(i: int, raw: object, by_key: dict[str, Field], problems: list[str]) -> None:
-    where = f"aggregates[{i}]"
-    if not isinstance(raw, Mapping):
-        problems.append(f"{where}: must be a mapping with property, of and aggregation")
-        return
-    start = len(problems)
-    problems += [
-        f"{where}.{k}: unknown key"
-        for k in sorted(
-            set(raw) - {"property", "of", "aggregation", "unit", "description"}, key=str
-        )
-    ]
-    prop, source, how = raw.get("property"), raw.get("of"), raw.get("aggregation")
-    if not isinstance(prop, str) or not _PROPERTY.fullmatch(prop):
-        problems.append(f"{where}.property: must be snake_case, e.g. footfall")
-    elif prop in by_key:
-        problems.append(f"{where}.property: `{prop}` is already used")
-    if not isinstance(source, str) or source not in by_key:
-        problems.append(f"{where}.of: must name a mapped field's property")
-    if how not in AGGREGATIONS:
-        problems.append(f"{where}.aggregation: must be one of {', '.join(AGGREGATIONS)}")
-    if len(problems) > start:
-        return
-    assert isinstance(prop, str) and isinstance(source, str) and isinstance(how, str)
-    aggregation, origin = AGGREGATIONS[how], by_key[source]
-    counting = aggregation in (Aggregation.COUNT, Aggregation.DISTINCT_COUNT)
-    if not counting and aggregation is not Aggregation.LAST and origin.unit is None:
-        problems.append(f"{where}.aggregation: {how} needs a numeric source field")
-        return
-    unit = raw.get("unit", "{count}" if counting else origin.unit)
-    problem = unit_problem(where, unit) if unit is not None else None
-    if problem:
-        problems.append(problem)
-        return
-    by_key[prop] = Field(
-        key=prop,
-        unit=unit if isinstance(unit, str) else None,
+def _aggregate_field(a: AggregateMapping, origin: Field) -> Field:
+    kind = AGGREGATIONS[a.aggregation]
+    counting = kind in (Aggregation.COUNT, Aggregation.DISTINCT_COUNT)
+    return Field(
+        key=a.property,
+        unit=a.unit if a.unit is not None else ("{count}" if counting else origin.unit),
         observation_type=ObservationType.COUNT if counting else origin.observation_type,
-        description=str(raw.get("description", f"{how} of {source} per window")),
-        aggregation=aggregation,
-        source=source,
+        description=a.description or f"{a.aggregation} of {a.of} per window",
+        aggregation=kind,
+        source=a.of,
     )
 
 
-def parse_options(options: Options) -> tuple[Spec | None, list[str]]:
-    """The mapping and its problems; the spec is None whenever there is any problem."""
-    problems = limit_problems(options)
-    problems += [f"{k}: unknown key" for k in sorted(set(options) - OPTION_KEYS, key=str)]
-    raw_fields = options.get("fields")
-    if not isinstance(raw_fields, list) or not raw_fields:
-        return None, [*problems, "fields: must be a non-empty list of field mappings"]
+def build_spec(options: Options) -> Spec:
+    """The decoder's plan, from options that are already valid (so this cannot fail)."""
     fields: list[FieldSpec] = []
     by_key: dict[str, Field] = {}
-    for i, raw in enumerate(raw_fields):
-        spec = _parse_field(i, raw, problems)
-        if spec is None:
-            continue
-        if spec.field.key in by_key:
-            problems.append(f"fields[{i}].property: `{spec.field.key}` is already mapped")
-            continue
-        fields.append(spec)
-        by_key[spec.field.key] = spec.field
-    raw_aggregates = options.get("aggregates", [])
-    if not isinstance(raw_aggregates, list):
-        problems.append("aggregates: must be a list")
-        raw_aggregates = []
-    for i, raw in enumerate(raw_aggregates):
-        _parse_aggregate(i, raw, by_key, problems)
-    time_path = None
-    if "time_path" in options:
-        time_path = parse_path(options["time_path"])
-        if time_path is None:
-            problems.append("time_path: must look like `ts` or `meta.time`")
-    time_format = options.get("time_format", "auto")
-    if time_format not in TIME_FORMATS:
-        problems.append(f"time_format: must be one of {', '.join(TIME_FORMATS)}")
-    description = options.get("description", "Device mapped by the generic JSON driver")
-    if not isinstance(description, str):
-        problems.append("description: must be text")
-    if problems:
-        return None, problems
-    aggregates = tuple(f for f in by_key.values() if f.aggregation is not Aggregation.NONE)
-    return Spec(tuple(fields), aggregates, time_path, str(time_format), str(description)), []
-
-
-def _require(options: Options) -> Spec:
-    spec, problems = parse_options(options)
-    if spec is None:
-        raise ValueError("generic_json options: " + "; ".join(problems))
-    return spec
+    for i, m in enumerate(options.fields):
+        path = parse_path(m.path)
+        assert path is not None  # validated
+        f = m.to_field()
+        by_key[f.key] = f
+        fields.append(FieldSpec(i, path, f, m.type, m.scale, m.offset, m.optional,
+                                frozenset(m.allowed) if m.allowed is not None else None))  # fmt: skip
+    aggregates = []
+    for a in options.aggregates:
+        agg = _aggregate_field(a, by_key[a.of])
+        by_key[agg.key] = agg
+        aggregates.append(agg)
+    time_path = parse_path(options.time_path) if options.time_path is not None else None
+    return Spec(tuple(fields), tuple(aggregates), time_path, options.time_format,
+                options.description)  # fmt: skip
 
 
 def _convert(spec: FieldSpec, raw: object) -> Value | None:
@@ -337,7 +306,7 @@ class Decoder(PayloadDecoder):
     """Stateless: one JSON payload in, at most one reading (plus one error per bad field)."""
 
     def __init__(self, options: Options) -> None:
-        self.spec = _require(options)
+        self.spec = build_spec(options)
         super().__init__(options)
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
@@ -372,7 +341,7 @@ class Decoder(PayloadDecoder):
 
 
 def catalogue_for(options: Options) -> Catalogue:
-    spec = _require(options)
+    spec = build_spec(options)
     return Catalogue(
         driver="generic_json",
         make="any",
@@ -381,10 +350,6 @@ def catalogue_for(options: Options) -> Catalogue:
         transport="mqtt",
         fields=tuple(f.field for f in spec.fields) + spec.aggregates,
     )
-
-
-def validate_options(options: Options) -> list[str]:
-    return parse_options(options)[1]
 
 
 def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
@@ -403,12 +368,19 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     return [(concrete_topic(base_topic, "aq-node-7"), json.dumps(body).encode())]
 
 
-DRIVER = MqttDriver(
+DRIVER = MessageDriver(
     name="generic_json",
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
+    options=Options,
     default_topic="sensors/+/json",
     simulate=simulate,
-    validate_options=validate_options,
+    example_options={"time_path": "ts", "fields": [
+        {"path": "data.pm25", "property": "pm2_5", "unit": "ug/m3"},
+        {"path": "data.pm10", "property": "pm10", "unit": "ug/m3"},
+        {"path": "data.temp", "property": "temperature", "unit": "Cel"},
+        {"path": "sensors[0].status", "property": "sensor_status", "type": "category",
+         "allowed": ["ok", "warming_up", "fault"]},
+    ]},
     doc="docs/drivers/generic_json.md",
 )

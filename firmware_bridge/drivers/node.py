@@ -146,9 +146,7 @@ DRIVER = SerialDriver(
     name="node",
     catalogue=CATALOGUE,
     baud=115200,
-    new_decoder=Decoder,
+    new_decoder=lambda options: Decoder(),
     new_device=Device,
-    new_poller=None,
-    option_keys=frozenset(),
     doc="docs/drivers/node.md",
 )

@@ -14,6 +14,8 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import Field as Opt
+
 from firmware_bridge.base import (
     Aggregation,
     Catalogue,
@@ -22,17 +24,18 @@ from firmware_bridge.base import (
     Event,
     Field,
     ObservationType,
+    Role,
     Value,
 )
-from firmware_bridge.driver import MqttDriver, Options
+from firmware_bridge.driver import MessageDriver
 from firmware_bridge.jsonpayload import (
     PayloadDecoder,
     as_float,
     concrete_topic,
     load_json,
-    option_problems,
     parse_rfc3339,
 )
+from firmware_bridge.options import PayloadOptions
 
 MAX_STATE = 256  # open sessions remembered per decoder; oldest forgotten first
 MAX_UNIQUE_ID = 36  # OCPP-J: the message id is at most 36 characters
@@ -103,14 +106,14 @@ CATALOGUE = Catalogue(
         Field("error_code", None, C, "OCPP 1.6 ChargePointErrorCode"),
         Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0),
         Field("power", "W", M, "Power.Active.Import", minimum=0, maximum=400000),
-        Field("session_start", None, T, "A charging session started", personal=True),
-        Field("session_end", None, T, "A charging session ended", personal=True),
+        Field("session_start", None, T, "A charging session started", role=Role.PERSON_EVENT),
+        Field("session_end", None, T, "A charging session ended", role=Role.PERSON_EVENT),
         Field(
             "session_energy",
             "kW.h",
             M,
             "Energy of one finished session (meterStop - meterStart)",
-            personal=True,
+            role=Role.PERSON_EVENT,
             minimum=0,
         ),
         Field(
@@ -161,6 +164,12 @@ def _nonneg_int(value: object) -> int | None:
     return number if number is not None and number >= 0 else None
 
 
+class Options(PayloadOptions):
+    connector_id: int | None = Opt(
+        None, ge=0, le=100, description="Only this connector (0 = the whole charge point); all if unset."
+    )
+
+
 class Decoder(PayloadDecoder):
     """Decodes OCPP 1.6J frames. Session energy needs meterStart, which StopTransaction lacks,
     so the decoder remembers open sessions in RAM (bounded) and links them to the stop through
@@ -169,8 +178,7 @@ class Decoder(PayloadDecoder):
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
-        wanted = options.get("connector_id")
-        self.connector: int | None = wanted if isinstance(wanted, int) else None
+        self.connector: int | None = options.connector_id
         # (box, message id) -> (connector, meterStart Wh) until the CALLRESULT names the session
         self._pending: dict[tuple[str, str], tuple[int, int]] = {}
         # (box, connector) -> meterStart Wh of the session open on that connector
@@ -345,15 +353,6 @@ def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
 
 
-def validate_options(options: Options) -> list[str]:
-    problems = option_problems(options, "ocpp16j", {"connector_id"})
-    if "connector_id" in options:
-        value = options["connector_id"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append("connector_id: must be a non-negative integer (0 = charge point)")
-    return problems
-
-
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -450,12 +449,12 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     return [(topic, body) for body in out]
 
 
-DRIVER = MqttDriver(
+DRIVER = MessageDriver(
     name="ocpp16j",
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
+    options=Options,
     default_topic="ocpp/+/in",
     simulate=simulate,
-    validate_options=validate_options,
     doc="docs/drivers/ocpp16j.md",
 )

@@ -13,6 +13,8 @@ import hashlib
 import random
 from collections.abc import Callable
 
+from pydantic import Field as Opt
+
 from firmware_bridge.base import (
     Aggregation,
     Catalogue,
@@ -21,17 +23,18 @@ from firmware_bridge.base import (
     Event,
     Field,
     ObservationType,
+    Role,
     Value,
 )
-from firmware_bridge.driver import MqttDriver, Options
+from firmware_bridge.driver import MessageDriver
 from firmware_bridge.jsonpayload import (
     PayloadDecoder,
     as_float,
     as_int,
     concrete_topic,
     load_text,
-    option_problems,
 )
+from firmware_bridge.options import PayloadOptions
 
 MAX_TEXT = 64  # one scalar per topic; anything longer is not a status value
 M, C, T = ObservationType.MEASUREMENT, ObservationType.CATEGORY, ObservationType.TRUTH
@@ -62,23 +65,25 @@ CATALOGUE = Catalogue(
         Field("vehicle_connected", None, T, "A vehicle is plugged in"),
         Field("firmware_status", None, C, "Firmware activity flag (active/disabled/...)"),
         Field(
-            "session_energy", "kW.h", M, "Energy of the current session", personal=True, minimum=0
+            "session_energy", "kW.h", M, "Energy of the current session so far",
+            role=Role.RUNNING_TOTAL, minimum=0,
         ),
         Field(
             "energy_increment",
             "kW.h",
             M,
             "Session energy since the previous report",
-            personal=True,
+            role=Role.PERSON_EVENT,
             minimum=0,
         ),
-        Field("elapsed", "s", M, "Duration of the current session", personal=True, minimum=0),
+        Field("elapsed", "s", M, "Duration of the current session", role=Role.PERSON_EVENT,
+              minimum=0),
         Field(
             "rfid_auth",
             None,
             T,
             "A new RFID card was accepted (the UID is never kept)",
-            personal=True,
+            role=Role.PERSON_EVENT,
         ),
         Field(
             "energy_delivered",
@@ -142,6 +147,12 @@ def _number_error() -> DecodeError:
     return DecodeError("wrong_type", "status value is not a number")
 
 
+class Options(PayloadOptions):
+    ignore_keys: tuple[str, ...] = Opt(
+        (), description="Further status topics to ignore quietly (counted as ignored, not errors)."
+    )
+
+
 class Decoder(PayloadDecoder):
     """Decodes one OpenEVSE status message. Holds two small pieces of RAM-only state: the last
     session energy (to derive `energy_increment`) and a digest of the last RFID UID (so that the
@@ -149,8 +160,7 @@ class Decoder(PayloadDecoder):
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
-        extra = options.get("ignore_keys") or []
-        self.ignored = IGNORED_KEYS | frozenset(k for k in extra if isinstance(k, str))
+        self.ignored = IGNORED_KEYS | frozenset(options.ignore_keys)
         self._last_session_kwh: float | None = None
         self._last_tag_digest: bytes | None = None
         self._handlers: dict[str, Callable[[str], list[Event]]] = {
@@ -248,14 +258,6 @@ def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
 
 
-def validate_options(options: Options) -> list[str]:
-    problems = option_problems(options, "openevse", {"ignore_keys"})
-    extra = options.get("ignore_keys", [])
-    if not isinstance(extra, list) or not all(isinstance(k, str) for k in extra):
-        problems.append("ignore_keys: must be a list of topic keys (strings)")
-    return problems
-
-
 def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
     """One 30-second status burst of a charger mid-session, as the firmware publishes it."""
     topic = base_topic
@@ -290,12 +292,12 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     return messages
 
 
-DRIVER = MqttDriver(
+DRIVER = MessageDriver(
     name="openevse",
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
+    options=Options,
     default_topic="openevse/+/+",
     simulate=simulate,
-    validate_options=validate_options,
     doc="docs/drivers/openevse.md",
 )

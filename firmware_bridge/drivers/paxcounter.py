@@ -13,14 +13,14 @@ import random
 
 from firmware_bridge.base import Catalogue, Decoded, DecodeError, Event, Field, ObservationType
 from firmware_bridge.base import Value as FieldValue
-from firmware_bridge.driver import MqttDriver, Options
+from firmware_bridge.driver import MessageDriver
 from firmware_bridge.jsonpayload import (
     PayloadDecoder,
     as_int,
     concrete_topic,
     load_json,
-    option_problems,
 )
+from firmware_bridge.options import PayloadOptions
 
 MAX_DEVICES = 100_000
 KEYS = {"wifi": "wifi_devices", "ble": "ble_devices"}
@@ -72,12 +72,12 @@ class Decoder(PayloadDecoder):
         return [Decoded(values)]
 
 
+class Options(PayloadOptions):
+    """No options beyond the shared payload size limit."""
+
+
 def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
-
-
-def validate_options(options: Options) -> list[str]:
-    return option_problems(options, "paxcounter", ())
 
 
 def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
@@ -89,12 +89,12 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     return [(topic, json.dumps(body).encode())]
 
 
-DRIVER = MqttDriver(
+DRIVER = MessageDriver(
     name="paxcounter",
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
     default_topic="paxcounter/+/count",
     simulate=simulate,
-    validate_options=validate_options,
+    options=Options,
     doc="docs/drivers/paxcounter.md",
 )

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import random
 import struct
-from typing import Any
+from typing import Literal
+
+from pydantic import Field as Opt
 
 from firmware_bridge.base import (
     Catalogue,
@@ -23,7 +25,8 @@ from firmware_bridge.base import (
     ObservationType,
     Value,
 )
-from firmware_bridge.driver import Options, SerialDriver
+from firmware_bridge.driver import SerialDriver
+from firmware_bridge.options import DriverOptions, DutyCycle
 
 HEADER = b"\x42\x4d"
 DATA_LEN = 28
@@ -146,16 +149,23 @@ def _decode_data(frame: bytes) -> Decoded:
     return Decoded(values)
 
 
+class Options(DriverOptions):
+    mode: Literal["active", "passive"] = Opt(
+        "active", description="active: the sensor sends every ~1 s; passive: the gateway asks."
+    )
+    interval_s: float = Opt(1.0, ge=0.2, le=3600, description="Passive mode: seconds between reads.")
+    duty_cycle: DutyCycle | None = Opt(None, description="Sleep between bursts to extend life.")
+
+
 class Poller:
     """`mode: active` (default) listens; `mode: passive` asks for a frame every `interval_s`.
     `duty_cycle: {work_s, sleep_s}` sleeps the fan and laser between bursts to extend their life."""
 
     def __init__(self, options: Options) -> None:
-        self.passive = options.get("mode", "active") == "passive"
-        self.interval = float(options.get("interval_s", 1.0))
-        duty: dict[str, Any] = dict(options.get("duty_cycle") or {})
-        self.work_s = float(duty.get("work_s", 0))
-        self.sleep_s = float(duty.get("sleep_s", 0))
+        self.passive = options.mode == "passive"
+        self.interval = options.interval_s
+        self.work_s = options.duty_cycle.work_s if options.duty_cycle else 0.0
+        self.sleep_s = options.duty_cycle.sleep_s if options.duty_cycle else 0.0
         self._next_read = 0.0
         self._phase_end = 0.0
         self._asleep = False
@@ -255,9 +265,10 @@ DRIVER = SerialDriver(
     name="pms5003",
     catalogue=CATALOGUE,
     baud=9600,
-    new_decoder=Decoder,
+    new_decoder=lambda options: Decoder(),
     new_device=Device,
+    options=Options,
     new_poller=Poller,
-    option_keys=frozenset({"mode", "interval_s", "duty_cycle"}),
+    aliases=("pms7003",),
     doc="docs/drivers/pms5003.md",
 )

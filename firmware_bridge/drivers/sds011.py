@@ -14,7 +14,9 @@ Poller, which has the clock, simply sends no query until `warmup_s` after waking
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Literal
+
+from pydantic import Field as Opt
 
 from firmware_bridge.base import (
     Catalogue,
@@ -26,7 +28,8 @@ from firmware_bridge.base import (
     ObservationType,
     Value,
 )
-from firmware_bridge.driver import Options, SerialDriver
+from firmware_bridge.driver import SerialDriver
+from firmware_bridge.options import DriverOptions, DutyCycle
 
 HEAD = 0xAA
 TAIL = 0xAB
@@ -42,7 +45,6 @@ DEFAULT_WARMUP_S = 30.0
 
 CMD_REPORT_MODE = 0x02
 CMD_QUERY_DATA = 0x04
-CMD_SET_ID = 0x05
 CMD_SLEEP_WORK = 0x06
 CMD_FIRMWARE = 0x07
 CMD_WORKING_PERIOD = 0x08
@@ -96,7 +98,6 @@ CMD_QUERY_MODE = cmd_report_mode(True)
 CMD_SLEEP = cmd_sleep_work(False)
 CMD_WORK = cmd_sleep_work(True)
 CMD_CONTINUOUS = cmd_working_period(0)
-CMD_FIRMWARE_VERSION = encode_command(CMD_FIRMWARE)
 
 
 def _frame(kind: int, payload: bytes) -> bytes:
@@ -187,23 +188,31 @@ class Decoder:
             self._warm_left = WARMUP_FRAMES if value == 1 and not self._query_mode else 0
 
 
+class Options(DriverOptions):
+    mode: Literal["active", "query"] = Opt(
+        "active", description="active: the sensor reports every second; query: the gateway asks."
+    )
+    interval_s: float = Opt(
+        5.0, ge=0.2, le=3600,
+        description="Query mode: seconds between queries (the SDS011 updates once a second).",
+    )  # fmt: skip
+    warmup_s: float = Opt(
+        DEFAULT_WARMUP_S, ge=0, le=600, description="Query mode: no query this long after waking."
+    )
+    duty_cycle: DutyCycle | None = Opt(None, description="Sleep between bursts to extend life.")
+
+
 class Poller:
     """`mode: active` (default) listens; `mode: query` asks every `interval_s` (default 5).
     `duty_cycle: {work_s, sleep_s}` sleeps the laser and fan between bursts so they last years;
     in query mode no query is sent during the first `warmup_s` (default 30) after waking."""
 
     def __init__(self, options: Options) -> None:
-        mode = options.get("mode", "active")
-        if mode not in ("active", "query"):
-            raise ValueError("options.mode must be 'active' or 'query'")
-        self.query = mode == "query"
-        self.interval = float(options.get("interval_s", 5.0))
-        self.warmup = float(options.get("warmup_s", DEFAULT_WARMUP_S))
-        duty: dict[str, Any] = dict(options.get("duty_cycle") or {})
-        self.work_s = float(duty.get("work_s", 0))
-        self.sleep_s = float(duty.get("sleep_s", 0))
-        if self.interval <= 0 or self.warmup < 0 or self.work_s < 0 or self.sleep_s < 0:
-            raise ValueError("options.interval_s, warmup_s and duty_cycle must not be negative")
+        self.query = options.mode == "query"
+        self.interval = options.interval_s
+        self.warmup = options.warmup_s
+        self.work_s = options.duty_cycle.work_s if options.duty_cycle else 0.0
+        self.sleep_s = options.duty_cycle.sleep_s if options.duty_cycle else 0.0
         self._next_read = 0.0
         self._phase_end = 0.0
         self._asleep = False
@@ -328,9 +337,9 @@ DRIVER = SerialDriver(
     name="sds011",
     catalogue=CATALOGUE,
     baud=9600,
-    new_decoder=Decoder,
+    new_decoder=lambda options: Decoder(),
     new_device=Device,
+    options=Options,
     new_poller=Poller,
-    option_keys=frozenset({"mode", "interval_s", "duty_cycle", "warmup_s"}),
     doc="docs/drivers/sds011.md",
 )

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field as Opt
+from pydantic import field_validator, model_validator
+
+from firmware_bridge import units
 from firmware_bridge.base import (
     Catalogue,
     Decoded,
@@ -25,17 +27,12 @@ from firmware_bridge.base import (
     Event,
     Field,
     ObservationType,
+    Role,
     Value,
 )
-from firmware_bridge.driver import MqttDriver, Options
-from firmware_bridge.jsonpayload import (
-    PayloadDecoder,
-    concrete_topic,
-    is_number,
-    limit_problems,
-    load_json,
-    unit_problem,
-)
+from firmware_bridge.driver import MessageDriver
+from firmware_bridge.jsonpayload import PayloadDecoder, concrete_topic, is_number, load_json
+from firmware_bridge.options import DriverOptions, PayloadOptions
 
 RELATIVE_LIMIT = 2**28  # RFC 8428 section 4.5.3
 LATEST_PLAUSIBLE = 2**33  # year 2242: anything later is a broken clock
@@ -43,35 +40,63 @@ BASE_VERSION = 10
 KNOWN_FEATURES = 1 << 4  # RFC 9100 feature code 4: secondary units (so bver 26 = 10 + 16)
 MAX_CATEGORY_CHARS = 64
 
-# SenML unit symbol (RFC 8428 and RFC 8798 secondary units) -> UCUM code
-SENML_TO_UCUM: dict[str, str] = {
-    "Cel": "Cel", "K": "K", "%RH": "%", "%": "%", "%EL": "%", "/": "1", "ppm": "[ppm]",
-    "ug/m3": "ug/m3", "Pa": "Pa", "hPa": "hPa", "kPa": "kPa", "W": "W", "kW": "kW",
-    "Wh": "W.h", "kWh": "kW.h", "J": "J", "V": "V", "mV": "mV", "A": "A", "mA": "mA",
-    "Hz": "Hz", "s": "s", "ms": "ms", "min": "min", "h": "h", "m": "m", "m/s": "m/s",
-    "mm/h": "mm/h", "m3": "m3", "l": "L", "lx": "lx", "dB": "dB", "dBm": "dB[mW]",
-    "deg": "deg", "lat": "deg", "lon": "deg", "count": "{count}",
-}  # fmt: skip
-
-# (from UCUM, to UCUM) -> (factor, offset); identical units need no entry
-CONVERSIONS: dict[tuple[str, str], tuple[float, float]] = {
-    ("K", "Cel"): (1.0, -273.15), ("Cel", "K"): (1.0, 273.15),
-    ("W.h", "kW.h"): (0.001, 0.0), ("kW.h", "W.h"): (1000.0, 0.0),
-    ("W", "kW"): (0.001, 0.0), ("kW", "W"): (1000.0, 0.0),
-    ("Pa", "hPa"): (0.01, 0.0), ("hPa", "Pa"): (100.0, 0.0), ("kPa", "hPa"): (10.0, 0.0),
-    ("mA", "A"): (0.001, 0.0), ("mV", "V"): (0.001, 0.0),
-    ("ms", "s"): (0.001, 0.0), ("min", "s"): (60.0, 0.0), ("h", "s"): (3600.0, 0.0),
-    ("1", "%"): (100.0, 0.0), ("%", "1"): (0.01, 0.0),
-}  # fmt: skip
-
 TYPES: dict[str, ObservationType] = {
     "measurement": ObservationType.MEASUREMENT,
     "count": ObservationType.COUNT,
     "category": ObservationType.CATEGORY,
     "truth": ObservationType.TRUTH,
 }
-_PROPERTY = re.compile(r"[a-z][a-z0-9_]{0,63}")
-FIELD_KEYS = frozenset({"name", "suffix", "property", "unit", "type", "personal", "description"})
+
+
+class NameMapping(DriverOptions):
+    """A SenML record name (full, or its ending) mapped to a property."""
+
+    name: str | None = Opt(None, min_length=1, description="Full resolved SenML name (bn + n)")
+    suffix: str | None = Opt(None, min_length=1, description="End of the resolved name")
+    property: str = Opt(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    type: Literal["measurement", "count", "category", "truth"] = "measurement"
+    unit: str | None = None
+    personal: bool = Opt(False, description="Never published raw.")
+    allowed: list[str] | None = Opt(None, description="Category vocabulary: other words refused.")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NameMapping:
+        if (self.name is None) == (self.suffix is None):
+            raise ValueError("give exactly one of name (full SenML name) or suffix")
+        if self.type == "measurement" and self.unit is None:
+            raise ValueError("unit: a measurement needs a UCUM unit, e.g. Cel")
+        if self.unit is not None:
+            if self.type not in ("measurement", "count"):
+                raise ValueError(f"unit: a {self.type} field has no unit")
+            if problem := units.problem(self.unit):
+                raise ValueError(f"unit: {problem}")
+        if self.allowed is not None and self.type != "category":
+            raise ValueError("allowed: a vocabulary is for category fields only")
+        return self
+
+    def to_field(self) -> Field:
+        unit = self.unit if self.unit is not None or self.type != "count" else "{count}"
+        role = Role.READING
+        if self.personal:
+            role = Role.IDENTIFIER if self.type in ("category", "truth") else Role.PERSON_EVENT
+        return Field(self.property, unit, TYPES[self.type], self.description, role=role,
+                     vocabulary=frozenset(self.allowed) if self.allowed is not None else None)  # fmt: skip
+
+
+class Options(PayloadOptions):
+    fields: list[NameMapping] = Opt(min_length=1, max_length=256)
+    description: str = "Device publishing SenML JSON"
+
+    @field_validator("fields")
+    @classmethod
+    def _unique(cls, v: list[NameMapping]) -> list[NameMapping]:
+        seen: set[str] = set()
+        for i, f in enumerate(v):
+            if f.property in seen:
+                raise ValueError(f"fields[{i}].property: `{f.property}` is already mapped")
+            seen.add(f.property)
+        return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,81 +106,15 @@ class FieldSpec:
     suffix: str | None
     field: Field
     kind: str
+    allowed: frozenset[str] | None
 
 
-def _parse_field(i: int, raw: object, problems: list[str]) -> FieldSpec | None:
-    where = f"fields[{i}]"
-    if not isinstance(raw, Mapping):
-        problems.append(f"{where}: must be a mapping with name or suffix, property and unit")
-        return None
-    start = len(problems)
-    problems += [f"{where}.{k}: unknown key" for k in sorted(set(raw) - FIELD_KEYS, key=str)]
-    name, suffix = raw.get("name"), raw.get("suffix")
-    if (name is None) == (suffix is None):
-        problems.append(f"{where}: give exactly one of name (full SenML name) or suffix")
-    for key, value in (("name", name), ("suffix", suffix)):
-        if value is not None and (not isinstance(value, str) or not value):
-            problems.append(f"{where}.{key}: must be non-empty text")
-    prop = raw.get("property")
-    if not isinstance(prop, str) or not _PROPERTY.fullmatch(prop):
-        problems.append(f"{where}.property: must be snake_case, e.g. temperature")
-    kind = raw.get("type", "measurement")
-    unit = raw.get("unit")
-    if kind not in TYPES:
-        problems.append(f"{where}.type: must be one of {', '.join(TYPES)}")
-    elif kind in ("measurement", "count"):
-        unit = "{count}" if unit is None and kind == "count" else unit
-        problem = unit_problem(where, unit)
-        if problem:
-            problems.append(problem)
-    elif unit is not None:
-        problems.append(f"{where}.unit: a {kind} field has no unit")
-    personal = raw.get("personal", False)
-    if not isinstance(personal, bool):
-        problems.append(f"{where}.personal: must be true or false")
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        problems.append(f"{where}.description: must be text")
-    if len(problems) > start:
-        return None
-    assert isinstance(prop, str) and isinstance(kind, str)
-    field = Field(
-        prop, unit if isinstance(unit, str) else None, TYPES[kind], description, personal=personal
+def build_specs(options: Options) -> tuple[FieldSpec, ...]:
+    return tuple(
+        FieldSpec(i, m.name, m.suffix, m.to_field(), m.type,
+                  frozenset(m.allowed) if m.allowed is not None else None)
+        for i, m in enumerate(options.fields)
     )
-    return FieldSpec(
-        i,
-        name if isinstance(name, str) else None,
-        suffix if isinstance(suffix, str) else None,
-        field,
-        kind,
-    )
-
-
-def parse_options(options: Options) -> tuple[tuple[FieldSpec, ...] | None, list[str]]:
-    """The mapping and its problems; the mapping is None whenever there is any problem."""
-    problems = limit_problems(options)
-    known = {"fields", "description", "max_payload_bytes"}
-    problems += [f"{k}: unknown key" for k in sorted(set(options) - known, key=str)]
-    raw_fields = options.get("fields")
-    if not isinstance(raw_fields, list) or not raw_fields:
-        return None, [*problems, "fields: must be a non-empty list of name mappings"]
-    specs: list[FieldSpec] = []
-    for i, raw in enumerate(raw_fields):
-        spec = _parse_field(i, raw, problems)
-        if spec is not None:
-            if any(s.field.key == spec.field.key for s in specs):
-                problems.append(f"fields[{i}].property: `{spec.field.key}` is already mapped")
-            specs.append(spec)
-    if not isinstance(options.get("description", ""), str):
-        problems.append("description: must be text")
-    return (None, problems) if problems else (tuple(specs), [])
-
-
-def _require(options: Options) -> tuple[FieldSpec, ...]:
-    specs, problems = parse_options(options)
-    if specs is None:
-        raise ValueError("senml options: " + "; ".join(problems))
-    return specs
 
 
 @dataclass(slots=True)
@@ -193,7 +152,7 @@ class Decoder(PayloadDecoder):
     are one reading), plus one error per unusable mapped record."""
 
     def __init__(self, options: Options) -> None:
-        self.specs = _require(options)
+        self.specs = build_specs(options)
         self.by_name = {s.name: s for s in self.specs if s.name is not None}
         # longest suffix first, so ":pm2_5" wins over "5"
         self.by_suffix = sorted(
@@ -286,6 +245,8 @@ class Decoder(PayloadDecoder):
         if spec.kind == "category":
             text = record.get("vs")
             ok = isinstance(text, str) and 0 < len(text) <= MAX_CATEGORY_CHARS
+            if ok and spec.allowed is not None and text not in spec.allowed:
+                ok = False
             return text if ok and isinstance(text, str) else None
         if is_number(record.get("v")):
             number = base.value + float(record["v"])
@@ -296,20 +257,19 @@ class Decoder(PayloadDecoder):
         unit = record.get("u", base.unit)
         target = spec.field.unit or ""
         if unit is not None or "u" in record:  # an explicit null unit is malformed, not absent
-            ucum = SENML_TO_UCUM.get(unit) if isinstance(unit, str) else None
+            ucum = units.SENML_TO_UCUM.get(unit) if isinstance(unit, str) else None
             if ucum is None:
                 return DecodeError(
                     "wrong_unit",
                     f"mapped field #{spec.index} arrived in a unit this driver does not know",
                 )
-            if ucum != target:
-                factor = CONVERSIONS.get((ucum, target))
-                if factor is None:
-                    return DecodeError(
-                        "wrong_unit",
-                        f"mapped field #{spec.index} arrived in a unit that cannot be converted",
-                    )
-                number = number * factor[0] + factor[1]
+            try:
+                number = units.convert(number, ucum, target)
+            except units.UnitError:
+                return DecodeError(
+                    "wrong_unit",
+                    f"mapped field #{spec.index} arrived in a unit that cannot be converted",
+                )
         if not math.isfinite(number):
             return None
         if spec.kind == "count":
@@ -318,21 +278,16 @@ class Decoder(PayloadDecoder):
 
 
 def catalogue_for(options: Options) -> Catalogue:
-    specs = _require(options)
-    description = options.get("description", "Device publishing SenML JSON")
+    specs = build_specs(options)
     return Catalogue(
         driver="senml",
         make="any",
         model="SenML JSON (RFC 8428)",
-        description=str(description),
+        description=options.description,
         transport="mqtt",
         datasheet="RFC 8428, RFC 8798, RFC 9100",
         fields=tuple(s.field for s in specs),
     )
-
-
-def validate_options(options: Options) -> list[str]:
-    return parse_options(options)[1]
 
 
 def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
@@ -354,12 +309,17 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     return [(concrete_topic(base_topic, "node-1"), json.dumps(pack).encode())]
 
 
-DRIVER = MqttDriver(
+DRIVER = MessageDriver(
     name="senml",
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
+    options=Options,
     default_topic="senml/+",
     simulate=simulate,
-    validate_options=validate_options,
+    example_options={"fields": [
+        {"suffix": ":temp", "property": "temperature", "unit": "Cel"},
+        {"suffix": ":humidity", "property": "humidity", "unit": "%"},
+        {"suffix": ":pm25", "property": "pm2_5", "unit": "ug/m3"},
+    ]},
     doc="docs/drivers/senml.md",
 )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+from pydantic import Field as Opt
+
 from firmware_bridge import modbus
 from firmware_bridge.base import (
     Catalogue,
@@ -17,7 +19,8 @@ from firmware_bridge.base import (
     ObservationType,
     Value,
 )
-from firmware_bridge.driver import Options, SerialDriver
+from firmware_bridge.driver import SerialDriver
+from firmware_bridge.options import DriverOptions
 
 ANY_ADDRESS = 0xFE  # SenseAir's "any sensor" address: fine on a point-to-point UART
 IR_STATUS = 0x0000  # IR1, meter status
@@ -59,18 +62,26 @@ class Decoder(modbus.MeterDecoder):
         return Decoded({"co2": co2}, flags=flags)
 
 
+class Options(DriverOptions):
+    address: int = Opt(
+        ANY_ADDRESS, ge=1, le=0xFE, description="Modbus address; 254 (0xFE) reaches any S8."
+    )
+    interval_s: float = Opt(
+        DEFAULT_INTERVAL_S, ge=0.2, le=3600,
+        description="Seconds between reads (the S8 updates its CO2 value every 2 s; a read "
+        "takes ~40 ms at 9600 baud, so 0.2 s is the floor).",
+    )  # fmt: skip
+    read_status: bool = Opt(True, description="Also read the status/alarm registers IR1-IR3.")
+
+
 class Poller:
     """Reads IR1..IR4 every `interval_s` (default 4), or IR4 alone with `read_status: false`.
     `address` defaults to 0xFE, which every S8 answers."""
 
     def __init__(self, options: Options) -> None:
-        self.interval = float(options.get("interval_s", DEFAULT_INTERVAL_S))
-        if self.interval <= 0:
-            raise ValueError("options.interval_s must be positive")
-        address = int(options.get("address", ANY_ADDRESS))
-        if not 1 <= address <= 0xFE:
-            raise ValueError("options.address must be 1..254")
-        if bool(options.get("read_status", True)):
+        self.interval = options.interval_s
+        address = options.address
+        if options.read_status:
             self.request = modbus.read_input_registers(address, IR_STATUS, 4)
         else:
             self.request = modbus.read_input_registers(address, IR_CO2, 1)
@@ -122,9 +133,9 @@ DRIVER = SerialDriver(
     name="senseair_s8",
     catalogue=CATALOGUE,
     baud=9600,
-    new_decoder=Decoder,
+    new_decoder=lambda options: Decoder(),
     new_device=Device,
+    options=Options,
     new_poller=Poller,
-    option_keys=frozenset({"address", "interval_s", "read_status"}),
     doc="docs/drivers/senseair_s8.md",
 )

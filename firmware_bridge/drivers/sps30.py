@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 import struct
 
+from pydantic import Field as Opt
+
 from firmware_bridge.base import (
     Catalogue,
     Decoded,
@@ -22,7 +24,8 @@ from firmware_bridge.base import (
     ObservationType,
     Value,
 )
-from firmware_bridge.driver import Options, SerialDriver
+from firmware_bridge.driver import SerialDriver
+from firmware_bridge.options import DriverOptions
 
 FLAG = 0x7E
 ESCAPE = 0x7D
@@ -37,11 +40,7 @@ CMD_STOP = 0x01
 CMD_READ = 0x03
 CMD_SLEEP = 0x10
 CMD_WAKE = 0x11
-CMD_FAN_CLEANING = 0x56
-CMD_DEVICE_INFO = 0xD0
-CMD_RESET = 0xD3
 FORMAT_FLOAT = 0x03
-FORMAT_UINT16 = 0x05
 
 KEYS = ("pm1_0", "pm2_5", "pm4_0", "pm10", "nc0_5", "nc1_0", "nc2_5", "nc4_0", "nc10",
         "typical_size")  # fmt: skip
@@ -204,14 +203,18 @@ class Decoder:
         return Decoded(values)
 
 
+class Options(DriverOptions):
+    interval_s: float = Opt(
+        1.0, ge=0.5, le=3600, description="Seconds between reads (the SPS30 updates once a second)."
+    )
+
+
 class Poller:
     """Starts measuring (float format) on open, reads the values every `interval_s` (default 1),
     stops on close so the fan and laser rest while the gateway is down."""
 
     def __init__(self, options: Options) -> None:
-        self.interval = float(options.get("interval_s", 1.0))
-        if self.interval <= 0:
-            raise ValueError("options.interval_s must be positive")
+        self.interval = options.interval_s
         self._next = 0.0
 
     def on_open(self, now: float) -> list[bytes]:
@@ -301,9 +304,9 @@ DRIVER = SerialDriver(
     name="sps30",
     catalogue=CATALOGUE,
     baud=115200,
-    new_decoder=Decoder,
+    new_decoder=lambda options: Decoder(),
     new_device=Device,
+    options=Options,
     new_poller=Poller,
-    option_keys=frozenset({"interval_s"}),
     doc="docs/drivers/sps30.md",
 )

@@ -13,6 +13,8 @@ import random
 import re
 from typing import Any
 
+from pydantic import Field as Opt
+
 from firmware_bridge.base import (
     Aggregation,
     Catalogue,
@@ -21,17 +23,18 @@ from firmware_bridge.base import (
     Event,
     Field,
     ObservationType,
+    Role,
     Value,
 )
-from firmware_bridge.driver import MqttDriver, Options
+from firmware_bridge.driver import MessageDriver
 from firmware_bridge.jsonpayload import (
     PayloadDecoder,
     as_float,
     as_int,
     concrete_topic,
     load_json,
-    option_problems,
 )
+from firmware_bridge.options import PayloadOptions, PositiveDuration
 
 DEFAULT_MAX_PROBES = 500
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-]?)[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}")
@@ -50,14 +53,14 @@ CATALOGUE = Catalogue(
             None,
             ObservationType.CATEGORY,
             "Source MAC, lower case with colons",
-            personal=True,
+            role=Role.IDENTIFIER,
         ),
         Field(
             "rssi",
             "dB[mW]",
             ObservationType.MEASUREMENT,
             "Received signal strength",
-            personal=True,
+            role=Role.CONTEXT,
             minimum=-120,
             maximum=0,
         ),
@@ -66,14 +69,14 @@ CATALOGUE = Catalogue(
             None,
             ObservationType.TRUTH,
             "MAC has the locally-administered bit",
-            personal=True,
+            role=Role.CONTEXT,
         ),
         Field(
             "ch",
             None,
             ObservationType.OBSERVATION,
             "Wi-Fi channel number the probe was heard on",
-            personal=True,
+            role=Role.CONTEXT,
         ),
         Field(
             "footfall",
@@ -82,6 +85,8 @@ CATALOGUE = Catalogue(
             "Distinct devices heard in the window",
             aggregation=Aggregation.DISTINCT_COUNT,
             source="mac",
+            estimator="wifi_footfall",
+            inputs=("rssi", "randomised"),
         ),
     ),
 )
@@ -99,13 +104,25 @@ def is_randomised(mac: str) -> bool:
     return mac[1] in _LOCAL_BIT_DIGITS
 
 
+class Options(PayloadOptions):
+    """The decoder's bound, and per-sensor overrides of the footfall method (privacy.footfall):
+    unset means the gateway-wide value."""
+
+    max_probes_per_message: int = Opt(
+        DEFAULT_MAX_PROBES, gt=0, le=10_000, description="Longer probe lists are refused."
+    )
+    rssi_min_dbm: float | None = Opt(None, ge=-120, le=0, description="Weaker probes are ignored.")
+    dwell_max: PositiveDuration | None = Opt(None, description="Seen across longer: not footfall.")
+    randomised_factor: float | None = Opt(None, ge=0, le=1, description="Devices per random MAC.")
+    max_tracked: int | None = Opt(None, ge=100, le=1_000_000, description="Dwell table bound.")
+
+
 class Decoder(PayloadDecoder):
     """Stateless: one payload is one probe object or a list of them (bounded)."""
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
-        wanted = options.get("max_probes_per_message", DEFAULT_MAX_PROBES)
-        self.max_probes = wanted if isinstance(wanted, int) and wanted > 0 else DEFAULT_MAX_PROBES
+        self.max_probes = options.max_probes_per_message
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
         message = load_json(payload, self.limit)
@@ -146,18 +163,6 @@ def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
 
 
-def validate_options(options: Options) -> list[str]:
-    # the footfall method's per-sensor overrides are read by the privacy stage, not the decoder
-    footfall = {"rssi_min_dbm", "dwell_max", "randomised_factor", "max_tracked"}
-    accepted = {"max_probes_per_message"} | footfall
-    problems = option_problems(options, "wifi_probe_sniffer", accepted)
-    if "max_probes_per_message" in options:
-        value = options["max_probes_per_message"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10_000:
-            problems.append("max_probes_per_message: must be an integer from 1 to 10000")
-    return problems
-
-
 def _random_mac(rng: random.Random, randomised: bool) -> str:
     octets = [rng.randrange(256) for _ in range(6)]
     octets[0] = (octets[0] & 0xFC) | (0x02 if randomised else 0x00)  # unicast, local or global
@@ -192,12 +197,12 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     return messages
 
 
-DRIVER = MqttDriver(
+DRIVER = MessageDriver(
     name="wifi_probe_sniffer",
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
+    options=Options,
     default_topic="footfall/+/probes",
     simulate=simulate,
-    validate_options=validate_options,
     doc="docs/drivers/wifi_probe_sniffer.md",
 )

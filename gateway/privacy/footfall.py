@@ -51,8 +51,7 @@ def is_locally_administered(mac: str) -> bool:
 
 
 def _duration(v: Any, key: str) -> float:
-    # Lazy import keeps this module free of pydantic at import time for the bench.
-    from gateway.config import parse_duration
+    from firmware_bridge.options import parse_duration
 
     try:
         return parse_duration(v)

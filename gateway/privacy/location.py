@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # shapely (and numpy) load only when zones or a street segment are used:
     from shapely.geometry import Polygon  # ~20 MB of RSS a plain gateway does not need
 
-from gateway.standards import geo
-from gateway.standards.geo import DECIMALS, M_PER_DEG_LAT
-
 LonLat = tuple[float, float]  # GeoJSON order
+
+# Mean Earth radius (IUGG), metres: one degree of latitude is about 111 195 m on this sphere.
+EARTH_RADIUS_M = 6_371_008.8
+M_PER_DEG_LAT = math.pi * EARTH_RADIUS_M / 180.0
+DECIMALS = 6  # about 0.1 m: far below any grid worth using, and keeps the JSON short
 
 
 def _m_per_deg_lon(lat: float) -> float:
@@ -32,13 +34,27 @@ def _m_per_deg_lon(lat: float) -> float:
 
 
 def snap_to_grid(lon: float, lat: float, grid_m: float) -> LonLat:
-    """Centre of the `grid_m` cell holding (lon, lat), in (lon, lat) order.
+    """The centre of the `grid_m`-metre cell that holds (lon, lat); `grid_m <= 0` rounds only.
 
-    Delegates to `gateway.standards.geo.snap_to_grid`, the grid the SensorThings Location uses,
-    so the privacy report and the published Thing agree to the last digit.
+    Snapping to a fixed grid, rather than adding noise, gives the same published point at every
+    restart, so ids and retained metadata stay stable. Latitude snaps first; longitude then snaps
+    on a grid scaled by the cosine of the *snapped* latitude, so every point of one latitude row
+    shares the same cells. The point moves by at most half the cell diagonal (~0.71 × grid_m).
     """
-    lat_c, lon_c = geo.snap_to_grid(lat, lon, grid_m)
-    return (lon_c, lat_c)
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        raise ValueError("latitude and longitude must be finite")
+    if grid_m <= 0:
+        return round(lon, DECIMALS), round(lat, DECIMALS)
+    dlat = grid_m / M_PER_DEG_LAT
+    slat = (math.floor(lat / dlat) + 0.5) * dlat
+    slat = max(-90.0, min(90.0, slat))
+    cos_lat = math.cos(math.radians(slat))
+    if cos_lat < 1e-9:  # at a pole every longitude is the same point
+        return 0.0, round(slat, DECIMALS)
+    dlon = grid_m / (M_PER_DEG_LAT * cos_lat)
+    slon = (math.floor(lon / dlon) + 0.5) * dlon
+    slon = ((slon + 180.0) % 360.0) - 180.0
+    return round(slon, DECIMALS), round(slat, DECIMALS)
 
 
 @dataclass(frozen=True)
@@ -119,7 +135,8 @@ def in_zone(lon: float, lat: float, ring: Sequence[LonLat]) -> bool:
 
 
 def distance_m(a: LonLat, b: LonLat) -> float:
-    """Approximate ground distance in metres (for tests and the report)."""
-    frame = _Local(a[0], a[1])
-    x, y = frame.to_xy(b)
-    return math.hypot(x, y)
+    """Great-circle (haversine) distance in metres, for tests and the report."""
+    p1, p2 = math.radians(a[1]), math.radians(b[1])
+    dp, dl = p2 - p1, math.radians(b[0] - a[0])
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))

@@ -7,14 +7,16 @@ same dict for an information-governance lead to attach to a DPIA.
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 from firmware_bridge.base import Aggregation, Field
 from gateway.config import Config
 from gateway.model import iso
+from gateway.model import iso_duration as iso_period
 from gateway.plan import SensorPlan, SitePlan
-from gateway.privacy.stage import iso_period
+from gateway.privacy.estimators import ESTIMATORS
+from gateway.sinks import SINKS
+from gateway.sources import SOURCES
 
 NOT_SET = "not set"
 GOVERNANCE_LABELS = {
@@ -82,10 +84,10 @@ def _field_transform(sp: SensorPlan, f: Field) -> tuple[str, bool]:
         if f.personal:
             return f"used in RAM only to compute {names}; never leaves as-is", False
         return f"leaves only as {names} (privacy zone {zones})", False
-    if sp.footfall is not None and f.key in ("rssi", "randomised"):
-        what = ("signal-strength threshold and dwell tracking" if f.key == "rssi"
-                else "randomised-MAC correction")  # fmt: skip
-        return f"used in RAM by the footfall method ({what}), then forgotten; never leaves", False
+    readers = [a for a in sp.aggregates if a.estimator is not None and f.key in a.inputs]
+    if readers:
+        names = ", ".join(f"`{a.key}` ({a.estimator})" for a in readers)
+        return f"read in RAM by the estimator of {names}, then forgotten; never leaves", False
     if f.personal:
         return "personal: dropped on arrival, never leaves", False
     return "not selected in privacy.publish: dropped on arrival", False
@@ -116,11 +118,11 @@ def _sensor(sp: SensorPlan) -> dict[str, Any]:
         })  # fmt: skip
     out: dict[str, Any] = {
         "id": s.id,
-        "driver": s.driver,
+        "driver": sp.driver.name,
         "device": f"{sp.catalogue.make} {sp.catalogue.model}",
         "description": s.description or sp.catalogue.description,
-        "transport": "serial" if s.serial else "mqtt",
-        "input": s.serial.port if s.serial else (s.mqtt.topic if s.mqtt else ""),
+        "transport": sp.transport,
+        "input": SOURCES[sp.transport].describe(sp.section),
         "suppressed": sp.suppressed,
         "privacy_zones": list(sp.zones),
         "fields": fields,
@@ -129,35 +131,25 @@ def _sensor(sp: SensorPlan) -> dict[str, Any]:
         "min_count": sp.min_count,
         "delay_s": sp.delay_s,
     }
-    if sp.footfall is not None:
-        o = sp.footfall
-        out["footfall_method"] = {
-            "rssi_min_dbm": o.rssi_min_dbm, "dwell_max_s": o.dwell_max_s,
-            "randomised_factor": o.randomised_factor, "max_tracked": o.max_tracked,
-        }  # fmt: skip
+    estimators = []
+    for key, opts in sp.estimators:
+        name = next(a.estimator for a in sp.aggregates if a.key == key)
+        assert name is not None
+        estimators.append({"field": key, "estimator": name, **ESTIMATORS[name].describe(opts)})
+    if estimators:
+        out["estimators"] = estimators
     return out
 
 
 def _destinations(cfg: Config) -> list[dict[str, Any]]:
+    """Each configured sink, as its own module describes it (never with credentials)."""
     out: list[dict[str, Any]] = []
-    s = cfg.sinks
-    if s.influxdb is not None:
-        u = urllib.parse.urlsplit(s.influxdb.url)
-        out.append({"sink": "influxdb", "host": u.hostname or s.influxdb.url,
-                    "detail": f"time-series store, org {s.influxdb.org}, bucket {s.influxdb.bucket}, "
-                              f"{'HTTPS' if u.scheme == 'https' else 'plain HTTP (unencrypted)'}",
-                    "leaves_device": True})  # fmt: skip
-    if s.mqtt is not None:
-        out.append({"sink": "mqtt", "host": s.mqtt.host,
-                    "detail": f"MQTT broker port {s.mqtt.port}, "
-                              f"{'TLS' if s.mqtt.tls else 'no TLS (unencrypted)'}, topics "
-                              f"{s.mqtt.topic_prefix}/Datastreams(<id>)/Observations",
-                    "leaves_device": True})  # fmt: skip
-    if s.file is not None:
-        out.append({"sink": "file", "host": "this device",
-                    "detail": f"JSON Lines at {cfg.resolve(s.file.path)}, rotated at "
-                              f"{_size(s.file.max_bytes)}, {s.file.keep} files kept",
-                    "leaves_device": False})  # fmt: skip
+    for name, settings in cfg.sinks.items():
+        d = SINKS[settings.type].describe(name, settings, cfg.gateway.data_dir)
+        out.append({"sink": name, "type": d.type,
+                    "host": "this device" if d.on_device else d.where,
+                    "detail": f"{d.what}; {d.on_device}" if d.on_device else d.what,
+                    "leaves_device": d.on_device is None, "on_device": d.on_device})  # fmt: skip
     return out
 
 
@@ -177,18 +169,20 @@ def _on_device(cfg: Config, plan: SitePlan) -> list[dict[str, str]]:
          "where": "RAM only, never on disk, not even for durability",
          "how_long": f"at most one window (up to {longest} including delay); lost on a crash"},
     ]  # fmt: skip
-    if any(sp.footfall is not None for sp in plan.sensors.values()):
-        dwell = max(sp.footfall.dwell_max_s for sp in plan.sensors.values() if sp.footfall)
+    dwells = [getattr(opts, "dwell_max_s", 0.0) for sp in plan.sensors.values()
+              for _, opts in sp.estimators]  # fmt: skip
+    if dwells:
+        dwell = max(dwells)
         items.append({
             "what": "Footfall dwell table (pseudonyms with first/last seen times)",
             "where": "RAM only, never on disk; bounded in size",
             "how_long": f"until absent for {_dur(dwell)}; all forgotten at every key rotation",
         })  # fmt: skip
-    if cfg.sinks.file is not None:
-        f = cfg.sinks.file
-        items.append({"what": "Local copy of published Observations (file sink)",
-                      "where": str(cfg.resolve(f.path)),
-                      "how_long": f"{f.keep} files of {_size(f.max_bytes)}, oldest deleted"})  # fmt: skip
+    for d in _destinations(cfg):
+        if d["on_device"]:
+            where, _, how_long = str(d["on_device"]).partition(": ")
+            items.append({"what": f"Local copy of published Observations (sink {d['sink']})",
+                          "where": where, "how_long": how_long})  # fmt: skip
     items.append({"what": "Logs", "where": "stderr / journald",
                   "how_long": "per the host's journald settings; identifiers scrubbed, secrets masked"})  # fmt: skip
     return items
@@ -249,7 +243,7 @@ def data_flow_mermaid(cfg: Config, plan: SitePlan) -> str:
     for sp in plan.sensors.values():
         personal = [f.key for f in sp.catalogue.fields if f.personal]
         tag = f"personal: {', '.join(personal)}" if personal else "no personal fields"
-        lines.append(f'    {_mid("s_", sp.id)}["{_label(sp.id)} ({sp.sensor.driver})<br/>{tag}"] --> privacy')
+        lines.append(f'    {_mid("s_", sp.id)}["{_label(sp.id)} ({sp.driver.name})<br/>{tag}"] --> privacy')
     lines += [
         '    privacy["Privacy stage (RAM): drop personal fields,<br/>pseudonymise, aggregate, '
         'suppress small counts"]',
@@ -269,7 +263,7 @@ def data_flow_text(cfg: Config, plan: SitePlan) -> str:
     for sp in plan.sensors.values():
         personal = [f.key for f in sp.catalogue.fields if f.personal]
         out = ", ".join(sorted(sp.datastreams)) or "nothing"
-        lines.append(f"  {sp.id} ({sp.sensor.driver}) -> privacy stage"
+        lines.append(f"  {sp.id} ({sp.driver.name}) -> privacy stage"
                      f"  [personal, RAM only: {', '.join(personal) or 'none'}]  -> publishes: {out}")  # fmt: skip
     lines += [
         "privacy stage (RAM) -> egress guard -> outbox (disk, non-personal only)",
@@ -277,7 +271,7 @@ def data_flow_text(cfg: Config, plan: SitePlan) -> str:
     ]
     for d in _destinations(cfg):
         lines.append(f"  {d['sink']}: {d['host']} ({d['detail']})")
-    if not cfg.sinks.file and not cfg.sinks.influxdb and not cfg.sinks.mqtt:
+    if not cfg.sinks:
         lines.append("  (no sink configured)")
     return "\n".join(lines)
 
@@ -339,13 +333,15 @@ def to_markdown(report: dict[str, Any], mermaid: str) -> str:
                 out.append(f"| {ds['id']} | `{ds['property']}` | {_cell(ds['unit'])} | "
                            f"{ds['aggregation']} | {_cell(ds['window'])} | {_cell(ds['min_count'])} | "
                            f"{_cell(ds['delay_s'])} |")  # fmt: skip
-        if "footfall_method" in s:
-            m = s["footfall_method"]
-            out += ["", f"Footfall method: probes weaker than {m['rssi_min_dbm']:g} dBm ignored; "
-                        f"devices seen across more than {_dur(m['dwell_max_s'])} removed as "
-                        f"residents/staff; randomised MACs scaled by {m['randomised_factor']:g}. "
-                        "Counts below min_count are published as `result: null` with "
-                        "`parameters.suppressed: true`."]  # fmt: skip
+        for m in s.get("estimators", []):
+            if m["estimator"] == "wifi_footfall":
+                out += ["", f"Footfall method: probes weaker than {m['rssi_min_dbm']:g} dBm ignored; "
+                            f"devices seen across more than {_dur(m['dwell_max_s'])} removed as "
+                            f"residents/staff; randomised MACs scaled by {m['randomised_factor']:g}. "
+                            "Counts below min_count are published as `result: null` with "
+                            "`parameters.suppressed: true`."]  # fmt: skip
+            else:
+                out += ["", f"`{m['field']}` is estimated by `{m['estimator']}`: {m}"]
     out += ["", "## Destinations", "", "| sink | host | detail | leaves the device |",
             "| --- | --- | --- | --- |"]  # fmt: skip
     for dst in r["destinations"]:

@@ -15,23 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from firmware_bridge.base import Aggregation, Field, Value
-from gateway.model import Observation, ParamValue, Reading
+from gateway.model import Observation, ParamValue, Reading, iso_duration
 from gateway.plan import SensorPlan, SitePlan
-from gateway.privacy.footfall import FootfallEstimator, is_locally_administered
+from gateway.privacy.estimators import ESTIMATORS, Estimator
 
 ALLOWED_PARAMETERS = frozenset(
     {"quality", "aggregation", "period", "samples", "suppressed", "min_count", "window"}
 )
-
-
-def iso_period(seconds: float) -> str:
-    """ISO 8601 duration for a window length, e.g. 900 -> PT15M."""
-    s = int(seconds)
-    if s % 3600 == 0:
-        return f"PT{s // 3600}H"
-    if s % 60 == 0:
-        return f"PT{s // 60}M"
-    return f"PT{s}S"
+Result = float | int | str | bool | None
 
 
 def round_result(v: float) -> float:
@@ -40,8 +31,16 @@ def round_result(v: float) -> float:
     return 0.0 if r == 0 else r
 
 
+def _number(value: Value) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 @dataclass
 class _Window:
+    """One open window of one aggregate: what every aggregation needs, in RAM only."""
+
     index: int  # floor(time / window_s)
     partial: bool  # window began before this process started (a crash lost part of it)
     pseudonyms: set[bytes] = field(default_factory=set)
@@ -50,18 +49,89 @@ class _Window:
     last: Value | None = None
 
 
+@dataclass(frozen=True)
+class AggregationRule:
+    """How one kind of aggregation absorbs a value and what it publishes at the window's end.
+    `counts_people`: the result is a count of contributors, so small values are suppressed."""
+
+    absorb: Callable[[_Window, Value, bytes | None], None]
+    close: Callable[[_Window], tuple[Result, dict[str, ParamValue]] | None]
+    counts_people: bool = False
+    needs_pseudonym: bool = False
+
+
+def _absorb_distinct(w: _Window, v: Value, pseudonym: bytes | None) -> None:
+    assert pseudonym is not None
+    w.pseudonyms.add(pseudonym)
+
+
+def _absorb_number(w: _Window, v: Value, pseudonym: bytes | None) -> None:
+    x = _number(v)
+    if x is not None:
+        w.total += x
+        w.n += 1
+
+
+def _absorb_event(w: _Window, v: Value, pseudonym: bytes | None) -> None:
+    w.n += 1
+
+
+def _absorb_last(w: _Window, v: Value, pseudonym: bytes | None) -> None:
+    w.last = v
+    w.n += 1
+
+
+def _close_distinct(w: _Window) -> tuple[Result, dict[str, ParamValue]]:
+    n = len(w.pseudonyms)
+    w.pseudonyms.clear()
+    return n, {}
+
+
+def _close_sum(w: _Window) -> tuple[Result, dict[str, ParamValue]]:
+    return round_result(w.total), {"samples": w.n}
+
+
+def _close_mean(w: _Window) -> tuple[Result, dict[str, ParamValue]] | None:
+    if w.n == 0:
+        return None
+    return round_result(w.total / w.n), {"samples": w.n}
+
+
+def _close_count(w: _Window) -> tuple[Result, dict[str, ParamValue]]:
+    return w.n, {}
+
+
+def _close_last(w: _Window) -> tuple[Result, dict[str, ParamValue]] | None:
+    if w.last is None:
+        return None
+    return (round_result(w.last) if isinstance(w.last, float) else w.last), {}
+
+
+AGGREGATIONS: dict[Aggregation, AggregationRule] = {
+    Aggregation.DISTINCT_COUNT: AggregationRule(_absorb_distinct, _close_distinct,
+                                                counts_people=True, needs_pseudonym=True),
+    Aggregation.SUM: AggregationRule(_absorb_number, _close_sum),
+    Aggregation.MEAN: AggregationRule(_absorb_number, _close_mean),
+    Aggregation.COUNT: AggregationRule(_absorb_event, _close_count, counts_people=True),
+    Aggregation.LAST: AggregationRule(_absorb_last, _close_last),
+}  # fmt: skip
+
+
 @dataclass
 class _Aggregator:
     sensor: SensorPlan
     field: Field
+    rule: AggregationRule
     window: _Window | None = None
-    footfall: FootfallEstimator | None = None  # distinct counts of MACs: the footfall method
+    estimator: Estimator | None = None  # a named method from the catalogue (e.g. footfall)
 
 
 def _aggregator(sp: SensorPlan, f: Field) -> _Aggregator:
-    if f.aggregation is Aggregation.DISTINCT_COUNT and sp.footfall is not None:
-        return _Aggregator(sp, f, footfall=FootfallEstimator(sp.footfall))  # the plan chose it
-    return _Aggregator(sp, f)
+    rule = AGGREGATIONS[f.aggregation]
+    if f.estimator is not None:
+        spec = ESTIMATORS[f.estimator]  # the plan refused unknown names
+        return _Aggregator(sp, f, rule, estimator=spec.new(sp.estimator_options(f.key)))
+    return _Aggregator(sp, f, rule)
 
 
 class PrivacyStage:
@@ -164,27 +234,11 @@ class PrivacyStage:
             partial = index * agg.sensor.window_s < self._started_at
             w = agg.window = _Window(index, partial)
         value = reading.values[src]
-        kind = agg.field.aggregation
-        if kind is Aggregation.DISTINCT_COUNT and agg.footfall is not None:
-            rssi = reading.values.get("rssi")
-            flag = reading.values.get("randomised")
-            agg.footfall.observe(
-                self._pseudonym(value),
-                reading.time,
-                float(rssi) if isinstance(rssi, int | float) and not isinstance(rssi, bool) else None,
-                flag if isinstance(flag, bool) else is_locally_administered(str(value)),
-            )
-        elif kind is Aggregation.DISTINCT_COUNT:
-            w.pseudonyms.add(self._pseudonym(value))
-        elif kind in (Aggregation.SUM, Aggregation.MEAN):
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                w.total += value
-                w.n += 1
-        elif kind is Aggregation.COUNT:
-            w.n += 1
-        elif kind is Aggregation.LAST:
-            w.last = value
-            w.n += 1
+        if agg.estimator is not None:
+            inputs = {k: reading.values[k] for k in agg.field.inputs if k in reading.values}
+            agg.estimator.observe(self._pseudonym(value), reading.time, value, inputs)
+        else:
+            agg.rule.absorb(w, value, self._pseudonym(value) if agg.rule.needs_pseudonym else None)
         return out
 
     def _pseudonym(self, value: Value) -> bytes:
@@ -217,7 +271,7 @@ class PrivacyStage:
             for a in aggs:
                 if a.window is not None and a.window.pseudonyms:
                     return True
-                if a.footfall is not None and a.footfall.holds_pseudonyms:
+                if a.estimator is not None and a.estimator.holds_pseudonyms:
                     return True
         return False
 
@@ -236,8 +290,8 @@ class PrivacyStage:
         self.key_generation += 1
         for aggs in self._aggs.values():
             for a in aggs:
-                if a.footfall is not None:
-                    a.footfall.forget()
+                if a.estimator is not None:
+                    a.estimator.forget()
 
     def _close(self, agg: _Aggregator, now: float, end: float | None = None) -> list[Observation]:
         w = agg.window
@@ -249,36 +303,24 @@ class PrivacyStage:
         stop = end if end is not None else start + sp.window_s
         params: dict[str, ParamValue] = {
             "aggregation": f.aggregation.value,
-            "period": iso_period(sp.window_s),
+            "period": iso_duration(sp.window_s),
         }
         if w.partial:
             params["quality"] = "partial_window"
-        result: float | int | str | bool | None
-        kind = f.aggregation
-        distinct: int | None = None  # devices actually heard, when the result is an estimate
-        if kind is Aggregation.DISTINCT_COUNT and agg.footfall is not None:
-            count = agg.footfall.close(now)
-            result, distinct = count.estimate, count.distinct
-        elif kind is Aggregation.DISTINCT_COUNT:
-            result = len(w.pseudonyms)
-            w.pseudonyms.clear()
-        elif kind is Aggregation.COUNT:
-            result = w.n
-        elif kind is Aggregation.SUM:
-            result = round_result(w.total)
-            params["samples"] = w.n
-        elif kind is Aggregation.MEAN:
-            if w.n == 0:
-                return []
-            result = round_result(w.total / w.n)
-            params["samples"] = w.n
+        result: Result
+        contributors: int | None = None  # devices actually heard, when the result is an estimate
+        if agg.estimator is not None:
+            estimate = agg.estimator.close(now)
+            result, contributors = estimate.value, estimate.contributors
         else:
-            if w.last is None:
+            closed = agg.rule.close(w)
+            if closed is None:
                 return []
-            result = round_result(w.last) if isinstance(w.last, float) else w.last
-        if kind in (Aggregation.DISTINCT_COUNT, Aggregation.COUNT):
+            result, extra = closed
+            params.update(extra)
+        if agg.rule.counts_people:
             assert isinstance(result, int)
-            if min(result, result if distinct is None else distinct) < sp.min_count:
+            if min(result, result if contributors is None else contributors) < sp.min_count:
                 self.suppressed[sp.id] += 1
                 params["suppressed"] = True
                 params["min_count"] = sp.min_count

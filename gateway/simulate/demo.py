@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware_bridge.drivers import MQTT_DRIVERS, SERIAL_DRIVERS
+from firmware_bridge.driver import SerialDriver
+from firmware_bridge.drivers import MESSAGE_DRIVERS, REGISTERED, SERIAL_DRIVERS
 from gateway.config import load_config
 from gateway.pipeline import Pipeline
 from gateway.simulate.mqtt_devices import EmbeddedBroker, MqttDevice
@@ -30,14 +31,8 @@ SITE = {"id": "demo-lc-0001", "borough": "camden", "lat": 51.5390, "lon": -0.142
 
 
 def demo_serial_drivers() -> list[str]:
-    """One of each serial driver (aliases skipped), PMS5003 first."""
-    seen: set[int] = set()
-    names = []
-    for name, drv in SERIAL_DRIVERS.items():
-        if id(drv) not in seen:
-            seen.add(id(drv))
-            names.append(name)
-    return names
+    """One of each serial driver (aliases skipped), in registry order (PMS5003 first)."""
+    return [d.name for d in REGISTERED if isinstance(d, SerialDriver)]
 
 
 # (sensor id, driver, topic filter) for the MQTT devices the demo simulates
@@ -109,12 +104,12 @@ async def _demo(duration: float, data_dir: Path, n_sensors: int, quiet: bool) ->
     for sim in sims:
         sim.plug()  # before the gateway opens the ports, as a sensor plugged in at boot
     tasks = [sim.start() for sim in sims]
-    mqtt = [m for m in DEMO_MQTT if m[1] in MQTT_DRIVERS]
+    mqtt = [m for m in DEMO_MQTT if m[1] in MESSAGE_DRIVERS]
     broker = EmbeddedBroker()
     devices: list[MqttDevice] = []
     if mqtt:
         await broker.start()
-        devices = [MqttDevice(MQTT_DRIVERS[d], topic, "127.0.0.1", broker.port, seed=i, period_s=1.0)
+        devices = [MqttDevice(MESSAGE_DRIVERS[d], topic, "127.0.0.1", broker.port, seed=i, period_s=1.0)
                    for i, (_, d, topic) in enumerate(mqtt)]  # fmt: skip
         tasks += [d.start() for d in devices]
     cfg = load_config(write_demo_config(data_dir, serial, mqtt, broker.port))

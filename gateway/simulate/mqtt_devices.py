@@ -20,11 +20,11 @@ from typing import Any
 
 import aiomqtt
 
-from firmware_bridge.driver import MqttDriver
+from firmware_bridge.driver import MessageDriver
 
 
 class MqttDevice:
-    def __init__(self, driver: MqttDriver, topic: str, host: str, port: int, *, seed: int = 0,
+    def __init__(self, driver: MessageDriver, topic: str, host: str, port: int, *, seed: int = 0,
                  period_s: float = 2.0) -> None:  # fmt: skip
         self.driver = driver
         self.topic = topic

@@ -1,15 +1,31 @@
-"""What every sink shares: the error tree and the interface the sink runner drives."""
+"""What every sink shares: the spec a sink module exports, the error tree, the interface the sink
+runner drives.
+
+A sink module exports `SPEC = SinkSpec(...)`: its settings model (the entry under `sinks:`, with
+`type: <name>`), a `build` that makes a sink instance, and what the privacy report and the
+catalogue say about it. Several instances of one type can exist (two MQTT feeds, say); each has
+its own name, which is also the name of its outbox cursor.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic import SecretStr
+
+from gateway.configtypes import Strict
 from gateway.model import Observation
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
+
+if TYPE_CHECKING:
+    from gateway.plan import SitePlan
+
+Loc = tuple[str | int, ...]
 
 
 class SinkError(Exception):
@@ -42,6 +58,61 @@ class Sink(Protocol):
     async def write(self, rows: Sequence[Row]) -> WriteResult: ...
 
     async def close(self) -> None: ...
+
+
+class SinkSettings(Strict):
+    """Base of every sink's settings. `type` is the registry key; a subclass narrows it to a
+    Literal so that `sinks:` entries validate against the right model."""
+
+    type: str
+
+    def secrets(self) -> Iterator[str]:
+        """Every secret value, so logs can be checked never to contain them."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                yield value.get_secret_value()
+
+
+@dataclass
+class SinkContext:
+    """What a sink instance gets besides its settings."""
+
+    gateway_id: str
+    borough: str
+    data_dir: Path
+    plan: SitePlan
+    guard: EgressGuard
+
+    def resolve(self, path: Path) -> Path:
+        """Relative paths in sink settings live under the data dir."""
+        return path if path.is_absolute() else self.data_dir / path
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One line of the privacy report's "what leaves, to where"."""
+
+    name: str
+    type: str
+    where: str  # host, URL or file path (never a credential)
+    what: str  # the format and what it carries
+    on_device: str | None = None  # if the sink keeps data on the box too, where and how long
+
+
+def _no_problems(settings: Any) -> list[tuple[Loc, str]]:
+    return []
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    name: str  # the registry key: what `type:` says in the config
+    settings: type[SinkSettings]
+    build: Callable[[SinkContext, str, Any], Sink]
+    describe: Callable[[str, Any, Path], Destination]  # (name, settings, data dir)
+    # problems `check` finds beyond the schema, as (loc under the sink entry, message)
+    check: Callable[[Any], list[tuple[Loc, str]]] = field(default=_no_problems)
+    doc: str = ""
 
 
 def guarded_observations(rows: Sequence[Row], guard: EgressGuard) -> tuple[list[tuple[Observation, bytes]], int]:

@@ -10,18 +10,37 @@ import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
+from pydantic import Field
+
+from gateway.configtypes import Size
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
-from gateway.sinks.base import RetryableError, WriteResult, guarded_observations
+from gateway.sinks.base import (
+    Destination,
+    RetryableError,
+    SinkContext,
+    SinkSettings,
+    SinkSpec,
+    WriteResult,
+    guarded_observations,
+)
+
+
+class Settings(SinkSettings):
+    type: Literal["file"] = "file"
+    path: Path = Field(Path("observations.jsonl"), description="Relative to the data dir.")
+    max_bytes: Size = Field(64 * 2**20, gt=0, description="Rotate when the file reaches this.")
+    keep: int = Field(5, ge=1, le=1000, description="Rotated files kept.")
 
 
 class FileSink:
-    name = "file"
     batch_size = 2000
 
-    def __init__(self, path: Path, *, max_bytes: int, keep: int, guard: EgressGuard) -> None:
+    def __init__(self, path: Path, *, max_bytes: int, keep: int, guard: EgressGuard,
+                 name: str = "file") -> None:  # fmt: skip
+        self.name = name
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
@@ -73,3 +92,21 @@ class FileSink:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def build(ctx: SinkContext, name: str, settings: Settings) -> FileSink:
+    return FileSink(ctx.resolve(settings.path), max_bytes=settings.max_bytes, keep=settings.keep,
+                    guard=ctx.guard, name=name)  # fmt: skip
+
+
+def describe(name: str, settings: Settings, data_dir: Path) -> Destination:
+    where = str(settings.path if settings.path.is_absolute() else data_dir / settings.path)
+    mib = settings.max_bytes / 2**20
+    return Destination(
+        name, "file", where,
+        "SensorThings Observations as JSON Lines (the embedded default store)",
+        on_device=f"{where}: rotated at {mib:g} MiB, {settings.keep} files kept",
+    )  # fmt: skip
+
+
+SPEC: SinkSpec = SinkSpec("file", Settings, build, describe, doc="docs/sinks/file.md")

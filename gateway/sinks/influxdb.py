@@ -19,15 +19,59 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from gateway.config import InfluxSink as InfluxConfig
+from pydantic import Field, SecretStr, field_validator
+
+from gateway.configtypes import Duration
 from gateway.model import Observation
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard, find_identifier
-from gateway.sinks.base import PermanentError, RetryableError, WriteResult
+from gateway.sinks.base import (
+    Destination,
+    Loc,
+    PermanentError,
+    RetryableError,
+    SinkContext,
+    SinkSettings,
+    SinkSpec,
+    WriteResult,
+)
 from gateway.standards import lineprotocol
+
+
+class Settings(SinkSettings):
+    type: Literal["influxdb"] = "influxdb"
+    url: str = Field(description="Base URL of the store, e.g. https://tsdb.example.london")
+    org: str
+    bucket: str
+    token: SecretStr | None = None
+    batch_size: int = Field(1000, ge=1, le=100000)
+    timeout: Duration = 10
+    gzip: bool = True
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    max_rate: float = Field(20000, gt=0, description="Observations/s cap while catching up.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _not_empty(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value():
+            raise ValueError("is empty (an unset ${VAR} or an empty secret file?)")
+        return v
+
+
+InfluxConfig = Settings  # the name the sink's code uses
 
 
 def _import_client() -> Any:
@@ -47,9 +91,9 @@ def _import_client() -> Any:
 
 
 class InfluxSink:
-    name = "influxdb"
-
-    def __init__(self, cfg: InfluxConfig, *, site_tags: dict[str, str], guard: EgressGuard) -> None:
+    def __init__(self, cfg: InfluxConfig, *, site_tags: dict[str, str], guard: EgressGuard,
+                 name: str = "influxdb") -> None:  # fmt: skip
+        self.name = name
         self.cfg = cfg
         self.batch_size = cfg.batch_size
         self.site_tags = site_tags
@@ -185,3 +229,35 @@ class InfluxSink:
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
             self._client = None
+
+
+def build(ctx: SinkContext, name: str, settings: Settings) -> InfluxSink:
+    tags = {"gateway": ctx.gateway_id, "borough": ctx.borough}
+    return InfluxSink(settings, site_tags=tags, guard=ctx.guard, name=name)
+
+
+def public_url(url: str) -> str:
+    """The URL without any credentials, for reports and catalogues."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def describe(name: str, settings: Settings, data_dir: Path) -> Destination:
+    secure = "HTTPS" if settings.url.startswith("https://") else "plain HTTP (unencrypted)"
+    return Destination(
+        name, "influxdb", public_url(settings.url),
+        f"time-series store, org {settings.org}, bucket {settings.bucket}, {secure}: line "
+        "protocol, one measurement per property, tags gateway, borough, sensor, datastream",
+    )  # fmt: skip
+
+
+def check(settings: Settings) -> list[tuple[Loc, str]]:
+    parts = urllib.parse.urlsplit(settings.url)
+    if parts.username or parts.password:
+        return [(("url",), "must not carry credentials: give `token` or `token_file`")]
+    return []
+
+
+SPEC: SinkSpec = SinkSpec("influxdb", Settings, build, describe, check, doc="docs/sinks/influxdb.md")

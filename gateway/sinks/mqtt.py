@@ -13,44 +13,71 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-import aiomqtt
+from pydantic import Field
 
-from gateway.config import Config
-from gateway.mqttconn import AckingClient, make_client
+from gateway.configtypes import MqttBroker, is_loopback_host
 from gateway.outbox import Row
-from gateway.plan import SitePlan
 from gateway.privacy.guard import EgressGuard
-from gateway.sinks.base import RetryableError, WriteResult, guarded_observations
+from gateway.sinks.base import (
+    Destination,
+    Loc,
+    RetryableError,
+    SinkContext,
+    SinkSettings,
+    SinkSpec,
+    WriteResult,
+    guarded_observations,
+)
 from gateway.standards.sensorthings import config_fingerprint, entity_messages, observation_topic
+
+if TYPE_CHECKING:
+    from gateway.mqttconn import AckingClient
+    from gateway.plan import SitePlan
 
 log = logging.getLogger("gateway.sinks.mqtt")
 
 
+class Settings(SinkSettings, MqttBroker):
+    type: Literal["mqtt"] = "mqtt"
+    port: int = Field(8883, ge=1, le=65535)
+    tls: bool = True
+    topic_prefix: str = Field("v1.1", description="SensorThings topics start with this.")
+
+
 class MqttSink:
-    name = "mqtt"
     batch_size = 500
 
-    def __init__(self, cfg: Config, plan: SitePlan, *, guard: EgressGuard) -> None:
-        assert cfg.sinks.mqtt is not None
-        self.full = cfg
+    def __init__(self, settings: Settings, plan: SitePlan, *, guard: EgressGuard,
+                 data_dir: Path, name: str = "mqtt") -> None:  # fmt: skip
+        self.name = name
         self.plan = plan
-        self.cfg = cfg.sinks.mqtt
+        self.cfg = settings
         self.prefix = self.cfg.topic_prefix.rstrip("/")
         self.guard = guard
-        self.state_topic = f"street-gateway/{cfg.gateway.id}/state"
+        self.state_topic = f"street-gateway/{plan.gateway_id}/state"
         self._client: AckingClient | None = None
         self._stack: contextlib.AsyncExitStack | None = None
-        self._fingerprint_file = cfg.gateway.data_dir / "mqtt-entities.sha256"
+        # one fingerprint per instance: two feeds each publish their own retained entities
+        suffix = "" if name == "mqtt" else f"-{name}"
+        self._fingerprint_file = data_dir / f"mqtt-entities{suffix}.sha256"
 
     async def start(self) -> None:
         """Nothing to do up front: `write` connects on demand so a down broker never blocks."""
 
     async def _connect(self) -> AckingClient:
+        import aiomqtt
+
+        from gateway.mqttconn import make_client
+
         if self._client is not None:
             return self._client
         will = aiomqtt.Will(self.state_topic, b"offline", qos=1, retain=True)
-        client = make_client(self.cfg, f"street-gateway-{self.full.gateway.id}-out", will=will, max_inflight=100)
+        suffix = "" if self.name == "mqtt" else f"-{self.name}"
+        client = make_client(self.cfg, f"street-gateway-{self.plan.gateway_id}-out{suffix}",
+                             will=will, max_inflight=100)  # fmt: skip
         stack = contextlib.AsyncExitStack()
         try:
             await stack.enter_async_context(client)
@@ -64,7 +91,7 @@ class MqttSink:
         return client
 
     async def _publish_entities(self, client: AckingClient) -> None:
-        messages = entity_messages(self.full, self.plan, prefix=self.prefix)
+        messages = entity_messages(self.plan, prefix=self.prefix)
         digest = config_fingerprint(messages)
         previous = self._fingerprint_file.read_text().strip() if self._fingerprint_file.exists() else ""
         if digest == previous:
@@ -90,6 +117,8 @@ class MqttSink:
                 await stack.aclose()
 
     async def write(self, rows: Sequence[Row]) -> WriteResult:
+        import aiomqtt
+
         client = await self._connect()
         payloads, blocked = guarded_observations(rows, self.guard)
         messages = [(observation_topic(self.prefix, obs.datastream_id), p) for obs, p in payloads]
@@ -105,3 +134,25 @@ class MqttSink:
             with contextlib.suppress(Exception):
                 await self._client.publish(self.state_topic, b"offline", qos=1, retain=True, timeout=2)
         await self._drop_connection()
+
+
+def build(ctx: SinkContext, name: str, settings: Settings) -> MqttSink:
+    return MqttSink(settings, ctx.plan, guard=ctx.guard, data_dir=ctx.data_dir, name=name)
+
+
+def describe(name: str, settings: Settings, data_dir: Path) -> Destination:
+    return Destination(
+        name, "mqtt", settings.host,
+        f"MQTT broker port {settings.port}, {'TLS' if settings.tls else 'no TLS (unencrypted)'}, "
+        f"SensorThings API 1.1 topics {settings.topic_prefix}/Datastreams(<id>)/Observations "
+        "(QoS 1), entities retained",
+    )  # fmt: skip
+
+
+def check(settings: Settings) -> list[tuple[Loc, str]]:
+    if settings.password is not None and not settings.tls and not is_loopback_host(settings.host):
+        return [(("tls",), "a password would cross the network in clear: set `tls: true`")]
+    return []
+
+
+SPEC: SinkSpec = SinkSpec("mqtt", Settings, build, describe, check, doc="docs/sinks/mqtt.md")

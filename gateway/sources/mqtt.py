@@ -13,28 +13,55 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import aiomqtt
-from paho.mqtt.client import topic_matches_sub
+from pydantic import Field
 
 from firmware_bridge.base import Decoded, DecodeError, MessageDecoder
-from gateway.config import InputsMqtt
+from firmware_bridge.driver import MessageDriver
+from gateway.configtypes import MqttBroker, Size, Strict
 from gateway.model import Reading
-from gateway.mqttconn import make_client
 from gateway.ops.logs import Throttle
-from gateway.ops.metrics import Registry
-from gateway.plan import SensorPlan
+from gateway.sources.base import Runnable, SourceContext, SourceSpec, Submit
 from gateway.sources.stamp import Stamper
+
+if TYPE_CHECKING:
+    import aiomqtt
+
+    from gateway.ops.metrics import Registry
+    from gateway.plan import SensorPlan
 
 log = logging.getLogger("gateway.sources.mqtt")
 
 ROUTE_CACHE = 4096
-Submit = Callable[[Reading, Callable[[], None] | None], Awaitable[None]]
+
+
+class MqttTopic(Strict):
+    """A sensor's `mqtt:` section."""
+
+    topic: str | None = Field(
+        None, description="Topic filter the device publishes to (+ and # allowed); "
+        "the driver's default if unset."
+    )  # fmt: skip
+
+
+class InputsMqtt(MqttBroker):
+    """`inputs.mqtt`: the local broker the devices publish to."""
+
+    max_payload_bytes: Size = Field(65536, gt=0, description="Larger messages are refused.")
+
+
+def topic_of(plan: SensorPlan) -> str:
+    assert isinstance(plan.section, MqttTopic) and isinstance(plan.driver, MessageDriver)
+    topic = plan.section.topic or plan.driver.default_topic
+    assert topic is not None  # the plan refuses a sensor with neither
+    return topic
 
 
 class MqttSource:
+    name = "mqtt"
+
     def __init__(
         self,
         cfg: InputsMqtt,
@@ -51,8 +78,8 @@ class MqttSource:
         self.gateway_id = gateway_id
         self.routes: list[tuple[str, SensorPlan, MessageDecoder]] = []
         for sp in plans:
-            assert sp.mqtt is not None and sp.sensor.mqtt is not None
-            self.routes.append((sp.sensor.mqtt.topic, sp, sp.mqtt.new_decoder(sp.sensor.options)))
+            assert isinstance(sp.driver, MessageDriver)
+            self.routes.append((topic_of(sp), sp, sp.driver.new_decoder(sp.options)))
         self.throttle = Throttle()
         self.connected = False
         self.stamper = Stamper()
@@ -70,6 +97,10 @@ class MqttSource:
 
     async def run(self) -> None:
         """Supervisor: connect, subscribe, consume; on any broker failure back off and retry."""
+        import aiomqtt
+
+        from gateway.mqttconn import make_client
+
         delay = 0.5
         will = aiomqtt.Will(self.state_topic, b"offline", qos=1, retain=True)
         while True:
@@ -103,6 +134,8 @@ class MqttSource:
         answer is cached (bounded: a device spraying topics cannot grow it without limit)."""
         if topic in self._routed:
             return self._routed[topic]
+        from paho.mqtt.client import topic_matches_sub
+
         found = next(((sp, d) for pattern, sp, d in self.routes if topic_matches_sub(pattern, topic)), None)
         if len(self._routed) >= ROUTE_CACHE:
             self._routed.clear()
@@ -152,3 +185,16 @@ class MqttSource:
         n = self.throttle.should_log((sensor, reason), time.monotonic())
         if n is not None:
             log.warning("bad device message", extra={"sensor": sensor, "reason": reason, "detail": detail, "suppressed_since_last": n})  # fmt: skip
+
+
+def build(ctx: SourceContext, plans: list[SensorPlan]) -> list[Runnable]:
+    assert isinstance(ctx.inputs, InputsMqtt)
+    return [MqttSource(ctx.inputs, plans, ctx.submit, ctx.metrics, ctx.clock, gateway_id=ctx.gateway_id)]
+
+
+def describe(section: MqttTopic) -> str:
+    return f"MQTT topic {section.topic}" if section.topic else "MQTT (the driver's default topic)"
+
+
+SPEC: SourceSpec = SourceSpec("mqtt", MqttTopic, build, describe, inputs=InputsMqtt, inputs_required=True,
+                  doc="docs/sources/mqtt.md")  # fmt: skip

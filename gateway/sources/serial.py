@@ -11,19 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import serial
+from pydantic import Field, field_validator
 
 from firmware_bridge.base import Decoded, DecodeError
-from firmware_bridge.driver import Poller
+from firmware_bridge.driver import Poller, SerialDriver
+from gateway.configtypes import Strict
 from gateway.model import Reading
 from gateway.ops.logs import Throttle
-from gateway.ops.metrics import Registry
-from gateway.plan import SensorPlan
+from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec
 from gateway.sources.stamp import Stamper
+
+if TYPE_CHECKING:
+    from gateway.ops.metrics import Registry
+    from gateway.plan import SensorPlan
 
 log = logging.getLogger("gateway.sources.serial")
 
@@ -31,6 +38,23 @@ BACKOFF_MIN = 0.2
 BACKOFF_MAX = 30.0
 TICK = 0.25  # how often pollers are asked for due commands
 IDLE_TICK = 5.0  # listen-only drivers: wake only for data
+
+
+BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+
+
+class SerialPort(Strict):
+    """A sensor's `serial:` section."""
+
+    port: str = Field(description="Prefer a stable path: /dev/serial/by-id/… or /dev/street-gateway/…")
+    baud: int | None = Field(None, description="Defaults to the driver's documented baud rate.")
+
+    @field_validator("baud")
+    @classmethod
+    def _baud(cls, v: int | None) -> int | None:
+        if v is not None and v not in BAUD_RATES:
+            raise ValueError(f"must be one of {', '.join(map(str, BAUD_RATES))}")
+        return v
 
 
 class SerialSource:
@@ -41,14 +65,15 @@ class SerialSource:
         metrics: Registry,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        assert plan.serial is not None and plan.sensor.serial is not None
+        assert isinstance(plan.driver, SerialDriver) and isinstance(plan.section, SerialPort)
         self.plan = plan
-        self.driver = plan.serial
-        self.port = plan.sensor.serial.port
-        self.baud = plan.sensor.serial.baud or plan.serial.baud
+        self.name = f"serial-{plan.id}"
+        self.driver: SerialDriver = plan.driver
+        self.port = plan.section.port
+        self.baud = plan.section.baud or plan.driver.baud
         self.emit = emit
         self.clock = clock
-        self.decoder = self.driver.new_decoder()
+        self.decoder, _ = self.driver.session(plan.options)  # replaced at every open
         self.throttle = Throttle()
         self.connected = False
         self.stamper = Stamper()
@@ -104,9 +129,9 @@ class SerialSource:
         readable = asyncio.Event()
         fd = ser.fileno()
         loop.add_reader(fd, readable.set)
-        poller: Poller | None = None
-        if self.driver.new_poller is not None:
-            poller = self.driver.new_poller(self.plan.sensor.options)
+        # a fresh session per open: no half-frame or request in flight survives a replug
+        poller: Poller | None
+        self.decoder, poller = self.driver.session(self.plan.options)
         try:
             if poller is not None:
                 self._send(ser, poller.on_open(time.monotonic()))
@@ -157,3 +182,23 @@ def _why(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     return type(e).__name__
+
+
+def build(ctx: SourceContext, plans: list[SensorPlan]) -> list[Runnable]:
+    return [SerialSource(sp, lambda r: ctx.submit(r, None), ctx.metrics, ctx.clock) for sp in plans]
+
+
+def describe(section: SerialPort) -> str:
+    baud = f" at {section.baud} baud" if section.baud else ""
+    return f"serial port {section.port}{baud}"
+
+
+def check(plan: SensorPlan) -> list[tuple[Loc, str]]:
+    assert isinstance(plan.section, SerialPort)
+    if not os.path.exists(plan.section.port):
+        return [(("serial", "port"),
+                 "no such device (is the adapter plugged in? see `ls /dev/serial/by-id/`)")]  # fmt: skip
+    return []
+
+
+SPEC: SourceSpec = SourceSpec("serial", SerialPort, build, describe, check=check, doc="docs/sources/serial.md")

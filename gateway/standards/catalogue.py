@@ -10,17 +10,12 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from firmware_bridge import units
 from gateway.config import Config
-from gateway.model import Datastream
+from gateway.model import Datastream, iso_duration
 from gateway.plan import SensorPlan, SitePlan
-from gateway.standards.sensorthings import (
-    DEFAULT_PREFIX,
-    PHENOMENA,
-    iso_duration,
-    observation_topic,
-    published_location,
-)
-from gateway.standards.units import UNITS
+from gateway.sinks.influxdb import public_url
+from gateway.standards.sensorthings import PHENOMENA, observation_topic
 
 OGL_V3 = "http://www.nationalarchives.gov.uk/doc/open-government-licence/version/3/"
 CKAN_LICENCES = {
@@ -55,7 +50,7 @@ def temporal_resolution(sp: SensorPlan) -> str | None:
     interval (`options.interval_s`) when it has one; None rather than a guess."""
     if sp.aggregates and not sp.published:
         return iso_duration(sp.window_s)
-    interval = sp.sensor.options.get("interval_s")
+    interval = getattr(sp.options, "interval_s", None)
     if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
         return iso_duration(float(interval))
     return None
@@ -65,29 +60,18 @@ def _unit_text(ds: Datastream) -> str:
     return ds.unit if ds.unit is not None else "no unit (category/truth)"
 
 
-def _mqtt_url(cfg: Config) -> str | None:
-    m = cfg.sinks.mqtt
-    if m is None:
-        return None
-    return f"{'mqtts' if m.tls else 'mqtt'}://{m.host}:{m.port}/"
-
-
-def _mqtt_prefix(cfg: Config) -> str:
-    return cfg.sinks.mqtt.topic_prefix if cfg.sinks.mqtt is not None else DEFAULT_PREFIX
-
-
 def feeds(cfg: Config, sp: SensorPlan, ds: Datastream) -> list[Json]:
-    """Where one Datastream can be read: the city MQTT topic and/or the TSDB measurement."""
+    """Where one Datastream can be read: each city MQTT feed's topic and each TSDB measurement."""
     out: list[Json] = []
-    broker = _mqtt_url(cfg)
-    if broker is not None:
-        topic = observation_topic(_mqtt_prefix(cfg), ds.id)
+    for _, m in cfg.sinks_of_type("mqtt"):
+        broker = f"{'mqtts' if getattr(m, 'tls', True) else 'mqtt'}://{getattr(m, 'host', '')}:{getattr(m, 'port', '')}/"
+        topic = observation_topic(str(getattr(m, "topic_prefix", "v1.1")), ds.id)
         out.append({"kind": "mqtt", "url": broker + quote(topic, safe="/"), "topic": topic,
                     "format": "JSON", "title": f"{sp.id} {ds.property} (MQTT)"})  # fmt: skip
-    tsdb = cfg.sinks.influxdb
-    if tsdb is not None:
-        out.append({"kind": "tsdb", "url": tsdb.url, "measurement": ds.property,
-                    "bucket": tsdb.bucket, "format": "InfluxDB line protocol",
+    for _, tsdb in cfg.sinks_of_type("influxdb"):
+        out.append({"kind": "tsdb", "url": public_url(str(getattr(tsdb, "url", ""))),
+                    "measurement": ds.property,
+                    "bucket": getattr(tsdb, "bucket", ""), "format": "InfluxDB line protocol",
                     "title": f"{sp.id} {ds.property} (time-series store)",
                     "tags": {"gateway": cfg.gateway.id, "sensor": sp.id,
                              "datastream": str(ds.id)}})  # fmt: skip
@@ -95,7 +79,7 @@ def feeds(cfg: Config, sp: SensorPlan, ds: Datastream) -> list[Json]:
 
 
 def _distribution(cfg: Config, sp: SensorPlan, ds: Datastream, feed: Json, licence: str) -> Json:
-    unit = UNITS.get(ds.unit) if ds.unit else None
+    unit = units.unit(ds.unit) if ds.unit and units.is_valid(ds.unit) else None
     described = f"{ds.description or ds.property}; unit {_unit_text(ds)}"
     d: Json = {
         "@id": f"urn:street-gateway:{cfg.gateway.id}:{sp.id}:{ds.property}:{feed['kind']}",
@@ -118,8 +102,9 @@ def _distribution(cfg: Config, sp: SensorPlan, ds: Datastream, feed: Json, licen
     return d
 
 
-def _dataset(cfg: Config, sp: SensorPlan, licence: str, publisher: Json) -> Json:
-    lat, lon = published_location(cfg)
+def _dataset(cfg: Config, plan: SitePlan, sp: SensorPlan, licence: str, publisher: Json) -> Json:
+    assert plan.shown_location is not None
+    lon, lat = plan.shown_location
     cat = sp.catalogue
     names = ", ".join(PHENOMENA.get(k, (k, "", ""))[0] for k in sp.datastreams)
     ds: Json = {
@@ -162,7 +147,7 @@ def dcat_catalogue(
             f"{cfg.privacy.location_grid_m:g} m grid."),
         "dct:publisher": publisher,
         "dct:license": {"@id": licence},
-        "dcat:dataset": [_dataset(cfg, sp, licence, publisher) for sp in plan.sensors.values()],
+        "dcat:dataset": [_dataset(cfg, plan, sp, licence, publisher) for sp in plan.sensors.values()],
     }  # fmt: skip
 
 
@@ -192,7 +177,8 @@ def ckan_package(
                                     + (f"topic {feed['topic']}" if feed["kind"] == "mqtt"
                                        else f"measurement {feed['measurement']}")),
                 })  # fmt: skip
-    lat, lon = published_location(cfg)
+    assert plan.shown_location is not None
+    lon, lat = plan.shown_location
     extras = {
         "gateway_id": g.id,
         "spatial": f'{{"type":"Point","coordinates":[{lon},{lat}]}}',

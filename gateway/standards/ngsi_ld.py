@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.config import Config
 from gateway.model import Observation, iso
 from gateway.plan import SensorPlan, SitePlan
-from gateway.standards.geo import snap_to_grid
 
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 ENVIRONMENT_CONTEXT = "https://smart-data-models.github.io/dataModel.Environment/context.jsonld"
@@ -112,9 +110,10 @@ def _scaled(v: float | int, factor: float) -> float | int:
     return v if factor == 1.0 else float(f"{v * factor:.9g}")
 
 
-def _location(cfg: Config) -> Entity:
-    loc = cfg.gateway.location
-    lat, lon = snap_to_grid(loc.lat, loc.lon, cfg.privacy.location_grid_m)
+def _location(plan: SitePlan) -> Entity:
+    """The plan's published position: coarsened, privacy zones applied."""
+    assert plan.shown_location is not None
+    lon, lat = plan.shown_location
     return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}
 
 
@@ -123,7 +122,7 @@ def _numeric(o: Observation) -> float | int | None:
     return r if isinstance(r, int | float) and not isinstance(r, bool) else None
 
 
-def _air(cfg: Config, sp: SensorPlan, obs: dict[str, Observation]) -> Entity | None:
+def _air(sp: SensorPlan, obs: dict[str, Observation]) -> Entity | None:
     e: Entity = {}
     times: list[float] = []
     for key, attr in AIR.items():
@@ -138,7 +137,7 @@ def _air(cfg: Config, sp: SensorPlan, obs: dict[str, Observation]) -> Entity | N
     return {"dateObserved": _time(max(times)), **e}
 
 
-def _crowd(cfg: Config, sp: SensorPlan, obs: dict[str, Observation]) -> Entity | None:
+def _crowd(sp: SensorPlan, obs: dict[str, Observation]) -> Entity | None:
     o = next((obs[k] for k in CROWD if k in obs), None)
     if o is None:
         return None
@@ -153,7 +152,7 @@ def _crowd(cfg: Config, sp: SensorPlan, obs: dict[str, Observation]) -> Entity |
 
 
 def _ev(
-    cfg: Config, sp: SensorPlan, obs: dict[str, Observation], socket_types: Sequence[str]
+    sp: SensorPlan, obs: dict[str, Observation], socket_types: Sequence[str]
 ) -> Entity | None:
     o = next((obs[k] for k in EV_STATUS_PROPERTIES if k in obs), None)
     if o is None or not isinstance(o.result, str):
@@ -173,7 +172,6 @@ def _ev(
 
 
 def entities(
-    cfg: Config,
     plan: SitePlan,
     observations: Iterable[Observation],
     socket_types: Sequence[str] = ("Other",),
@@ -190,18 +188,18 @@ def entities(
         if kind is None or not obs:
             continue
         if kind == "AirQualityObserved":
-            body, ctx = _air(cfg, sp, obs), ENVIRONMENT_CONTEXT
+            body, ctx = _air(sp, obs), ENVIRONMENT_CONTEXT
         elif kind == "CrowdFlowObserved":
-            body, ctx = _crowd(cfg, sp, obs), TRANSPORTATION_CONTEXT
+            body, ctx = _crowd(sp, obs), TRANSPORTATION_CONTEXT
         else:
-            body, ctx = _ev(cfg, sp, obs, socket_types), TRANSPORTATION_CONTEXT
+            body, ctx = _ev(sp, obs, socket_types), TRANSPORTATION_CONTEXT
         if body is None:
             continue
         out.append({
-            "id": entity_id(kind, cfg.gateway.id, sp.id),
+            "id": entity_id(kind, plan.gateway_id, sp.id),
             "type": kind,
             **body,
-            "location": _location(cfg),
+            "location": _location(plan),
             "@context": [ctx, CORE_CONTEXT],
         })  # fmt: skip
     return out

@@ -10,8 +10,9 @@ instead of misreading the unit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
+from firmware_bridge import units
+from firmware_bridge.units import SenmlUnit
 from gateway.model import Datastream, Observation
 
 BASE_VERSION = 10
@@ -21,50 +22,12 @@ BVER_SECONDARY = BASE_VERSION + SECONDARY_UNITS_FEATURE  # 26
 Record = dict[str, object]
 
 
-@dataclass(frozen=True, slots=True)
-class SenmlUnit:
-    symbol: str
-    factor: float = 1.0  # senml value = published value * factor
-    secondary: bool = False  # RFC 8798 secondary unit: needs bver 26
-
-
-# UCUM code (as published) -> SenML unit. Units SenML cannot name ({particles}/dL, /cm3) are
-# sent without `u`: a missing unit is honest, a wrong one is not.
-UCUM_TO_SENML: dict[str, SenmlUnit] = {
-    "ug/m3": SenmlUnit("ug/m3", secondary=True),
-    "mg/m3": SenmlUnit("ug/m3", 1000.0, secondary=True),
-    "Cel": SenmlUnit("Cel"),
-    "%": SenmlUnit("/", 0.01),  # RFC 8428 deprecates "%"; "%RH" is used for humidity below
-    "[ppm]": SenmlUnit("ppm", secondary=True),
-    "[ppb]": SenmlUnit("ppm", 0.001, secondary=True),
-    "kW.h": SenmlUnit("kWh", secondary=True),
-    "W": SenmlUnit("W"),
-    "kW": SenmlUnit("kW", secondary=True),
-    "V": SenmlUnit("V"),
-    "A": SenmlUnit("A"),
-    "Hz": SenmlUnit("Hz"),
-    "s": SenmlUnit("s"),
-    "min": SenmlUnit("min", secondary=True),
-    "hPa": SenmlUnit("hPa", secondary=True),
-    "dB": SenmlUnit("dB"),
-    "dB[mW]": SenmlUnit("dBm", secondary=True),
-    "um": SenmlUnit("m", 1e-6),
-    "{count}": SenmlUnit("count"),
-    "{devices}": SenmlUnit("count"),
-    "{people}": SenmlUnit("count"),
-    "{sessions}": SenmlUnit("count"),
-    "1": SenmlUnit("/"),
-}
-
 HUMIDITY = {"humidity", "relative_humidity"}
 
 
 def senml_unit(ucum: str | None, prop: str) -> SenmlUnit | None:
-    if ucum is None:
-        return None
-    if ucum == "%" and prop in HUMIDITY:
-        return SenmlUnit("%RH")
-    return UCUM_TO_SENML.get(ucum)
+    """The SenML unit for a published UCUM code (firmware_bridge.units decides)."""
+    return units.senml_unit(ucum, humidity=prop in HUMIDITY)
 
 
 def base_name(gateway_id: str, sensor_id: str) -> str:

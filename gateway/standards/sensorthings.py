@@ -1,8 +1,8 @@
 """SensorThings API 1.1 entities (Thing, Location, Sensor, ObservedProperty, Datastream). Pure.
 
-Built from the site plan and the config alone, so the metadata a consumer sees is exactly what
-the gateway enforces; ids are `stable_id` hashes of config names, so a restart or a reinstall
-publishes the same entities. The MQTT sink publishes `entity_messages()` retained and re-sends
+Built from the site plan alone, so the metadata a consumer sees is exactly what the gateway
+enforces (location coarsened, zones applied); ids are `stable_id` hashes of config names, so a
+restart or a reinstall publishes the same entities. The MQTT sink publishes `entity_messages()` retained and re-sends
 them only when `config_fingerprint()` changes.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from firmware_bridge import units
 from firmware_bridge.base import Catalogue, ObservationType
-from gateway.config import Config
-from gateway.model import Datastream, stable_id
-from gateway.plan import SensorPlan, SitePlan
-from gateway.standards.geo import snap_to_grid
-from gateway.standards.units import UNITS
+from gateway.model import Datastream, iso_duration, stable_id
+
+if TYPE_CHECKING:  # the plan imports the config, which imports the sinks, which import this
+    from gateway.plan import SensorPlan, Site, SitePlan
 
 Json = dict[str, object]
 Message = tuple[str, Json]
@@ -83,50 +84,40 @@ def _ref(iot_id: int) -> Json:
     return {"@iot.id": iot_id}
 
 
-WITHHELD_GRID_M = 1000.0  # a privacy zone withholds the site: publish only its square kilometre
+def _site(plan: SitePlan) -> Site:
+    assert plan.site is not None, "build_plan always sets the site"
+    return plan.site
 
 
-def published_location(cfg: Config) -> tuple[float, float]:
-    """(lat, lon) as published: the privacy plan's coarsened site position (grid, street
-    segment and zones applied); a withheld site is published at 1 km resolution only."""
-    from gateway.plan import build_plan  # the plan is the one place that applies zones
-
-    located = build_plan(cfg).location
-    if located is not None:
-        lon, lat = located
-        return lat, lon
-    loc = cfg.gateway.location
-    return snap_to_grid(loc.lat, loc.lon, max(WITHHELD_GRID_M, cfg.privacy.location_grid_m))
-
-
-def thing(cfg: Config, software_version: str | None = None) -> Json:
-    g = cfg.gateway
-    props: Json = {"borough": g.borough, "gatewayId": g.id, "software": "street-gateway"}
+def thing(plan: SitePlan, software_version: str | None = None) -> Json:
+    g = _site(plan)
+    props: Json = {"borough": g.borough, "gatewayId": g.gateway_id, "software": "street-gateway"}
     if software_version:
         props["softwareVersion"] = software_version
     if g.usrn:
         props["usrn"] = g.usrn
     if g.uprn:
         props["uprn"] = g.uprn
-    props["locationGridMetres"] = cfg.privacy.location_grid_m
+    props["locationGridMetres"] = plan.location_grid_m
     return {
-        "@iot.id": thing_id(g.id),
-        "name": g.name or g.id,
-        "description": g.description or f"Street sensor gateway {g.id} ({g.borough})",
+        "@iot.id": thing_id(g.gateway_id),
+        "name": g.name,
+        "description": g.description,
         "properties": props,
-        "Locations": [_ref(location_id(g.id))],
+        "Locations": [_ref(location_id(g.gateway_id))],
     }
 
 
-def location(cfg: Config) -> Json:
-    g = cfg.gateway
-    lat, lon = published_location(cfg)
-    grid = cfg.privacy.location_grid_m
+def location(plan: SitePlan) -> Json:
+    g = _site(plan)
+    assert plan.shown_location is not None
+    lon, lat = plan.shown_location
+    grid = plan.location_grid_m
     return {
-        "@iot.id": location_id(g.id),
-        "name": g.name or g.id,
-        "description": (f"Site of gateway {g.id}, snapped to a {grid:g} m grid" if grid > 0
-                        else f"Site of gateway {g.id}"),
+        "@iot.id": location_id(g.gateway_id),
+        "name": g.name,
+        "description": (f"Site of gateway {g.gateway_id}, snapped to a {grid:g} m grid" if grid > 0
+                        else f"Site of gateway {g.gateway_id}"),
         "encodingType": GEOJSON,
         "location": {"type": "Point", "coordinates": [lon, lat]},
     }  # fmt: skip
@@ -151,7 +142,7 @@ def sensor(gateway_id: str, sp: SensorPlan) -> Json:
         "description": description,
         "encodingType": encoding,
         "metadata": metadata,
-        "properties": {"make": cat.make, "model": cat.model, "driver": sp.sensor.driver,
+        "properties": {"make": cat.make, "model": cat.model, "driver": sp.driver.name,
                        "sensorId": sp.id},
     }  # fmt: skip
 
@@ -173,20 +164,10 @@ def unit_of_measurement(ds: Datastream) -> dict[str, str | None]:
     truths), as SensorThings 1.1 requires."""
     if ds.unit is None or ds.observation_type in (ObservationType.CATEGORY, ObservationType.TRUTH):
         return {"name": None, "symbol": None, "definition": None}
-    u = UNITS.get(ds.unit)
-    if u is None:  # build_plan refuses unknown units; kept total for hand-built plans
+    if not units.is_valid(ds.unit):  # build_plan refuses these; kept total for hand-built plans
         return {"name": ds.unit, "symbol": ds.unit, "definition": "http://unitsofmeasure.org/ucum.html"}
+    u = units.unit(ds.unit)
     return {"name": u.name, "symbol": u.symbol, "definition": u.definition}
-
-
-def iso_duration(seconds: float) -> str:
-    """ISO 8601 duration of whole seconds, in the largest exact unit: 900 -> PT15M."""
-    s = round(seconds)
-    if s and s % 3600 == 0:
-        return f"PT{s // 3600}H"
-    if s and s % 60 == 0:
-        return f"PT{s // 60}M"
-    return f"PT{s}S"
 
 
 def datastream(gateway_id: str, sp: SensorPlan, ds: Datastream) -> Json:
@@ -209,9 +190,9 @@ def datastream(gateway_id: str, sp: SensorPlan, ds: Datastream) -> Json:
     }
 
 
-def entities(cfg: Config, plan: SitePlan, software_version: str | None = None) -> dict[str, list[Json]]:
+def entities(plan: SitePlan, software_version: str | None = None) -> dict[str, list[Json]]:
     """Every entity by collection name; ObservedProperties de-duplicated by id."""
-    gw = cfg.gateway.id
+    gw = plan.gateway_id
     sensors: list[Json] = []
     props: dict[int, Json] = {}
     streams: list[Json] = []
@@ -221,8 +202,8 @@ def entities(cfg: Config, plan: SitePlan, software_version: str | None = None) -
             props.setdefault(observed_property_id(gw, ds.property), observed_property(gw, ds))
             streams.append(datastream(gw, sp, ds))
     return {
-        "Things": [thing(cfg, software_version)],
-        "Locations": [location(cfg)],
+        "Locations": [location(plan)],
+        "Things": [thing(plan, software_version)],
         "Sensors": sensors,
         "ObservedProperties": list(props.values()),
         "Datastreams": streams,
@@ -230,15 +211,16 @@ def entities(cfg: Config, plan: SitePlan, software_version: str | None = None) -
 
 
 def entity_messages(
-    cfg: Config, plan: SitePlan, prefix: str = DEFAULT_PREFIX, software_version: str | None = None
+    plan: SitePlan, prefix: str = DEFAULT_PREFIX, software_version: str | None = None
 ) -> list[Message]:
     """(topic, payload) for each retained metadata message, e.g. `v1.1/Things(<id>)`.
 
-    Order: Thing, Location, Sensors, ObservedProperties, Datastreams — referenced entities first,
-    so a consumer that creates as it reads never sees a dangling link."""
+    Order: Location, Thing, Sensors, ObservedProperties, Datastreams — referenced entities first
+    (a Thing links its Location), so a consumer that creates as it reads never sees a dangling
+    link."""
     prefix = prefix.rstrip("/")
     out: list[Message] = []
-    for collection, items in entities(cfg, plan, software_version).items():
+    for collection, items in entities(plan, software_version).items():
         for body in items:
             out.append((f"{prefix}/{collection}({body['@iot.id']})", body))
     return out

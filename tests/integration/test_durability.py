@@ -458,11 +458,11 @@ def test_outbox_bound_drops_oldest_counts_them_and_delivers_the_newest(
 
 def test_influx_sink_cached_encoding_matches_the_reference_encoder() -> None:
     """The per-Datastream prefix cache and the one-pass guard scan change speed, not bytes."""
-    from gateway.config import InfluxSink as InfluxConfig
     from gateway.model import Observation
     from gateway.outbox import Row
     from gateway.privacy.guard import EgressGuard
     from gateway.sinks.influxdb import InfluxSink
+    from gateway.sinks.influxdb import Settings as InfluxConfig
     from gateway.standards import lineprotocol
 
     tags = {"gateway": "dur test", "borough": "camden"}

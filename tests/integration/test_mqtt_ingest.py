@@ -13,7 +13,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from firmware_bridge.drivers import MQTT_DRIVERS
+from firmware_bridge.drivers import MESSAGE_DRIVERS
 from gateway.config import parse_config
 from gateway.pipeline import Pipeline
 from tests.conftest import DATA, Mosquitto
@@ -94,7 +94,7 @@ def test_every_profile_flows_end_to_end_to_the_file_store(tmp_path: Path, mosqui
 
         for _round in range(3):
             for _sid, driver, topic, _ in SENSORS:
-                sent += MQTT_DRIVERS[driver].simulate(rng, _t.time(), topic)
+                sent += MESSAGE_DRIVERS[driver].simulate(rng, _t.time(), topic)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
             for topic, payload in sent:
                 await pub.publish(topic, payload, qos=1)

@@ -119,7 +119,7 @@ def test_catalogue_is_dcat_ap_and_matches_golden(path: Path, env: dict[str, str]
     datasets = doc["dcat:dataset"]
     assert isinstance(datasets, list) and len(datasets) == len(plan.sensors)
     n_dist = sum(len(d["dcat:distribution"]) for d in datasets)
-    sinks = int(cfg.sinks.mqtt is not None) + int(cfg.sinks.influxdb is not None)
+    sinks = len(cfg.sinks_of_type("mqtt")) + len(cfg.sinks_of_type("influxdb"))
     assert n_dist == sinks * len(plan.datastreams)
     golden(GOLDEN / f"{path.stem}.jsonld", doc)
 

@@ -181,11 +181,11 @@ ops: {{http: null}}
         async def capture(obs: list[Observation]) -> None:
             committed.extend(obs)
 
-        p.commit = capture  # type: ignore[method-assign]
+        p.committer.commit = capture  # type: ignore[method-assign]
         values = {"pm2_5": 12, "pm10": 20, "pm1_0": 5}
-        await p._commit_items([(Reading("pm-north", clock.now(), values), None)])
+        await p.committer.commit_items([(Reading("pm-north", clock.now(), values), None)])
         f.wall, f.synced = REAL_NOW, True
-        await p._commit_items([(Reading("pm-north", clock.now(), values), None)])
+        await p.committer.commit_items([(Reading("pm-north", clock.now(), values), None)])
 
     asyncio.run(run())
     before = [o for o in committed if o.phenomenon_time < REAL_NOW]

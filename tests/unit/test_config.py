@@ -29,8 +29,9 @@ def test_good_config_parses_units_and_secret() -> None:
     assert cfg.outbox.max_bytes == 2**30
     assert cfg.outbox.max_age == 30 * 86400
     assert cfg.privacy.window == 900
-    assert cfg.sinks.influxdb is not None and cfg.sinks.influxdb.token is not None
-    assert cfg.sinks.influxdb.token.get_secret_value() == "s3cret"
+    influx = cfg.sinks["influxdb"]
+    assert influx.type == "influxdb" and influx.token is not None  # type: ignore[attr-defined]
+    assert influx.token.get_secret_value() == "s3cret"  # type: ignore[attr-defined]
     assert "s3cret" not in repr(cfg)
 
 
@@ -64,18 +65,16 @@ def test_secret_file_is_read_and_missing_file_reported(tmp_path: Path) -> None:
     token.write_text("from-file\n")
     text = GOOD.replace('token: "${INFLUX_TOKEN}"', f"token_file: {token}")
     cfg = parse_config(text, "gw.yaml", {})
-    assert cfg.sinks.influxdb and cfg.sinks.influxdb.token
-    assert cfg.sinks.influxdb.token.get_secret_value() == "from-file"
+    influx = cfg.sinks["influxdb"]
+    assert influx.token.get_secret_value() == "from-file"  # type: ignore[attr-defined]
     got = problems(text.replace(str(token), str(tmp_path / "absent")))
     assert got == ["gw.yaml:5 sinks.influxdb.token_file: cannot read secret file: No such file or directory"]
 
 
-def test_unknown_driver_is_a_plan_problem_with_line() -> None:
-    cfg = parse_config(GOOD.replace("pms5003", "pms9999"), "gw.yaml", {"INFLUX_TOKEN": "x"})
-    with pytest.raises(PlanError) as e:
-        build_plan(cfg)
-    (p,) = e.value.problems
-    assert str(p).startswith("gw.yaml:3 sensors[0].driver: unknown driver 'pms9999'; known:")
+def test_unknown_driver_is_refused_with_line() -> None:
+    (p,) = problems(GOOD.replace("pms5003", "pms9999"), {"INFLUX_TOKEN": "x"})
+    assert p.startswith("gw.yaml:3 sensors[0].driver: unknown driver 'pms9999'; known:")
+    assert "pms5003" in p and "wifi_probe_sniffer" in p
 
 
 def test_publishing_a_personal_or_unknown_field_is_refused() -> None:
@@ -84,6 +83,60 @@ def test_publishing_a_personal_or_unknown_field_is_refused() -> None:
     with pytest.raises(PlanError) as e:
         build_plan(cfg)
     assert "'mac' is not a property of this driver" in str(e.value)
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ("{mode: querry}", "gw.yaml:3 sensors[0].options.mode: Input should be 'active' or 'passive'"),
+    ("{interval_s: -5}", "gw.yaml:3 sensors[0].options.interval_s: Input should be greater than or equal to 0.2"),
+    ("{colour: red}", "gw.yaml:3 sensors[0].options.colour: unknown key (check spelling; see `street-gateway schema`)"),
+    ("{duty_cycle: {work_s: 30}}", "gw.yaml:3 sensors[0].options.duty_cycle.sleep_s: is required"),
+])  # fmt: skip
+def test_a_bad_driver_option_is_refused_at_check_with_its_line(options: str, expected: str) -> None:
+    text = GOOD.replace("port: /dev/ttyUSB0}}", f"port: /dev/ttyUSB0}}, options: {options}}}")
+    assert problems(text, {"INFLUX_TOKEN": "x"}) == [expected]
+
+
+def test_a_bad_option_is_located_on_its_own_line_in_block_style() -> None:
+    text = GOOD.replace("  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}", (
+        "  - id: meter\n"
+        "    driver: eastron_sdm\n"
+        "    serial: {port: /dev/ttyUSB0}\n"
+        "    options:\n"
+        "      model: sdm999\n"
+        "      address: 999\n"))  # fmt: skip
+    got = problems(text, {"INFLUX_TOKEN": "x"})
+    assert got == [
+        "gw.yaml:7 sensors[0].options.model: Input should be 'sdm120' or 'sdm630'",
+        "gw.yaml:8 sensors[0].options.address: Input should be less than or equal to 247",
+    ]
+
+
+def test_a_cross_field_option_problem_names_the_key() -> None:
+    text = GOOD.replace("  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}", (
+        "  - id: meter\n"
+        "    driver: eastron_sdm\n"
+        "    serial: {port: /dev/ttyUSB0}\n"
+        "    options:\n"
+        "      model: sdm630\n"
+        "      interval_s: 0.5\n"))  # fmt: skip
+    (p,) = problems(text, {"INFLUX_TOKEN": "x"})
+    assert p.startswith("gw.yaml:8 sensors[0].options.interval_s: a sdm630 cycle reads")
+
+
+def test_sinks_are_named_instances_with_a_type() -> None:
+    text = GOOD.replace("  file: {path: observations.jsonl}",
+                        "  file: {path: observations.jsonl}\n"
+                        "  open-data: {type: mqtt, host: a.example, password: x}\n"
+                        "  backup-feed: {type: mqtt, host: b.example, port: 8884}")  # fmt: skip
+    cfg = parse_config(text, "gw.yaml", {"INFLUX_TOKEN": "x"})
+    assert [(n, s.type) for n, s in cfg.sinks.items()] == [
+        ("influxdb", "influxdb"), ("file", "file"), ("open-data", "mqtt"), ("backup-feed", "mqtt")]
+
+
+def test_a_sink_without_a_type_is_refused_with_the_known_types() -> None:
+    text = GOOD.replace("  file: {path: observations.jsonl}", "  archive: {path: observations.jsonl}")
+    (p,) = problems(text, {"INFLUX_TOKEN": "x"})
+    assert p.startswith("gw.yaml:6 sinks.archive.type: is required (one of: file, influxdb, mqtt")
 
 
 def test_duplicate_sensor_ids_are_refused() -> None:

@@ -51,14 +51,14 @@ def test_a_response_decodes_to_its_block_fields_as_short_decimals() -> None:
 
 
 def test_with_a_shared_transaction_an_unsolicited_response_is_rejected() -> None:
-    _, decoder = sdm.new_session({})
+    decoder, _ = sdm.new_session(sdm.Options())
     (event,) = decoder.feed(reply(1, sdm.ENERGY_TOTAL, 1.0))
     assert isinstance(event, DecodeError)
     assert event.reason == "unsolicited"
 
 
 def test_with_a_shared_transaction_a_response_from_another_device_is_rejected() -> None:
-    poller, decoder = sdm.new_session({"address": 5})
+    decoder, poller = sdm.new_session(sdm.Options(address=5))
     poller.on_open(0.0)
     (event,) = decoder.feed(reply(6, sdm.INSTANT_L1, 1.0))
     assert isinstance(event, DecodeError)
@@ -67,7 +67,7 @@ def test_with_a_shared_transaction_a_response_from_another_device_is_rejected() 
 
 
 def test_with_a_shared_transaction_an_exception_answers_the_request_in_flight() -> None:
-    poller, decoder = sdm.new_session({})
+    decoder, poller = sdm.new_session(sdm.Options())
     poller.on_open(0.0)
     (event,) = decoder.feed(modbus.encode_exception(1, 4, 2))
     assert isinstance(event, DecodeError)
@@ -76,7 +76,7 @@ def test_with_a_shared_transaction_an_exception_answers_the_request_in_flight() 
 
 
 def test_poller_reads_the_blocks_in_turn_spaced_and_repeats_every_interval() -> None:
-    poller = sdm.Poller({"address": 3, "interval_s": 10})
+    poller = sdm.Poller(sdm.Options.model_validate({"address": 3, "interval_s": 10}))
     sent = [(0.0, poller.on_open(0.0))]
     for step in range(1, 120):
         t = step * 0.1
@@ -91,17 +91,17 @@ def test_poller_reads_the_blocks_in_turn_spaced_and_repeats_every_interval() -> 
 
 
 def test_sdm630_reads_system_values() -> None:
-    poller = sdm.Poller({"model": "sdm630"})
+    poller = sdm.Poller(sdm.Options.model_validate({"model": "sdm630"}))
     (request,) = poller.on_open(0.0)
     assert modbus.parse_request(request) == (1, 4, 0x002A, 12)
 
 
-@pytest.mark.parametrize("options, key", [({"address": 0}, "options.address"),
-                                          ({"model": "sdm72"}, "options.model"),
-                                          ({"interval_s": 0.1}, "options.interval_s")])  # fmt: skip
+@pytest.mark.parametrize("options, key", [({"address": 0}, "address"),
+                                          ({"model": "sdm72"}, "model"),
+                                          ({"interval_s": 0.1}, "interval_s")])  # fmt: skip
 def test_bad_options_are_refused_naming_the_key(options: dict[str, object], key: str) -> None:
     with pytest.raises(ValueError, match=key):
-        sdm.Poller(options)
+        sdm.Options.model_validate(options)
 
 
 @pytest.mark.parametrize("model", ["sdm120", "sdm630"])
@@ -110,9 +110,9 @@ def test_device_round_trip_gives_exactly_the_sent_values(model: str, shared: boo
     device = sdm.Device(random.Random(7), address=9)
     options = {"address": 9, "model": model, "interval_s": 2}
     if shared:
-        poller, decoder = sdm.new_session(options)
+        decoder, poller = sdm.new_session(sdm.Options.model_validate(options))
     else:
-        poller, decoder = sdm.Poller(options), sdm.Decoder()
+        poller, decoder = sdm.Poller(sdm.Options.model_validate(options)), sdm.Decoder()
     events = exchange(device, poller, decoder, start=50.0, step=0.1, steps=400)
     assert len(device.sent) >= 60
     assert values(events) == device.sent

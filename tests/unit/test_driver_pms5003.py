@@ -29,7 +29,7 @@ def test_command_replies_are_counted_not_emitted() -> None:
 
 def run_device(driver_options: dict[str, object], seconds: int, seed: int) -> None:
     device = pms5003.Device(random.Random(seed))
-    events = exchange(device, pms5003.Poller(driver_options), pms5003.Decoder(),
+    events = exchange(device, pms5003.Poller(pms5003.Options.model_validate(driver_options)), pms5003.Decoder(),
                       start=1000.0, step=0.25, steps=seconds * 4)  # fmt: skip
     assert device.sent, "the device sent nothing"
     assert values(events) == device.sent

@@ -55,18 +55,18 @@ def test_decode_error_details_do_not_depend_on_the_payload() -> None:
 
 
 def test_poller_reads_all_four_registers_by_default_or_only_co2() -> None:
-    poller = s8.Poller({})
+    poller = s8.Poller(s8.Options.model_validate({}))
     assert poller.on_open(0.0) == [bytes.fromhex("FE 04 00 00 00 04 E5 C6")]
     assert poller.due(3.9) == []
     assert poller.due(4.0) == [bytes.fromhex("FE 04 00 00 00 04 E5 C6")]
-    co2_only = s8.Poller({"read_status": False, "interval_s": 2})
+    co2_only = s8.Poller(s8.Options.model_validate({"read_status": False, "interval_s": 2}))
     assert co2_only.on_open(0.0) == [bytes.fromhex("FE 04 00 03 00 01 D5 C5")]
 
 
 def run_device(options: dict[str, object], seed: int, fault: bool = False) -> list[Decoded]:
     device = s8.Device(random.Random(seed))
     device.fault = fault
-    events = exchange(device, s8.Poller(options), s8.Decoder(), start=100.0, step=0.25, steps=400)
+    events = exchange(device, s8.Poller(s8.Options.model_validate(options)), s8.Decoder(), start=100.0, step=0.25, steps=400)
     assert len(device.sent) >= 20
     assert [dict(v) for v, _ in readings(events)] == device.sent
     assert not errors(events)

@@ -84,7 +84,7 @@ def test_decode_error_details_do_not_depend_on_the_payload() -> None:
 
 
 def test_poller_starts_reads_every_interval_and_stops() -> None:
-    poller = sps30.Poller({"interval_s": 2})
+    poller = sps30.Poller(sps30.Options.model_validate({"interval_s": 2}))
     assert poller.on_open(0.0) == [sps30.CMD_START_FLOAT]
     assert poller.due(1.0) == []
     assert poller.due(2.0) == [sps30.CMD_READ_VALUES]
@@ -95,7 +95,7 @@ def test_poller_starts_reads_every_interval_and_stops() -> None:
 def test_device_round_trip_gives_exactly_the_sent_values() -> None:
     device = sps30.Device(random.Random(4))
     decoder = sps30.Decoder()
-    events = exchange(device, sps30.Poller({"interval_s": 0.5}), decoder,
+    events = exchange(device, sps30.Poller(sps30.Options.model_validate({"interval_s": 0.5})), decoder,
                       start=500.0, step=0.25, steps=200)  # fmt: skip
     assert len(device.sent) >= 40
     assert values(events) == device.sent

@@ -131,7 +131,7 @@ def mac(i: int, randomised: bool = False) -> str:
 
 def test_plan_carries_the_site_footfall_settings() -> None:
     sp = build_plan(parse_config(CFG, env={})).sensors["footfall-1"]
-    assert sp.footfall == FootfallOptions(-70, 120, 0.5)
+    assert sp.estimator_options("footfall") == FootfallOptions(-70, 120, 0.5)
 
 
 def test_stage_publishes_the_estimate_not_the_raw_distinct_count() -> None:
@@ -163,7 +163,8 @@ def test_key_rotation_forgets_the_dwell_table() -> None:
         s.process(probe(t + 2, mac(300 + t // 30), -60), t)
     s.due(600)
     agg = s._aggs["footfall-1"][0]
-    assert agg.footfall is not None and agg.footfall.tracked > 0
+    method = agg.estimator.method  # type: ignore[union-attr]
+    assert method.tracked > 0
     generation = s.key_generation
     s.due(3600)
-    assert s.key_generation == generation + 1 and agg.footfall.tracked == 0
+    assert s.key_generation == generation + 1 and method.tracked == 0

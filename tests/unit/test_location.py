@@ -12,7 +12,6 @@ from gateway.model import Reading
 from gateway.plan import PlanError, build_plan
 from gateway.privacy.location import distance_m, in_zone, snap_to_grid, snap_to_segment
 from gateway.privacy.stage import PrivacyStage
-from gateway.standards import geo
 
 SITE = (-0.1426, 51.5390)
 STREET = [(-0.1440, 51.5385), (-0.1410, 51.5395)]  # ~230 m of street
@@ -26,8 +25,13 @@ def test_grid_snap_moves_at_most_half_a_cell_diagonal(lon: float, lat: float, gr
 
 
 def test_grid_snap_agrees_with_the_published_thing_location() -> None:
-    lat, lon = geo.snap_to_grid(SITE[1], SITE[0], 100)
-    assert snap_to_grid(*SITE, 100) == (lon, lat)
+    from gateway.standards.sensorthings import location
+
+    plan = build_plan(parse_config(
+        "gateway: {id: gw, borough: camden, location: {lat: 51.5390, lon: -0.1426}}\n"
+        "privacy: {location_grid_m: 100}\nsinks: {file: {}}\n", "t.yaml", {}))
+    body = location(plan)
+    assert tuple(body["location"]["coordinates"]) == snap_to_grid(*SITE, 100)  # type: ignore[index]
 
 
 def test_segment_snap_lands_on_the_street_in_grid_bins() -> None:

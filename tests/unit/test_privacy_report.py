@@ -80,7 +80,8 @@ def test_report_for_footfall_and_a_suppressed_ev_bay(env: dict[str, str]) -> Non
     foot, bay = data["sensors"]
     fields = {f["key"]: f for f in foot["fields"]}
     assert fields["mac"]["personal"] and "pseudonymised in RAM" in fields["mac"]["transform"]
-    assert fields["footfall"]["leaves"] and "footfall_method" in foot
+    assert fields["footfall"]["leaves"] and foot["estimators"][0]["estimator"] == "wifi_footfall"
+    assert "read in RAM by the estimator" in fields["rssi"]["transform"]
     assert bay["suppressed"] and bay["datastreams"] == []
     assert not any(f["leaves"] for f in bay["fields"])
     assert data["governance"]["dpia_reference"] == NOT_SET and "**not set**" in md

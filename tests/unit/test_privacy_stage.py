@@ -2,31 +2,35 @@ from __future__ import annotations
 
 import itertools
 
-from firmware_bridge.base import Aggregation, Catalogue, Field, ObservationType
-from gateway.config import Sensor
+from firmware_bridge.base import Aggregation, Catalogue, Field, ObservationType, Role
+from firmware_bridge.drivers import generic_json
+from firmware_bridge.options import NoOptions
+from gateway.config import SensorBase
 from gateway.model import Datastream, Reading
 from gateway.plan import SensorPlan, SitePlan
 from gateway.privacy.stage import PrivacyStage
+from gateway.sources.mqtt import MqttTopic
 
 CAT = Catalogue(
     driver="probe", make="test", model="t", description="", transport="mqtt",
     fields=(
-        Field("mac", None, ObservationType.OBSERVATION, personal=True),
-        Field("rssi", "dB[mW]", personal=True),
+        Field("mac", None, ObservationType.OBSERVATION, role=Role.IDENTIFIER),
+        Field("rssi", "dB[mW]", role=Role.CONTEXT),
         Field("temperature", "Cel", maximum=60),
         Field("footfall", "{devices}", ObservationType.COUNT, aggregation=Aggregation.DISTINCT_COUNT, source="mac"),
         Field("energy", "kW.h", aggregation=Aggregation.SUM, source="session_energy"),
-        Field("session_energy", "kW.h", personal=True),
+        Field("session_energy", "kW.h", role=Role.PERSON_EVENT),
     ),
 )  # fmt: skip
 
 
 def plan(min_count: int = 3, window: float = 60) -> SitePlan:
-    sensor = Sensor(id="s1", driver="probe", mqtt={"topic": "x"})  # type: ignore[arg-type]
+    sensor = SensorBase.model_construct(id="s1", driver="probe")
     published = (CAT.fields[2],)
     aggs = (CAT.fields[3], CAT.fields[4])
     ds = {f.key: Datastream.build("g", "s1", f.key, f.unit, f.observation_type) for f in (*published, *aggs)}
-    sp = SensorPlan(sensor, CAT, None, None, published, aggs, (CAT.fields[0], CAT.fields[1], CAT.fields[5]),
+    sp = SensorPlan(sensor, generic_json.DRIVER, NoOptions(), "mqtt", MqttTopic(topic="x"), CAT,
+                    published, aggs, (CAT.fields[0], CAT.fields[1], CAT.fields[5]),
                     ds, window, min_count, 0.0)  # fmt: skip
     return SitePlan("g", 1, {"s1": sp})
 

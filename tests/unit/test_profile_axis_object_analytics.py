@@ -19,7 +19,7 @@ TOPIC = "axis/ACCC8E012345/event/CameraApplicationPlatform/ObjectAnalytics/Devic
 
 def decode(payload: str | dict[str, Any]) -> list[Event]:
     raw = payload if isinstance(payload, str) else json.dumps(payload)
-    return axis.Decoder({}).decode(TOPIC, raw.encode())
+    return axis.Decoder(axis.Options.model_validate({})).decode(TOPIC, raw.encode())
 
 
 def with_data(**data: Any) -> dict[str, Any]:
@@ -92,12 +92,6 @@ def test_catalogue_has_no_personal_fields_and_counts_in_count_units() -> None:
 def test_simulated_events_decode_cleanly_on_the_default_topic() -> None:
     messages = axis.simulate(random.Random(2), 1_741_946_405.0, axis.DRIVER.default_topic)
     assert all(t.endswith("/ObjectAnalytics/Device1Scenario1") for t, _ in messages)
-    dec = axis.Decoder({})
+    dec = axis.Decoder(axis.Options.model_validate({}))
     events = [e for t, p in messages for e in dec.decode(t, p)]
     assert len(events) == 2 and all(isinstance(e, Decoded) for e in events)
-
-
-def test_validate_options() -> None:
-    assert axis.validate_options({}) == []
-    assert axis.validate_options({"zoom": 2}) == [
-        "zoom: not an option of the axis_object_analytics driver"]  # fmt: skip

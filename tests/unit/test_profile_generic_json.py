@@ -7,9 +7,11 @@ import random
 from typing import Any
 
 import pytest
+import yaml
 
 from firmware_bridge.base import Aggregation, Decoded, DecodeError, ObservationType
 from firmware_bridge.drivers import generic_json as gj
+from gateway.config import ConfigError, parse_config
 
 OPTIONS: dict[str, Any] = {
     "fields": [
@@ -35,7 +37,7 @@ TOPIC = "sensors/aq-node-7/json"
 
 def decode(payload: Any, options: dict[str, Any] | None = None) -> list[Any]:
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return list(gj.Decoder(options or OPTIONS).decode(TOPIC, raw))
+    return list(gj.Decoder(gj.Options.model_validate(options or OPTIONS)).decode(TOPIC, raw))
 
 
 def test_mapped_paths_decode_with_scale_types_and_device_time() -> None:
@@ -106,8 +108,21 @@ def test_path_syntax(text: object, parts: tuple[object, ...] | None) -> None:
     assert gj.parse_path(text) == parts
 
 
+def problems(options: dict[str, Any]) -> list[str]:
+    """What `check` prints for a generic_json sensor with these options (key path: message)."""
+    doc = {"gateway": {"id": "g", "borough": "camden", "location": {"lat": 51.5, "lon": -0.1}},
+           "inputs": {"mqtt": {}}, "sinks": {"file": {}},
+           "sensors": [{"id": "node", "driver": "generic_json", "mqtt": {"topic": "t"},
+                        "options": options}]}  # fmt: skip
+    try:
+        parse_config(yaml.safe_dump(doc), "gw.yaml", {})
+    except ConfigError as e:
+        return [f"{p.path.removeprefix('sensors[0].options.')}: {p.message}" for p in e.problems]
+    return []
+
+
 def test_option_problems_name_the_key_and_say_what_is_wrong() -> None:
-    problems = gj.validate_options({
+    got = problems({
         "fields": [
             {"path": "data..pm25", "property": "PM25", "unit": "ug/m^3", "type": "gauge"},
             {"path": "a", "property": "x", "type": "category", "unit": "Cel"},
@@ -120,28 +135,34 @@ def test_option_problems_name_the_key_and_say_what_is_wrong() -> None:
     })  # fmt: skip
     expected_prefixes = [
         "extra:", "fields[0].path:", "fields[0].property:", "fields[0].type:",
-        "fields[1].unit:", "fields[2].colour:", "fields[3].scale/offset:",
-        "aggregates[0].of:", "aggregates[0].aggregation:", "time_format:",
+        "fields[1].unit:", "fields[2].colour:", "fields[3].scale:",
+        "aggregates[0].aggregation:", "time_format:",
     ]  # fmt: skip
     for prefix in expected_prefixes:
-        assert any(p.startswith(prefix) for p in problems), (prefix, problems)
-    assert gj.validate_options({"fields": []}) == [
-        "fields: must be a non-empty list of field mappings"]  # fmt: skip
+        assert any(p.startswith(prefix) for p in got), (prefix, got)
+    assert problems({"fields": []}) == ["fields: List should have at least 1 item after validation, not 0"]
     duplicate = {"fields": [{"path": "a", "property": "x", "unit": "Cel"}] * 2}
-    assert gj.validate_options(duplicate) == ["fields[1].property: `x` is already mapped"]
+    assert problems(duplicate) == ["fields[1].property: `x` is already mapped"]
+    assert problems({"fields": [{"path": "a", "property": "x", "unit": "Cel"}],
+                     "aggregates": [{"property": "z", "of": "nope", "aggregation": "sum"}]}) == [
+        "aggregates[0].of: must name a mapped field's property"]  # fmt: skip
 
 
-def test_annotation_units_are_accepted_and_valid_options_have_no_problems() -> None:
-    assert gj.validate_options(OPTIONS) == []
-    assert gj.validate_options({"fields": [
-        {"path": "n", "property": "bikes", "type": "count", "unit": "{bikes}"}]}) == []  # fmt: skip
+def test_annotation_and_compound_units_are_accepted_and_valid_options_have_no_problems() -> None:
+    assert problems(OPTIONS) == []
+    assert problems({"fields": [
+        {"path": "n", "property": "bikes", "type": "count", "unit": "{bikes}"},
+        {"path": "v", "property": "vehicles", "type": "count", "unit": "{vehicles}"},
+        {"path": "e", "property": "energy", "unit": "W.h"}]}) == []  # fmt: skip
 
 
-def test_invalid_options_refuse_to_build_a_decoder_or_catalogue() -> None:
-    with pytest.raises(ValueError, match="fields"):
-        gj.Decoder({})
-    with pytest.raises(ValueError, match="fields"):
-        gj.catalogue_for({"fields": "all"})
+def test_a_unit_typo_is_refused_with_a_sentence() -> None:
+    (got,) = problems({"fields": [{"path": "a", "property": "pm", "unit": "ug/m^3"}]})
+    assert got.startswith("fields[0].unit: 'ug/m^3' is not a valid UCUM code")
+
+
+def test_options_are_required() -> None:
+    assert problems({})[0] == "fields: is required"
 
 
 def test_catalogue_is_built_from_the_mapping_with_personal_and_aggregate_fields() -> None:
@@ -156,7 +177,7 @@ def test_catalogue_is_built_from_the_mapping_with_personal_and_aggregate_fields(
         ],
         "description": "Borough door counter",
     }  # fmt: skip
-    cat = gj.catalogue_for(options)
+    cat = gj.catalogue_for(gj.Options.model_validate(options))
     assert cat.description == "Borough door counter"
     badge, energy = cat.field("badge_id"), cat.field("energy")
     visitors, energy_sum = cat.field("visitors"), cat.field("energy_sum")
@@ -165,15 +186,14 @@ def test_catalogue_is_built_from_the_mapping_with_personal_and_aggregate_fields(
     assert visitors is not None and visitors.aggregation is Aggregation.DISTINCT_COUNT
     assert visitors.unit == "{count}" and visitors.observation_type is ObservationType.COUNT
     assert energy_sum is not None and energy_sum.unit == "kW.h" and energy_sum.source == "energy"
-    [reading] = gj.Decoder(options).decode(TOPIC, b'{"badge": "B-1", "kwh": 2}')
+    [reading] = gj.Decoder(gj.Options.model_validate(options)).decode(TOPIC, b'{"badge": "B-1", "kwh": 2}')
     assert isinstance(reading, Decoded) and set(reading.values) == {"badge_id", "energy"}
 
 
 def test_aggregate_of_a_category_needs_a_counting_aggregation() -> None:
     options = {"fields": [{"path": "s", "property": "state", "type": "category"}],
                "aggregates": [{"property": "m", "of": "state", "aggregation": "mean"}]}  # fmt: skip
-    assert gj.validate_options(options) == [
-        "aggregates[0].aggregation: mean needs a numeric source field"]  # fmt: skip
+    assert problems(options) == ["aggregates[0].aggregation: mean needs a numeric source"]
 
 
 def test_simulated_message_decodes_with_the_documented_mapping() -> None:
@@ -182,6 +202,6 @@ def test_simulated_message_decodes_with_the_documented_mapping() -> None:
                "time_path": "ts"}  # fmt: skip
     [(topic, payload)] = gj.simulate(random.Random(4), 1741946401.0, "sensors/+/json")
     assert topic == "sensors/aq-node-7/json"
-    [reading] = gj.Decoder(options).decode(topic, payload)
+    [reading] = gj.Decoder(gj.Options.model_validate(options)).decode(topic, payload)
     assert isinstance(reading, Decoded) and set(reading.values) == {"pm2_5", "temperature"}
     assert reading.device_time == 1741946401.0

@@ -40,26 +40,26 @@ def call(action: str, body: dict[str, Any], uid: str = "u1") -> list[Any]:
 
 
 def test_status_notification_maps_to_ocpi_with_device_time() -> None:
-    event = only(feed(ocpp16j.Decoder({}), MESSAGES[0]))
+    event = only(feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), MESSAGES[0]))
     assert event.values == {"connector_status": "CHARGING", "connector_id": "1",
                             "error_code": "NoError"}  # fmt: skip
     assert event.device_time == epoch("2026-03-14T10:12:31")
 
 
 def test_start_transaction_yields_only_a_personal_marker_never_the_id_tag() -> None:
-    event = only(feed(ocpp16j.Decoder({}), MESSAGES[1]))
+    event = only(feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), MESSAGES[1]))
     assert event.values == {"session_start": True}
     assert event.device_time == epoch("2026-03-14T10:12:30")
 
 
 def test_meter_values_convert_energy_to_kwh_and_power_to_w_and_drop_soc() -> None:
-    event = only(feed(ocpp16j.Decoder({}), MESSAGES[2]))
+    event = only(feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), MESSAGES[2]))
     assert event.values == {"energy": 123.15, "power": 7200.0, "connector_id": "1"}
     assert event.device_time == epoch("2026-03-14T10:27:30")
 
 
 def test_stop_transaction_after_the_sample_sequence_yields_session_energy() -> None:
-    events = feed(ocpp16j.Decoder({}), *MESSAGES)
+    events = feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), *MESSAGES)
     stop = events[-1]
     assert isinstance(stop, Decoded)
     assert stop.values == {"session_end": True, "session_energy": pytest.approx(11.42)}
@@ -67,7 +67,7 @@ def test_stop_transaction_after_the_sample_sequence_yields_session_energy() -> N
 
 
 def test_no_id_tag_or_transaction_id_ever_appears_in_a_reading() -> None:
-    events = feed(ocpp16j.Decoder({}), *MESSAGES)
+    events = feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), *MESSAGES)
     text = repr(events)
     assert "04A1B2C3D4E5F6" not in text and "5531" not in text
 
@@ -82,7 +82,7 @@ STATUS_TABLE = [
 @pytest.mark.parametrize(("ocpp", "ocpi"), STATUS_TABLE)
 def test_every_ocpp_status_maps_to_its_documented_ocpi_status(ocpp: str, ocpi: str) -> None:
     body = {"connectorId": 2, "errorCode": "NoError", "status": ocpp}
-    event = only(feed(ocpp16j.Decoder({}), call("StatusNotification", body)))
+    event = only(feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), call("StatusNotification", body)))
     assert event.values["connector_status"] == ocpi
     assert event.device_time is None  # timestamp is optional in StatusNotification
 
@@ -94,7 +94,7 @@ def test_status_table_covers_the_ocpp_vocabulary_and_stays_in_ocpi() -> None:
 
 def test_unknown_status_and_error_code_publish_unknown_with_flags() -> None:
     body = {"connectorId": 1, "errorCode": "Melted", "status": "Exploded"}
-    event = only(feed(ocpp16j.Decoder({}), call("StatusNotification", body)))
+    event = only(feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), call("StatusNotification", body)))
     assert event.values == {"connector_status": "UNKNOWN", "connector_id": "1"}
     assert set(event.flags) == {"unmapped_status", "unmapped_error_code"}
 
@@ -106,7 +106,7 @@ def test_kwh_and_kw_units_are_converted_and_phase_values_skipped() -> None:
                 {"value": "7.2", "measurand": "Power.Active.Import", "unit": "kW"},
                 {"value": "2400", "measurand": "Power.Active.Import", "phase": "L1"},
                 {"value": "16", "measurand": "Current.Import", "unit": "A"}]}]}  # fmt: skip
-    event = only(feed(ocpp16j.Decoder({}), call("MeterValues", body)))
+    event = only(feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), call("MeterValues", body)))
     assert event.values == {"energy": 12.5, "power": 7200.0, "connector_id": "1"}
     assert event.device_time == epoch("2026-03-14T09:00:00")
 
@@ -116,14 +116,14 @@ def test_unusable_samples_are_errors_but_good_ones_still_decode() -> None:
             "sampledValue": [{"value": "1", "unit": "varh"},
                              {"value": "lots", "measurand": "Power.Active.Import"},
                              "junk", {"value": "100", "unit": "Wh"}]}]}  # fmt: skip
-    events = feed(ocpp16j.Decoder({}), call("MeterValues", body))
+    events = feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), call("MeterValues", body))
     assert isinstance(events[0], Decoded) and events[0].values["energy"] == 0.1
     assert sorted(e.reason for e in events[1:] if isinstance(e, DecodeError)) == [
         "wrong_type", "wrong_type", "wrong_unit"]  # fmt: skip
 
 
 def test_stop_is_linked_to_its_start_through_the_call_result() -> None:
-    dec = ocpp16j.Decoder({})
+    dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({}))
     start = call("StartTransaction", {"connectorId": 1, "idTag": "T1", "meterStart": 1000,
                                       "timestamp": "2026-03-14T10:00:00Z"}, uid="s1")  # fmt: skip
     other = call("StartTransaction", {"connectorId": 2, "idTag": "T2", "meterStart": 50_000,
@@ -145,7 +145,7 @@ def test_stop_is_linked_to_its_start_through_the_call_result() -> None:
 
 
 def test_redelivered_start_and_stop_count_once() -> None:
-    dec = ocpp16j.Decoder({})
+    dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({}))
     start = call("StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 0}, "s")
     stop = call("StopTransaction", {"transactionId": 1, "meterStop": 2000}, "e")
     events = feed(dec, start, start, stop, stop)
@@ -154,13 +154,13 @@ def test_redelivered_start_and_stop_count_once() -> None:
 
 
 def test_stop_without_a_known_start_still_counts_the_session_end() -> None:
-    dec = ocpp16j.Decoder({})
+    dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({}))
     stop = only(feed(dec, call("StopTransaction", {"transactionId": 9, "meterStop": 10})))
     assert stop.values == {"session_end": True} and stop.flags == ("session_energy_unknown",)
 
 
 def test_sessions_on_other_charge_boxes_are_not_confused() -> None:
-    dec = ocpp16j.Decoder({})
+    dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({}))
     feed(dec, call("StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 0}),
          topic="ocpp/OTHER/in")  # fmt: skip
     stop = only(feed(dec, call("StopTransaction", {"transactionId": 1, "meterStop": 10})))
@@ -168,7 +168,7 @@ def test_sessions_on_other_charge_boxes_are_not_confused() -> None:
 
 
 def test_connector_option_keeps_only_that_connector() -> None:
-    dec = ocpp16j.Decoder({"connector_id": 2})
+    dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({"connector_id": 2}))
     one = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
     two = {"connectorId": 2, "errorCode": "NoError", "status": "Faulted"}
     events = feed(dec, call("StatusNotification", one), call("StatusNotification", two))
@@ -182,7 +182,7 @@ def test_connector_option_keeps_only_that_connector() -> None:
      [2, "x", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]],
 )  # fmt: skip
 def test_protocol_traffic_without_street_data_yields_nothing(frame: list[Any]) -> None:
-    assert feed(ocpp16j.Decoder({}), frame) == []
+    assert feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), frame) == []
 
 
 @pytest.mark.parametrize(
@@ -196,12 +196,12 @@ def test_protocol_traffic_without_street_data_yields_nothing(frame: list[Any]) -
      ([2, "x", "StopTransaction", {"transactionId": "5531", "meterStop": 1}], "missing_field")],
 )  # fmt: skip
 def test_malformed_frames_are_errors_with_a_reason(frame: object, reason: str) -> None:
-    [event] = feed(ocpp16j.Decoder({}), frame)
+    [event] = feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), frame)
     assert isinstance(event, DecodeError) and event.reason == reason
 
 
 def test_remembered_sessions_are_bounded() -> None:
-    dec = ocpp16j.Decoder({})
+    dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({}))
     for i in range(3 * ocpp16j.MAX_STATE):
         feed(dec, call("StartTransaction", {"connectorId": i, "idTag": "A", "meterStart": i},
                        uid=str(i)))  # fmt: skip
@@ -221,18 +221,8 @@ def test_catalogue_keeps_session_data_personal_and_declares_aggregates() -> None
         "sessions_ended": (Aggregation.COUNT, "session_end"),
         "energy_delivered": (Aggregation.SUM, "session_energy"),
     }
-
-
-def test_validate_options() -> None:
-    assert ocpp16j.validate_options({"connector_id": 1}) == []
-    assert ocpp16j.validate_options({"connector_id": -1, "x": 1}) == [
-        "x: not an option of the ocpp16j driver",
-        "connector_id: must be a non-negative integer (0 = charge point)",
-    ]
-
-
 def test_a_simulated_two_hour_cycle_yields_a_whole_session() -> None:
-    dec = ocpp16j.Decoder({})
+    dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({}))
     rng = random.Random(5)
     start = 1_741_946_400.0 - 1_741_946_400 % 7200
     events = [e for t in range(0, 7200, 30)

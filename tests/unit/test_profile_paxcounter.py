@@ -17,12 +17,12 @@ TOPIC = "paxcounter/pax-3/count"
 
 def test_sample_counts_decode() -> None:
     payload = SAMPLES["paxcounter"]["payloads"][0].encode()
-    assert paxcounter.Decoder({}).decode(TOPIC, payload) == [
+    assert paxcounter.Decoder(paxcounter.Options.model_validate({})).decode(TOPIC, payload) == [
         Decoded({"wifi_devices": 23, "ble_devices": 41})]  # fmt: skip
 
 
 def test_a_device_without_ble_reports_wifi_only() -> None:
-    assert paxcounter.Decoder({}).decode(TOPIC, b'{"wifi": 7}') == [Decoded({"wifi_devices": 7})]
+    assert paxcounter.Decoder(paxcounter.Options.model_validate({})).decode(TOPIC, b'{"wifi": 7}') == [Decoded({"wifi_devices": 7})]
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,7 @@ def test_a_device_without_ble_reports_wifi_only() -> None:
      (b"[23, 41]", "wrong_type"), (b"23,41", "not_json")],
 )  # fmt: skip
 def test_malformed_counts_are_errors(payload: bytes, reason: str) -> None:
-    [event] = paxcounter.Decoder({}).decode(TOPIC, payload)
+    [event] = paxcounter.Decoder(paxcounter.Options.model_validate({})).decode(TOPIC, payload)
     assert isinstance(event, DecodeError) and event.reason == reason
 
 
@@ -49,11 +49,5 @@ def test_simulated_report_decodes() -> None:
         random.Random(1), 1_741_946_400.0, "paxcounter/+/count"
     )
     assert topic == "paxcounter/pax-1/count"
-    [event] = paxcounter.Decoder({}).decode(topic, payload)
+    [event] = paxcounter.Decoder(paxcounter.Options.model_validate({})).decode(topic, payload)
     assert isinstance(event, Decoded) and set(event.values) == {"wifi_devices", "ble_devices"}
-
-
-def test_validate_options() -> None:
-    assert paxcounter.validate_options({"max_payload_bytes": 1024}) == []
-    assert paxcounter.validate_options({"max_payload_bytes": "1k"}) == [
-        "max_payload_bytes: must be an integer number of bytes"]  # fmt: skip

@@ -7,9 +7,11 @@ import random
 from typing import Any
 
 import pytest
+import yaml
 
 from firmware_bridge.base import Decoded, DecodeError, ObservationType
 from firmware_bridge.drivers import senml
+from gateway.config import ConfigError, parse_config
 
 BN = "urn:dev:ow:10e2073a01080063:"
 OPTIONS: dict[str, Any] = {
@@ -28,7 +30,7 @@ T0 = 1_741_946_400.0
 
 def decode(pack: Any, options: dict[str, Any] | None = None) -> list[Any]:
     raw = pack if isinstance(pack, bytes) else json.dumps(pack).encode()
-    return list(senml.Decoder(options or OPTIONS).decode("senml/node-1", raw))
+    return list(senml.Decoder(senml.Options.model_validate(options or OPTIONS)).decode("senml/node-1", raw))
 
 
 def test_rfc8428_style_pack_resolves_base_name_time_and_unit() -> None:
@@ -133,24 +135,36 @@ def test_names_are_never_part_of_a_reading() -> None:
     assert "0024befffe804ff1" not in repr(decode(pack))
 
 
+def option_problems(options: dict[str, Any]) -> list[str]:
+    """What `check` prints for a senml sensor with these options (key path: message)."""
+    doc = {"gateway": {"id": "g", "borough": "camden", "location": {"lat": 51.5, "lon": -0.1}},
+           "inputs": {"mqtt": {}}, "sinks": {"file": {}},
+           "sensors": [{"id": "node", "driver": "senml", "mqtt": {"topic": "t"},
+                        "options": options}]}  # fmt: skip
+    try:
+        parse_config(yaml.safe_dump(doc), "gw.yaml", {})
+    except ConfigError as e:
+        return [f"{p.path.removeprefix('sensors[0].options.')}: {p.message}" for p in e.problems]
+    return []
+
+
 def test_option_problems() -> None:
-    problems = senml.validate_options({"fields": [
+    problems = option_problems({"fields": [
         {"property": "t", "unit": "Cel"},
         {"name": "a", "suffix": "b", "property": "u", "unit": "Cel"},
         {"name": "", "property": "Bad", "unit": "degC"},
         {"suffix": "m", "property": "m", "type": "category", "unit": "Cel"},
     ], "other": 1})  # fmt: skip
     for prefix in ("other:", "fields[0]: give exactly one", "fields[1]: give exactly one",
-                   "fields[2].name:", "fields[2].property:", "fields[2].unit:",
-                   "fields[3].unit:"):  # fmt: skip
+                   "fields[2].name:", "fields[2].property:", "fields[3].unit:"):  # fmt: skip
         assert any(p.startswith(prefix) for p in problems), (prefix, problems)
-    assert senml.validate_options(OPTIONS) == []
+    assert option_problems(OPTIONS) == []
     with pytest.raises(ValueError):
-        senml.Decoder({"fields": []})
+        senml.Decoder(senml.Options.model_validate({"fields": []}))
 
 
 def test_catalogue_from_the_mapping() -> None:
-    cat = senml.catalogue_for(OPTIONS)
+    cat = senml.catalogue_for(senml.Options.model_validate(OPTIONS))
     assert [f.key for f in cat.fields] == ["temperature", "humidity", "pm2_5", "energy",
                                            "door_open", "mode", "passes"]  # fmt: skip
     passes = cat.field("passes")
@@ -164,6 +178,6 @@ def test_simulated_pack_decodes() -> None:
                           {"suffix": ":pm25", "property": "pm2_5", "unit": "ug/m3"}]}  # fmt: skip
     [(topic, payload)] = senml.simulate(random.Random(8), T0, "senml/+")
     assert topic == "senml/node-1"
-    events = senml.Decoder(options).decode(topic, payload)
+    events = senml.Decoder(senml.Options.model_validate(options)).decode(topic, payload)
     assert [(sorted(e.values), e.device_time) for e in events if isinstance(e, Decoded)] == [
         (["humidity", "pm2_5", "temperature"], T0), (["temperature"], T0 - 60)]  # fmt: skip

@@ -17,7 +17,7 @@ TOPIC = "footfall/sniffer-1/probes"
 
 
 def decode(payload: bytes, options: dict[str, object] | None = None) -> list[object]:
-    return list(sniffer.Decoder(options or {}).decode(TOPIC, payload))
+    return list(sniffer.Decoder(sniffer.Options.model_validate(options or {})).decode(TOPIC, payload))
 
 
 def test_single_probe_samples_decode_with_normalised_mac_and_device_time() -> None:
@@ -99,7 +99,7 @@ def test_simulated_crowd_has_randomised_macs_repeats_and_spread_rssi() -> None:
     rng = random.Random(11)
     messages = sniffer.simulate(rng, 1_741_946_401.0, sniffer.DRIVER.default_topic)
     assert all(t == "footfall/sniffer-1/probes" for t, _ in messages)
-    dec = sniffer.Decoder({})
+    dec = sniffer.Decoder(sniffer.Options.model_validate({}))
     events = [e for t, p in messages for e in dec.decode(t, p)]
     assert events and all(isinstance(e, Decoded) for e in events)
     macs = [e.values["mac"] for e in events if isinstance(e, Decoded)]
@@ -107,9 +107,3 @@ def test_simulated_crowd_has_randomised_macs_repeats_and_spread_rssi() -> None:
     assert len(set(macs)) < len(macs)  # some devices probe more than once
     assert any(e.values["randomised"] for e in events if isinstance(e, Decoded))
     assert max(rssi) - min(rssi) >= 15  # type: ignore[operator]
-
-
-def test_validate_options() -> None:
-    assert sniffer.validate_options({"max_probes_per_message": 100}) == []
-    assert sniffer.validate_options({"max_probes_per_message": 0}) == [
-        "max_probes_per_message: must be an integer from 1 to 10000"]  # fmt: skip

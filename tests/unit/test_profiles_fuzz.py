@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from firmware_bridge import jsonpayload
 from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event, ObservationType
-from firmware_bridge.driver import MqttDriver
-from firmware_bridge.drivers import MQTT_DRIVERS
+from firmware_bridge.driver import MessageDriver
+from firmware_bridge.drivers import MESSAGE_DRIVERS
 
 ROOT = Path(__file__).parents[2]
 DATA = json.loads((ROOT / "tests" / "data" / "mqtt_devices.json").read_text())
@@ -118,7 +118,24 @@ PROFILES: dict[str, Profile] = {
         (0, (1, "u"), "text"), (0, (1, "v"), "number"),
     ]),
 }  # fmt: skip
-NAMES = sorted(PROFILES)
+
+
+
+def _from_registry(name: str) -> Profile:
+    """A driver registered without a hand-written entry above is still fuzzed: its own example
+    options and the messages its simulator (which speaks the firmware's format) publishes."""
+    driver = MESSAGE_DRIVERS[name]
+    topic = driver.default_topic or f"{name}/+"
+    return Profile(dict(driver.example_options), driver.simulate(random.Random(7), 1_741_946_401.0, topic))
+
+
+NAMES = sorted(MESSAGE_DRIVERS)  # every registered message profile, the moment it is registered
+for _name in NAMES:
+    PROFILES.setdefault(_name, _from_registry(_name))
+
+
+def opts(name: str, options: dict[str, Any] | None = None) -> Any:
+    return MESSAGE_DRIVERS[name].options.model_validate(PROFILES[name].options if options is None else options)
 
 # ---- strategies ---------------------------------------------------------------------------
 
@@ -159,7 +176,7 @@ FUZZ = settings(
 
 def new_decoder(name: str, warm: bool = False) -> Any:
     profile = PROFILES[name]
-    decoder = MQTT_DRIVERS[name].new_decoder(profile.options)
+    decoder = MESSAGE_DRIVERS[name].new_decoder(opts(name))
     if warm:  # stateful profiles: fuzz a decoder that already holds session state
         for topic, payload in profile.samples:
             decoder.decode(topic, payload)
@@ -185,7 +202,7 @@ def _detail_templates() -> tuple[str, ...]:
     "status" or "device" into payloads; a detail repeating its own fixed wording is not a leak.
     Only text that is not part of any detail template counts as echoed from the payload.
     """
-    modules = [jsonpayload, *(sys.modules[d.new_decoder.__module__] for d in MQTT_DRIVERS.values())]
+    modules = [jsonpayload, *(sys.modules[d.new_decoder.__module__] for d in MESSAGE_DRIVERS.values())]
     texts: set[str] = set()
     for module in modules:
         for node in ast.walk(ast.parse(inspect.getsource(module))):
@@ -350,7 +367,7 @@ def test_oversized_payloads_are_rejected_without_parsing(name: str, extra: int,
     payload = (
         sample + b" " * (size + extra - len(sample)) if len(sample) <= size + extra else sample
     )
-    decoder = MQTT_DRIVERS[name].new_decoder(options)
+    decoder = MESSAGE_DRIVERS[name].new_decoder(opts(name, options))
     events = check(decoder.decode(topic, payload), payload)
     assert len(events) == 1 and isinstance(events[0], DecodeError)
     assert events[0].reason == "too_large"
@@ -385,7 +402,7 @@ def sample_readings(name: str) -> list[Decoded]:
     out: list[Event] = []
     for topic, payload in PROFILES[name].samples:
         out += decoder.decode(topic, payload)
-    driver = MQTT_DRIVERS[name]
+    driver = MESSAGE_DRIVERS[name]
     for topic, payload in driver.simulate(random.Random(7), 1_741_946_401.0, driver.default_topic):
         out += new_decoder(name).decode(topic, payload)
     assert not [e for e in out if isinstance(e, DecodeError)], out
@@ -394,7 +411,7 @@ def sample_readings(name: str) -> list[Decoded]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_identifier_reaches_a_non_personal_field(name: str) -> None:
-    catalogue = MQTT_DRIVERS[name].catalogue_for(PROFILES[name].options)
+    catalogue = MESSAGE_DRIVERS[name].catalogue_for(opts(name))
     readings = sample_readings(name)
     assert readings
     for reading in readings:
@@ -409,7 +426,7 @@ def test_no_identifier_reaches_a_non_personal_field(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_catalogue_is_consistent_with_what_the_decoder_yields(name: str) -> None:
-    catalogue = MQTT_DRIVERS[name].catalogue_for(PROFILES[name].options)
+    catalogue = MESSAGE_DRIVERS[name].catalogue_for(opts(name))
     keys = [f.key for f in catalogue.fields]
     assert len(keys) == len(set(keys))
     raw = {f.key: f for f in catalogue.fields if f.aggregation is Aggregation.NONE}
@@ -433,11 +450,11 @@ def test_catalogue_is_consistent_with_what_the_decoder_yields(name: str) -> None
 
 @pytest.mark.parametrize("name", NAMES)
 def test_driver_is_registered_documented_and_has_a_valid_default_topic(name: str) -> None:
-    driver: MqttDriver = MQTT_DRIVERS[name]
+    driver: MessageDriver = MESSAGE_DRIVERS[name]
     assert driver.name == name
     assert (ROOT / driver.doc).is_file()
+    assert driver.default_topic is not None
     levels = driver.default_topic.split("/")
     assert all(level in ("+", "#") or ("+" not in level and "#" not in level) for level in levels)
     assert "#" not in levels[:-1]
-    assert driver.validate_options is not None
-    assert driver.validate_options(PROFILES[name].options) == []
+    opts(name)  # the profile's options validate against the driver's own model

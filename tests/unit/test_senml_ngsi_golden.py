@@ -93,8 +93,7 @@ def test_senml_pack_matches_golden(driver: str) -> None:
 @pytest.mark.parametrize("driver", SETS)
 def test_ngsi_ld_entities_match_golden(driver: str) -> None:
     p = plan()
-    cfg = parse_config(CONFIG, "golden.yaml", env={})
-    compare(GOLDEN / "ngsi_ld" / f"{driver}.json", ngsi_ld.entities(cfg, p, observation_sets(p)[driver]))
+    compare(GOLDEN / "ngsi_ld" / f"{driver}.json", ngsi_ld.entities(p, observation_sets(p)[driver]))
 
 
 # --------------------------------------------------------------------------- SenML rules
@@ -149,8 +148,7 @@ FORBIDDEN = ("transaction", "idtag", "stateofcharge", "amount", "session", "rfid
 
 def test_ngsi_ld_ev_entity_has_no_transaction_or_personal_fields() -> None:
     p = plan()
-    cfg = parse_config(CONFIG, "golden.yaml", env={})
-    [ev] = ngsi_ld.entities(cfg, p, observation_sets(p)["openevse"])
+    [ev] = ngsi_ld.entities(p, observation_sets(p)["openevse"])
     assert ev["id"] == "urn:ngsi-ld:EVChargingStation:camden-lc-0423-ev-1"
     assert ev["status"]["value"] == "full"  # type: ignore[index]
     for key in ev:
@@ -159,29 +157,26 @@ def test_ngsi_ld_ev_entity_has_no_transaction_or_personal_fields() -> None:
 
 def test_ngsi_ld_air_quality_uses_uncefact_codes_and_snapped_location() -> None:
     p = plan()
-    cfg = parse_config(CONFIG, "golden.yaml", env={})
-    [aq] = ngsi_ld.entities(cfg, p, observation_sets(p)["pms5003"])
+    [aq] = ngsi_ld.entities(p, observation_sets(p)["pms5003"])
     assert aq["id"] == "urn:ngsi-ld:AirQualityObserved:camden-lc-0423-pm-north"
     assert aq["pm25"] == {"type": "Property", "value": 8.1, "unitCode": "GQ",  # latest wins
                           "observedAt": "2026-09-21T14:00:01.000Z"}  # fmt: skip
     assert aq["@context"][-1] == ngsi_ld.CORE_CONTEXT  # type: ignore[index]
     assert aq["location"]["value"]["coordinates"] != [-0.1426, 51.539]  # type: ignore[index]
-    [co2] = ngsi_ld.entities(cfg, p, observation_sets(p)["senseair_s8"])
+    [co2] = ngsi_ld.entities(p, observation_sets(p)["senseair_s8"])
     assert co2["co2"]["unitCode"] == "59"  # type: ignore[index]
 
 
 def test_ngsi_ld_crowd_flow_window_and_suppression() -> None:
     p = plan()
-    cfg = parse_config(CONFIG, "golden.yaml", env={})
     sets = observation_sets(p)["wifi_probe_sniffer"]
-    [latest] = ngsi_ld.entities(cfg, p, sets)
+    [latest] = ngsi_ld.entities(p, sets)
     assert "peopleCount" not in latest  # the latest window was suppressed
     assert latest["dateObservedFrom"]["value"]["@value"] == "2026-09-21T14:15:00.000Z"  # type: ignore[index]
-    [first] = ngsi_ld.entities(cfg, p, sets[:1])
+    [first] = ngsi_ld.entities(p, sets[:1])
     assert first["peopleCount"]["value"] == 42  # type: ignore[index]
 
 
 def test_ngsi_ld_skips_sensors_without_a_model() -> None:
     p = plan()
-    cfg = parse_config(CONFIG, "golden.yaml", env={})
-    assert ngsi_ld.entities(cfg, p, observation_sets(p)["eastron_sdm"]) == []
+    assert ngsi_ld.entities(p, observation_sets(p)["eastron_sdm"]) == []

@@ -16,13 +16,23 @@ from jsonschema import Draft202012Validator
 from gateway.config import Config, parse_config
 from gateway.model import Observation, Reading
 from gateway.plan import SitePlan, build_plan
+from gateway.privacy import location as _loc
 from gateway.privacy.stage import PrivacyStage
-from gateway.standards.geo import distance_m, snap_to_grid
 from gateway.standards.sensorthings import (
     config_fingerprint,
     entity_messages,
     observation_topic,
 )
+
+
+def snap_to_grid(lat: float, lon: float, grid: float) -> tuple[float, float]:
+    """(lat, lon) order, as these tests read."""
+    lon2, lat2 = _loc.snap_to_grid(lon, lat, grid)
+    return lat2, lon2
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    return _loc.distance_m((lon1, lat1), (lon2, lat2))
 
 SCHEMAS = Path(__file__).parent.parent / "schemas"
 
@@ -77,8 +87,8 @@ def errors(name: str, body: Any) -> list[str]:
 
 
 def test_every_entity_validates_against_its_schema() -> None:
-    cfg, plan = site()
-    messages = entity_messages(cfg, plan)
+    _, plan = site()
+    messages = entity_messages(plan)
     seen = {c: 0 for c in COLLECTION_SCHEMA}
     for topic, body in messages:
         collection = topic.split("/")[1].split("(")[0]
@@ -91,8 +101,8 @@ def test_every_entity_validates_against_its_schema() -> None:
 
 
 def test_schemas_reject_entities_missing_mandatory_properties() -> None:
-    cfg, plan = site()
-    for topic, body in entity_messages(cfg, plan):
+    _, plan = site()
+    for topic, body in entity_messages(plan):
         collection = topic.split("/")[1].split("(")[0]
         schema = COLLECTION_SCHEMA[collection]
         for key in validator(schema).schema["required"]:
@@ -101,8 +111,8 @@ def test_schemas_reject_entities_missing_mandatory_properties() -> None:
 
 
 def test_datastreams_link_to_published_entities_and_carry_plan_ids() -> None:
-    cfg, plan = site()
-    messages = dict(entity_messages(cfg, plan))
+    _, plan = site()
+    messages = dict(entity_messages(plan))
     ids = {t.split("/")[1] for t in messages}
     for topic, body in messages.items():
         if "/Datastreams(" not in topic:
@@ -115,9 +125,9 @@ def test_datastreams_link_to_published_entities_and_carry_plan_ids() -> None:
 
 
 def test_category_and_truth_streams_have_null_units_and_measurements_have_ucum() -> None:
-    cfg, plan = site()
+    _, plan = site()
     by_prop = {(b["properties"]["sensorId"], b["properties"]["property"]): b
-               for t, b in entity_messages(cfg, plan) if "/Datastreams(" in t}  # fmt: skip
+               for t, b in entity_messages(plan) if "/Datastreams(" in t}  # fmt: skip
     status = by_prop[("ev-1", "status")]
     assert status["unitOfMeasurement"] == {"name": None, "symbol": None, "definition": None}
     assert status["observationType"].endswith("OM_CategoryObservation")
@@ -131,16 +141,16 @@ def test_category_and_truth_streams_have_null_units_and_measurements_have_ucum()
 
 
 def test_air_quality_properties_use_the_eea_pollutant_vocabulary() -> None:
-    cfg, plan = site()
-    defs = {b["name"]: b["definition"] for t, b in entity_messages(cfg, plan) if "ObservedProperties(" in t}
+    _, plan = site()
+    defs = {b["name"]: b["definition"] for t, b in entity_messages(plan) if "ObservedProperties(" in t}
     assert defs["PM2.5"] == "http://dd.eionet.europa.eu/vocabulary/aq/pollutant/6001"
     assert defs["PM10"] == "http://dd.eionet.europa.eu/vocabulary/aq/pollutant/5"
     assert defs["CO2"] == "http://dd.eionet.europa.eu/vocabulary/aq/pollutant/71"
 
 
 def test_no_personal_field_becomes_a_datastream_or_property() -> None:
-    cfg, plan = site()
-    text = json.dumps(entity_messages(cfg, plan))
+    _, plan = site()
+    text = json.dumps(entity_messages(plan))
     for sp in plan.sensors.values():
         for f in sp.catalogue.personal_fields:
             assert all(ds.property != f.key for ds in sp.datastreams.values())
@@ -151,14 +161,14 @@ def test_no_personal_field_becomes_a_datastream_or_property() -> None:
 
 
 def test_ids_are_stable_for_the_same_config() -> None:
-    a, b = entity_messages(*site()), entity_messages(*site())
+    a, b = entity_messages(site()[1]), entity_messages(site()[1])
     assert [t for t, _ in a] == [t for t, _ in b]
     assert config_fingerprint(a) == config_fingerprint(b)
 
 
 def test_ids_differ_for_another_gateway_but_shared_phenomena_keep_theirs() -> None:
-    a = dict(entity_messages(*site("camden-lc-0423")))
-    b = dict(entity_messages(*site("camden-lc-0424")))
+    a = dict(entity_messages(site("camden-lc-0423")[1]))
+    b = dict(entity_messages(site("camden-lc-0424")[1]))
     kinds = ("Things(", "Locations(", "Sensors(", "Datastreams(")
     ta = {t for t in a if any(k in t for k in kinds)}
     tb = {t for t in b if any(k in t for k in kinds)}
@@ -169,20 +179,20 @@ def test_ids_differ_for_another_gateway_but_shared_phenomena_keep_theirs() -> No
 
 
 def test_all_entity_ids_are_distinct_integers() -> None:
-    ids = [b["@iot.id"] for _, b in entity_messages(*site())]
+    ids = [b["@iot.id"] for _, b in entity_messages(site()[1])]
     assert all(isinstance(i, int) and 10**15 <= i < 10**16 for i in ids)
     assert len(ids) == len(set(ids))
 
 
 def test_fingerprint_changes_with_the_config() -> None:
-    assert config_fingerprint(entity_messages(*site(grid=100))) != config_fingerprint(
-        entity_messages(*site(grid=250))
+    assert config_fingerprint(entity_messages(site(grid=100)[1])) != config_fingerprint(
+        entity_messages(site(grid=250)[1])
     )
 
 
 def test_topics_use_the_configured_prefix() -> None:
-    cfg, plan = site()
-    topics = [t for t, _ in entity_messages(cfg, plan, prefix="city/v1.1/")]
+    _, plan = site()
+    topics = [t for t, _ in entity_messages(plan, prefix="city/v1.1/")]
     assert all(t.startswith("city/v1.1/") and "//" not in t for t in topics)
     assert observation_topic("v1.1", 1234567890123456) == "v1.1/Datastreams(1234567890123456)/Observations"
 
@@ -191,8 +201,8 @@ def test_topics_use_the_configured_prefix() -> None:
 
 
 def test_location_is_snapped_to_the_privacy_grid() -> None:
-    cfg, plan = site(grid=100)
-    loc = dict(entity_messages(cfg, plan))
+    _, plan = site(grid=100)
+    loc = dict(entity_messages(plan))
     body = next(v for t, v in loc.items() if "/Locations(" in t)
     lon, lat = body["location"]["coordinates"]
     assert (lat, lon) != (51.5390, -0.1426)
@@ -261,8 +271,8 @@ def test_every_observation_validates_and_covers_every_shape() -> None:
 
 
 def test_every_observation_references_a_published_datastream() -> None:
-    cfg, plan = site()
-    published = {t for t, _ in entity_messages(cfg, plan)}
+    _, plan = site()
+    published = {t for t, _ in entity_messages(plan)}
     for o in produced_observations():
         assert f"v1.1/Datastreams({o.datastream_id})" in published
         assert observation_topic("v1.1", o.datastream_id).startswith(f"v1.1/Datastreams({o.datastream_id})")

@@ -213,3 +213,13 @@ def test_random_bytes_never_raise_and_the_buffer_stays_bounded(
         for event in decoder.feed(part):
             assert isinstance(event, Decoded | DecodeError)
         assert len(decoder._buf) <= case.max_buffer
+
+
+def test_every_registered_serial_driver_has_a_stream_case() -> None:
+    """A new serial driver fails here until its frames get a case above (its simulated-device
+    round trip is already covered by test_registry.py from the moment it is registered)."""
+    from firmware_bridge.driver import SerialDriver
+    from firmware_bridge.drivers import REGISTERED
+
+    registered = {d.name for d in REGISTERED if isinstance(d, SerialDriver)}
+    assert registered == {c.name for c in CASES}, registered ^ {c.name for c in CASES}

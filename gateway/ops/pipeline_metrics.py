@@ -1,0 +1,61 @@
+"""The gauges that describe the pipeline as a whole: guard and privacy counters copied at scrape
+time, outbox depth and each sink's lag read from the outbox by housekeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.ops.metrics import Registry
+from gateway.outbox import AsyncOutbox
+from gateway.privacy.guard import EgressGuard
+from gateway.privacy.stage import PrivacyStage
+
+
+class PipelineMetrics:
+    def __init__(self, m: Registry, guard: EgressGuard, privacy: PrivacyStage,
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        self.guard, self.privacy, self.clock = guard, privacy, clock
+        self.m_blocked = m.counter("gateway_guard_blocked_total", "Payloads blocked by the egress guard")
+        self.m_privacy = m.counter("gateway_privacy_dropped_total", "Fields withheld by the privacy stage")
+        self.m_suppressed = m.counter("gateway_privacy_suppressed_windows_total", "Small counts not published")
+        self.m_lag = m.gauge("gateway_sink_lag_observations", "Observations not yet delivered")
+        self.m_oldest = m.gauge("gateway_sink_oldest_pending_age_seconds", "Age of the oldest undelivered")
+        self.m_depth = m.gauge("gateway_outbox_observations", "Rows in the outbox")
+        self.m_bytes = m.gauge("gateway_outbox_bytes", "Approximate payload bytes in the outbox")
+        self.m_drops = m.counter("gateway_outbox_dropped_total", "Observations dropped at a bound")
+        m.collectors.append(self.collect)
+
+    def collect(self) -> None:
+        for reason, n in self.guard.blocked.items():
+            self.m_blocked.set(n, reason=reason)
+        for (sensor, reason), n in self.privacy.dropped.items():
+            self.m_privacy.set(n, sensor=sensor, reason=reason)
+        for sensor, n in self.privacy.suppressed.items():
+            self.m_suppressed.set(n, sensor=sensor)
+
+    async def refresh_outbox(self, outbox: AsyncOutbox, sinks: list[str]) -> None:
+        ob = outbox.sync
+        now = self.clock()
+
+        def read() -> dict[str, Any]:
+            return {
+                "lag": {s: ob.lag(s) for s in sinks},
+                "oldest": {s: ob.oldest_pending_time(s) for s in sinks},
+                "count": ob.count(),
+                "bytes": ob.payload_bytes,
+                "drops": ob.drops(),
+            }
+
+        r = await outbox.call(read)
+        for name, lag in r["lag"].items():
+            self.m_lag.set(lag, sink=name)
+            t = r["oldest"][name]
+            self.m_oldest.set(max(0.0, now - t) if t else 0, sink=name)
+        self.m_depth.set(r["count"])
+        self.m_bytes.set(r["bytes"])
+        by_reason: dict[str, int] = {}
+        for (_, reason), n in r["drops"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+        for reason, n in by_reason.items():
+            self.m_drops.set(n, reason=reason)

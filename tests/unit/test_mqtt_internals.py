@@ -1,0 +1,66 @@
+"""The paho-mqtt and aiomqtt internals gateway/mqttconn.py relies on, pinned and checked.
+
+mqttconn patches paho's read path (`_sock_recv`, `_packet_read`, `_loop_rc_handle`, `loop_read`)
+and reaches into aiomqtt (`Client._client`, `Client._queue`) because neither library offers
+manual acknowledgement or bulk reads publicly (docs/mqtt-internals.md). pyproject.toml pins both
+exactly; when someone bumps a pin, this test fails naming the internal that changed, before any
+integration test has to puzzle out why messages stopped being acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from importlib.metadata import version
+
+import aiomqtt
+import paho.mqtt.client as mqtt
+import pytest
+
+PINNED = {"paho-mqtt": "2.2.0", "aiomqtt": "2.5.1"}
+
+PAHO_METHODS = {
+    "_sock_recv": "(self, bufsize: 'int') -> 'bytes'",
+    "_packet_read": "(self) -> 'MQTTErrorCode'",
+    "_loop_rc_handle": "(self, rc: 'MQTTErrorCode') -> 'MQTTErrorCode'",
+    "loop_read": "(self, max_packets: 'int' = 1) -> 'MQTTErrorCode'",
+    "manual_ack_set": "(self, on: 'bool') -> 'None'",
+    "ack": "(self, mid: 'int', qos: 'int') -> 'MQTTErrorCode'",
+}
+
+
+@pytest.mark.parametrize("package", sorted(PINNED))
+def test_the_installed_version_is_the_pinned_one(package: str) -> None:
+    assert version(package) == PINNED[package], (
+        f"{package} {version(package)} is installed but mqttconn.py was checked against "
+        f"{PINNED[package]}: re-check the internals below, then update the pin and this test"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PAHO_METHODS))
+def test_paho_internal_method_is_unchanged(name: str) -> None:
+    method = getattr(mqtt.Client, name, None)
+    assert method is not None, f"paho.mqtt.client.Client.{name} is gone: mqttconn.py patches it"
+    assert str(inspect.signature(method)) == PAHO_METHODS[name], (
+        f"paho.mqtt.client.Client.{name} changed signature: mqttconn.py patches it"
+    )
+
+
+def test_paho_client_keeps_its_socket_in_sock_and_reads_through_sock_recv() -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    assert hasattr(client, "_sock"), "paho Client._sock is gone: mqttconn's loop_read checks it"
+    source = inspect.getsource(mqtt.Client._packet_read)
+    assert "_sock_recv" in source, "paho _packet_read no longer reads through _sock_recv"
+
+
+def test_aiomqtt_client_exposes_its_paho_client_and_message_queue() -> None:
+    async def build() -> aiomqtt.Client:
+        return aiomqtt.Client("127.0.0.1")
+
+    client = asyncio.run(build())
+    assert isinstance(getattr(client, "_client", None), mqtt.Client), (
+        "aiomqtt.Client._client (the paho client) is gone: mqttconn's AckingClient uses it"
+    )
+    assert isinstance(getattr(client, "_queue", None), asyncio.Queue), (
+        "aiomqtt.Client._queue is gone: AckingClient.queued() drains it"
+    )
