@@ -33,6 +33,8 @@ class Aggregation(StrEnum):
     MEAN = "mean"
     COUNT = "count"  # number of events per window (e.g. charging sessions started)
     LAST = "last"  # last value in the window (e.g. status on a single bay)
+    INCREMENT = "increment"  # increase of a running total over the window (resets tolerated)
+    MAX = "max"  # largest value in the window (e.g. a device-made people count)
 
 
 class Role(StrEnum):

@@ -158,7 +158,7 @@ class AggregateMapping(DriverOptions):
 
     property: str = Opt(pattern=PROPERTY_PATTERN)
     of: str = Opt(description="A mapped field's property")
-    aggregation: Literal["distinct_count", "sum", "mean", "count", "last"]
+    aggregation: Literal["distinct_count", "sum", "mean", "count", "last", "increment", "max"]
     unit: str | None = None
     description: str | None = None
 

@@ -33,6 +33,8 @@ _AGG_WORDS = {
     Aggregation.MEAN: "mean per window",
     Aggregation.COUNT: "count of events per window",
     Aggregation.LAST: "last value per window",
+    Aggregation.INCREMENT: "increase of a running total per window",
+    Aggregation.MAX: "largest value per window",
 }
 GUARD_BLOCKS = (
     "MAC addresses in any notation (colons, dashes, dots, bare 12 hex digits, EUI-64)",

@@ -47,6 +47,7 @@ class _Window:
     total: float = 0.0
     n: int = 0
     last: Value | None = None
+    peak: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,38 @@ def _absorb_event(w: _Window, v: Value, pseudonym: bytes | None) -> None:
 def _absorb_last(w: _Window, v: Value, pseudonym: bytes | None) -> None:
     w.last = v
     w.n += 1
+
+
+def _absorb_increment(w: _Window, v: Value, pseudonym: bytes | None) -> None:
+    """Sum of the steps of a running total; a step down is a reset (counter wrapped, device
+    rebooted), after which the new value counts from zero."""
+    x = _number(v)
+    if x is None:
+        return
+    if isinstance(w.last, int | float) and not isinstance(w.last, bool):
+        w.total += x - w.last if x >= w.last else x
+        w.n += 1
+    w.last = x
+
+
+def _absorb_max(w: _Window, v: Value, pseudonym: bytes | None) -> None:
+    x = _number(v)
+    if x is not None:
+        w.peak = x if w.peak is None else max(w.peak, x)
+        w.n += 1
+
+
+def _close_increment(w: _Window) -> tuple[Result, dict[str, ParamValue]] | None:
+    if w.n == 0:
+        return None
+    total = round_result(w.total)
+    return (int(total) if float(total).is_integer() else total), {"samples": w.n}
+
+
+def _close_max(w: _Window) -> tuple[Result, dict[str, ParamValue]] | None:
+    if w.peak is None:
+        return None
+    return (int(w.peak) if w.peak.is_integer() else round_result(w.peak)), {}
 
 
 def _close_distinct(w: _Window) -> tuple[Result, dict[str, ParamValue]]:
@@ -114,6 +147,8 @@ AGGREGATIONS: dict[Aggregation, AggregationRule] = {
     Aggregation.MEAN: AggregationRule(_absorb_number, _close_mean),
     Aggregation.COUNT: AggregationRule(_absorb_event, _close_count, counts_people=True),
     Aggregation.LAST: AggregationRule(_absorb_last, _close_last),
+    Aggregation.INCREMENT: AggregationRule(_absorb_increment, _close_increment),
+    Aggregation.MAX: AggregationRule(_absorb_max, _close_max),
 }  # fmt: skip
 
 
