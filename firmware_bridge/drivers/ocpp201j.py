@@ -85,7 +85,8 @@ MEASURANDS: dict[str, tuple[str, dict[str, float], str]] = {
 }
 DEFAULT_MEASURAND = "Energy.Active.Import.Register"
 # Samples taken at a session's first and last moment: published, they would stamp a person's
-# arrival and departure on a non-personal datastream. Read only for the session's energy.
+# arrival and departure on a non-personal datastream. Read only for the session's energy, as
+# is every sample in a Started or Ended event, whatever its context says.
 SESSION_CONTEXTS = frozenset({"Transaction.Begin", "Transaction.End"})
 
 M, C, T = ObservationType.MEASUREMENT, ObservationType.CATEGORY, ObservationType.TRUTH
@@ -320,7 +321,7 @@ class Decoder(PayloadDecoder):
                     session.last_kwh = s.value
                 elif session.begin_kwh is None or s.context == "Transaction.Begin":
                     session.begin_kwh = s.value
-            if self._wanted(session.evse) and session.evse is not None:
+            if kind == "Updated" and self._wanted(session.evse) and session.evse is not None:
                 published += _published(session.evse, reading, samples)
 
         when = parse_rfc3339(body.get("timestamp"))
