@@ -446,3 +446,37 @@ def test_a_failing_frame_consumer_never_cuts_the_charger_off() -> None:
             assert metrics.metrics["gateway_ocpp_callback_errors_total"].get(sensor="ev-1") == 16
 
     asyncio.run(scenario())
+
+
+def test_garbage_at_the_socket_and_the_handshake_never_stops_the_tap(caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> None:
+        async with operator() as op, rig([("ev-1", proxy("CB-1", op, auth={"password": "right-password"}))]) as r:  # fmt: skip
+            port = r.tap.port
+            idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)  # says nothing
+            for junk in (b"\x16\x03\x01\x02\x00" + bytes(range(256)) * 4,  # a TLS hello on plain ws
+                         b"GET /CB-1 HTTP/1.1\r\nHost: x\r\n" + b"X: " + b"a" * 20000 + b"\r\n\r\n",
+                         b"NONSENSE\r\n\r\n", b"\xff" * 10_000):  # fmt: skip
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(junk)
+                await writer.drain()
+                with contextlib.suppress(ConnectionError):
+                    await asyncio.wait_for(reader.read(), 10)  # the tap answers or hangs up
+                writer.close()
+            for header in ("Basic !!!not-base64!!!", "Bearer abc", "Basic Q0ItMQ==", "Basic " + "QQ==" * 1000):  # fmt: skip
+                assert await refused_with(r.url, "CB-1", additional_headers=[("Authorization", header)]) == 401  # fmt: skip
+            with pytest.raises(InvalidHandshake):  # a header line over 8 KiB: dropped unanswered
+                await raw(r.url, "CB-1", additional_headers=[("Authorization", "Basic " + "QQ==" * 5000)])  # fmt: skip
+            for path in ("", "%2F%2F", "CB-1%00", "../../CB-1x", "CB-1/extra"):
+                assert await refused_with(r.url, path) in (400, 404)
+            async with charger(r.url, "CB-1", "ocpp1.6", password="right-password") as c:
+                await session16(c.cp)
+            assert c.wire.sent == op.received("CB-1")
+            assert r.metric("gateway_ocpp_handshakes_total", sensor="(unknown)", result="bad_request") >= 4  # fmt: skip
+            idle_writer.close()
+            del idle_reader
+        ours = [rec for rec in caplog.records if rec.name.startswith("gateway")]
+        assert not [rec for rec in ours if rec.exc_info or "NONSENSE" in rec.getMessage()]
+
+    asyncio.run(scenario())

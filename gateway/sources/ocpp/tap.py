@@ -47,6 +47,7 @@ from websockets.exceptions import (
 from websockets.frames import CloseCode
 from websockets.headers import build_www_authenticate_basic, parse_subprotocol
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Data, Subprotocol
 
 from gateway.ops.logs import Throttle
@@ -74,6 +75,23 @@ class Direction(StrEnum):
 
 OnFrame = Callable[[str, Direction, str, str], None]
 # on_frame(charge_box_id, direction, text, subprotocol): called for every text message, in order
+
+
+class _PeerNoise(logging.Filter):
+    """websockets logs a failed opening handshake (garbage, a TLS hello on plain ws, an 8 KiB
+    header line) at ERROR with a traceback that quotes the request: count it instead. Other
+    records keep their message but lose the traceback, which may quote what a peer sent."""
+
+    def __init__(self, count: Callable[[], None]) -> None:
+        super().__init__()
+        self.count = count
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "opening handshake failed":
+            self.count()
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
 
 
 class TokenBucket:
@@ -213,6 +231,9 @@ class OcppTap:
         )
         for charger in self.chargers.values():
             self.m_connected.set(0, sensor=charger.sensor_id)
+        self._noise = _PeerNoise(
+            lambda: self.m_handshakes.inc(sensor=UNKNOWN, result="bad_request")
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -223,6 +244,7 @@ class OcppTap:
 
     async def __aenter__(self) -> OcppTap:
         cfg = self.inputs
+        ws_log.addFilter(self._noise)
         self._server = await serve(
             self._handler,
             cfg.host,
@@ -254,6 +276,11 @@ class OcppTap:
         for opening in list(self._opening.values()):
             await _quietly_close(opening.upstream, CloseCode.GOING_AWAY, "gateway stopping")
         self._opening.clear()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT)
+        for task in list(self._tasks):
+            task.cancel()
+        ws_log.removeFilter(self._noise)
 
     async def run(self) -> None:
         async with self:
@@ -370,6 +397,7 @@ class OcppTap:
             return
         old.superseded = True
         charger.session = None
+        self.m_connected.set(0, sensor=charger.sensor_id)
         old.charger.transport.abort()
         await _quietly_close(old.upstream, CloseCode.GOING_AWAY, "charger reconnected")
 
@@ -461,6 +489,9 @@ class OcppTap:
             else:
                 end = await self._relay(charger, session, session.upstream)
         finally:
+            if session.upstream is not None and session.upstream.state is not State.CLOSED:
+                # only when the relay was cancelled midway: never leave the operator hanging
+                self._spawn(_quietly_close(session.upstream, CloseCode.GOING_AWAY, ""))
             if session.superseded:
                 end = _End("superseded")
             elif charger.session is session:
