@@ -480,3 +480,53 @@ def test_garbage_at_the_socket_and_the_handshake_never_stops_the_tap(caplog: pyt
         assert not [rec for rec in ours if rec.exc_info or "NONSENSE" in rec.getMessage()]
 
     asyncio.run(scenario())
+
+
+SITE = """
+gateway: {id: tap-test, borough: Camden, location: {lat: 51.5390, lon: -0.1426}}
+privacy: {min_count: 1, window: 15m}
+inputs: {mqtt: {host: 127.0.0.1}}   # never connected to: the plan alone is used
+sensors:
+  # Until the source registry lands there is no `ocpp:` key in the config; the plan only needs
+  # the driver's catalogue, so an MQTT topic stands in for the transport here. ocpp201j shares
+  # ocpp16j's published properties (tests/unit/test_profile_ocpp201j.py checks they match).
+  - {id: ev-1, driver: ocpp16j, mqtt: {topic: 'ocpp/CB-0042/in'}}
+"""
+
+
+@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
+def test_a_session_through_the_tap_leaves_as_the_right_observations(version: str) -> None:
+    import os
+    import time
+
+    from gateway.config import parse_config
+    from gateway.plan import build_plan
+    from gateway.privacy.stage import PrivacyStage
+
+    plan = build_plan(parse_config(SITE, env={}))
+    stage = PrivacyStage(plan, key_factory=lambda: os.urandom(32), salt_rotation_s=86400,
+                         started_at=time.time())  # fmt: skip
+
+    async def scenario() -> list[Any]:
+        async with operator() as op, rig([("ev-1", proxy("CB-0042", op))]) as r:
+            async with charger(r.url, "CB-0042", version) as c:
+                await run_session(version, c.cp)
+            await wait_for(lambda: len(r.values("ev-1")) >= 6, 10, "readings")
+        now = time.time()
+        return [o for reading in r.readings for o in stage.process(reading, now)] + stage.drain(now)
+
+    observations = asyncio.run(scenario())
+    got: dict[str, list[Any]] = {}
+    for o in observations:
+        got.setdefault(o.property, []).append(o.result)
+    energy = [2.5] if version == "ocpp1.6" else [2.5, 3.0]
+    statuses = ["CHARGING", "CHARGING", "AVAILABLE"] if version == "ocpp1.6" else ["CHARGING", "AVAILABLE"]  # fmt: skip
+    assert got.pop("connector_status") == statuses
+    assert got.pop("connector_id") == ["1"] * (len(statuses) + len(energy))
+    assert got.pop("energy") == energy and got.pop("power") == [7200.0]
+    if version == "ocpp1.6":
+        assert got.pop("error_code") == ["NoError"] * 3
+    # the session leaves only as counts and a sum per window: no start or end time of its own
+    assert got == {"sessions_started": [1], "sessions_ended": [1], "energy_delivered": [3.5]}
+    text = json.dumps([o.sensorthings() for o in observations])
+    assert TAG not in text and "tx-7f3a91" not in text
