@@ -47,8 +47,16 @@ def cbid(i: int) -> str:
 
 
 def serve_tap(csms_port: int, n: int) -> None:
+    """The tap as `street-gateway run` builds it: config -> plan -> the `ocpp` source's build."""
+    import time as clock
+
+    from gateway.config import parse_config
     from gateway.ops.metrics import Registry
-    from gateway.sources.ocpp import FrameIngest, InputsOcpp, OcppSensor, OcppTap, build_runnables
+    from gateway.plan import build_plan
+    from gateway.sources import SOURCES
+    from gateway.sources.base import SourceContext
+    from gateway.sources.ocpp.ingest import FrameIngest
+    from gateway.sources.ocpp.tap import OcppTap
 
     readings = 0
 
@@ -56,12 +64,21 @@ def serve_tap(csms_port: int, n: int) -> None:
         nonlocal readings
         readings += 1
 
+    up = f"ws://127.0.0.1:{csms_port}/ocpp"
+    sensors = "\n".join(f"  - {{id: ev-{i}, driver: ocpp16j, ocpp: {{charge_box_id: {cbid(i)}, upstream: '{up}', upstream_auth: none}}}}" for i in range(n))  # fmt: skip
+    text = (
+        "gateway: {id: bench, borough: camden, location: {lat: 51.539, lon: -0.1426}}\n"
+        # one call in flight per charger, but flat out that is far above a real charger's rate
+        "inputs: {ocpp: {host: 127.0.0.1, port: 0, max_frames_per_s: 100000, burst: 100000}}\n"
+        f"sensors:\n{sensors}\nsinks: {{file: {{}}}}\n"
+    )
+    cfg = parse_config(text, "bench.yaml", {})
+    plan = build_plan(cfg)
+    ctx = SourceContext(cfg.gateway.id, submit, Registry(), clock.time, inputs=cfg.input("ocpp"))
+    tap, ingest = SOURCES["ocpp"].build(ctx, list(plan.sensors.values()))
+    assert isinstance(tap, OcppTap) and isinstance(ingest, FrameIngest)
+
     async def main() -> None:
-        inputs = InputsOcpp(host="127.0.0.1", port=0, max_frames_per_s=100_000, burst=100_000)
-        sensors = [(f"ev-{i}", OcppSensor(charge_box_id=cbid(i), upstream=f"ws://127.0.0.1:{csms_port}/ocpp",
-                                          upstream_auth="none"), {}) for i in range(n)]  # fmt: skip
-        tap, ingest = build_runnables(inputs, sensors, submit, Registry())
-        assert isinstance(tap, OcppTap) and isinstance(ingest, FrameIngest)
         ingest_task = asyncio.create_task(ingest.run())
         async with tap:
             print(f"PORT {tap.port}", flush=True)

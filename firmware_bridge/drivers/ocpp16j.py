@@ -457,4 +457,5 @@ DRIVER = MessageDriver(
     default_topic="ocpp/+/in",
     simulate=simulate,
     doc="docs/drivers/ocpp16j.md",
+    transports=("mqtt", "ocpp"),  # the relay on the local broker, or the OCPP tap
 )

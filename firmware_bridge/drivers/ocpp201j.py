@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import Field as Opt
+
 from firmware_bridge.base import (
     Aggregation,
     Catalogue,
@@ -24,17 +26,18 @@ from firmware_bridge.base import (
     Event,
     Field,
     ObservationType,
+    Role,
     Value,
 )
-from firmware_bridge.driver import MqttDriver, Options
+from firmware_bridge.driver import MessageDriver
 from firmware_bridge.jsonpayload import (
     PayloadDecoder,
     as_float,
     concrete_topic,
     load_json,
-    option_problems,
     parse_rfc3339,
 )
+from firmware_bridge.options import PayloadOptions
 
 MAX_STATE = 256  # sessions, EVSEs and event numbers remembered per decoder; oldest forgotten first
 MAX_CONNECTORS = 16  # connectors remembered per EVSE
@@ -108,14 +111,14 @@ CATALOGUE = Catalogue(
         ),
         Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0),
         Field("power", "W", M, "Power.Active.Import", minimum=0, maximum=400000),
-        Field("session_start", None, T, "A charging session started", personal=True),
-        Field("session_end", None, T, "A charging session ended", personal=True),
+        Field("session_start", None, T, "A charging session started", role=Role.PERSON_EVENT),
+        Field("session_end", None, T, "A charging session ended", role=Role.PERSON_EVENT),
         Field(
             "session_energy",
             "kW.h",
             M,
             "Energy of one finished session (register at its end - at its start)",
-            personal=True,
+            role=Role.PERSON_EVENT,
             minimum=0,
         ),
         Field(
@@ -123,14 +126,14 @@ CATALOGUE = Catalogue(
             None,
             C,
             "idToken of the driver (RFID UID, eMAID, MAC): read at source, never put into a reading",
-            personal=True,
+            role=Role.IDENTIFIER,
         ),
         Field(
             "transaction_id",
             None,
             C,
             "transactionId: read at source to link a session's events, never put into a reading",
-            personal=True,
+            role=Role.IDENTIFIER,
         ),
         Field(
             "sessions_started",
@@ -191,6 +194,12 @@ def _nonneg_int(value: object) -> int | None:
     return None
 
 
+class Options(PayloadOptions):
+    evse_id: int | None = Opt(
+        None, ge=0, le=100, description="Only this EVSE (0 = the whole station); all if unset."
+    )
+
+
 class Decoder(PayloadDecoder):
     """Decodes OCPP 2.0.1 frames. Every TransactionEvent names its transaction, so a session's
     energy is the register in its Ended event minus the one in its Started event, remembered in
@@ -199,8 +208,7 @@ class Decoder(PayloadDecoder):
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
-        wanted = options.get("evse_id")
-        self.evse: int | None = wanted if isinstance(wanted, int) else None
+        self.evse: int | None = options.evse_id
         # (box, transactionId) -> the session's EVSE and energy registers
         self._sessions: dict[tuple[str, str], _Session] = {}
         # (box, transactionId, seqNo) of recent transaction events
@@ -406,15 +414,6 @@ def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
 
 
-def validate_options(options: Options) -> list[str]:
-    problems = option_problems(options, "ocpp201j", {"evse_id"})
-    if "evse_id" in options:
-        value = options["evse_id"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append("evse_id: must be a non-negative integer (0 = whole station)")
-    return problems
-
-
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -473,12 +472,13 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     return [(topic, body) for body in out]
 
 
-DRIVER = MqttDriver(
+DRIVER = MessageDriver(
     name="ocpp201j",
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
+    options=Options,
     default_topic="ocpp/+/in",
     simulate=simulate,
-    validate_options=validate_options,
     doc="docs/drivers/ocpp201j.md",
+    transports=("mqtt", "ocpp"),
 )

@@ -5,10 +5,11 @@ Importing this must stay cheap: source modules import their I/O libraries inside
 
 from __future__ import annotations
 
-from gateway.sources import mqtt, serial
+from gateway.sources import mqtt, ocpp, serial
 from gateway.sources.base import SourceSpec
 
 SOURCES: dict[str, SourceSpec] = {
     "serial": serial.SPEC,
     "mqtt": mqtt.SPEC,
+    "ocpp": ocpp.SPEC,
 }

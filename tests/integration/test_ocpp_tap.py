@@ -23,10 +23,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from firmware_bridge.drivers import MESSAGE_DRIVERS
 from gateway.model import Reading
 from gateway.ops.metrics import Registry
-from gateway.sources.ocpp import Direction, FrameIngest, InputsOcpp, OcppSensor, OcppTap
-from gateway.sources.ocpp.ingest import IngestSensor
+from gateway.sources.ocpp import VERSIONS
+from gateway.sources.ocpp.ingest import FrameIngest, IngestSensor
+from gateway.sources.ocpp.settings import InputsOcpp, OcppSensor
+from gateway.sources.ocpp.tap import Direction, OcppTap
 from tests.conftest import free_port
 from tests.integration.ocpp_peers import (
     TAG,
@@ -69,16 +72,27 @@ class Rig:
         return [dict(r.values) for r in self.readings if r.sensor_id == sensor]
 
 
+DRIVER_OF = {version: name for name, version in VERSIONS.items()}
+
+
+def ingest_sensor(sid: str, driver: str) -> IngestSensor:
+    d = MESSAGE_DRIVERS[driver]
+    return IngestSensor(sid, d, d.options(), VERSIONS[driver])
+
+
 @contextlib.asynccontextmanager
-async def rig(chargers: list[tuple[str, OcppSensor]], **inputs: Any) -> AsyncIterator[Rig]:
-    """The tap, with FrameIngest and the real OCPP decoders behind its on_frame."""
+async def rig(chargers: list[tuple[str, OcppSensor]], drivers: dict[str, str] | None = None,
+              **inputs: Any) -> AsyncIterator[Rig]:  # fmt: skip
+    """The tap, with FrameIngest and the sensors' real OCPP decoders behind its on_frame
+    (`drivers`: sensor id -> driver name, ocpp16j unless named)."""
     metrics = Registry()
     r: Rig
 
     async def submit(reading: Reading, ack: Any) -> None:
         r.readings.append(reading)
 
-    ingest = FrameIngest({cfg.charge_box_id: IngestSensor(sid, {}) for sid, cfg in chargers}, submit, metrics)  # fmt: skip
+    sensors = {cfg.charge_box_id: ingest_sensor(sid, (drivers or {}).get(sid, "ocpp16j")) for sid, cfg in chargers}  # fmt: skip
+    ingest = FrameIngest(sensors, submit, metrics)
 
     def on_frame(cbid: str, direction: Direction, text: str, subprotocol: str) -> None:
         r.frames.append((cbid, direction, text, subprotocol))
@@ -157,7 +171,7 @@ async def run_session(version: str, cp: Any) -> None:
 @pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
 def test_a_whole_session_reaches_the_operator_byte_identical_and_decodes(version: str) -> None:
     async def scenario() -> None:
-        async with operator() as op, rig([("ev-1", proxy("CB-0042", op))]) as r:
+        async with operator() as op, rig([("ev-1", proxy("CB-0042", op))], {"ev-1": DRIVER_OF[version]}) as r:  # fmt: skip
             async with charger(r.url, "CB-0042", version) as c:
                 assert c.ws.subprotocol == version
                 await run_session(version, c.cp)
@@ -332,7 +346,7 @@ def test_frames_that_are_not_ocpp_are_relayed_unchanged_and_counted() -> None:
 def test_a_flood_is_cut_and_counted_and_the_other_chargers_go_on() -> None:
     async def scenario() -> None:
         async with operator() as op, rig([("ev-1", proxy("CB-1", op)), ("ev-2", proxy("CB-2", op))],
-                                         max_frames_per_s=5, burst=20) as r:  # fmt: skip
+                                         {"ev-2": "ocpp201j"}, max_frames_per_s=5, burst=20) as r:  # fmt: skip
             async with charger(r.url, "CB-2", "ocpp2.0.1") as other:
                 flood = await raw(r.url, "CB-1")
                 with contextlib.suppress(ConnectionClosed):
@@ -416,7 +430,7 @@ def test_standalone_mode_is_a_minimal_csms_for_both_versions(tmp_path: Path) -> 
             ("ev-1", OcppSensor(charge_box_id="CB-1", mode="standalone")),
             ("ev-2", OcppSensor(charge_box_id="CS-2", mode="standalone", authorize="local_list",
                                 local_list_file=tmp_path / "tags.txt")),
-        ]) as r:  # fmt: skip
+        ], {"ev-2": "ocpp201j"}) as r:  # fmt: skip
             async with charger(r.url, "CB-1", "ocpp1.6") as c16:
                 await session16(c16.cp)  # the library validates every answer against the schemas
             async with charger(r.url, "CS-2", "ocpp2.0.1") as c201:
@@ -482,51 +496,77 @@ def test_garbage_at_the_socket_and_the_handshake_never_stops_the_tap(caplog: pyt
     asyncio.run(scenario())
 
 
-SITE = """
-gateway: {id: tap-test, borough: Camden, location: {lat: 51.5390, lon: -0.1426}}
-privacy: {min_count: 1, window: 15m}
-inputs: {mqtt: {host: 127.0.0.1}}   # never connected to: the plan alone is used
-sensors:
-  # Until the source registry lands there is no `ocpp:` key in the config; the plan only needs
-  # the driver's catalogue, so an MQTT topic stands in for the transport here. ocpp201j shares
-  # ocpp16j's published properties (tests/unit/test_profile_ocpp201j.py checks they match).
-  - {id: ev-1, driver: ocpp16j, mqtt: {topic: 'ocpp/CB-0042/in'}}
-"""
+# --------------------------------------------------------------------------- the whole gateway
 
 
-@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
-def test_a_session_through_the_tap_leaves_as_the_right_observations(version: str) -> None:
-    import os
-    import time
+def test_sessions_through_the_gateway_leave_as_the_right_observations(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """`street-gateway run`'s pipeline from a config with `inputs.ocpp` and `ocpp:` sensors: a 1.6
+    and a 2.0.1 charger through the tap and a borough charger in standalone mode, to the file
+    store. Per reading: status, energy, power; sessions only as counts and a sum per window."""
 
     from gateway.config import parse_config
-    from gateway.plan import build_plan
-    from gateway.privacy.stage import PrivacyStage
+    from gateway.pipeline import Pipeline
+    from tests.integration.test_mqtt_ingest import read_file
 
-    plan = build_plan(parse_config(SITE, env={}))
-    stage = PrivacyStage(plan, key_factory=lambda: os.urandom(32), salt_rotation_s=86400,
-                         started_at=time.time())  # fmt: skip
+    caplog.set_level(logging.INFO)
+    op_port, tap_port = free_port(), free_port()
+    up = f"ws://127.0.0.1:{op_port}/ocpp"
+    text = f"""
+gateway: {{id: tap-gw-01, borough: camden, location: {{lat: 51.539, lon: -0.1426}}, data_dir: '{tmp_path / "data"}'}}
+inputs: {{ocpp: {{host: 127.0.0.1, port: {tap_port}}}}}
+sensors:
+  - {{id: ev-16, driver: ocpp16j, ocpp: {{charge_box_id: CB-0042, upstream: '{up}', upstream_auth: none}}}}
+  - {{id: ev-201, driver: ocpp201j, ocpp: {{charge_box_id: CS-0043, upstream: '{up}', upstream_auth: none}}}}
+  - {{id: ev-own, driver: ocpp201j, ocpp: {{charge_box_id: LBC-EV-7, mode: standalone}}}}
+privacy: {{window: 1m, min_count: 1}}
+sinks: {{file: {{path: observations.jsonl}}}}
+ops: {{http: null}}
+"""
 
-    async def scenario() -> list[Any]:
-        async with operator() as op, rig([("ev-1", proxy("CB-0042", op))]) as r:
-            async with charger(r.url, "CB-0042", version) as c:
-                await run_session(version, c.cp)
-            await wait_for(lambda: len(r.values("ev-1")) >= 6, 10, "readings")
-        now = time.time()
-        return [o for reading in r.readings for o in stage.process(reading, now)] + stage.drain(now)
+    async def scenario() -> Any:
+        p = Pipeline(parse_config(text, "gw.yaml", {}))
+        async with operator(op_port) as op:
+            await p.start()
+            url = f"ws://127.0.0.1:{tap_port}"
+            for _ in range(200):  # the tap starts listening as a source task
+                with contextlib.suppress(OSError):
+                    _, w = await asyncio.open_connection("127.0.0.1", tap_port)
+                    w.close()
+                    break
+                await asyncio.sleep(0.05)
+            async with charger(url, "CB-0042", "ocpp1.6") as c16, charger(url, "CS-0043", "ocpp2.0.1") as c201:  # fmt: skip
+                await asyncio.gather(session16(c16.cp), session201(c201.cp))
+            async with charger(url, "LBC-EV-7", "ocpp2.0.1") as own:
+                await session201(own.cp, txid="lbc-0001")
+            assert c16.wire.sent == op.received("CB-0042") and c201.wire.sent == op.received("CS-0043")
+            ingest = p.source("ocpp-ingest")
+            await wait_for(lambda: not ingest._queue and p.queue.empty(), 10, "every frame decoded and committed")  # type: ignore[union-attr]  # fmt: skip
+            await asyncio.sleep(0.3)
+            metrics = p.metrics.render()
+            await p.stop()
+        return p, metrics
 
-    observations = asyncio.run(scenario())
-    got: dict[str, list[Any]] = {}
-    for o in observations:
-        got.setdefault(o.property, []).append(o.result)
-    energy = [2.5] if version == "ocpp1.6" else [2.5, 3.0]
-    statuses = ["CHARGING", "CHARGING", "AVAILABLE"] if version == "ocpp1.6" else ["CHARGING", "AVAILABLE"]  # fmt: skip
-    assert got.pop("connector_status") == statuses
-    assert got.pop("connector_id") == ["1"] * (len(statuses) + len(energy))
-    assert got.pop("energy") == energy and got.pop("power") == [7200.0]
-    if version == "ocpp1.6":
-        assert got.pop("error_code") == ["NoError"] * 3
-    # the session leaves only as counts and a sum per window: no start or end time of its own
-    assert got == {"sessions_started": [1], "sessions_ended": [1], "energy_delivered": [3.5]}
-    text = json.dumps([o.sensorthings() for o in observations])
-    assert TAG not in text and "tx-7f3a91" not in text
+    p, metrics = asyncio.run(scenario())
+    streams = p.plan.datastreams
+    got: dict[tuple[str, str], list[Any]] = {}
+    for o in read_file(p):
+        ds = streams[o["Datastream"]["@iot.id"]]
+        got.setdefault((ds.sensor_id, ds.property), []).append(o["result"])
+    assert got.pop(("ev-16", "connector_status")) == ["CHARGING", "CHARGING", "AVAILABLE"]
+    assert got.pop(("ev-16", "error_code")) == ["NoError"] * 3
+    assert got.pop(("ev-16", "connector_id")) == ["1"] * 4
+    assert (got.pop(("ev-16", "energy")), got.pop(("ev-16", "power"))) == ([2.5], [7200])
+    for sid in ("ev-201", "ev-own"):
+        assert got.pop((sid, "connector_status")) == ["CHARGING", "AVAILABLE"]
+        assert got.pop((sid, "connector_id")) == ["1"] * 4
+        assert (got.pop((sid, "energy")), got.pop((sid, "power"))) == ([2.5, 3.0], [7200])
+    for sid in ("ev-16", "ev-201", "ev-own"):  # the sessions: one window each, no time of their own
+        assert got.pop((sid, "sessions_started")) == [1]
+        assert got.pop((sid, "sessions_ended")) == [1]
+        assert got.pop((sid, "energy_delivered")) == [3.5]
+    assert got == {}
+    stored = (p.cfg.gateway.data_dir / "observations.jsonl").read_text()
+    logs = "\n".join(rec.getMessage() + repr(rec.__dict__) for rec in caplog.records if rec.name.startswith("gateway"))  # fmt: skip
+    for leak in (TAG, "tx-7f3a91", "lbc-0001"):
+        assert leak not in stored and leak not in logs and leak not in metrics
+    assert 'gateway_ocpp_connected{sensor="ev-16"} 0' in metrics

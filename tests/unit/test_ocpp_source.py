@@ -232,9 +232,10 @@ def test_inputs_defaults_and_timeouts() -> None:
         InputsOcpp(tls={"cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"})  # type: ignore[arg-type]
 
 
-def test_ingest_decodes_by_negotiated_version_and_drops_newest_when_full() -> None:
+def test_ingest_decodes_the_sensors_version_skips_others_and_drops_newest_when_full() -> None:
     import asyncio
 
+    from firmware_bridge.drivers import ocpp16j, ocpp201j
     from gateway.model import Reading
     from gateway.ops.metrics import Registry
     from gateway.sources.ocpp.ingest import FrameIngest, IngestSensor
@@ -247,11 +248,14 @@ def test_ingest_decodes_by_negotiated_version_and_drops_newest_when_full() -> No
         got.append(reading)
 
     metrics = Registry()
-    ingest = FrameIngest({"CB-1": IngestSensor("ev-1", {})}, submit, metrics, clock=lambda: NOW, max_queue=3)  # fmt: skip
+    sensors = {"CB-1": IngestSensor("ev-1", ocpp16j.DRIVER, ocpp16j.Options(), "ocpp1.6"),
+               "CS-2": IngestSensor("ev-2", ocpp201j.DRIVER, ocpp201j.Options(), "ocpp2.0.1")}  # fmt: skip
+    ingest = FrameIngest(sensors, submit, metrics, clock=lambda: NOW, max_queue=4)
     s16 = '[2,"a","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Faulted"}]'
     s201 = '[2,"b","StatusNotification",{"timestamp":"2025-03-14T10:00:00Z","connectorStatus":"Faulted","evseId":2,"connectorId":1}]'  # fmt: skip
     ingest.on_frame("CB-1", Direction.IN, s16, "ocpp1.6")
-    ingest.on_frame("CB-1", Direction.IN, s201, "ocpp2.0.1")
+    ingest.on_frame("CS-2", Direction.IN, s201, "ocpp2.0.1")
+    ingest.on_frame("CB-1", Direction.IN, s201, "ocpp2.0.1")  # not the version its driver reads
     ingest.on_frame("CB-9", Direction.IN, s16, "ocpp1.6")  # not configured: ignored
     ingest.on_frame("CB-1", Direction.IN, s16, "ocpp1.6")  # the queue is full: dropped
 
@@ -266,7 +270,92 @@ def test_ingest_decodes_by_negotiated_version_and_drops_newest_when_full() -> No
     asyncio.run(drain())
     assert [(r.sensor_id, dict(r.values)) for r in got] == [
         ("ev-1", {"connector_status": "OUTOFORDER", "connector_id": "1", "error_code": "NoError"}),
-        ("ev-1", {"connector_status": "OUTOFORDER", "connector_id": "2"}),
+        ("ev-2", {"connector_status": "OUTOFORDER", "connector_id": "2"}),
     ]
     assert got[0].time == NOW  # no device time: the gateway's clock
     assert metrics.metrics["gateway_ocpp_ingest_dropped_total"].get(sensor="ev-1") == 1
+    assert metrics.metrics["gateway_ocpp_ingest_skipped_total"].get(sensor="ev-1") == 1
+
+
+# --------------------------------------------------------------------------- in a config file
+
+
+def ev_config(tmp: Path, second: str) -> str:
+    from tests.integration.test_mqtt_tls import make_ca_and_server
+
+    _, cert, key = make_ca_and_server(tmp)
+    (tmp / "cb.pw").write_text("a-long-charger-password\n")
+    (tmp / "tags").write_text(f"{TAG}\n")
+    return f"""\
+gateway: {{id: ev-gw-1, borough: islington, location: {{lat: 51.538, lon: -0.103}}}}
+inputs:
+  ocpp:
+    port: 8180
+    tls: {{cert_file: '{cert}', key_file: '{key}'}}
+sensors:
+  - id: ev-cp-42
+    driver: ocpp16j
+    ocpp:
+      charge_box_id: CB-0042
+      upstream: wss://csms.operator.example/ocpp
+      auth: {{password_file: '{tmp / "cb.pw"}'}}
+    options: {{connector_id: 1}}
+  - id: ev-borough-7
+    driver: ocpp201j
+    ocpp:
+      charge_box_id: LBC-EV-007
+      mode: standalone
+      authorize: local_list
+      local_list_file: '{tmp / "tags"}'
+{second}
+sinks: {{file: {{}}}}
+"""
+
+
+def test_a_config_with_ocpp_sensors_loads_plans_and_describes_them(tmp_path: Path) -> None:
+    from gateway.cli import semantic_problems
+    from gateway.config import iter_secret_values, parse_config
+    from gateway.plan import build_plan
+    from gateway.sources import SOURCES
+
+    cfg = parse_config(ev_config(tmp_path, ""), "ev.yaml", {})
+    plan = build_plan(cfg)
+    assert semantic_problems(cfg, plan) == []
+    sp = plan.sensors["ev-cp-42"]
+    assert sp.transport == "ocpp" and isinstance(sp.section, OcppSensor)
+    assert sp.section.auth is not None  # the loader read password_file into a SecretStr
+    assert "a-long-charger-password" in set(iter_secret_values(cfg))  # so logs mask it
+    assert SOURCES["ocpp"].describe(sp.section) == "OCPP charger CB-0042, relayed to wss://csms.operator.example/ocpp"  # fmt: skip
+    assert plan.sensors["ev-borough-7"].section.local_list == {TAG.lower()}  # type: ignore[attr-defined]
+    assert {f.key for f in plan.sensors["ev-borough-7"].aggregates} == {"sessions_started", "sessions_ended", "energy_delivered"}  # fmt: skip
+
+
+def test_check_finds_ocpp_mistakes_with_their_lines(tmp_path: Path) -> None:
+    from gateway.cli import semantic_problems
+    from gateway.config import ConfigError, parse_config
+    from gateway.plan import PlanError, build_plan
+
+    mismatch = ("  - {id: ev-x, driver: ocpp201j, ocpp: {charge_box_id: CB-9, "
+                "upstream: 'wss://csms.example/ocpp', subprotocols: [ocpp1.6]}}")  # fmt: skip
+    text = ev_config(tmp_path, mismatch)
+    cfg = parse_config(text, "ev.yaml", {})
+    line = 1 + text.splitlines().index(mismatch)
+    assert [str(p) for p in semantic_problems(cfg, build_plan(cfg))] == [
+        f"ev.yaml:{line} sensors[2].ocpp.subprotocols: ocpp201j reads ocpp2.0.1, which is not in [ocpp1.6]"
+    ]
+    for bad, where in [
+        ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9}}", "sensors[2].ocpp"),
+        ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9, mode: standalone, upstrem: x}}", "sensors[2].ocpp.upstrem"),
+        ("  - {id: ev-x, driver: pms5003, ocpp: {charge_box_id: CB-9, mode: standalone}}", "sensors[2].ocpp"),
+        # the loader says it cannot read the file, and then that the password is missing
+        ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9, mode: standalone, auth: {password_file: /nonexistent}}}", "sensors[2].ocpp.auth.password sensors[2].ocpp.auth.password_file"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            parse_config(ev_config(tmp_path, bad), "ev.yaml", {})
+        assert sorted(p.path for p in e.value.problems) == where.split(), (bad, [str(p) for p in e.value.problems])  # fmt: skip
+    text = ev_config(tmp_path, "")
+    start = text.index("inputs:")
+    no_inputs = text[:start] + text[text.index("sensors:"):]
+    with pytest.raises(PlanError) as pe:
+        build_plan(parse_config(no_inputs, "ev.yaml", {}))
+    assert "ocpp sensors need `inputs: {ocpp: …}`" in str(pe.value)

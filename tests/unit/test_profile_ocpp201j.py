@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ocpp.messages import Call, _validate_payload
+from pydantic import ValidationError
 
 from firmware_bridge import jsonpayload
-from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event
+from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event, Role
 from firmware_bridge.drivers import ocpp201j
 
 DATA = Path(__file__).parents[1] / "data"
@@ -93,7 +94,7 @@ def test_the_vectors_are_valid_ocpp_201_by_the_oca_schemas() -> None:
 
 
 def test_a_microocpp_session_decodes_to_the_documented_readings() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     got: list[tuple[int, Decoded]] = []
     for i, frame in enumerate(FRAMES):
         got += [(i, e) for e in decoded(feed(dec, frame))]
@@ -103,16 +104,17 @@ def test_a_microocpp_session_decodes_to_the_documented_readings() -> None:
 
 
 def test_no_id_token_or_transaction_id_ever_reaches_a_reading() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     text = repr([e for frame in FRAMES for e in feed(dec, frame)])
     for ident in VECTORS["identifiers"]:
         assert ident not in text
 
 
 def test_the_catalogue_declares_identifiers_and_session_data_personal() -> None:
-    cat = ocpp201j.catalogue_for({})
+    cat = ocpp201j.catalogue_for(ocpp201j.Options())
     assert {f.key for f in cat.personal_fields} == {
         "session_start", "session_end", "session_energy", "id_token", "transaction_id"}  # fmt: skip
+    assert {f.key for f in cat.fields if f.role is Role.IDENTIFIER} == {"id_token", "transaction_id"}
     aggregates = {f.key: (f.aggregation, f.source) for f in cat.fields if f.source}
     assert aggregates == {
         "sessions_started": (Aggregation.COUNT, "session_start"),
@@ -137,12 +139,12 @@ def test_every_201_connector_status_of_the_oca_schema_maps_into_ocpi() -> None:
     assert set(ocpp201j.OCPP_TO_OCPI) == set(vocabulary)
     assert set(ocpp201j.OCPP_TO_OCPI.values()) <= set(OCPI)
     for word in vocabulary:
-        [event] = decoded(feed(ocpp201j.Decoder({}), status(word)))
+        [event] = decoded(feed(ocpp201j.Decoder(ocpp201j.Options()), status(word)))
         assert event.values == {"connector_status": ocpp201j.OCPP_TO_OCPI[word], "connector_id": "1"}  # fmt: skip
 
 
 def test_an_evse_is_in_use_while_any_of_its_connectors_is() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     statuses = [e.values["connector_status"] for e in decoded(feed(
         dec, status("Available", 1, 1), status("Available", 1, 2), status("Occupied", 1, 2),
         status("Unavailable", 1, 1),  # the socket is blocked while the cable is in use
@@ -154,12 +156,12 @@ def test_an_evse_is_in_use_while_any_of_its_connectors_is() -> None:
 
 
 def test_an_unknown_status_is_published_as_unknown_and_flagged() -> None:
-    [event] = decoded(feed(ocpp201j.Decoder({}), status("Exploded")))
+    [event] = decoded(feed(ocpp201j.Decoder(ocpp201j.Options()), status("Exploded")))
     assert event.values["connector_status"] == "UNKNOWN" and event.flags == ("unmapped_status",)
 
 
 def test_evse_option_keeps_only_that_evse() -> None:
-    dec = ocpp201j.Decoder({"evse_id": 2})
+    dec = ocpp201j.Decoder(ocpp201j.Options(evse_id=2))
     events = decoded(feed(dec, status("Occupied", 1), status("Faulted", 2),
                           tx("Started", 0, [sample(0)], evse=1),
                           call("MeterValues", {"evseId": 1, "meterValue": [{"timestamp": "2025-03-14T10:00:00Z", "sampledValue": [sample(5)]}]})))  # fmt: skip
@@ -179,13 +181,13 @@ def test_units_multipliers_and_what_is_never_collected() -> None:
         sample(16, "Current.Import", unit="A"),
     ]
     body = {"evseId": 1, "meterValue": [{"timestamp": "2025-03-14T10:00:00+01:00", "sampledValue": samples}]}  # fmt: skip
-    [event] = decoded(feed(ocpp201j.Decoder({}), call("MeterValues", body)))
+    [event] = decoded(feed(ocpp201j.Decoder(ocpp201j.Options()), call("MeterValues", body)))
     assert event.values == {"energy": 12.5, "power": 7200.0, "connector_id": "1"}
     assert event.device_time == epoch("2025-03-14T09:00:00+00:00")
 
 
 def test_samples_at_a_sessions_first_and_last_moment_are_not_published() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     events = decoded(feed(dec, tx("Started", 0, [sample(1000, context="Transaction.Begin")], evse=1),
                           tx("Updated", 1, [sample(1500), sample(1600, context="Sample.Clock")]),
                           tx("Ended", 2, [sample(3000, context="Transaction.End")])))  # fmt: skip
@@ -200,7 +202,7 @@ def test_bad_samples_are_errors_and_the_good_ones_still_decode() -> None:
     samples = [sample(1, unit="varh"), sample("lots", "Power.Active.Import", unit="W"), "junk",
                sample(100), sample(5, multiplier=99), sample(5, multiplier=True)]  # fmt: skip
     body = {"evseId": 1, "meterValue": [{"timestamp": "2025-03-14T10:00:00Z", "sampledValue": samples}]}  # fmt: skip
-    events = feed(ocpp201j.Decoder({}), call("MeterValues", body))
+    events = feed(ocpp201j.Decoder(ocpp201j.Options()), call("MeterValues", body))
     assert isinstance(events[0], Decoded) and events[0].values["energy"] == 0.1
     assert sorted(e.reason for e in events[1:] if isinstance(e, DecodeError)) == [
         "wrong_type", "wrong_type", "wrong_unit", "wrong_unit", "wrong_unit"]  # fmt: skip
@@ -210,7 +212,7 @@ def test_bad_samples_are_errors_and_the_good_ones_still_decode() -> None:
 
 
 def test_a_retried_transaction_event_counts_once() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     start = tx("Started", 0, [sample(0)], evse=1)
     end = tx("Ended", 1, [sample(2000, context="Transaction.End")])
     events = decoded(feed(dec, start, start, end, [3, "x", {}], end))
@@ -219,7 +221,7 @@ def test_a_retried_transaction_event_counts_once() -> None:
 
 
 def test_session_energy_unknown_or_backwards_is_flagged_not_guessed() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     [end] = decoded(feed(dec, tx("Ended", 5, [sample(9000, context="Transaction.End")], txid="never-started")))  # fmt: skip
     assert end.values == {"session_end": True} and end.flags == ("session_energy_unknown",)
     feed(dec, tx("Started", 0, None, txid="no-meter", evse=1))  # a station sending no start register
@@ -231,14 +233,14 @@ def test_session_energy_unknown_or_backwards_is_flagged_not_guessed() -> None:
 
 
 def test_the_last_register_of_the_session_closes_it_when_ended_has_none() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     events = decoded(feed(dec, tx("Started", 0, [sample(1000)], evse=1),
                           tx("Updated", 1, [sample(1800)]), tx("Ended", 2)))  # fmt: skip
     assert events[-1].values == {"session_end": True, "session_energy": 0.8}
 
 
 def test_sessions_on_other_stations_are_not_confused() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     feed(dec, tx("Started", 0, [sample(0)], evse=1), topic="ocpp/OTHER/in")
     [end] = decoded(feed(dec, tx("Ended", 1, [sample(10)])))
     assert end.flags == ("session_energy_unknown",)
@@ -254,7 +256,7 @@ def test_sessions_on_other_stations_are_not_confused() -> None:
      [2, "x", "BootNotification", {"chargingStation": {"model": "M", "vendorName": "V"}, "reason": "PowerUp"}]],
 )  # fmt: skip
 def test_protocol_traffic_without_street_data_yields_nothing(frame: list[Any]) -> None:
-    assert feed(ocpp201j.Decoder({}), frame) == []
+    assert feed(ocpp201j.Decoder(ocpp201j.Options()), frame) == []
 
 
 @pytest.mark.parametrize(
@@ -273,12 +275,12 @@ def test_protocol_traffic_without_street_data_yields_nothing(frame: list[Any]) -
      ([2, "x", "TransactionEvent", {"eventType": "Started", "seqNo": 0, "transactionInfo": {"transactionId": "a"}, "meterValue": {}}], "wrong_type")],
 )  # fmt: skip
 def test_malformed_frames_are_errors_with_a_reason(frame: object, reason: str) -> None:
-    [event] = feed(ocpp201j.Decoder({}), frame)
+    [event] = feed(ocpp201j.Decoder(ocpp201j.Options()), frame)
     assert isinstance(event, DecodeError) and event.reason == reason
 
 
 def test_remembered_state_is_bounded() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     for i in range(3 * ocpp201j.MAX_STATE):
         feed(dec, tx("Started", 0, [sample(i)], txid=f"t{i}", evse=i), status("Occupied", i))
         feed(dec, *[status("Available", 1, c) for c in range(3 * ocpp201j.MAX_CONNECTORS)])
@@ -287,16 +289,15 @@ def test_remembered_state_is_bounded() -> None:
     assert all(len(c) <= ocpp201j.MAX_CONNECTORS for c in dec._connectors.values())
 
 
-def test_validate_options() -> None:
-    assert ocpp201j.validate_options({"evse_id": 1, "max_payload_bytes": 1024}) == []
-    assert ocpp201j.validate_options({"evse_id": -1, "connector_id": 1}) == [
-        "connector_id: not an option of the ocpp201j driver",
-        "evse_id: must be a non-negative integer (0 = whole station)",
-    ]
+def test_options() -> None:
+    assert ocpp201j.Options.model_validate({"evse_id": 1, "max_payload_bytes": 1024}).evse_id == 1
+    with pytest.raises(ValidationError) as e:
+        ocpp201j.Options.model_validate({"evse_id": -1, "connector_id": 1})
+    assert {err["loc"][0] for err in e.value.errors()} == {"evse_id", "connector_id"}
 
 
 def test_a_simulated_two_hour_cycle_yields_one_whole_valid_session() -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     rng = random.Random(5)
     start = 1_741_946_400.0 - 1_741_946_400 % 7200
     events: list[Event] = []
@@ -361,13 +362,13 @@ def check(events: list[Event]) -> None:
 @FUZZ
 @given(payload=st.binary(max_size=300))
 def test_random_bytes_never_raise_or_echo(payload: bytes) -> None:
-    check(ocpp201j.Decoder({}).decode(TOPIC, payload))
+    check(ocpp201j.Decoder(ocpp201j.Options()).decode(TOPIC, payload))
 
 
 @FUZZ
 @given(data=st.data())
 def test_mutated_vectors_never_raise_or_echo_or_leak(data: st.DataObject) -> None:
-    dec = ocpp201j.Decoder({})
+    dec = ocpp201j.Decoder(ocpp201j.Options())
     for frame in FRAMES:  # a decoder that already holds session state
         dec.decode(TOPIC, json.dumps(frame).encode())
     frame = mutate(data, data.draw(st.sampled_from(FRAMES)))

@@ -1,44 +1,72 @@
 """The `ocpp` source: an OCPP-J tap between each EV charger and its operator (tap.py), a minimal
 CSMS for chargers with no operator (standalone.py), and the road from frames to readings
-(ingest.py). Settings: `inputs.ocpp` (InputsOcpp) and each sensor's `ocpp:` key (OcppSensor).
-Documented in docs/drivers/ocpp.md."""
+(ingest.py). A sensor's `ocpp:` key is `OcppSensor`, the gateway-wide `inputs.ocpp` is
+`InputsOcpp` (settings.py). Doc: docs/sources/ocpp.md.
+
+Importing this stays cheap (pydantic models only): websockets is imported by `build`.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import logging
+from typing import TYPE_CHECKING
 
-from gateway.ops.metrics import Registry
-from gateway.sources.ocpp.ingest import FrameIngest, IngestSensor, Submit
+from firmware_bridge.driver import MessageDriver
+from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec
 from gateway.sources.ocpp.settings import InputsOcpp, OcppSensor
-from gateway.sources.ocpp.tap import Direction, OcppTap, OnFrame
 
-__all__ = [
-    "Direction",
-    "FrameIngest",
-    "InputsOcpp",
-    "OcppSensor",
-    "OcppTap",
-    "OnFrame",
-    "build_runnables",
-]
+if TYPE_CHECKING:
+    from gateway.plan import SensorPlan
+
+log = logging.getLogger("gateway.sources.ocpp")
+
+# The OCPP version each driver reads. The tap never narrows what a charger and its operator
+# negotiate; frames of another version are relayed but not decoded (and counted).
+VERSIONS: dict[str, str] = {"ocpp16j": "ocpp1.6", "ocpp201j": "ocpp2.0.1"}
+
+__all__ = ["SPEC", "VERSIONS", "InputsOcpp", "OcppSensor", "build"]
 
 
-def build_runnables(
-    inputs: InputsOcpp,
-    sensors: Sequence[tuple[str, OcppSensor, Mapping[str, Any]]],  # (sensor id, ocpp:, options)
-    submit: Submit,
-    metrics: Registry,
-    clock: Callable[[], float] = time.time,
-) -> list[OcppTap | FrameIngest]:
-    """One tap for every charger and one ingest task: what the source registry's `build`
-    returns once the pipeline hands it `ctx.submit` and the sensors' plans."""
-    ingest = FrameIngest(
-        {cfg.charge_box_id: IngestSensor(sid, options) for sid, cfg, options in sensors},
-        submit,
-        metrics,
-        clock,
-    )
-    tap = OcppTap(inputs, [(sid, cfg) for sid, cfg, _ in sensors], ingest.on_frame, metrics, clock)  # fmt: skip
+def build(ctx: SourceContext, plans: list[SensorPlan]) -> list[Runnable]:
+    """One tap for every charger, and one task that decodes what it sees."""
+    from gateway.sources.ocpp.ingest import FrameIngest, IngestSensor
+    from gateway.sources.ocpp.tap import OcppTap
+
+    assert isinstance(ctx.inputs, InputsOcpp)  # inputs_required: the plan refused otherwise
+    chargers: list[tuple[str, OcppSensor]] = []
+    sensors: dict[str, IngestSensor] = {}
+    for sp in plans:
+        section, driver = sp.section, sp.driver
+        assert isinstance(section, OcppSensor) and isinstance(driver, MessageDriver)
+        if section.charge_box_id in sensors:
+            log.error("chargeBoxId configured for two sensors: the first one gets it", extra={"sensor": sp.id})  # fmt: skip
+            continue
+        version = VERSIONS.get(driver.name, "")
+        sensors[section.charge_box_id] = IngestSensor(sp.id, driver, sp.options, version)
+        chargers.append((sp.id, section))
+    ingest = FrameIngest(sensors, ctx.submit, ctx.metrics, ctx.clock)
+    tap = OcppTap(ctx.inputs, chargers, ingest.on_frame, ctx.metrics, ctx.clock)
     return [tap, ingest]
+
+
+def describe(section: OcppSensor) -> str:
+    if section.mode == "standalone":
+        return f"OCPP charger {section.charge_box_id}, the gateway as its CSMS (standalone)"
+    return f"OCPP charger {section.charge_box_id}, relayed to {section.upstream}"
+
+
+def check(plan: SensorPlan) -> list[tuple[Loc, str]]:
+    """The sensor's driver must read a version this charger is allowed to speak."""
+    section = plan.section
+    assert isinstance(section, OcppSensor)
+    version = VERSIONS.get(plan.driver.name)
+    if version is None:
+        return [((), f"{plan.driver.name} does not read OCPP frames: use ocpp16j or ocpp201j")]
+    if version not in section.subprotocols:
+        allowed = ", ".join(section.subprotocols)
+        return [(("ocpp", "subprotocols"), f"{plan.driver.name} reads {version}, which is not in [{allowed}]")]  # fmt: skip
+    return []
+
+
+SPEC: SourceSpec = SourceSpec("ocpp", OcppSensor, build, describe, inputs=InputsOcpp, inputs_required=True,
+                              check=check, doc="docs/sources/ocpp.md")  # fmt: skip

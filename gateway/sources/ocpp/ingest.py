@@ -1,11 +1,12 @@
-"""From the tap's frames to readings: on_frame -> bounded queue -> the charger's OCPP decoder ->
+"""From the tap's frames to readings: on_frame -> bounded queue -> the sensor's OCPP decoder ->
 `Reading` -> `submit(reading, ack)`.
 
 The tap calls `on_frame` synchronously and must never wait for the pipeline, so frames queue
 here (bounded: when full, the newest frame is dropped and counted) and one task decodes them in
-order. Which decoder reads a frame depends on the OCPP version the charger negotiated; one
-decoder per (charger, version) keeps its session state across reconnects. A frame is already
-delivered to the operator when it is seen, so there is nothing to acknowledge: `ack` is None.
+order. Each sensor has one decoder, its configured driver's, kept across reconnects so session
+state survives them; frames of an OCPP version other than the one that driver reads are relayed
+by the tap but not decoded here (counted, logged once a minute). A frame is already on its way
+to the operator when it is seen, so there is nothing to acknowledge: `ack` is None.
 """
 
 from __future__ import annotations
@@ -14,32 +15,30 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from firmware_bridge.base import Decoded, DecodeError, MessageDecoder
-from firmware_bridge.driver import MqttDriver
-from firmware_bridge.drivers import ocpp16j, ocpp201j
+from firmware_bridge.driver import MessageDriver
+from firmware_bridge.options import DriverOptions
 from gateway.model import Reading
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
+from gateway.sources.base import Submit
 from gateway.sources.ocpp.tap import Direction
 from gateway.sources.stamp import Stamper
 
 log = logging.getLogger("gateway.sources.ocpp")
 
-# negotiated subprotocol -> the driver that reads it
-DRIVERS: dict[str, MqttDriver] = {"ocpp1.6": ocpp16j.DRIVER, "ocpp2.0.1": ocpp201j.DRIVER}
 MAX_QUEUE = 1000
-
-Submit = Callable[[Reading, Callable[[], None] | None], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class IngestSensor:
     sensor_id: str
-    options: Mapping[str, Any]  # the sensor's driver options (connector_id, evse_id, ...)
+    driver: MessageDriver  # ocpp16j or ocpp201j
+    options: DriverOptions  # the driver's validated Options
+    subprotocol: str  # the OCPP version that driver reads, e.g. "ocpp1.6"
 
 
 def topic(charge_box_id: str, direction: Direction) -> str:
@@ -64,11 +63,17 @@ class FrameIngest:
         self.max_queue = max_queue
         self._queue: collections.deque[tuple[str, Direction, str, str]] = collections.deque()
         self._wake = asyncio.Event()
-        self._decoders: dict[tuple[str, str], MessageDecoder] = {}
+        self._decoders: dict[str, MessageDecoder] = {
+            cbid: s.driver.new_decoder(s.options) for cbid, s in self.sensors.items()
+        }
         self.stamper = Stamper()
         self.throttle = Throttle()
         self.m_dropped = metrics.counter(
             "gateway_ocpp_ingest_dropped_total", "Frames not decoded: queue full, by sensor"
+        )
+        self.m_skipped = metrics.counter(
+            "gateway_ocpp_ingest_skipped_total",
+            "Frames not decoded: another OCPP version than the sensor's driver reads",
         )
         self.m_errors = metrics.counter(
             "gateway_ocpp_decode_errors_total", "Frames the decoder rejected, by sensor and reason"
@@ -93,20 +98,17 @@ class FrameIngest:
             while self._queue:
                 await self.handle(*self._queue.popleft())
 
-    def decoder(self, charge_box_id: str, subprotocol: str) -> MessageDecoder | None:
-        key = (charge_box_id, subprotocol)
-        found = self._decoders.get(key)
-        sensor = self.sensors.get(charge_box_id)
-        if found is None and sensor is not None and subprotocol in DRIVERS:
-            found = self._decoders[key] = DRIVERS[subprotocol].new_decoder(sensor.options)
-        return found
-
     async def handle(self, charge_box_id: str, direction: Direction, text: str, subprotocol: str) -> None:  # fmt: skip
         sensor = self.sensors.get(charge_box_id)
-        decoder = self.decoder(charge_box_id, subprotocol)
-        if sensor is None or decoder is None:
+        if sensor is None:
             return
         sid = sensor.sensor_id
+        if subprotocol != sensor.subprotocol:
+            self.m_skipped.inc(sensor=sid)
+            if self.throttle.should_log((sid, "version"), time.monotonic()) is not None:
+                log.warning("charger speaks another OCPP version than its driver reads: relayed, not decoded", extra={"sensor": sid, "ocpp": subprotocol, "driver": sensor.driver.name})  # fmt: skip
+            return
+        decoder = self._decoders[charge_box_id]
         try:
             events = decoder.decode(topic(charge_box_id, direction), text.encode())
         except Exception as e:  # decoders never raise; if one does, count it and go on

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from gateway.config import Duration, Size, Strict
+from gateway.configtypes import Duration, Size, Strict
 
 Subprotocol = Literal["ocpp1.6", "ocpp2.0.1"]
 SUBPROTOCOLS: tuple[Subprotocol, ...] = ("ocpp1.6", "ocpp2.0.1")
