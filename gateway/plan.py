@@ -96,6 +96,11 @@ def build_plan(cfg: Config) -> SitePlan:
         sp = _sensor_plan(cfg, ("sensors", i), s, problems)
         if sp is not None:
             sensors[s.id] = _apply_zones(sp, [z for z in zones if z.sensors is None or s.id in z.sensors])
+    index = {s.id: i for i, s in enumerate(cfg.sensors)}
+    for name, spec in SOURCES.items():
+        plans = [sp for sp in sensors.values() if sp.transport == name]
+        for sid, loc, msg in spec.conflicts(plans):
+            problems.append(problem_at(cfg, ("sensors", index[sid], *loc), msg))
     if problems:
         raise PlanError(problems)
     location, grid = _site_location(cfg, zones, problems)

@@ -48,6 +48,24 @@ def _no_problems(plan: SensorPlan) -> list[tuple[Loc, str]]:
     return []
 
 
+def _no_conflicts(plans: list[SensorPlan]) -> list[tuple[str, Loc, str]]:
+    return []
+
+
+def duplicates(plans: list[SensorPlan], key: Callable[[SensorPlan], object], loc: Loc,
+               what: str) -> list[tuple[str, Loc, str]]:  # fmt: skip
+    """A conflict for every sensor whose `key` an earlier sensor already uses."""
+    seen: dict[object, str] = {}
+    out: list[tuple[str, Loc, str]] = []
+    for sp in plans:
+        k = key(sp)
+        if k in seen:
+            out.append((sp.id, loc, f"{what} is already used by sensor {seen[k]!r}"))
+        else:
+            seen[k] = sp.id
+    return out
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     name: str  # the sensor's config key, e.g. `serial`
@@ -58,4 +76,6 @@ class SourceSpec:
     inputs_required: bool = False  # sensors of this source need `inputs.<name>`
     # problems `check` finds on a machine (a missing port), as (loc under the sensor, message)
     check: Callable[[SensorPlan], list[tuple[Loc, str]]] = field(default=_no_problems)
+    # config problems between sensors of this source (one port twice), as (sensor id, loc, message)
+    conflicts: Callable[[list[SensorPlan]], list[tuple[str, Loc, str]]] = field(default=_no_conflicts)
     doc: str = ""

@@ -23,7 +23,7 @@ from firmware_bridge.driver import MessageDriver
 from gateway.configtypes import MqttBroker, Size, Strict
 from gateway.model import Reading
 from gateway.ops.logs import Throttle
-from gateway.sources.base import Runnable, SourceContext, SourceSpec, Submit
+from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec, Submit, duplicates
 from gateway.sources.stamp import Stamper
 
 if TYPE_CHECKING:
@@ -196,5 +196,10 @@ def describe(section: MqttTopic) -> str:
     return f"MQTT topic {section.topic}" if section.topic else "MQTT (the driver's default topic)"
 
 
+def conflicts(plans: list[SensorPlan]) -> list[tuple[str, Loc, str]]:
+    """Two sensors on one topic filter: the second would never get a message."""
+    return duplicates(plans, topic_of, ("mqtt", "topic"), "this topic filter")
+
+
 SPEC: SourceSpec = SourceSpec("mqtt", MqttTopic, build, describe, inputs=InputsMqtt, inputs_required=True,
-                  doc="docs/sources/mqtt.md")  # fmt: skip
+                              conflicts=conflicts, doc="docs/sources/mqtt.md")  # fmt: skip

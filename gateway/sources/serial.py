@@ -25,7 +25,7 @@ from firmware_bridge.driver import Poller, SerialDriver
 from gateway.configtypes import Strict
 from gateway.model import Reading
 from gateway.ops.logs import Throttle
-from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec
+from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec, duplicates
 from gateway.sources.stamp import Stamper
 
 if TYPE_CHECKING:
@@ -201,4 +201,13 @@ def check(plan: SensorPlan) -> list[tuple[Loc, str]]:
     return []
 
 
-SPEC: SourceSpec = SourceSpec("serial", SerialPort, build, describe, check=check, doc="docs/sources/serial.md")
+def conflicts(plans: list[SensorPlan]) -> list[tuple[str, Loc, str]]:
+    def port(sp: SensorPlan) -> str:
+        assert isinstance(sp.section, SerialPort)
+        return os.path.normpath(sp.section.port)
+
+    return duplicates(plans, port, ("serial", "port"), "this port")
+
+
+SPEC: SourceSpec = SourceSpec("serial", SerialPort, build, describe, check=check, conflicts=conflicts,
+                              doc="docs/sources/serial.md")  # fmt: skip

@@ -162,3 +162,28 @@ def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "nope.yaml")
     assert str(e.value).endswith("cannot read: No such file or directory")
+
+
+def test_two_sensors_on_one_serial_port_are_refused_at_the_second() -> None:
+    text = GOOD.replace(
+        "  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}",
+        "  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}\n"
+        "  - {id: pm-south, driver: sds011, serial: {port: /dev/ttyUSB0}}",
+    )
+    with pytest.raises(PlanError) as e:
+        build_plan(parse_config(text, "gw.yaml", {"INFLUX_TOKEN": "x"}))
+    assert [str(p) for p in e.value.problems] == [
+        "gw.yaml:4 sensors[1].serial.port: this port is already used by sensor 'pm-north'"]
+
+
+def test_two_sensors_on_one_topic_filter_are_refused_at_the_second() -> None:
+    text = GOOD.replace(
+        "  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}",
+        "  - {id: a, driver: paxcounter, mqtt: {topic: pax/+}}\n"
+        "  - {id: b, driver: paxcounter, mqtt: {topic: pax/+}}\n"
+        "inputs: {mqtt: {}}",
+    )
+    with pytest.raises(PlanError) as e:
+        build_plan(parse_config(text, "gw.yaml", {"INFLUX_TOKEN": "x"}))
+    assert [str(p) for p in e.value.problems] == [
+        "gw.yaml:4 sensors[1].mqtt.topic: this topic filter is already used by sensor 'a'"]

@@ -340,9 +340,21 @@ def test_check_finds_ocpp_mistakes_with_their_lines(tmp_path: Path) -> None:
     text = ev_config(tmp_path, mismatch)
     cfg = parse_config(text, "ev.yaml", {})
     line = 1 + text.splitlines().index(mismatch)
-    assert [str(p) for p in semantic_problems(cfg, build_plan(cfg))] == [
+    with pytest.raises(PlanError) as mismatch_error:  # a config problem: --no-devices finds it too
+        build_plan(cfg)
+    assert [str(p) for p in mismatch_error.value.problems] == [
         f"ev.yaml:{line} sensors[2].ocpp.subprotocols: ocpp201j reads ocpp2.0.1, which is not in [ocpp1.6]"
     ]
+    twice = ("  - {id: ev-y, driver: ocpp16j, ocpp: {charge_box_id: CB-9, "
+             "upstream: 'wss://csms.example/ocpp'}}\n"
+             "  - {id: ev-z, driver: ocpp16j, ocpp: {charge_box_id: CB-9, "
+             "upstream: 'wss://csms.example/ocpp'}}")  # fmt: skip
+    with pytest.raises(PlanError) as twice_error:
+        build_plan(parse_config(ev_config(tmp_path, twice), "ev.yaml", {}))
+    assert [p.message for p in twice_error.value.problems] == [
+        "this chargeBoxId is already used by sensor 'ev-y'"]
+    cfg = parse_config(ev_config(tmp_path, ""), "ev.yaml", {})
+    assert semantic_problems(cfg, build_plan(cfg)) == []
     for bad, where in [
         ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9}}", "sensors[2].ocpp"),
         ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9, mode: standalone, upstrem: x}}", "sensors[2].ocpp.upstrem"),

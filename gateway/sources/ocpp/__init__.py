@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from firmware_bridge.driver import MessageDriver
-from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec
+from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec, duplicates
 from gateway.sources.ocpp.settings import InputsOcpp, OcppSensor
 
 if TYPE_CHECKING:
@@ -68,5 +68,17 @@ def check(plan: SensorPlan) -> list[tuple[Loc, str]]:
     return []
 
 
+def conflicts(plans: list[SensorPlan]) -> list[tuple[str, Loc, str]]:
+    """Config problems, so `check --no-devices` finds them too: a driver that cannot read the
+    negotiated version, and one chargeBoxId on two sensors (the tap would route it to one)."""
+    out = [(sp.id, loc, msg) for sp in plans for loc, msg in check(sp)]
+
+    def box(sp: SensorPlan) -> str:
+        assert isinstance(sp.section, OcppSensor)
+        return sp.section.charge_box_id
+
+    return out + duplicates(plans, box, ("ocpp", "charge_box_id"), "this chargeBoxId")
+
+
 SPEC: SourceSpec = SourceSpec("ocpp", OcppSensor, build, describe, inputs=InputsOcpp, inputs_required=True,
-                              check=check, doc="docs/sources/ocpp.md")  # fmt: skip
+                              conflicts=conflicts, doc="docs/sources/ocpp.md")  # fmt: skip
