@@ -45,8 +45,8 @@ gateway:
   location: {{lat: 51.5390, lon: -0.1426}}
 sensors:
   - {{id: pm-north, driver: pms5003, serial: {{port: /dev/null}}}}
-  - {{id: co2-1, driver: senseair_s8, serial: {{port: /dev/null}}}}
-  - {{id: meter-1, driver: eastron_sdm, serial: {{port: /dev/null}}}}
+  - {{id: co2-1, driver: senseair_s8, serial: {{port: /dev/ttyUSB1}}}}
+  - {{id: meter-1, driver: eastron_sdm, serial: {{port: /dev/ttyUSB2}}}}
   - {{id: footfall-1, driver: wifi_probe_sniffer, mqtt: {{topic: footfall/1/probes}}}}
   - {{id: ev-1, driver: openevse, mqtt: {{topic: openevse/+}}}}
   - {{id: ev-2, driver: ocpp16j, mqtt: {{topic: ocpp/cp-1/#}}}}
