@@ -1,0 +1,25 @@
+"""LoRaWAN payload codecs: the one explicit registry. A codec is one module and one line here.
+
+A codec turns a LoRaWAN FRMPayload (and its fPort) into readings, for devices whose network
+server delivers bytes rather than a decoded object. Each module exports `CODEC`, a `CodecSpec`:
+its pydantic `Options` model, the catalogue those options give, and a pure `decode` that never
+raises. An empty list from `decode` means "a valid message this codec does not turn into
+readings" (a status or configuration frame, say): the caller counts it as ignored, not as an
+error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from firmware_bridge.codecs import cayenne_lpp, paxcounter_lpp, paxcounter_packed, paxcounter_plain
+from firmware_bridge.codecs.spec import CodecSpec, guarded
+
+__all__ = ["CODECS", "CodecSpec", "guarded"]
+
+CODECS: dict[str, CodecSpec[Any]] = {
+    "cayenne_lpp": cayenne_lpp.CODEC,
+    "paxcounter_packed": paxcounter_packed.CODEC,
+    "paxcounter_plain": paxcounter_plain.CODEC,
+    "paxcounter_lpp": paxcounter_lpp.CODEC,
+}

@@ -1,0 +1,1 @@
+// empty host stand-in: src/payload.cpp needs nothing from sds011read.h
