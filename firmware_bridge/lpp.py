@@ -55,6 +55,7 @@ TYPES: dict[int, LppType] = {
         LppType(118, "frequency", (4,), 1, False, "Hz"),
         LppType(120, "percentage", (1,), 1, False, "%"),
         LppType(121, "altitude", (2,), 1, True, "m"),
+        LppType(122, "load", (3,), 1000, True, "kg"),
         LppType(125, "concentration", (2,), 1, False, "[ppm]"),
         LppType(128, "power", (2,), 1, False, "W"),
         LppType(130, "distance", (4,), 1000, False, "m"),
