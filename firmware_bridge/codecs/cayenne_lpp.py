@@ -1,22 +1,24 @@
-"""Cayenne LPP, for any device that speaks it: each configured channel becomes one field.
+"""Cayenne LPP, for any device that speaks it: each configured item becomes one field.
 
 LPP says what a value is (temperature, humidity, ...) but not what it measures on this device,
-so the sensor's options map channels to fields:
+so the sensor's options map items to fields. An item is named `<lpp type>_<channel>`, exactly
+as The Things Stack names its Cayenne `decoded_payload` keys, so one mapping serves both the
+built-in codec and a server-side formatter (one channel may carry several types):
 
-    options: {channels: {3: {key: air_temperature, type: temperature},
-                         21: {key: people, type: luminosity, unit: "{devices}", role: person_count}}}
+    options: {items: {temperature_3: {key: air_temperature},
+                      luminosity_21: {key: people, unit: "{devices}", role: person_count}}}
 
-Items on channels that are not configured are valid and ignored; an item whose LPP type differs
-from the configured one is an error (the device or the mapping changed). With no configured
-channel present a frame yields nothing, and the caller counts it as ignored.
+Items that are not configured are valid and ignored; a frame with none of them yields nothing,
+and the caller counts it as ignored.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field as OptionField
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from firmware_bridge import lpp
 from firmware_bridge.base import (
@@ -35,9 +37,11 @@ from firmware_bridge.options import DriverOptions
 _CATEGORY_TYPES = frozenset({"digital_input", "digital_output", "presence", "switch"})
 
 
-class Channel(DriverOptions):
+_ITEM = re.compile(r"([a-z_]+)_(\d{1,3})")
+
+
+class Item(DriverOptions):
     key: str = OptionField(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="field name")
-    type: str = OptionField(description="LPP type name, e.g. temperature, luminosity")
     axis: str | None = OptionField(None, description="dimension of a multi-value type, e.g. x")
     unit: str | None = OptionField(None, description="UCUM unit; default: the LPP type's unit")
     role: Literal["reading", "person_count"] = "reading"
@@ -45,55 +49,53 @@ class Channel(DriverOptions):
     minimum: float | None = None
     maximum: float | None = None
 
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in lpp.TYPE_NAMES:
-            known = ", ".join(sorted(lpp.TYPE_NAMES))
-            raise ValueError(f"not an LPP type (known: {known})")
-        return value
 
-    @model_validator(mode="after")
-    def _axis_matches_type(self) -> Channel:
-        axes = lpp.TYPE_NAMES[self.type].axes
-        if axes and self.axis not in axes:
-            raise ValueError(f"axis: {self.type} needs one of {', '.join(axes)}")
-        if not axes and self.axis is not None:
-            raise ValueError(f"axis: {self.type} has a single value")
-        return self
+def item_type(name: str) -> lpp.LppType | None:
+    """The LPP type of an item name such as `temperature_3`, if the name is well formed."""
+    match = _ITEM.fullmatch(name)
+    if match is None or int(match.group(2)) > 255:
+        return None
+    return lpp.TYPE_NAMES.get(match.group(1))
 
 
 class Options(DriverOptions):
-    channels: dict[int, Channel] = OptionField(default_factory=dict)
+    items: dict[str, Item] = OptionField(default_factory=dict)
     packed: bool = OptionField(False, description="LPP 2.0 packed: no channel bytes")
 
-    @field_validator("channels")
-    @classmethod
-    def _channels(cls, value: dict[int, Channel]) -> dict[int, Channel]:
-        if any(not 0 <= ch <= 255 for ch in value):
-            raise ValueError("channel numbers are 0..255")
-        keys = [c.key for c in value.values()]
+    @model_validator(mode="after")
+    def _items(self) -> Options:
+        for name, item in self.items.items():
+            type_ = item_type(name)
+            if type_ is None:
+                known = ", ".join(sorted(lpp.TYPE_NAMES))
+                raise ValueError(f"items.{name}: not <lpp type>_<channel 0-255> (types: {known})")
+            if type_.axes and item.axis not in type_.axes:
+                raise ValueError(f"items.{name}.axis: needs one of {', '.join(type_.axes)}")
+            if not type_.axes and item.axis is not None:
+                raise ValueError(f"items.{name}.axis: {type_.name} has a single value")
+        keys = [i.key for i in self.items.values()]
         if len(keys) != len(set(keys)):
-            raise ValueError("two channels map to the same key")
-        return value
+            raise ValueError("items: two items map to the same key")
+        return self
 
 
-def _field(channel: Channel) -> Field:
-    type_ = lpp.TYPE_NAMES[channel.type]
-    count = channel.role == "person_count"
+def _field(name: str, item: Item) -> Field:
+    type_ = item_type(name)
+    assert type_ is not None  # Options validated it
+    count = item.role == "person_count"
     if count:
         obs = ObservationType.COUNT
-    elif channel.type in _CATEGORY_TYPES:
+    elif type_.name in _CATEGORY_TYPES:
         obs = ObservationType.CATEGORY
     else:
         obs = ObservationType.MEASUREMENT
     return Field(
-        channel.key,
-        channel.unit if channel.unit is not None else type_.unit,
+        item.key,
+        item.unit if item.unit is not None else type_.unit,
         obs,
-        channel.description or f"Cayenne LPP {channel.type}",
-        minimum=channel.minimum,
-        maximum=channel.maximum,
+        item.description or f"Cayenne LPP {name}",
+        minimum=item.minimum,
+        maximum=item.maximum,
         role=Role.PERSON_COUNT if count else Role.READING,
     )
 
@@ -105,14 +107,14 @@ def catalogue_for(options: Options) -> Catalogue:
         model="Cayenne LPP device",
         description="A LoRaWAN device sending Cayenne Low Power Payload",
         transport="lorawan",
-        fields=tuple(_field(c) for _, c in sorted(options.channels.items())),
+        fields=tuple(_field(name, item) for name, item in sorted(options.items.items())),
         datasheet="myDevices Cayenne LPP reference",
     )
 
 
-def _value(item: lpp.LppItem, channel: Channel) -> FieldValue:
+def _value(item: lpp.LppItem, mapping: Item) -> FieldValue:
     type_ = item.type
-    index = type_.axes.index(channel.axis) if channel.axis is not None else 0
+    index = type_.axes.index(mapping.axis) if mapping.axis is not None else 0
     value = item.values[index]
     if type_.scale == 1 and type_.code != 136:
         return int(value)
@@ -125,14 +127,12 @@ def decode(payload: bytes, fport: int | None, options: Options) -> list[Event]:
         return [items]
     values: dict[str, FieldValue] = {}
     for item in items:
-        channel = options.channels.get(item.channel)
-        if channel is None:
+        mapping = options.items.get(item.key)
+        if mapping is None:
             continue
-        if item.type.name != channel.type:
-            return [DecodeError("wrong_type", "a channel carries another LPP type than configured")]
-        if channel.key in values:
-            return [DecodeError("duplicate_channel", "a configured channel appears twice")]
-        values[channel.key] = _value(item, channel)
+        if mapping.key in values:
+            return [DecodeError("duplicate_channel", "a configured item appears twice")]
+        values[mapping.key] = _value(item, mapping)
     return [Decoded(values)] if values else []
 
 

@@ -167,9 +167,8 @@ def test_count_port_option_moves_the_count_port():
 
 def test_cayenne_lpp_maps_configured_channels_and_ignores_the_rest():
     options = cayenne_codec.Options.model_validate(
-        {"channels": {3: {"key": "air_temperature", "type": "temperature"},
-                      5: {"key": "people", "type": "luminosity", "unit": "{devices}",
-                          "role": "person_count"}}}
+        {"items": {"temperature_3": {"key": "air_temperature"},
+                   "luminosity_5": {"key": "people", "unit": "{devices}", "role": "person_count"}}}
     )  # fmt: skip
     catalogue = cayenne_codec.catalogue_for(options)
     assert catalogue.field("air_temperature").unit == "Cel"
@@ -179,18 +178,21 @@ def test_cayenne_lpp_maps_configured_channels_and_ignores_the_rest():
         Decoded({"air_temperature": 27.2, "people": 7})
     ]
     assert cayenne_codec.decode(bytes.fromhex("086801"), 8, options) == []  # nothing mapped
-    wrong = cayenne_codec.decode(bytes.fromhex("03650110"), 8, options)
-    assert wrong[0].reason == "wrong_type"
+    assert cayenne_codec.decode(bytes.fromhex("03650110"), 8, options) == []  # luminosity_3
+    twice = cayenne_codec.decode(bytes.fromhex("0367011003670111"), 8, options)
+    assert twice[0].reason == "duplicate_channel"
 
 
 @pytest.mark.parametrize(
     "bad",
-    [{"channels": {1: {"key": "t", "type": "no_such_type"}}},
-     {"channels": {1: {"key": "a", "type": "accelerometer"}}},
-     {"channels": {1: {"key": "t", "type": "temperature", "axis": "x"}}},
-     {"channels": {1: {"key": "t", "type": "temperature"}, 2: {"key": "t", "type": "luminosity"}}},
-     {"channels": {300: {"key": "t", "type": "temperature"}}},
-     {"channels": {1: {"key": "Bad Key", "type": "temperature"}}}],
+    [{"items": {"no_such_type_1": {"key": "t"}}},
+     {"items": {"accelerometer_1": {"key": "a"}}},
+     {"items": {"temperature_1": {"key": "t", "axis": "x"}}},
+     {"items": {"temperature_1": {"key": "t"}, "luminosity_2": {"key": "t"}}},
+     {"items": {"temperature_300": {"key": "t"}}},
+     {"items": {"temperature": {"key": "t"}}},
+     {"items": {"temperature_1": {"key": "Bad Key"}}},
+     {"items": {"temperature_1": {"key": "t", "type": "temperature"}}}],
 )  # fmt: skip
 def test_cayenne_lpp_options_refuse_what_could_not_work(bad):
     with pytest.raises(ValidationError):
@@ -208,7 +210,7 @@ def test_every_codec_returns_events_for_any_bytes_and_port_never_raises(name, pa
     options = spec.Options()
     if name == "cayenne_lpp":
         options = spec.Options.model_validate(
-            {"channels": {ch: {"key": f"c{ch}", "type": "luminosity"} for ch in range(0, 256, 7)}}
+            {"items": {f"luminosity_{ch}": {"key": f"c{ch}"} for ch in range(0, 256, 7)}}
         )
     events = spec.decode(payload, fport, options)  # unguarded: a bug must fail the test
     assert all(isinstance(e, Decoded | DecodeError) for e in events)
