@@ -181,7 +181,7 @@ vectors = [
         "src/evse_state.h line 34 (fallback of toString())",
         values={"firmware_status": "unknown"},
     ),
-    v("status", "sleeping", E, "not a word src/evse_state.h can produce"),
+    v("status", "sleeping", E, "not a word src/evse_state.h can produce", note="bad_value"),
 ]
 
 STATES = {
@@ -389,9 +389,13 @@ OTHER = {
         "grid_ie",
     ],
 }
+BOOLEAN_KEYS = {"limit", "divert_active", "tesla_error"}  # published as true/false
 for cite, keys in OTHER.items():
     for key in keys:
-        vectors.append(v(key, "0", IGN, cite))
+        note = None
+        if key == "limit":
+            note = "same topic as the retained JSON limit document: both must be ignored"
+        vectors.append(v(key, "false" if key in BOOLEAN_KEYS else "0", IGN, cite, note=note))
 vectors.append(
     v(
         "rfid_input",
