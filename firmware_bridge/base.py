@@ -139,7 +139,16 @@ class DecodeError:
     detail: str
 
 
-Event = Decoded | DecodeError
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A valid message the profile does not turn into a reading: retained housekeeping, device
+    metadata, a key it does not collect, a duplicate. Counted apart from errors so that a field
+    engineer sees real faults only. `reason` is a short fixed word, never payload content."""
+
+    reason: str
+
+
+Event = Decoded | DecodeError | Ignored
 
 
 @dataclass(slots=True)
@@ -163,6 +172,7 @@ class StreamDecoder(Protocol):
 
 
 class MessageDecoder(Protocol):
-    """An MQTT decoder: one message in, events out. Never raises on bad input."""
+    """An MQTT decoder: one message in, events out. Never raises on bad input. A valid message
+    it does not use should give `Ignored(reason)`, so it is counted apart from errors."""
 
     def decode(self, topic: str, payload: bytes) -> list[Event]: ...

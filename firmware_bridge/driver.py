@@ -91,6 +91,15 @@ class MessageDriver:
     doc: str = ""
     transports: tuple[str, ...] = ("mqtt",)
     example_options: dict[str, Any] = field(default_factory=dict)  # for demos, docs and tests
+    # where a device's topic holds its own identity (a charger's hostname, a LoRaWAN DevEUI),
+    # the subscription follows from the options; None: `default_topic`
+    topic_for: Callable[[Any], str | None] | None = None
+
+    def topic(self, options: DriverOptions) -> str | None:
+        """The topic filter a sensor with these options subscribes to when `mqtt.topic` is unset."""
+        if self.topic_for is not None:
+            return self.topic_for(options)
+        return self.default_topic
 
     def describe(self, options: DriverOptions) -> dict[str, Any]:
         return describe(self, options)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from firmware_bridge import lpp
-from firmware_bridge.base import DecodeError, Field, ObservationType, Role, Value
+from firmware_bridge.base import Aggregation, DecodeError, Field, ObservationType, Role, Value
 
 COUNTER_PORT = 1  # COUNTERPORT in paxcounter_orig.conf
 LPP_DYNAMIC_PORT = 1  # CAYENNE_LPP1: encoder 3 sends everything here
@@ -191,16 +191,21 @@ def _lpp_packed_counts(items: list[lpp.LppItem]) -> PaxCounts | DecodeError | No
 def catalogue_fields() -> tuple[Field, ...]:
     """The fields a Paxcounter count message yields, shared by the MQTT profile and the codecs.
     The device counts hashed devices on board; a count of devices nearby is still about
-    people, so the counts are person counts for the disclosure-control stage."""
-    return (
+    people, so the counts are person counts: they leave only as the largest count per window,
+    under the disclosure-control rules of the privacy stage."""
+    counts = (
         _count("wifi_devices", "Wi-Fi devices seen in the device's counting cycle", 0xFFFF),
         _count("ble_devices", "Bluetooth LE devices seen in the device's counting cycle", 0xFFFF),
         _count("pax_devices", "Wi-Fi plus BLE devices, as the firmware's formatters report pax",
                2 * 0xFFFF),
+    )  # fmt: skip
+    return (
+        *counts,
         Field("pm10", "ug/m3", ObservationType.MEASUREMENT,
               "PM10 from an SDS011 wired to the Paxcounter", minimum=0, maximum=999.9),
         Field("pm2_5", "ug/m3", ObservationType.MEASUREMENT,
               "PM2.5 from an SDS011 wired to the Paxcounter", minimum=0, maximum=999.9),
+        *(_peak(c) for c in counts),
     )  # fmt: skip
 
 
@@ -213,4 +218,17 @@ def _count(key: str, description: str, maximum: int) -> Field:
         minimum=0,
         maximum=maximum,
         role=Role.PERSON_COUNT,
+    )
+
+
+def _peak(count: Field) -> Field:
+    return Field(
+        f"{count.key}_max",
+        "{devices}",
+        ObservationType.COUNT,
+        f"Largest count per window: {count.description[0].lower()}{count.description[1:]}",
+        aggregation=Aggregation.MAX,
+        source=count.key,
+        minimum=0,
+        maximum=count.maximum,
     )

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from firmware_bridge import units
 from firmware_bridge.base import Aggregation, Catalogue, Field
-from firmware_bridge.driver import Driver
+from firmware_bridge.driver import Driver, MessageDriver
 from firmware_bridge.drivers import DRIVERS
 from firmware_bridge.options import DriverOptions
 from gateway.config import Config, PrivacyZone, Problem, Sensor, problem_at
@@ -181,7 +181,8 @@ def _transport(cfg: Config, loc: Loc, s: Sensor, problems: list[Problem]) -> tup
         problems.append(problem_at(cfg, (*loc, name), f"{name} sensors need `inputs: {{{name}: …}}`"))
         return None
     topic = getattr(section, "topic", "")
-    if topic is None and getattr(DRIVERS[s.driver], "default_topic", None) is None:
+    driver = DRIVERS[s.driver]
+    if topic is None and isinstance(driver, MessageDriver) and driver.topic(s.options) is None:
         problems.append(problem_at(cfg, (*loc, name, "topic"), f"{s.driver} has no default topic: give one"))
         return None
     return name, section

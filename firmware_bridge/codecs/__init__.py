@@ -3,9 +3,10 @@
 A codec turns a LoRaWAN FRMPayload (and its fPort) into readings, for devices whose network
 server delivers bytes rather than a decoded object. Each module exports `CODEC`, a `CodecSpec`:
 its pydantic `Options` model, the catalogue those options give, and a pure `decode` that never
-raises. An empty list from `decode` means "a valid message this codec does not turn into
-readings" (a status or configuration frame, say): the caller counts it as ignored, not as an
-error.
+raises. A valid frame this codec does not turn into readings (a status or configuration frame,
+say) gives `Ignored`: the caller counts it apart from errors. The LoRaWAN profiles choose a
+codec per fPort (`ports: {1: {codec: paxcounter_packed}}`); `tests/unit/test_registry.py`
+holds every codec here to the plugin contract.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
-"""What the three Paxcounter codecs share: the catalogue and the count-port option."""
+"""What the three Paxcounter codecs share: the catalogue and turning a result into events."""
 
 from __future__ import annotations
 
-from pydantic import Field as OptionField
-
-from firmware_bridge.base import Catalogue, Decoded, DecodeError, Event
-from firmware_bridge.options import DriverOptions
-from firmware_bridge.paxcounter_payload import COUNTER_PORT, PaxCounts, catalogue_fields
-
-# LoRaWAN application fPorts are 1..223; 224 is the test port, 0 carries MAC commands only.
-FPort = OptionField(COUNTER_PORT, ge=1, le=223, description="COUNTERPORT of the firmware build")
-
-
-class CountPortOptions(DriverOptions):
-    count_port: int = FPort
+from firmware_bridge.base import Catalogue, Decoded, DecodeError, Event, Ignored
+from firmware_bridge.paxcounter_payload import PaxCounts, catalogue_fields
 
 
 def catalogue(codec: str, encoder: str) -> Catalogue:
@@ -30,7 +20,7 @@ def catalogue(codec: str, encoder: str) -> Catalogue:
 
 def events(result: PaxCounts | DecodeError | None) -> list[Event]:
     if result is None:
-        return []
+        return [Ignored("not_a_count")]  # status or battery frame on the same port
     if isinstance(result, DecodeError):
         return [result]
     return [Decoded(result.values())]

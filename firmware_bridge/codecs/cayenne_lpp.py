@@ -8,8 +8,8 @@ built-in codec and a server-side formatter (one channel may carry several types)
     options: {items: {temperature_3: {key: air_temperature},
                       luminosity_21: {key: people, unit: "{devices}", role: person_count}}}
 
-Items that are not configured are valid and ignored; a frame with none of them yields nothing,
-and the caller counts it as ignored.
+Items that are not configured are valid and ignored; a frame with none of them gives `Ignored`.
+A `person_count` item leaves only as its largest value per window (`<key>_max`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from pydantic import model_validator
 
 from firmware_bridge import lpp
 from firmware_bridge.base import (
+    Aggregation,
     Catalogue,
     Decoded,
     DecodeError,
     Event,
     Field,
+    Ignored,
     ObservationType,
     Role,
 )
@@ -100,14 +102,29 @@ def _field(name: str, item: Item) -> Field:
     )
 
 
+def _peak(field: Field) -> Field:
+    """A person count leaves only as its largest value per window (disclosure control)."""
+    return Field(
+        f"{field.key}_max",
+        field.unit,
+        ObservationType.COUNT,
+        f"Largest {field.key} per window",
+        aggregation=Aggregation.MAX,
+        source=field.key,
+        minimum=field.minimum,
+        maximum=field.maximum,
+    )
+
+
 def catalogue_for(options: Options) -> Catalogue:
+    fields = tuple(_field(name, item) for name, item in sorted(options.items.items()))
     return Catalogue(
         driver="cayenne_lpp",
         make="Any",
         model="Cayenne LPP device",
         description="A LoRaWAN device sending Cayenne Low Power Payload",
         transport="lorawan",
-        fields=tuple(_field(name, item) for name, item in sorted(options.items.items())),
+        fields=fields + tuple(_peak(f) for f in fields if f.role is Role.PERSON_COUNT),
         datasheet="myDevices Cayenne LPP reference",
     )
 
@@ -133,7 +150,7 @@ def decode(payload: bytes, fport: int | None, options: Options) -> list[Event]:
         if mapping.key in values:
             return [DecodeError("duplicate_channel", "a configured item appears twice")]
         values[mapping.key] = _value(item, mapping)
-    return [Decoded(values)] if values else []
+    return [Decoded(values)] if values else [Ignored("no_configured_item")]
 
 
 CODEC = CodecSpec(
@@ -141,5 +158,9 @@ CODEC = CodecSpec(
     Options=Options,
     catalogue_for=catalogue_for,
     decode=decode,
-    doc="docs/drivers/firmware-findings.md",
+    doc="docs/codecs/cayenne_lpp.md",
+    example_options={"items": {"temperature_1": {"key": "temperature"},
+                               "relative_humidity_2": {"key": "humidity"},
+                               "luminosity_21": {"key": "people", "unit": "{devices}",
+                                                 "role": "person_count"}}},
 )

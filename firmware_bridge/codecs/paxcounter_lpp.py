@@ -34,5 +34,5 @@ CODEC = CodecSpec(
     Options=Options,
     catalogue_for=catalogue_for,
     decode=decode,
-    doc="docs/drivers/firmware-findings.md",
+    doc="docs/codecs/paxcounter_lpp.md",
 )

@@ -1,16 +1,17 @@
-"""Paxcounter, plain encoder (PAYLOAD_ENCODER 1): big-endian counts on the count port, an
-SDS011 reading appended as text; every other port is ignored."""
+"""Paxcounter, plain encoder (PAYLOAD_ENCODER 1): big-endian counts, an SDS011 reading appended
+as text. Map it to the count port (COUNTERPORT, 1 by default)."""
 
 from __future__ import annotations
 
 from firmware_bridge.base import Catalogue, Event
-from firmware_bridge.codecs._paxcounter import CountPortOptions, catalogue, events
+from firmware_bridge.codecs._paxcounter import catalogue, events
 from firmware_bridge.codecs.spec import CodecSpec
+from firmware_bridge.options import DriverOptions
 from firmware_bridge.paxcounter_payload import decode_plain_counts
 
 
-class Options(CountPortOptions):
-    pass
+class Options(DriverOptions):
+    """No options: the port this codec is mapped to is the count port."""
 
 
 def catalogue_for(options: Options) -> Catalogue:
@@ -18,8 +19,6 @@ def catalogue_for(options: Options) -> Catalogue:
 
 
 def decode(payload: bytes, fport: int | None, options: Options) -> list[Event]:
-    if fport is not None and fport != options.count_port:
-        return []
     return events(decode_plain_counts(payload))
 
 
@@ -28,5 +27,5 @@ CODEC = CodecSpec(
     Options=Options,
     catalogue_for=catalogue_for,
     decode=decode,
-    doc="docs/drivers/firmware-findings.md",
+    doc="docs/codecs/paxcounter_plain.md",
 )

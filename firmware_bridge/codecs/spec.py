@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from firmware_bridge.base import Catalogue, DecodeError, Event
@@ -15,13 +15,15 @@ OptionsT = TypeVar("OptionsT", bound=DriverOptions)
 @dataclass(frozen=True, slots=True)
 class CodecSpec(Generic[OptionsT]):
     """`decode(payload, fport, options)` is pure and never raises; `catalogue_for(options)`
-    declares every field `decode` can yield under those options."""
+    declares every field `decode` can yield under those options (and the aggregates the privacy
+    stage derives from them). A valid frame that holds no reading gives `Ignored`."""
 
     name: str
     Options: type[OptionsT]
     catalogue_for: Callable[[OptionsT], Catalogue]
     decode: Callable[[bytes, int | None, OptionsT], list[Event]]
     doc: str
+    example_options: dict[str, Any] = field(default_factory=dict)  # for docs, demos and tests
 
 
 def guarded(spec: CodecSpec[Any], payload: bytes, fport: int | None, options: Any) -> list[Event]:

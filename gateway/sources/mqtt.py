@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from firmware_bridge.base import Decoded, DecodeError, MessageDecoder
+from firmware_bridge.base import Decoded, DecodeError, Ignored, MessageDecoder
 from firmware_bridge.driver import MessageDriver
 from gateway.configtypes import MqttBroker, Size, Strict
 from gateway.model import Reading
@@ -54,7 +54,7 @@ class InputsMqtt(MqttBroker):
 
 def topic_of(plan: SensorPlan) -> str:
     assert isinstance(plan.section, MqttTopic) and isinstance(plan.driver, MessageDriver)
-    topic = plan.section.topic or plan.driver.default_topic
+    topic = plan.section.topic or plan.driver.topic(plan.options)
     assert topic is not None  # the plan refuses a sensor with neither
     return topic
 
@@ -86,6 +86,7 @@ class MqttSource:
         self._routed: dict[str, tuple[SensorPlan, MessageDecoder] | None] = {}
         self.m_messages = metrics.counter("gateway_mqtt_messages_total", "Messages received, by sensor")
         self.m_errors = metrics.counter("gateway_mqtt_bad_messages_total", "Bad messages, by sensor and reason")
+        self.m_ignored = metrics.counter("gateway_mqtt_ignored_total", "Valid messages a profile does not use (housekeeping, duplicates), by sensor and reason")
         self.m_connects = metrics.counter("gateway_mqtt_connects_total", "Connections to the local broker")
         self.m_connected = metrics.gauge("gateway_mqtt_connected", "1 while connected to the local broker")
         self.m_last_seen = metrics.gauge("gateway_sensor_last_seen_timestamp_seconds", "Time of the last good reading")
@@ -169,6 +170,8 @@ class MqttSource:
         for ev in events:
             if isinstance(ev, DecodeError):
                 self._bad(sp.id, ev.reason, ev.detail)
+            elif isinstance(ev, Ignored):  # fine, not a fault: counted, never logged
+                self.m_ignored.inc(sensor=sp.id, reason=ev.reason)
             elif isinstance(ev, Decoded):
                 t = self.stamper.stamp(sp.id, now, ev.device_time)
                 readings.append(Reading(sp.id, t, ev.values, ev.flags))
