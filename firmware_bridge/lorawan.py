@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from firmware_bridge.base import DecodeError
-from firmware_bridge.jsonpayload import DEFAULT_MAX_PAYLOAD_BYTES, as_int, load_json, parse_rfc3339
+from firmware_bridge.jsonpayload import as_int, load_json, parse_rfc3339
+from firmware_bridge.options import DEFAULT_MAX_PAYLOAD_BYTES
 
 Network = Literal["chirpstack", "tts"]
 

@@ -1,10 +1,16 @@
-"""OpenEVSE charger (ESP32 WiFi firmware): one plain-text value per topic `<base>/<key>`.
+"""OpenEVSE charger (ESP32 WiFi firmware 5.x): one plain-text value per topic `<base>/<key>`.
 
-The sensor's `mqtt.topic` is an ordinary subscription filter, normally `<base>/+` where `<base>`
-is the `mqtt` value of the charger's announce message; the decoder only looks at the last topic
-level, which is the status key. `openevse/announce/<id>` (retained announce and LWT) is device
-metadata and is ignored without an event. Scales follow the firmware: amp in mA, temp in tenths
-of a degree, `wh` the lifetime register in Wh, `total_energy` the same register in kWh.
+The firmware's base topic is its hostname, one topic level: `openevse-<4 hex>` (e.g.
+`openevse-55ad`) unless changed on the charger's MQTT page. MQTT wildcards cannot match
+`openevse-+`, so the sensor names its charger: `options: {base_topic: openevse-55ad}`, and
+subscribes to `<base_topic>/+`. Scales follow the firmware (`src/input.cpp`,
+`src/energy_meter.cpp`): amp in mA, temp in tenths of a degree, frequency in hundredths of a
+hertz, session_energy in Wh, total_energy in kWh.
+
+Valid topics this profile does not use are `Ignored`, not errors: the always-retained
+housekeeping documents (`config`, `claim`, `override`, `schedule`, `limit`, `config_version`),
+command and RAPI topics, `openevse/announce/<id>`, and keys not collected (diagnostics, vehicle
+state of charge, the deprecated `wattsec`/`watthour` duplicates).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from firmware_bridge.base import (
     DecodeError,
     Event,
     Field,
+    Ignored,
     ObservationType,
     Role,
     Value,
@@ -31,7 +38,6 @@ from firmware_bridge.jsonpayload import (
     PayloadDecoder,
     as_float,
     as_int,
-    concrete_topic,
     load_text,
 )
 from firmware_bridge.options import PayloadOptions
@@ -39,76 +45,13 @@ from firmware_bridge.options import PayloadOptions
 MAX_TEXT = 64  # one scalar per topic; anything longer is not a status value
 M, C, T = ObservationType.MEASUREMENT, ObservationType.CATEGORY, ObservationType.TRUTH
 
-CATALOGUE = Catalogue(
-    driver="openevse",
-    make="OpenEVSE",
-    model="OpenEVSE WiFi (ESP32 firmware)",
-    description="Level 2 EV charger publishing its status over MQTT",
-    transport="mqtt",
-    datasheet="openevse_esp32_firmware docs/mqtt.md",
-    fields=(
-        Field("current", "A", M, "Charging current", minimum=0, maximum=100),
-        Field("voltage", "V", M, "Supply voltage", minimum=0, maximum=300),
-        Field(
-            "pilot_current",
-            "A",
-            M,
-            "Current offered to the vehicle (J1772 pilot)",
-            minimum=0,
-            maximum=80,
-        ),
-        Field("power", "W", M, "Charging power", minimum=0, maximum=25000),
-        Field("temperature", "Cel", M, "EVSE internal temperature", minimum=-40, maximum=120),
-        Field("total_energy", "kW.h", M, "Lifetime energy register of the charger", minimum=0),
-        Field("evse_state", None, C, "OpenEVSE state name (J1772 state or fault)"),
-        Field("status", None, C, "EVSE status in the OCPI 2.2.1 vocabulary"),
-        Field("vehicle_connected", None, T, "A vehicle is plugged in"),
-        Field("firmware_status", None, C, "Firmware activity flag (active/disabled/...)"),
-        Field(
-            "session_energy", "kW.h", M, "Energy of the current session so far",
-            role=Role.RUNNING_TOTAL, minimum=0,
-        ),
-        Field(
-            "energy_increment",
-            "kW.h",
-            M,
-            "Session energy since the previous report",
-            role=Role.PERSON_EVENT,
-            minimum=0,
-        ),
-        Field("elapsed", "s", M, "Duration of the current session", role=Role.PERSON_EVENT,
-              minimum=0),
-        Field(
-            "rfid_auth",
-            None,
-            T,
-            "A new RFID card was accepted (the UID is never kept)",
-            role=Role.PERSON_EVENT,
-        ),
-        Field(
-            "energy_delivered",
-            "kW.h",
-            M,
-            "Energy delivered in the window",
-            aggregation=Aggregation.SUM,
-            source="energy_increment",
-        ),
-        Field(
-            "authorisations",
-            "{count}",
-            ObservationType.COUNT,
-            "RFID authorisations in the window",
-            aggregation=Aggregation.COUNT,
-            source="rfid_auth",
-        ),
-    ),
-)
-
-# OpenEVSE state codes (J1772 A/B/C/D and the firmware's fault and admin states).
+# OpenEVSE state codes: OpenEVSE/OpenEVSE_Lib src/openevse.h (J1772 A/B/C/D, faults, admin).
+# 12 and 13 are reserved there and never sent: an unmapped code is flagged, not an error.
 STATE_NAMES: dict[int, str] = {
     0: "starting", 1: "not_connected", 2: "connected", 3: "charging", 4: "vent_required",
     5: "diode_check_failed", 6: "gfci_fault", 7: "no_ground", 8: "stuck_relay",
     9: "gfci_self_test_failed", 10: "over_temperature", 11: "over_current",
+    14: "relay_closure_fault", 15: "pp_shorted", 16: "pp_missing", 17: "eeprom_failure",
     254: "sleeping", 255: "disabled",
 }  # fmt: skip
 
@@ -116,31 +59,95 @@ STATE_NAMES: dict[int, str] = {
 # (CHARGING in OCPI, whether or not energy flows); faults are OUTOFORDER; sleeping/disabled is
 # an operator or timer decision, so INOPERATIVE; the boot state is UNKNOWN.
 STATE_TO_OCPI: dict[int, str] = {
-    0: "UNKNOWN", 1: "AVAILABLE", 2: "CHARGING", 3: "CHARGING", 4: "CHARGING",
+    0: "UNKNOWN", 1: "AVAILABLE", 2: "CHARGING", 3: "CHARGING", 4: "OUTOFORDER",
     5: "OUTOFORDER", 6: "OUTOFORDER", 7: "OUTOFORDER", 8: "OUTOFORDER", 9: "OUTOFORDER",
-    10: "OUTOFORDER", 11: "OUTOFORDER", 254: "INOPERATIVE", 255: "INOPERATIVE",
+    10: "OUTOFORDER", 11: "OUTOFORDER", 14: "OUTOFORDER", 15: "OUTOFORDER", 16: "OUTOFORDER",
+    17: "OUTOFORDER", 254: "INOPERATIVE", 255: "INOPERATIVE",
 }  # fmt: skip
 
-# Keys the firmware publishes that this profile deliberately does not collect. Dropped quietly
-# so that `unknown_key` keeps meaning "something new": vehicle_soc/range are personal (OCPI
-# treats SoC as privacy-sensitive), the rest are diagnostics or duplicates.
+# The firmware's own `status` words (src/evse_state.h EvseState::toString()).
+FIRMWARE_STATUSES = frozenset({"active", "disabled", "none", "unknown"})
+
+CATALOGUE = Catalogue(
+    driver="openevse",
+    make="OpenEVSE",
+    model="OpenEVSE WiFi (ESP32 firmware 5.x)",
+    description="Level 2 EV charger publishing its status over MQTT",
+    transport="mqtt",
+    datasheet="openevse_esp32_firmware docs/mqtt.md",
+    fields=(
+        Field("current", "A", M, "Charging current", minimum=0, maximum=100),
+        Field("voltage", "V", M, "Supply voltage", minimum=0, maximum=300),
+        Field("pilot_current", "A", M, "Current offered to the vehicle (J1772 pilot)",
+              minimum=0, maximum=80),
+        Field("power", "W", M, "Charging power", minimum=0, maximum=25000),
+        Field("frequency", "Hz", M, "Supply frequency (D9 controllers only)",
+              minimum=40, maximum=70),
+        Field("temperature", "Cel", M, "EVSE internal temperature", minimum=-40, maximum=120),
+        Field("evse_state", None, C, "OpenEVSE state name (J1772 state or fault)",
+              vocabulary=frozenset(STATE_NAMES.values())),
+        Field("status", None, C, "EVSE status in the OCPI 2.2.1 vocabulary",
+              vocabulary=frozenset(STATE_TO_OCPI.values())),
+        Field("vehicle_connected", None, T, "A vehicle is plugged in"),
+        Field("firmware_status", None, C, "Firmware activity word (active/disabled/none/unknown)",
+              vocabulary=FIRMWARE_STATUSES),
+        Field("total_energy", "kW.h", M,
+              "Lifetime energy register of the charger: its steps are the sessions' energy",
+              role=Role.RUNNING_TOTAL, minimum=0),
+        Field("session_energy", "kW.h", M, "Energy of the current session so far",
+              role=Role.RUNNING_TOTAL, minimum=0),
+        Field("energy_increment", "kW.h", M, "Session energy since the previous report",
+              role=Role.PERSON_EVENT, minimum=0),
+        Field("elapsed", "s", M, "Duration of the current session", role=Role.PERSON_EVENT,
+              minimum=0),
+        Field("rfid_auth", None, T, "A new RFID card was accepted (the UID is never kept)",
+              role=Role.PERSON_EVENT),
+        Field("total_energy_increment", "kW.h", M,
+              "Increase of the lifetime energy register in the window",
+              aggregation=Aggregation.INCREMENT, source="total_energy", minimum=0),
+        Field("energy_delivered", "kW.h", M, "Energy delivered in the window",
+              aggregation=Aggregation.SUM, source="energy_increment", minimum=0),
+        Field("authorisations", "{count}", ObservationType.COUNT,
+              "RFID authorisations in the window", aggregation=Aggregation.COUNT,
+              source="rfid_auth"),
+    ),
+)  # fmt: skip
+
+# Retained documents and command topics under `<base>/`: the charger's configuration, not status.
+HOUSEKEEPING = frozenset({"config", "config_version", "claim", "override", "schedule", "limit"})
+COMMANDS = frozenset({"restart"})
+
+# Keys the firmware publishes that this profile deliberately does not collect, so that
+# `unknown_key` keeps meaning "something new". Vehicle SoC/range are personal (OCPI treats SoC
+# as privacy-sensitive), `rfid_input` is a card UID; the rest are diagnostics or duplicates.
+# `wattsec`/`watthour` repeat session_energy/total_energy in other units ("deprecated, will be
+# removed soon" in src/input.cpp); read twice, one register would step down whenever the two
+# renderings differ in their last digits, which the increment would take for a reset.
 IGNORED_KEYS = frozenset({
     "temp1", "temp2", "temp3", "temp4", "temp_max", "srssi", "freeram", "ipaddress",
-    "divertmode", "divert_active", "divert_update", "charge_rate", "available_current",
-    "smoothed_available_current", "trigger_current", "total_day", "total_week", "total_month",
-    "total_year", "total_switches", "manual_override", "mode", "flags", "time", "local_time",
-    "offset", "config_version", "claims_version", "override_version", "schedule_version",
-    "schedule_plan_version", "limit_version", "evse_connected", "rapi_connected",
-    "wifi_client_connected", "eth_connected", "net_connected", "mqtt_connected",
-    "ocpp_connected", "emoncms_connected", "packets_sent", "packets_success", "ota_update",
-    "service_level", "gfcicount", "nogndcount", "stuckcount", "vehicle_soc", "vehicle_range",
-    "vehicle_eta", "battery_level", "battery_range", "time_to_full_charge", "max_current",
-    "shaper", "shaper_live_pwr", "shaper_cur", "solar", "grid_ie", "ohm_hour", "colour",
+    "ipv6address", "macaddress", "divertmode", "divert_active", "divert_update", "charge_rate",
+    "available_current", "smoothed_available_current", "trigger_current", "total_day",
+    "total_week", "total_month", "total_year", "total_switches", "manual_override", "mode",
+    "flags", "time", "local_time", "offset", "uptime", "claims_version", "override_version",
+    "schedule_version", "schedule_plan_version", "schedule_feature_skipped", "limit_version",
+    "evse_connected", "rapi_connected", "wifi_client_connected", "eth_connected",
+    "net_connected", "mqtt_connected", "mqtt_status", "mqtt_connected_since",
+    "mqtt_broker_version", "mqtt_error", "mqtt_error_detail", "mqtt_close_code",
+    "mqtt_close_reason", "ocpp_connected", "emoncms_connected", "emoncms_message",
+    "packets_sent", "packets_success", "ota_update", "service_level", "max_current", "colour",
+    "shaper", "shaper_live_pwr", "shaper_smoothed_live_pwr", "shaper_max_pwr", "shaper_cur",
+    "shaper_updated", "min_charge_end", "solar", "grid_ie", "ohm_hour", "rfid_waiting",
+    "rfid_input", "battery_level", "battery_range", "time_to_full_charge",
+    "vehicle_charge_limit", "home_battery_soc", "home_battery_power", "vehicle_state_update",
+    "tesla_vehicle_count", "tesla_vehicle_id", "tesla_vehicle_name", "tesla_error",
+    "charge_energy_added", "charge_miles_added_rated", "charge_limit_soc", "charger_voltage",
+    "wattsec", "watthour",
+    # older firmware (4.x): no longer sent, still quiet if an old charger sends them
+    "wh", "gfcicount", "nogndcount", "stuckcount", "vehicle_soc", "vehicle_range",
+    "vehicle_eta",
 })  # fmt: skip
-
-# The firmware's own `status` key: published as a category, so only its known words pass.
-FIRMWARE_STATUSES = frozenset({"active", "disabled", "sleeping"})
 _FALSEY_TEXT = frozenset({"", "false", "null", "0"})
+_BASE_PATTERN = r"^[^/+#\s]{1,64}(/[^/+#\s]{1,64}){0,7}$"
 
 
 def _number_error() -> DecodeError:
@@ -148,8 +155,13 @@ def _number_error() -> DecodeError:
 
 
 class Options(PayloadOptions):
+    base_topic: str = Opt(
+        pattern=_BASE_PATTERN,
+        description="The charger's MQTT base topic: its hostname (openevse-xxxx, four hex "
+        "digits) unless changed on its MQTT page. The sensor subscribes to <base_topic>/+.",
+    )
     ignore_keys: tuple[str, ...] = Opt(
-        (), description="Further status topics to ignore quietly (counted as ignored, not errors)."
+        (), description="Further status keys to ignore quietly (counted as ignored, not errors)."
     )
 
 
@@ -160,6 +172,7 @@ class Decoder(PayloadDecoder):
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
+        self.prefix = options.base_topic + "/"
         self.ignored = IGNORED_KEYS | frozenset(options.ignore_keys)
         self._last_session_kwh: float | None = None
         self._last_tag_digest: bytes | None = None
@@ -168,9 +181,9 @@ class Decoder(PayloadDecoder):
             "voltage": self._scaled("voltage", 1.0),
             "pilot": self._scaled("pilot_current", 1.0),
             "power": self._scaled("power", 1.0),
+            "frequency": self._scaled("frequency", 0.01),
             "temp": self._temperature,
-            "wh": self._scaled("total_energy", 0.001),
-            "total_energy": self._scaled("total_energy", 1.0),
+            "total_energy": self._register("total_energy", 1.0),
             "session_energy": self._session_energy,
             "elapsed": self._scaled("elapsed", 1.0),
             "session_elapsed": self._scaled("elapsed", 1.0),
@@ -181,12 +194,16 @@ class Decoder(PayloadDecoder):
         }
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
-        levels = topic.split("/")
-        if len(levels) >= 2 and levels[-2] == "announce":
-            return []  # device metadata (name, IP, base topic): not a reading
-        key = levels[-1]
+        if topic.startswith("openevse/announce/"):
+            return [Ignored("announce")]  # name, IP address, base topic: metadata
+        # the status key: everything after the base topic (the last level under a custom filter)
+        key = topic[len(self.prefix) :] if topic.startswith(self.prefix) else topic.rsplit("/", 1)[-1]
+        if "/" in key or key in COMMANDS:
+            return [Ignored("command")]  # */set, schedule/clear, rapi/in/*, rapi/out, restart
+        if key in HOUSEKEEPING:
+            return [Ignored("housekeeping")]
         if key in self.ignored:
-            return []
+            return [Ignored("not_collected")]
         handler = self._handlers.get(key)
         if handler is None:
             return [DecodeError("unknown_key", "topic's last level is not a known status key")]
@@ -206,15 +223,30 @@ class Decoder(PayloadDecoder):
 
         return handle
 
+    def _register(self, field: str, scale: float) -> Callable[[str], list[Event]]:
+        """An energy register: never negative, or the per-window increment would jump."""
+
+        def handle(text: str) -> list[Event]:
+            number = as_float(text)
+            if number is None:
+                return [_number_error()]
+            if number < 0:
+                return [DecodeError("bad_value", "an energy register is negative")]
+            return [Decoded({field: round(number * scale, 6)})]
+
+        return handle
+
     def _temperature(self, text: str) -> list[Event]:
         if text == "false":
-            return []  # the firmware's way of saying "no valid temperature sensor"
+            return [Ignored("no_sensor")]  # the firmware's way of saying "no valid sensor"
         return self._scaled("temperature", 0.1)(text)
 
     def _session_energy(self, text: str) -> list[Event]:
         wh = as_float(text)
         if wh is None:
             return [_number_error()]
+        if wh < 0:
+            return [DecodeError("bad_value", "an energy register is negative")]
         kwh = round(wh / 1000, 6)
         values: dict[str, Value] = {"session_energy": kwh}
         last = self._last_session_kwh
@@ -244,12 +276,12 @@ class Decoder(PayloadDecoder):
         return [Decoded({"firmware_status": text})]
 
     def _rfid(self, text: str) -> list[Event]:
-        if text.lower() in _FALSEY_TEXT:
+        if text.lower() in _FALSEY_TEXT or text == "\0":
             self._last_tag_digest = None
-            return []
+            return [Ignored("no_card")]
         digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
         if digest == self._last_tag_digest:
-            return []  # the firmware repeats the authenticated UID with every status report
+            return [Ignored("same_card")]  # repeated with every status report
         self._last_tag_digest = digest
         return [Decoded({"rfid_auth": True})]
 
@@ -258,32 +290,56 @@ def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
 
 
-def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
-    """One 30-second status burst of a charger mid-session, as the firmware publishes it."""
-    topic = base_topic
+def topic_for(options: Options) -> str:
+    return f"{options.base_topic}/+"
+
+
+def _base(topic: str) -> str:
+    """The charger's base topic from a sensor's filter (`openevse-55ad/+` -> `openevse-55ad`)."""
     for suffix in ("/#", "/+"):
         topic = topic.removesuffix(suffix)
-    base = concrete_topic(topic, "openevse-sim1")
-    charging = rng.random() < 0.7
+    return "/".join("openevse-5a1e" if level in ("+", "#") else level for level in topic.split("/"))
+
+
+def _number(value: float) -> str:
+    """As ArduinoJson 6 renders a double: no trailing zeros, exponent form from 1e7."""
+    if value >= 1e7:
+        mantissa, exponent = f"{value:.8e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{round(value, 6):f}".rstrip("0").rstrip(".") or "0"
+
+
+def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
+    """One 30-second status burst of a charger, as firmware 5.1 publishes it (src/input.cpp
+    create_rapi_json, src/energy_meter.cpp): a new session every four hours, a card per session."""
+    base = _base(base_topic)
+    elapsed = int(now % 14400)
+    charging = elapsed < 10800  # three hours charging, then one hour idle
     amps = rng.randint(6, 32) if charging else 0
     voltage = rng.randint(228, 248)
-    elapsed = int(now % 14400)  # a new four-hour session every four hours
-    session_wh = round(elapsed / 3600 * 7000, 1)
-    total_kwh = round(1200 + (now % 10**7) / 3600 * 0.3, 2)
+    session_wh = round(min(elapsed, 10800) / 3600 * 7000, 1)
+    total_kwh = round(1200 + now / 3600 * 0.3, 4)
     values = {
+        "evse_connected": "1",
         "amp": str(amps * 1000),
         "voltage": str(voltage),
-        "pilot": "32",
         "power": str(amps * voltage),
-        "wh": str(int(total_kwh * 1000)),
-        "session_energy": str(session_wh),
-        "total_energy": str(total_kwh),
+        "pilot": "32",
+        "max_current": "32",
         "temp": str(rng.randint(180, 380)),
-        "state": "3" if charging else "1",
+        "temp_max": "false",
+        "state": "3" if charging else "254",
+        "status": "active" if charging else "disabled",
+        "flags": "512",
         "vehicle": "1" if charging else "0",
-        "status": "active",
-        "elapsed": str(elapsed),
         "srssi": str(rng.randint(-80, -40)),
+        "session_elapsed": str(elapsed),
+        "session_energy": _number(session_wh),
+        "total_energy": _number(total_kwh),
+        "total_day": _number(round(session_wh / 1000, 3)),
+        "elapsed": str(elapsed),
+        "wattsec": _number(session_wh * 3600),
+        "watthour": _number(total_kwh * 1000),
     }
     messages = [(f"{base}/{key}", value.encode()) for key, value in values.items()]
     if charging:
@@ -297,7 +353,9 @@ DRIVER = MessageDriver(
     catalogue_for=catalogue_for,
     new_decoder=Decoder,
     options=Options,
-    default_topic="openevse/+/+",
+    default_topic=None,  # the base topic is each charger's own hostname: `options.base_topic`
+    topic_for=topic_for,
     simulate=simulate,
     doc="docs/drivers/openevse.md",
+    example_options={"base_topic": "openevse-55ad"},
 )

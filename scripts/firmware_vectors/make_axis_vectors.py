@@ -157,6 +157,23 @@ vectors = [
         "expect": "ignored",
         "cite": BARNOWL + " lib/objectanalyticsdecoder.js lines 67-76",
     },
+    {
+        "topic": f"axis/{SERIAL}/event/tns1:Device/tnsaxis:IO/VirtualInput",
+        "payload": json.dumps(
+            {
+                "topic": "onvif:Device/axis:IO/VirtualInput",
+                "timestamp": 1670518346712,
+                "serial": SERIAL,
+                "message": {"source": {"port": "1"}, "key": {}, "data": {"active": "1"}},
+            }
+        ),
+        "expect": "ignored",
+        "cite": "developer.axis.com/vapix/network-video/mqtt-event-bridge (MQTT Event Bridge API, "
+        "'Publish events': topic filter onvif:Device/axis:IO/VirtualInput) with " + AXIS
+        + " step 8 (topic = condition prefix + condition name)",
+        "note": "inferred: another event of the same camera reaches the default subscription "
+        "axis/+/event/#; the payload follows the Object Analytics envelope above",
+    },
     # malformed
     {
         "topic": TOPIC,

@@ -139,33 +139,45 @@ vectors = [
     v("total_year", "1234.567", IGN, "src/energy_meter.cpp line 299"),
     v("total_switches", "42", IGN, "src/energy_meter.cpp line 300"),
     v("elapsed", "1800", R, BURST + " ('Deprecated properties')", values={"elapsed": 1800.0}),
+    # `wattsec` and `watthour` are the same registers as session_energy and total_energy in
+    # other units, marked "Deprecated properties, will be removed soon". Read twice, one
+    # register would feed the per-window increment from two renderings: above 1e7 the exponent
+    # form keeps 8 significant digits, so total_energy 12345.6789 followed by watthour
+    # 1.2345678e7 reads as a step down, i.e. a register reset. One source each: ignored.
     v(
         "wattsec",
         "6931800",
-        R,
+        IGN,
         BURST + "; src/emonesp.h line 165 SESSION_ENERGY_SCALE_FACTOR 3600 (Ws)",
-        values={"session_energy": 1.9255},
+        note="deprecated duplicate of session_energy (Ws)",
     ),
     v(
         "wattsec",
         "1.08e8",
-        R,
+        IGN,
         BURST + ": a 30 kWh session crosses ArduinoJson's 1e7 exponent threshold",
-        values={"session_energy": 30.0},
+        note="deprecated duplicate of session_energy (Ws)",
     ),
     v(
         "watthour",
         "1234567",
-        R,
+        IGN,
         BURST + "; src/emonesp.h line 161 TOTAL_ENERGY_SCALE_FACTOR 1000 (Wh)",
-        values={"total_energy": 1234.567},
+        note="deprecated duplicate of total_energy (Wh)",
     ),
     v(
         "watthour",
         "1.2345678e7",
+        IGN,
+        BURST + ": >= 1e7 Wh renders in exponent form, 8 significant digits",
+        note="deprecated duplicate of total_energy (Wh)",
+    ),
+    v(
+        "total_energy",
+        "12345.6789",
         R,
-        BURST + ": >= 1e7 Wh renders in exponent form",
-        values={"total_energy": 12345.678},
+        "src/energy_meter.cpp line 295 (kWh): the register that watthour 1.2345678e7 renders",
+        values={"total_energy": 12345.6789},
     ),
     # --- the state-change event
     v("state", "1", R, STATE_EVENT, values={"evse_state": "not_connected", "status": "AVAILABLE"}),
@@ -420,7 +432,8 @@ vectors += [
         note="flag unmapped_state",
     ),
     v("vehicle", "2", E, "malformed", note="wrong_type"),
-    v("watthour", "1e400", E, "malformed: not finite", note="wrong_type"),
+    v("total_energy", "1e400", E, "malformed: not finite", note="wrong_type"),
+    v("total_energy", "-5", E, "malformed: a lifetime register is never negative", note="bad_value"),
     v("amp", "9" * 80, E, "malformed: longer than any status value", note="too_large"),
     v("status", "\udcff", E, "malformed: not UTF-8", note="not_utf8"),
     v("no_such_key", "1", E, "a key no firmware source publishes", note="unknown_key"),

@@ -1,4 +1,7 @@
-"""OpenEVSE profile: the sample topics decode to documented values; personal data stays marked."""
+"""OpenEVSE profile against what the charger's firmware publishes (tests/data/firmware/openevse.json:
+every vector cites the firmware file and line it comes from): the default base topic, every key
+of a status burst, every status word and state code, the retained housekeeping topics (ignored,
+not errors) and malformed values (errors, never exceptions)."""
 
 from __future__ import annotations
 
@@ -7,18 +10,26 @@ import random
 from pathlib import Path
 
 import pytest
+from paho.mqtt.client import topic_matches_sub
 
-from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event
+from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event, Ignored, Role
 from firmware_bridge.drivers import MESSAGE_DRIVERS, openevse
+from tests.unit.firmware_data import load, payload_bytes
 
-SAMPLES = json.loads((Path(__file__).parents[1] / "data" / "mqtt_devices.json").read_text())
-BASE = "openevse/a1b2"
+VECTORS = load("firmware", "openevse.json")
+BASE = VECTORS["default_base_topic"]
+OPTIONS = openevse.Options(base_topic=BASE)
+OCPI = set(json.loads((Path(__file__).parents[1] / "data" / "mqtt_devices.json").read_text())
+           ["ocpp16j"]["ocpi_221_evse_status"])  # fmt: skip
+
+
+def new() -> openevse.Decoder:
+    return openevse.Decoder(OPTIONS)
 
 
 def decode(key: str, payload: str | bytes, decoder: openevse.Decoder | None = None) -> list[Event]:
-    dec = decoder or openevse.Decoder(openevse.Options.model_validate({}))
     raw = payload.encode() if isinstance(payload, str) else payload
-    return dec.decode(f"{BASE}/{key}", raw)
+    return (decoder or new()).decode(f"{BASE}/{key}", raw)
 
 
 def values(events: list[Event]) -> dict[str, object]:
@@ -30,136 +41,173 @@ def values(events: list[Event]) -> dict[str, object]:
     return merged
 
 
-EXPECTED = {
-    "amp": {"current": 16.0},
-    "voltage": {"voltage": 240.0},
-    "pilot": {"pilot_current": 32.0},
-    "wh": {"total_energy": 5.23},
-    "session_energy": {"session_energy": 5.2305},
-    "total_energy": {"total_energy": 1234.56},
-    "temp": {"temperature": 29.5},
-    "state": {"evse_state": "charging", "status": "CHARGING"},
-    "vehicle": {"vehicle_connected": True},
-    "status": {"firmware_status": "active"},
-    "elapsed": {"elapsed": 3605.0},
-    "rfid_auth": {"rfid_auth": True},
-}
+def vector_id(v: dict[str, object]) -> str:
+    return f"{v['expect']}:{v['topic']}={str(v['payload'])[:16]}"
 
 
-@pytest.mark.parametrize("key", sorted(EXPECTED))
-def test_sample_topic_decodes_to_documented_value(key: str) -> None:
-    payload = SAMPLES["openevse"]["topics"][f"<base>/{key}"]
-    assert values(decode(key, payload)) == EXPECTED[key]
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=vector_id)
+def test_every_firmware_vector_decodes_as_the_firmware_source_says(vector: dict) -> None:
+    """One fresh decoder per vector: a first report, as after a gateway restart."""
+    events = new().decode(vector["topic"], payload_bytes(vector["payload"]))
+    assert len(events) == 1, events
+    [event] = events
+    if vector["expect"] == "reading":
+        assert isinstance(event, Decoded), event
+        assert dict(event.values) == vector["values"]
+        if "unmapped_state" in vector.get("note", ""):
+            assert event.flags == ("unmapped_state",)
+    elif vector["expect"] == "ignored":
+        assert isinstance(event, Ignored), event
+        assert event.reason.isidentifier()
+    else:
+        assert isinstance(event, DecodeError), event
+        assert event.reason == vector["note"]
+        assert vector["payload"] not in event.detail or len(vector["payload"]) < 4
 
 
-def test_every_sample_topic_is_covered_by_the_expectations() -> None:
-    keys = {t.split("/")[-1] for t in SAMPLES["openevse"]["topics"] if t.startswith("<base>/")}
-    assert keys == set(EXPECTED)
+def test_the_default_subscription_follows_the_chargers_hostname() -> None:
+    topic = openevse.DRIVER.topic(OPTIONS)
+    assert topic == f"{BASE}/+"
+    on_base = [v for v in VECTORS["vectors"] if v["topic"].count("/") == 1 and v["topic"].startswith(BASE)]
+    assert len(on_base) > 100 and all(topic_matches_sub(topic, v["topic"]) for v in on_base)
+    status_keys = {v["topic"] for v in VECTORS["vectors"] if v["expect"] == "reading"}
+    assert all(topic_matches_sub(topic, t) for t in status_keys)
+    assert openevse.DRIVER.default_topic is None  # a fixed filter cannot match openevse-xxxx
 
 
-def test_announce_and_last_will_are_metadata_without_event() -> None:
-    spec = SAMPLES["openevse"]["topics"]["openevse/announce/<id>"]
-    dec = openevse.Decoder(openevse.Options.model_validate({}))
-    assert dec.decode("openevse/announce/a1b2c3", spec["payload"].encode()) == []
-    lwt = spec["payload"].replace("connected", "disconnected")
-    assert dec.decode("openevse/announce/a1b2c3", lwt.encode()) == []
+def test_every_status_word_of_the_firmware_is_read_and_only_those() -> None:
+    words = {v["payload"] for v in VECTORS["vectors"]
+             if v["topic"] == f"{BASE}/status" and v["expect"] == "reading"}  # fmt: skip
+    assert words == {"active", "disabled", "none", "unknown"} == openevse.FIRMWARE_STATUSES
+    assert openevse.CATALOGUE.field("firmware_status").vocabulary == openevse.FIRMWARE_STATUSES
+    [event] = decode("status", "sleeping")  # not a word the firmware has
+    assert isinstance(event, DecodeError) and event.reason == "bad_value"
 
 
-def test_unknown_key_is_a_counted_error_that_does_not_name_the_key() -> None:
-    [event] = decode("brand_new_key", "12")
+def test_every_state_code_has_a_name_and_an_ocpi_status_from_the_vocabularies() -> None:
+    assert set(openevse.STATE_TO_OCPI) == set(openevse.STATE_NAMES)
+    assert set(openevse.STATE_TO_OCPI.values()) <= OCPI
+    cat = openevse.CATALOGUE
+    assert cat.field("status").vocabulary == frozenset(openevse.STATE_TO_OCPI.values())
+    assert cat.field("evse_state").vocabulary == frozenset(openevse.STATE_NAMES.values())
+    codes = {int(v["payload"]) for v in VECTORS["vectors"]
+             if v["topic"] == f"{BASE}/state" and v["expect"] == "reading"}  # fmt: skip
+    assert set(openevse.STATE_NAMES) <= codes
+
+
+def test_retained_housekeeping_and_commands_are_ignored_apart_from_errors() -> None:
+    reasons = {}
+    for v in VECTORS["vectors"]:
+        if v["expect"] == "ignored":
+            [event] = new().decode(v["topic"], payload_bytes(v["payload"]))
+            reasons[v["topic"].removeprefix(f"{BASE}/")] = event.reason
+    for key in ("config", "config_version", "claim", "override", "schedule", "limit"):
+        assert reasons[key] == "housekeeping", key
+    for key in ("override/set", "schedule/clear", "rapi/out", "rapi/in/$SC", "restart"):
+        assert reasons[key] == "command", key
+    assert reasons["openevse/announce/55ad"] == "announce"
+    assert reasons["srssi"] == reasons["rfid_input"] == reasons["watthour"] == "not_collected"
+
+
+def test_a_custom_filter_still_reads_the_last_level_as_the_key() -> None:
+    dec = openevse.Decoder(openevse.Options(base_topic="chargers/bay-7"))
+    assert values(dec.decode("chargers/bay-7/amp", b"16000")) == {"current": 16.0}
+    assert values(dec.decode("elsewhere/amp", b"8000")) == {"current": 8.0}
+    assert dec.decode("chargers/bay-7/claim/set", b"release") == [Ignored("command")]
+
+
+def test_user_listed_keys_are_ignored_quietly() -> None:
+    dec = openevse.Decoder(openevse.Options(base_topic=BASE, ignore_keys=("my_custom",)))
+    assert decode("my_custom", "1", dec) == [Ignored("not_collected")]
+    [event] = decode("my_custom", "1")
     assert isinstance(event, DecodeError) and event.reason == "unknown_key"
-    assert "brand_new_key" not in event.detail
-
-
-def test_known_diagnostic_and_personal_extras_are_dropped_quietly() -> None:
-    assert decode("srssi", "-60") == []
-    assert decode("vehicle_soc", "54") == []  # SoC is personal: never read
-    dec = openevse.Decoder(openevse.Options.model_validate({"ignore_keys": ["my_custom"]}))
-    assert decode("my_custom", "1", dec) == []
-
-
-def test_temperature_false_means_no_sensor_not_an_error() -> None:
-    assert decode("temp", "false") == []
+    assert "my_custom" not in event.detail
 
 
 @pytest.mark.parametrize(
-    ("key", "payload"),
-    [("amp", "sixteen"), ("voltage", "null"), ("vehicle", "2"), ("state", "3.5"),
-     ("status", "exploded"), ("temp", "[295]"), ("session_energy", "1e999")],
+    ("key", "payload", "reason"),
+    [("amp", "sixteen", "wrong_type"), ("voltage", "null", "wrong_type"),
+     ("vehicle", "2", "wrong_type"), ("state", "3.5", "wrong_type"),
+     ("status", "exploded", "bad_value"), ("temp", "[295]", "wrong_type"),
+     ("session_energy", "1e999", "wrong_type"), ("session_energy", "-1", "bad_value"),
+     ("frequency", "fifty", "wrong_type"), ("amp", "1" * 100, "too_large"),
+     ("amp", b"\xff\xfe", "not_utf8")],
 )  # fmt: skip
-def test_malformed_values_are_errors(key: str, payload: str) -> None:
+def test_malformed_values_are_errors_that_never_echo_the_value(key: str, payload: str | bytes,
+                                                                reason: str) -> None:  # fmt: skip
     [event] = decode(key, payload)
-    assert isinstance(event, DecodeError)
-    assert payload not in event.detail or len(payload) < 4
-
-
-def test_oversized_and_non_utf8_payloads_are_rejected() -> None:
-    [big] = decode("amp", b"1" * 100)
-    assert isinstance(big, DecodeError) and big.reason == "too_large"
-    [bad] = decode("amp", b"\xff\xfe")
-    assert isinstance(bad, DecodeError) and bad.reason == "not_utf8"
+    assert isinstance(event, DecodeError) and event.reason == reason
+    assert str(payload) not in event.detail or len(str(payload)) < 4
 
 
 def test_session_energy_increments_start_after_a_baseline_and_reset_on_new_session() -> None:
-    dec = openevse.Decoder(openevse.Options.model_validate({}))
+    dec = new()
     assert values(decode("session_energy", "5000", dec)) == {"session_energy": 5.0}
     assert values(decode("session_energy", "6250", dec)) == {
         "session_energy": 6.25, "energy_increment": 1.25}  # fmt: skip
+    # the deprecated Ws duplicate of the same register does not feed the increment
+    assert decode("wattsec", "22500000", dec) == [Ignored("not_collected")]
     # a drop means a new session: all of its energy so far is new
     assert values(decode("session_energy", "300", dec)) == {
         "session_energy": 0.3, "energy_increment": 0.3}  # fmt: skip
 
 
+def test_the_lifetime_register_is_read_from_one_key_only() -> None:
+    """watthour >= 1e7 keeps 8 significant digits: read beside total_energy it would step down
+    (12345.6789 -> 12345.678), which the per-window increment takes for a reset."""
+    dec = new()
+    assert values(decode("total_energy", "12345.6789", dec)) == {"total_energy": 12345.6789}
+    assert decode("watthour", "1.2345678e7", dec) == [Ignored("not_collected")]
+
+
 def test_rfid_uid_counts_once_per_card_and_is_never_kept_in_a_reading() -> None:
-    uid = SAMPLES["openevse"]["topics"]["<base>/rfid_auth"]
-    dec = openevse.Decoder(openevse.Options.model_validate({}))
+    uid = next(v["payload"] for v in VECTORS["vectors"]
+               if v["topic"].endswith("/rfid_auth") and v["expect"] == "reading")  # fmt: skip
+    dec = new()
     first = decode("rfid_auth", uid, dec)
     assert values(first) == {"rfid_auth": True}
-    assert decode("rfid_auth", uid, dec) == []  # repeated every 30 s while authenticated
-    assert decode("rfid_auth", "", dec) == []  # card released
+    assert decode("rfid_auth", uid, dec) == [Ignored("same_card")]  # repeated every 30 s
+    assert decode("rfid_auth", "", dec) == [Ignored("no_card")]  # card released
     assert values(decode("rfid_auth", uid, dec)) == {"rfid_auth": True}
     assert uid not in repr(first) and uid.lower() not in repr(first)
 
 
-@pytest.mark.parametrize(
-    ("code", "name", "ocpi"),
-    [(1, "not_connected", "AVAILABLE"), (2, "connected", "CHARGING"),
-     (3, "charging", "CHARGING"), (6, "gfci_fault", "OUTOFORDER"),
-     (254, "sleeping", "INOPERATIVE"), (255, "disabled", "INOPERATIVE"),
-     (0, "starting", "UNKNOWN")],
-)  # fmt: skip
-def test_j1772_state_maps_to_ocpi_evse_status(code: int, name: str, ocpi: str) -> None:
-    assert values(decode("state", str(code))) == {"evse_state": name, "status": ocpi}
+def test_catalogue_roles_registers_events_and_their_aggregates() -> None:
+    cat = openevse.CATALOGUE
+    roles = {f.key: f.role for f in cat.fields if not f.derived}
+    assert {k for k, r in roles.items() if r is Role.RUNNING_TOTAL} == {"total_energy", "session_energy"}
+    assert {k for k, r in roles.items() if r is Role.PERSON_EVENT} == {
+        "energy_increment", "rfid_auth", "elapsed"}  # fmt: skip
+    assert roles["status"] is roles["vehicle_connected"] is Role.READING
+    aggregates = {f.key: (f.aggregation, f.source) for f in cat.fields if f.derived}
+    assert aggregates == {
+        "total_energy_increment": (Aggregation.INCREMENT, "total_energy"),
+        "energy_delivered": (Aggregation.SUM, "energy_increment"),
+        "authorisations": (Aggregation.COUNT, "rfid_auth"),
+    }
 
 
-def test_unmapped_state_code_reports_unknown_with_a_flag() -> None:
-    [event] = decode("state", "77")
-    assert isinstance(event, Decoded)
-    assert event.values == {"status": "UNKNOWN"} and "unmapped_state" in event.flags
+def test_options_need_the_base_topic_and_refuse_wildcards() -> None:
+    from pydantic import ValidationError
+
+    for bad in ({}, {"base_topic": "openevse-+"}, {"base_topic": "a/#"}, {"base_topic": "/x"},
+                {"base_topic": ""}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            openevse.Options.model_validate(bad)
 
 
-def test_every_state_code_has_an_ocpi_status_from_the_vocabulary() -> None:
-    vocabulary = set(SAMPLES["ocpp16j"]["ocpi_221_evse_status"])
-    assert set(openevse.STATE_TO_OCPI) == set(openevse.STATE_NAMES)
-    assert set(openevse.STATE_TO_OCPI.values()) <= vocabulary
-
-
-def test_catalogue_marks_session_data_and_rfid_personal_and_aggregates_them() -> None:
-    cat = openevse.DRIVER.catalogue_for({})
-    personal = {f.key for f in cat.personal_fields}
-    assert personal == {"session_energy", "energy_increment", "elapsed", "rfid_auth"}
-    energy, auths = cat.field("energy_delivered"), cat.field("authorisations")
-    assert energy is not None and energy.aggregation is Aggregation.SUM
-    assert energy.source == "energy_increment" and energy.unit == "kW.h"
-    assert auths is not None and auths.aggregation is Aggregation.COUNT
-    assert auths.source == "rfid_auth"
-def test_simulated_burst_decodes_without_errors_on_the_configured_base() -> None:
-    dec = openevse.Decoder(openevse.Options.model_validate({}))
-    messages = openevse.simulate(random.Random(3), 1_741_946_401.0, "openevse/bay7/+")
-    assert messages and all(t.startswith("openevse/bay7/") for t, _ in messages)
+def test_simulated_burst_is_the_firmware_burst_and_decodes_without_errors() -> None:
+    topic = openevse.DRIVER.topic(OPTIONS)
+    messages = openevse.simulate(random.Random(3), 1_741_946_401.0, topic)
+    assert messages and all(topic_matches_sub(topic, t) for t, _ in messages)
+    vector_keys = {v["topic"].removeprefix(f"{BASE}/") for v in VECTORS["vectors"]}
+    assert {t.removeprefix(f"{BASE}/") for t, _ in messages} <= vector_keys
+    dec = new()
     events = [e for t, p in messages for e in dec.decode(t, p)]
     assert not [e for e in events if isinstance(e, DecodeError)]
-    assert "status" in values(events)
+    assert any(isinstance(e, Ignored) for e in events)
+    read = {k for e in events if isinstance(e, Decoded) for k in e.values}
+    assert {"status", "current", "total_energy", "session_energy"} <= read
 
 
 def test_registered_in_the_mqtt_registry() -> None:
