@@ -314,6 +314,8 @@ def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             key = k.value
+            if k.tag == "tag:yaml.org,2002:int" and key.isdigit():
+                key = int(key)  # as the loaded data has it (`ports: {1: …}`)
             out[(*loc, key)] = k.start_mark.line + 1
             _lines(v, (*loc, key), out)
             out[(*loc, key)] = k.start_mark.line + 1
@@ -407,7 +409,7 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
     except ValidationError as e:
         said = {loc for loc, _ in env_errors}  # an unset ${VAR} is the problem, not its effect
         for err in e.errors(include_url=False):
-            loc, msg = _readable(err)
+            loc, msg = _readable({**err, "loc": _without_tags(tuple(err["loc"]), data)})
             if loc not in said:
                 problems.append(Problem(name, line_of(loc), _fmt(loc), msg))
         cfg = None
@@ -424,6 +426,28 @@ _UNION_TAGS: dict[str, tuple[str, dict[str, Any]]] = {
 _MSG_PATH = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*(?:\.[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*)*): (.+)$", re.S)
 
 
+_ABSENT = object()
+
+
+def _without_tags(loc: Loc, data: Any) -> Loc:
+    """Drop the tags pydantic puts in a location inside a discriminated union (`sensors[0].
+    chirpstack.options`, `ports[1].cayenne_lpp.options`): a step the document does not have,
+    in the middle of a path that goes on."""
+    out: list[str | int] = []
+    node: Any = data
+    for i, part in enumerate(loc):
+        child: Any = _ABSENT
+        if isinstance(node, dict):
+            child = node.get(part, node.get(str(part), _ABSENT))
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            child = node[part]
+        if child is _ABSENT and isinstance(node, dict) and i < len(loc) - 1:
+            continue  # not in the document: a union tag
+        out.append(part)
+        node = child
+    return tuple(out)
+
+
 def _readable(err: Any) -> tuple[Loc, str]:
     """A pydantic error as (location in the file, one plain sentence). The union tag pydantic
     puts in locations (`sensors[0].pms5003.options`) is dropped; a validator's message that
@@ -434,7 +458,7 @@ def _readable(err: Any) -> tuple[Loc, str]:
     section = loc[0] if loc else None
     if section in _UNION_TAGS and len(loc) > 2 and loc[2] in _UNION_TAGS[str(section)][1]:
         loc = (*loc[:2], *loc[3:])
-    if kind in ("union_tag_invalid", "union_tag_not_found") and section in _UNION_TAGS:
+    if kind in ("union_tag_invalid", "union_tag_not_found") and section in _UNION_TAGS and len(loc) == 2:
         key, registry = _UNION_TAGS[str(section)]
         what = "driver" if key == "driver" else "sink type"
         known = ", ".join(sorted(registry))
@@ -444,6 +468,13 @@ def _readable(err: Any) -> tuple[Loc, str]:
         else:
             msg = f"is required (one of: {known})"
         return loc, msg
+    if kind in ("union_tag_invalid", "union_tag_not_found"):  # a union inside a plugin's options
+        ctx = err.get("ctx") or {}
+        key = str(ctx.get("discriminator", "type")).strip("'")
+        known = str(ctx.get("expected_tags", "")).replace("'", "")
+        if kind == "union_tag_invalid":
+            return (*loc, key), f"unknown {key} {ctx.get('tag')!r}; known: {known}"
+        return (*loc, key), "is required (see `street-gateway schema`)"
     if kind == "extra_forbidden":
         return loc, "unknown key (check spelling; see `street-gateway schema`)"
     if kind == "missing":

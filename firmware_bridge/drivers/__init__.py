@@ -10,6 +10,7 @@ from __future__ import annotations
 from firmware_bridge.driver import Driver, MessageDriver, SerialDriver
 from firmware_bridge.drivers import (
     axis_object_analytics,
+    chirpstack,
     eastron_sdm,
     generic_json,
     node,
@@ -22,6 +23,7 @@ from firmware_bridge.drivers import (
     senml,
     senseair_s8,
     sps30,
+    thethingsstack,
     wifi_probe_sniffer,
 )
 
@@ -40,6 +42,8 @@ REGISTERED: tuple[Driver, ...] = (
     paxcounter.DRIVER,
     generic_json.DRIVER,
     senml.DRIVER,
+    chirpstack.DRIVER,
+    thethingsstack.DRIVER,
 )
 
 

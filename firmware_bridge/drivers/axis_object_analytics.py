@@ -25,6 +25,8 @@ import json
 import random
 import re
 
+from pydantic import Field as Opt
+
 from firmware_bridge.base import (
     Aggregation,
     Catalogue,
@@ -56,6 +58,14 @@ _WHAT = {"": "Objects", "human": "People", "car": "Cars", "truck": "Trucks", "bu
 # payload keys that are not counts: the scenario's name, the last object's class, reset time
 _META = frozenset({"scenario", "reason", "startTime", "active", "triggerTime"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+class Options(PayloadOptions):
+    scenario: str | None = Opt(
+        None, pattern=r"^Device\d{1,3}Scenario(\d{1,4}|ANY)$",
+        description="Only this scenario's events (the condition's last level, e.g. "
+        "Device1Scenario1). Totals of two scenarios must never share a sensor.",
+    )  # fmt: skip
 
 
 def _class_key(name: str) -> str:
@@ -103,15 +113,24 @@ def _levels(path: str) -> list[str]:
     return [level.rsplit(":", 1)[-1] for level in path.split("/")]
 
 
-def is_object_analytics(path: object) -> bool:
+def scenario_of(path: object) -> str | None:
+    """The scenario level after `CameraApplicationPlatform/ObjectAnalytics` (`Device1Scenario1`,
+    or `""` when the path stops there); None when the path is not an Object Analytics event."""
     if not isinstance(path, str) or len(path) > 512:
-        return False
+        return None
     levels = _levels(path)
-    return any(tuple(levels[i : i + 2]) == CONDITION for i in range(len(levels) - 1))
+    for i in range(len(levels) - 1):
+        if tuple(levels[i : i + 2]) == CONDITION:
+            return levels[i + 2] if i + 2 < len(levels) else ""
+    return None
 
 
 class Decoder(PayloadDecoder):
     """Stateless: each event carries the camera's own counts and timestamp (ms)."""
+
+    def __init__(self, options: Options) -> None:
+        super().__init__(options)
+        self.scenario = options.scenario
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
         event = load_json(payload, self.limit)
@@ -119,8 +138,11 @@ class Decoder(PayloadDecoder):
             return [event]
         if not isinstance(event, dict):
             return [DecodeError("wrong_type", "event is not a JSON object")]
-        if not (is_object_analytics(topic) or is_object_analytics(event.get("topic"))):
+        scenario = scenario_of(topic) or scenario_of(event.get("topic"))
+        if scenario is None:
             return [Ignored("other_event")]  # I/O ports, motion, tampering, other apps
+        if self.scenario is not None and scenario != self.scenario:
+            return [Ignored("other_scenario")]
         body = event.get("message")
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict):
@@ -153,10 +175,6 @@ class Decoder(PayloadDecoder):
         if when is not None and not 0 < when < 2**33:
             when = None
         return [Decoded(values, device_time=when, flags=flags)]
-
-
-class Options(PayloadOptions):
-    """No options beyond the shared payload size limit."""
 
 
 def catalogue_for(options: Options) -> Catalogue:

@@ -82,7 +82,7 @@ class Decoder(PayloadDecoder):
         port = int(port_text)
         if self.encoder != "lpp" and port != self.count_port:
             return [Ignored("not_count_port")]  # status, config, GPS, battery, time, sensors
-        if len(payload) > MAX_BASE64:
+        if len(payload) > min(self.limit, MAX_BASE64):
             return [DecodeError("too_large", "payload is longer than any Paxcounter frame")]
         try:
             frame = base64.b64decode(payload, validate=True)

@@ -102,6 +102,17 @@ def test_other_events_and_triggers_are_ignored_not_errors() -> None:
     assert isinstance(event, DecodeError) and event.reason == "unknown_event"
 
 
+def test_a_sensor_bound_to_one_scenario_ignores_the_others() -> None:
+    """Two scenarios' running totals in one sensor would read as resets at every switch."""
+    dec = axis.Decoder(axis.Options(scenario="Device1Scenario2"))
+    crossline = next(v for v in VECTORS if v["topic"].endswith("Device1Scenario2"))
+    assert isinstance(dec.decode(crossline["topic"], crossline["payload"].encode())[0], Decoded)
+    assert dec.decode(TOPIC, AXIS_OWN["payload"].encode()) == [Ignored("other_scenario")]
+    # without the condition name in the topic, the event's own topic field names the scenario
+    assert dec.decode("axis/0123456789AB/event", AXIS_OWN["payload"].encode()) == [
+        Ignored("other_scenario")]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [({"total": "-1"}, "wrong_type"), ({"total": "3.5"}, "wrong_type"),

@@ -20,10 +20,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge import jsonpayload
-from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event, ObservationType
+from firmware_bridge import (
+    jsonmapping,
+    jsonpayload,
+    lorawan,
+    lorawan_profile,
+    lpp,
+    paxcounter_payload,
+)
+from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event, Ignored, ObservationType
 from firmware_bridge.driver import MessageDriver
 from firmware_bridge.drivers import MESSAGE_DRIVERS
+from tests.unit.firmware_data import load, payload_bytes
 
 ROOT = Path(__file__).parents[2]
 DATA = json.loads((ROOT / "tests" / "data" / "mqtt_devices.json").read_text())
@@ -64,19 +72,26 @@ def _b(value: Any) -> bytes:
     return value.encode() if isinstance(value, str) else json.dumps(value).encode()
 
 
-OPENEVSE_SAMPLES = [
-    (t.replace("<base>", "openevse/a1b2").replace("<id>", "a1b2c3"),
-     _b(v["payload"] if isinstance(v, dict) else v))
-    for t, v in DATA["openevse"]["topics"].items()
-]  # fmt: skip
-AXIS_TOPIC = "axis/ACCC8E012345/event/CameraApplicationPlatform/ObjectAnalytics/Device1Scenario1"
+# the firmware vectors (tests/data/firmware/, each cited): everything valid a device sends
+OPENEVSE_VECTORS = load("firmware", "openevse.json")
+OPENEVSE_SAMPLES = [(v["topic"], payload_bytes(v["payload"])) for v in OPENEVSE_VECTORS["vectors"]
+                    if v["expect"] != "error"]  # fmt: skip
+AXIS_SAMPLES = [(v["topic"], _b(v["payload"]))
+                for v in load("firmware", "axis_object_analytics.json")["vectors"]
+                if v["expect"] == "reading"]  # fmt: skip
+AXIS_OCCUPANCY = next(i for i, (_, p) in enumerate(AXIS_SAMPLES)
+                      if "human" in json.loads(p)["message"]["data"])  # fmt: skip
+PAX_SAMPLES = [(c["mqtt_topic"], _b(c["mqtt_payload"]))
+               for c in load("firmware", "paxcounter.json")["formats"]["packed"]
+               if c["case"] != "battery"][::-1]  # the last sample: a count on the count port
+BINARY = {"paxcounter"}  # base64 of binary frames, not JSON
 GENERIC_SAMPLE = {"ts": 1741946401, "data": {"pm25": 8.5}, "sensors": [{"status": "ok"}],
                   "device": {"id": "aq-node-7"}, "count": 3}  # fmt: skip
 SENML_SAMPLE = [{"bn": "urn:dev:ow:10e2073a01080063:", "bt": 1741946401, "bu": "Cel",
                  "n": "temp", "v": 23.1}, {"n": "humidity", "u": "%RH", "v": 67}]  # fmt: skip
 
 PROFILES: dict[str, Profile] = {
-    "openevse": Profile({}, OPENEVSE_SAMPLES),
+    "openevse": Profile({"base_topic": OPENEVSE_VECTORS["default_base_topic"]}, OPENEVSE_SAMPLES),
     "ocpp16j": Profile({}, [("ocpp/CB-0042/in", _b(m)) for m in DATA["ocpp16j"]["messages"]], [
         (0, (0,), "number"), (0, (1,), "text"), (0, (2,), "text"), (0, (3,), "object"),
         (0, (3, "connectorId"), "number"), (0, (3, "status"), "text"),
@@ -89,25 +104,21 @@ PROFILES: dict[str, Profile] = {
         (2, (3, "meterValue", 0, "sampledValue", 1, "value"), "number"),
         (3, (3, "transactionId"), "number"), (3, (3, "meterStop"), "number"),
     ]),
-    "axis_object_analytics": Profile(
-        {}, [(AXIS_TOPIC, _b(p)) for p in DATA["axis_object_analytics"]["payloads"]], [
-            (0, (), "object"), (0, ("message",), "object"), (0, ("message", "data"), "object"),
-            (0, ("message", "data", "scenario"), "text"),
-            (0, ("message", "data", "total"), "number"),
-            (0, ("message", "data", "totalHuman"), "number"),
-            (1, ("message", "data", "total"), "number"),
-            (1, ("message", "data", "human"), "number"),
-        ]),
+    "axis_object_analytics": Profile({}, AXIS_SAMPLES, [
+        (0, (), "object"), (0, ("message",), "object"), (0, ("message", "data"), "object"),
+        (0, ("message", "data", "total"), "number"),
+        (0, ("message", "data", "totalHuman"), "number"),
+        (0, ("message", "data", "totalCar"), "number"),
+        (AXIS_OCCUPANCY, ("message", "data", "total"), "number"),
+        (AXIS_OCCUPANCY, ("message", "data", "human"), "number"),
+    ]),
     "wifi_probe_sniffer": Profile(
         {}, [("footfall/s-1/probes", _b(p)) for p in DATA["wifi_probe_sniffer"]["payloads"]], [
             (0, ("mac",), "text"), (0, ("rssi",), "number"), (0, ("ch",), "number"),
             (0, ("ts",), "number"), (2, (0,), "object"), (2, (1, "mac"), "text"),
             (2, (1, "rssi"), "number"),
         ]),
-    "paxcounter": Profile(
-        {}, [("paxcounter/pax-3/count", _b(p)) for p in DATA["paxcounter"]["payloads"]], [
-            (0, (), "object"), (0, ("wifi",), "number"), (0, ("ble",), "number"),
-        ]),
+    "paxcounter": Profile({}, PAX_SAMPLES),
     "generic_json": Profile(GENERIC_OPTIONS, [("sensors/aq-7/json", _b(GENERIC_SAMPLE))], [
         (0, (), "object"), (0, ("data",), "object"), (0, ("data", "pm25"), "number"),
         (0, ("sensors", 0, "status"), "scalar"), (0, ("count",), "present"),
@@ -125,8 +136,9 @@ def _from_registry(name: str) -> Profile:
     """A driver registered without a hand-written entry above is still fuzzed: its own example
     options and the messages its simulator (which speaks the firmware's format) publishes."""
     driver = MESSAGE_DRIVERS[name]
-    topic = driver.default_topic or f"{name}/+"
-    return Profile(dict(driver.example_options), driver.simulate(random.Random(7), 1_741_946_401.0, topic))
+    options = dict(driver.example_options)
+    topic = driver.topic(driver.options.model_validate(options)) or f"{name}/+"
+    return Profile(options, driver.simulate(random.Random(7), 1_741_946_401.0, topic))
 
 
 NAMES = sorted(MESSAGE_DRIVERS)  # every registered message profile, the moment it is registered
@@ -202,14 +214,20 @@ def _detail_templates() -> tuple[str, ...]:
     "status" or "device" into payloads; a detail repeating its own fixed wording is not a leak.
     Only text that is not part of any detail template counts as echoed from the payload.
     """
-    modules = [jsonpayload, *(sys.modules[d.new_decoder.__module__] for d in MESSAGE_DRIVERS.values())]
+    modules = [jsonpayload, jsonmapping, lorawan_profile, paxcounter_payload, lpp,
+               *(sys.modules[d.new_decoder.__module__] for d in MESSAGE_DRIVERS.values())]  # fmt: skip
     texts: set[str] = set()
+    # the LoRaWAN envelope parser builds details from the names of the fields it checks
+    # ("deviceInfo.devEui is not ..."): field names of the format, not payload content
+    for node in ast.walk(ast.parse(inspect.getsource(lorawan))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            texts.add(node.value)
     for module in modules:
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if not isinstance(node, ast.Call) or len(node.args) < 2:
                 continue
             name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-            if name in ("DecodeError", "_err"):
+            if name in ("DecodeError", "_err", "_error", "_length_error"):
                 texts.update(
                     sub.value
                     for sub in ast.walk(node.args[1])
@@ -244,7 +262,7 @@ def check(events: list[Event], payload: bytes) -> list[Event]:
     """What holds for every profile on every input."""
     assert isinstance(events, list)
     for event in events:
-        assert isinstance(event, Decoded | DecodeError), event
+        assert isinstance(event, Decoded | DecodeError | Ignored), event
         if isinstance(event, DecodeError):
             assert event.reason != "decoder_bug", "a decoder raised on this input"
             assert event.reason and re.fullmatch(r"[a-z][a-z0-9_]*", event.reason)
@@ -295,13 +313,14 @@ def test_random_bytes_never_raise_and_non_json_is_rejected(name: str, data: st.D
                         | st.binary(max_size=40).map(lambda b: b + sample[len(b):]))  # fmt: skip
     events = check(new_decoder(name, warm=True).decode(topic, payload), payload)
     if name == "openevse":
-        if "/announce/" in topic:
-            assert events == []  # metadata topic: the payload is not even looked at
-            return
+        if len(events) == 1 and isinstance(events[0], Ignored):
+            return  # housekeeping, metadata, keys not collected: the payload is not looked at
         try:
             payload.decode("utf-8")
         except UnicodeDecodeError:
             assert [e.reason for e in events if isinstance(e, DecodeError)] == ["not_utf8"]
+    elif name in BINARY:
+        assert len(events) == 1  # one frame, one outcome: a reading, ignored, or an error
     elif not is_json(payload):
         assert len(events) == 1 and isinstance(events[0], DecodeError)
         assert events[0].reason in ("not_json", "not_utf8")
@@ -345,7 +364,8 @@ def test_a_wrong_type_where_a_value_is_needed_is_a_decode_error(
 def test_openevse_non_numeric_values_are_decode_errors(data: st.DataObject) -> None:
     topic, _ = data.draw(
         st.sampled_from(
-            [s for s in OPENEVSE_SAMPLES if not s[0].endswith(("rfid_auth", "announce/a1b2c3"))]
+            [s for s in OPENEVSE_SAMPLES if isinstance(new_decoder("openevse").decode(*s)[0], Decoded)
+             and not s[0].endswith("rfid_auth")]
         )
     )
     payload = json.dumps(data.draw(st.none() | containers)).encode()  # fmt: skip
@@ -394,7 +414,10 @@ def test_the_guard_turns_a_decoder_bug_into_a_counted_error() -> None:
 # ---- declarations and privacy -------------------------------------------------------------
 
 IDENTIFIERS = ["04A1B2C3D4E5F6", "5531", "ACCC8E012345", "a1b2c3", "192.168.1.20",
-               "openevse-a1b2", "CB-0042", "aq-node-7", "10e2073a01080063", "19223202"]  # fmt: skip
+               "openevse-a1b2", "CB-0042", "aq-node-7", "10e2073a01080063", "19223202",
+               "openevse-55ad", "0123456789AB", "B8A44F941234", "c44f330dxxad",
+               "70b3d57ed0051a2b", "70B3D57ED0061C2E", "0016c001f153a14c", "9C5C8E00001A05C4",
+               "camden-lc-0423", "00189440", "260B5A7C"]  # fmt: skip
 
 
 def sample_readings(name: str) -> list[Decoded]:
@@ -403,7 +426,7 @@ def sample_readings(name: str) -> list[Decoded]:
     for topic, payload in PROFILES[name].samples:
         out += decoder.decode(topic, payload)
     driver = MESSAGE_DRIVERS[name]
-    for topic, payload in driver.simulate(random.Random(7), 1_741_946_401.0, driver.default_topic):
+    for topic, payload in driver.simulate(random.Random(7), 1_741_946_401.0, driver.topic(opts(name))):
         out += new_decoder(name).decode(topic, payload)
     assert not [e for e in out if isinstance(e, DecodeError)], out
     return [e for e in out if isinstance(e, Decoded)]
@@ -453,8 +476,9 @@ def test_driver_is_registered_documented_and_has_a_valid_default_topic(name: str
     driver: MessageDriver = MESSAGE_DRIVERS[name]
     assert driver.name == name
     assert (ROOT / driver.doc).is_file()
-    assert driver.default_topic is not None
-    levels = driver.default_topic.split("/")
+    topic = driver.topic(opts(name))  # the default, or derived from the example options
+    assert topic is not None
+    levels = topic.split("/")
     assert all(level in ("+", "#") or ("+" not in level and "#" not in level) for level in levels)
     assert "#" not in levels[:-1]
     opts(name)  # the profile's options validate against the driver's own model

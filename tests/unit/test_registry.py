@@ -1,6 +1,6 @@
 """The plugin contract, checked for everything in the registries the moment it is registered.
 
-Drivers, sources, sinks and estimators are each one module plus one registry line. These tests
+Drivers, codecs, sources, sinks and estimators are each one module plus one registry line. These tests
 iterate the registries, so a new plugin is held to the same rules without anyone listing it:
 its options model refuses unknown keys, wrong types and out-of-range values (generated from its
 own JSON Schema, and reported by `check` with the key path); its catalogue is consistent (valid
@@ -20,8 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from firmware_bridge import units
 from firmware_bridge.base import Decoded, Role
+from firmware_bridge.codecs import CODECS
 from firmware_bridge.driver import Driver, MessageDriver, SerialDriver
 from firmware_bridge.drivers import DRIVERS, REGISTERED
+from firmware_bridge.lorawan_profile import LorawanOptions
 from firmware_bridge.options import DriverOptions
 from gateway.config import ConfigError, json_schema, parse_config
 from gateway.plan import build_plan
@@ -127,6 +129,91 @@ def test_the_generated_cases_cover_every_driver_option() -> None:
         keys = set(d.options.model_json_schema().get("properties", {}))
         tested = {key for name, _, key, _ in CASES if name == d.name}
         assert keys <= tested, (d.name, keys - tested)
+
+
+# --------------------------------------------------------------------------- codecs
+
+# the message profiles that choose a codec per fPort: every codec is checked through each of them
+CODEC_HOSTS = [d for d in REGISTERED if issubclass(d.options, LorawanOptions)]
+CODEC_CASES = [(name, what, key, opts) for name, spec in CODECS.items()
+               for what, key, opts in bad_variants(spec.Options, dict(spec.example_options))]  # fmt: skip
+
+
+def test_codecs_have_a_host_profile() -> None:
+    assert CODEC_HOSTS and CODECS
+
+
+@pytest.mark.parametrize(("codec", "what", "key", "options"), CODEC_CASES,
+                         ids=[f"{c[0]}-{c[2]}-{c[1]}" for c in CODEC_CASES])  # fmt: skip
+def test_every_codec_options_model_refuses_bad_values(codec: str, what: str, key: str,
+                                                      options: dict[str, Any]) -> None:  # fmt: skip
+    with pytest.raises(ValidationError) as e:
+        CODECS[codec].Options.model_validate(options)
+    assert any(err["loc"] and err["loc"][0] == key for err in e.value.errors()), e.value
+
+
+def test_the_generated_cases_cover_every_codec_option() -> None:
+    for name, spec in CODECS.items():
+        keys = set(spec.Options.model_json_schema().get("properties", {}))
+        tested = {key for codec, _, key, _ in CODEC_CASES if codec == name}
+        assert keys <= tested, (name, keys - tested)
+
+
+def _lorawan_doc(host: Driver, options: dict[str, Any]) -> str:
+    doc = {"gateway": {"id": "g", "borough": "camden", "location": {"lat": 51.5, "lon": -0.1}},
+           "inputs": {"mqtt": {}}, "sinks": {"file": {}},
+           "sensors": [{"id": "s", "driver": host.name, "mqtt": {"topic": "t/+"},
+                        "options": options}]}  # fmt: skip
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@pytest.mark.parametrize("host", CODEC_HOSTS, ids=[d.name for d in CODEC_HOSTS])
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_check_reports_a_bad_codec_option_with_its_line_and_key(host: Driver, codec: str) -> None:
+    """Through the profile that hosts it, as `check` prints it: the codec's own options path."""
+    spec = CODECS[codec]
+    options = {**base_options(host), "ports": {7: {"codec": codec,
+                                                   "options": {**spec.example_options, "colour": 1}}}}  # fmt: skip
+    text = _lorawan_doc(host, options)
+    line = 1 + next(i for i, t in enumerate(text.splitlines()) if t.strip().startswith("colour:"))
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "gw.yaml", {})
+    assert [str(p) for p in e.value.problems] == [
+        f"gw.yaml:{line} sensors[0].options.ports[7].options.colour: unknown key (check spelling; see `street-gateway schema`)"
+    ]
+
+
+@pytest.mark.parametrize("host", CODEC_HOSTS, ids=[d.name for d in CODEC_HOSTS])
+def test_check_names_the_known_codecs_when_one_is_unknown(host: Driver) -> None:
+    text = _lorawan_doc(host, {**base_options(host), "ports": {7: {"codec": "no_such_codec"}}})
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "gw.yaml", {})
+    [problem] = [str(p) for p in e.value.problems]
+    assert "sensors[0].options.ports[7].codec: unknown codec 'no_such_codec'; known: " in problem
+    assert all(name in problem for name in CODECS)
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_every_codec_has_a_doc_a_strict_options_model_and_a_consistent_catalogue(codec: str) -> None:
+    spec = CODECS[codec]
+    assert spec.name == codec and (ROOT / spec.doc).is_file(), spec.doc
+    assert issubclass(spec.Options, DriverOptions)
+    assert spec.Options.model_config.get("extra") == "forbid"
+    assert spec.Options.model_config.get("frozen") is True
+    cat = spec.catalogue_for(spec.Options.model_validate(spec.example_options))
+    assert cat.driver == codec and cat.fields
+    keys = [f.key for f in cat.fields]
+    assert len(keys) == len(set(keys))
+    for f in cat.fields:
+        assert f.unit is None or units.problem(f.unit) is None, (f.key, f.unit)
+        if f.derived:
+            assert f.source in keys and not f.personal, f.key
+        if f.role is Role.PERSON_COUNT:  # a person count never leaves raw: it has an aggregate
+            assert any(a.source == f.key for a in cat.fields if a.derived), f.key
+    for host in CODEC_HOSTS:  # and the hosting profile's catalogue carries it whole
+        options = host.options.model_validate({**base_options(host), "ports": {
+            7: {"codec": codec, "options": spec.example_options}}, "decoded": None})  # fmt: skip
+        assert set(keys) <= {f.key for f in host.catalogue_for(options).fields}
 
 
 # --------------------------------------------------------------------------- catalogues and docs
