@@ -183,7 +183,7 @@ def _transport(cfg: Config, loc: Loc, s: Sensor, problems: list[Problem]) -> tup
     topic = getattr(section, "topic", "")
     driver = DRIVERS[s.driver]
     if topic is None and isinstance(driver, MessageDriver) and driver.topic(s.options) is None:
-        problems.append(problem_at(cfg, (*loc, name, "topic"), f"{s.driver} has no default topic: give one"))
+        problems.append(problem_at(cfg, (*loc, name, "topic"), f"{s.driver} has no default topic: give one, or the option it derives one from ({driver.doc})"))
         return None
     return name, section
 

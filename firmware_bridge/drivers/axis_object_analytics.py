@@ -77,7 +77,10 @@ def _suffix(cls: str) -> str:
 
 
 def _fields() -> tuple[Field, ...]:
-    passages, occupancy, aggregates = [], [], []
+    passages: list[Field] = []
+    occupancy: list[Field] = []
+    increments: list[Field] = []
+    peaks: list[Field] = []
     for cls in ("", *CLASSES):
         what = _WHAT[cls]
         p = Field(f"passages{_suffix(cls)}", "{count}", ObservationType.COUNT,
@@ -87,13 +90,13 @@ def _fields() -> tuple[Field, ...]:
                   f"{what} in the area now", role=Role.PERSON_COUNT, minimum=0)  # fmt: skip
         passages.append(p)
         occupancy.append(o)
-        aggregates.append(Field(f"{p.key}_increment", "{count}", ObservationType.COUNT,
+        increments.append(Field(f"{p.key}_increment", "{count}", ObservationType.COUNT,
                                 f"{what} that crossed the line in the window",
                                 aggregation=Aggregation.INCREMENT, source=p.key, minimum=0))  # fmt: skip
-        aggregates.append(Field(f"{o.key}_max", "{count}", ObservationType.COUNT,
+        peaks.append(Field(f"{o.key}_max", "{count}", ObservationType.COUNT,
                                 f"Most {what.lower()} in the area at once in the window",
                                 aggregation=Aggregation.MAX, source=o.key, minimum=0))  # fmt: skip
-    return (*passages, *occupancy, *aggregates)
+    return (*passages, *occupancy, *increments, *peaks)
 
 
 CATALOGUE = Catalogue(

@@ -3,7 +3,7 @@
 The firmware's base topic is its hostname, one topic level: `openevse-<4 hex>` (e.g.
 `openevse-55ad`) unless changed on the charger's MQTT page. MQTT wildcards cannot match
 `openevse-+`, so the sensor names its charger: `options: {base_topic: openevse-55ad}`, and
-subscribes to `<base_topic>/+`. Scales follow the firmware (`src/input.cpp`,
+subscribes to `<base_topic>/+` (or gives its own `mqtt.topic`; then the key is the last level). Scales follow the firmware (`src/input.cpp`,
 `src/energy_meter.cpp`): amp in mA, temp in tenths of a degree, frequency in hundredths of a
 hertz, session_energy in Wh, total_energy in kWh.
 
@@ -155,10 +155,12 @@ def _number_error() -> DecodeError:
 
 
 class Options(PayloadOptions):
-    base_topic: str = Opt(
+    base_topic: str | None = Opt(
+        None,
         pattern=_BASE_PATTERN,
         description="The charger's MQTT base topic: its hostname (openevse-xxxx, four hex "
-        "digits) unless changed on its MQTT page. The sensor subscribes to <base_topic>/+.",
+        "digits) unless changed on its MQTT page. The sensor subscribes to <base_topic>/+; "
+        "without it, give mqtt.topic.",
     )
     ignore_keys: tuple[str, ...] = Opt(
         (), description="Further status keys to ignore quietly (counted as ignored, not errors)."
@@ -172,7 +174,7 @@ class Decoder(PayloadDecoder):
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
-        self.prefix = options.base_topic + "/"
+        self.prefix = f"{options.base_topic}/" if options.base_topic is not None else None
         self.ignored = IGNORED_KEYS | frozenset(options.ignore_keys)
         self._last_session_kwh: float | None = None
         self._last_tag_digest: bytes | None = None
@@ -197,7 +199,10 @@ class Decoder(PayloadDecoder):
         if topic.startswith("openevse/announce/"):
             return [Ignored("announce")]  # name, IP address, base topic: metadata
         # the status key: everything after the base topic (the last level under a custom filter)
-        key = topic[len(self.prefix) :] if topic.startswith(self.prefix) else topic.rsplit("/", 1)[-1]
+        if self.prefix is not None and topic.startswith(self.prefix):
+            key = topic[len(self.prefix) :]
+        else:
+            key = topic.rsplit("/", 1)[-1]
         if "/" in key or key in COMMANDS:
             return [Ignored("command")]  # */set, schedule/clear, rapi/in/*, rapi/out, restart
         if key in HOUSEKEEPING:
@@ -290,8 +295,8 @@ def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
 
 
-def topic_for(options: Options) -> str:
-    return f"{options.base_topic}/+"
+def topic_for(options: Options) -> str | None:
+    return f"{options.base_topic}/+" if options.base_topic is not None else None
 
 
 def _base(topic: str) -> str:

@@ -187,13 +187,22 @@ def test_catalogue_roles_registers_events_and_their_aggregates() -> None:
     }
 
 
-def test_options_need_the_base_topic_and_refuse_wildcards() -> None:
+def test_the_base_topic_refuses_wildcards_and_without_it_the_sensor_needs_a_topic() -> None:
     from pydantic import ValidationError
 
-    for bad in ({}, {"base_topic": "openevse-+"}, {"base_topic": "a/#"}, {"base_topic": "/x"},
+    from gateway.config import parse_config
+    from gateway.plan import PlanError, build_plan
+
+    for bad in ({"base_topic": "openevse-+"}, {"base_topic": "a/#"}, {"base_topic": "/x"},
                 {"base_topic": ""}):  # fmt: skip
         with pytest.raises(ValidationError):
             openevse.Options.model_validate(bad)
+    doc = ("gateway: {id: g, borough: camden, location: {lat: 51.5, lon: -0.1}}\n"
+           "inputs: {mqtt: {}}\nsinks: {file: {}}\nsensors:\n  - {id: ev, driver: openevse, mqtt: {}}\n")  # fmt: skip
+    with pytest.raises(PlanError) as e:
+        build_plan(parse_config(doc, "gw.yaml", {}))
+    assert "sensors[0].mqtt.topic: openevse has no default topic" in str(e.value)
+    assert "docs/drivers/openevse.md" in str(e.value)
 
 
 def test_simulated_burst_is_the_firmware_burst_and_decodes_without_errors() -> None:
