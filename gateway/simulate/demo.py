@@ -35,18 +35,35 @@ def demo_serial_drivers() -> list[str]:
     return [d.name for d in REGISTERED if isinstance(d, SerialDriver)]
 
 
-# (sensor id, driver, topic filter) for the MQTT devices the demo simulates
-DEMO_MQTT = [
-    ("footfall-1", "wifi_probe_sniffer", "footfall/sniffer-1/probes"),
-    ("people-cam-1", "axis_object_analytics", "axis/ACCC8E000001/event/CameraApplicationPlatform/ObjectAnalytics/#"),
-    ("pax-1", "paxcounter", "paxcounter/pax-1/count"),
-    ("ev-bay-1", "openevse", "openevse/bay-1/+"),
-    ("ev-hub-1", "ocpp16j", "ocpp/CB-SIM-1/in"),
+# (sensor id, driver, topic filter, options) for the MQTT devices the demo simulates, each
+# publishing what its firmware or network server does (the driver's `simulate`); a topic of
+# None is the one the driver derives from the options (a charger's hostname, a DevEUI)
+DEMO_MQTT: list[tuple[str, str, str | None, dict[str, Any]]] = [
+    ("footfall-1", "wifi_probe_sniffer", "footfall/sniffer-1/probes", {}),
+    ("people-cam-1", "axis_object_analytics", "axis/ACCC8E000001/event/#", {}),
+    ("pax-1", "paxcounter", "paxout/+", {}),
+    ("ev-bay-1", "openevse", None, {"base_topic": "openevse-5a1e"}),
+    ("ev-hub-1", "ocpp16j", "ocpp/CB-SIM-1/in", {}),
+    ("pax-lora-1", "chirpstack", None, {"example": True}),
+    ("aq-lora-1", "thethingsstack", None, {"example": True}),
 ]
 
 
+def demo_options(driver: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`{"example": True}`: the driver's own example options (what its simulator speaks)."""
+    return dict(MESSAGE_DRIVERS[driver].example_options) if options.get("example") else options
+
+
+def demo_topic(driver: str, topic: str | None, options: dict[str, Any]) -> str:
+    spec = MESSAGE_DRIVERS[driver]
+    found = topic or spec.topic(spec.options.model_validate(options))
+    assert found is not None, driver
+    return found
+
+
 def write_demo_config(data_dir: Path, serial: list[tuple[str, str, Path]],
-                      mqtt: list[tuple[str, str, str]] = (), mqtt_port: int | None = None) -> Path:  # type: ignore[assignment]  # fmt: skip
+                      mqtt: list[tuple[str, str, str | None, dict[str, Any]]] = (),  # type: ignore[assignment]
+                      mqtt_port: int | None = None) -> Path:  # fmt: skip
     lines = [
         "# Written by `street-gateway demo`: simulated devices, embedded file store.",
         f"gateway: {{id: {SITE['id']}, borough: {SITE['borough']}, "
@@ -55,8 +72,10 @@ def write_demo_config(data_dir: Path, serial: list[tuple[str, str, Path]],
     ]
     for sid, driver, link in serial:
         lines.append(f"  - {{id: {sid}, driver: {driver}, serial: {{port: '{link}'}}}}")
-    for sid, driver, topic in mqtt:
-        lines.append(f"  - {{id: {sid}, driver: {driver}, mqtt: {{topic: '{topic}'}}}}")
+    for sid, driver, topic, options in mqtt:
+        section = f"{{topic: '{topic}'}}" if topic else "{}"
+        opts = f", options: {json.dumps(options)}" if options else ""
+        lines.append(f"  - {{id: {sid}, driver: {driver}, mqtt: {section}{opts}}}")
     if mqtt and mqtt_port:
         lines.append(f"inputs: {{mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}}}")
     lines += [
@@ -104,13 +123,15 @@ async def _demo(duration: float, data_dir: Path, n_sensors: int, quiet: bool) ->
     for sim in sims:
         sim.plug()  # before the gateway opens the ports, as a sensor plugged in at boot
     tasks = [sim.start() for sim in sims]
-    mqtt = [m for m in DEMO_MQTT if m[1] in MESSAGE_DRIVERS]
+    mqtt = [(sid, d, topic, demo_options(d, opts)) for sid, d, topic, opts in DEMO_MQTT
+            if d in MESSAGE_DRIVERS]  # fmt: skip
     broker = EmbeddedBroker()
     devices: list[MqttDevice] = []
     if mqtt:
         await broker.start()
-        devices = [MqttDevice(MESSAGE_DRIVERS[d], topic, "127.0.0.1", broker.port, seed=i, period_s=1.0)
-                   for i, (_, d, topic) in enumerate(mqtt)]  # fmt: skip
+        devices = [MqttDevice(MESSAGE_DRIVERS[d], demo_topic(d, topic, opts), "127.0.0.1", broker.port,
+                              seed=i, period_s=1.0)
+                   for i, (_, d, topic, opts) in enumerate(mqtt)]  # fmt: skip
         tasks += [d.start() for d in devices]
     cfg = load_config(write_demo_config(data_dir, serial, mqtt, broker.port))
     stop = asyncio.Event()
@@ -121,7 +142,7 @@ async def _demo(duration: float, data_dir: Path, n_sensors: int, quiet: bool) ->
     print(f"street-gateway demo: {len(sims)} simulated serial sensors "
           f"({', '.join(sorted({d for _, d, _ in serial}))}) for {duration:g} s", file=out)  # fmt: skip
     if mqtt:
-        print(f"  {len(devices)} simulated MQTT devices ({', '.join(d for _, d, _ in mqtt)}) "
+        print(f"  {len(devices)} simulated MQTT devices ({', '.join(d for _, d, _, _ in mqtt)}) "
               f"on a local {broker.kind} broker", file=out)  # fmt: skip
     print(f"  data dir: {data_dir}", file=out)
 
@@ -155,7 +176,8 @@ def _summary_line(p: Pipeline, elapsed: float) -> str:
     delivered = sum(p.stats.delivered.values())
     latest = []
     for (sensor, prop), v in sorted(p.stats.last_values.items()):
-        if prop in ("pm2_5", "co2", "power", "footfall", "passages", "wifi_devices", "connector_status"):
+        if prop in ("pm2_5", "co2", "power", "footfall", "passages_increment", "wifi_devices_max",
+                    "connector_status"):  # fmt: skip
             latest.append(f"{sensor}.{prop}={v}")
     return (f"[{elapsed:4.0f}s] readings {p.stats.readings}  observations {p.stats.committed}  "
             f"delivered {delivered}  {'  '.join(latest[:4])}")  # fmt: skip

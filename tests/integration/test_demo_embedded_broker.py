@@ -34,6 +34,6 @@ def test_demo_without_mosquitto_uses_the_embedded_broker(tmp_path: Path, monkeyp
     from gateway.plan import build_plan
 
     plan = build_plan(load_config(tmp_path / "demo.yaml"))
-    mqtt_ids = {sid for sid, _, _ in DEMO_MQTT if sid in config}
+    mqtt_ids = {sid for sid, _, _, _ in DEMO_MQTT if sid in config}
     published = {plan.datastreams[o["Datastream"]["@iot.id"]].sensor_id for o in lines}
     assert published & mqtt_ids, "no observation from an MQTT device reached the file store"
