@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from gateway.config import parse_config
 from gateway.pipeline import Pipeline
 from tests.conftest import free_port, require_binary, wait_port
-from tests.integration.test_mqtt_ingest import wait_for
+from tests.integration.test_mqtt_ingest import pax_frame, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_gateway_reads_and_publishes_over_tls_with_passwords(tmp_path: Path) -> 
         cfg = parse_config(f"""
 gateway: {{id: tls-gw-01, borough: camden, location: {{lat: 51.539, lon: -0.1426}}, data_dir: '{tmp_path / "data"}'}}
 sensors:
-  - {{id: pax-1, driver: paxcounter, mqtt: {{topic: paxcounter/pax-1/count}}}}
+  - {{id: pax-1, driver: paxcounter, mqtt: {{topic: paxout/+}}}}
 inputs: {{mqtt: {{host: 127.0.0.1, port: {port}, tls: true, ca_file: '{ca}', username: gateway, password: '${{LOCAL_MQTT_PASSWORD}}'}}}}
 sinks:
   mqtt: {{host: 127.0.0.1, port: {port}, tls: true, ca_file: '{ca}', username: city, password_file: '{tmp_path / "city.secret"}'}}
@@ -112,15 +112,15 @@ ops: {{http: null}}
                 await wait_for(lambda: getattr(p, "mqtt_source", None) is not None and p.mqtt_source.connected, what="TLS connection")
                 async with aiomqtt.Client("127.0.0.1", port, tls_context=tls, username="device", password="dev-pass") as dev:
                     for i in range(5):
-                        await dev.publish("paxcounter/pax-1/count", json.dumps({"wifi": 10 + i, "ble": 0}), qos=1)
+                        await dev.publish("paxout/1", pax_frame(10 + i, 10 + i), qos=1)
                 await wait_for(lambda: len(feed) >= 10, what="observations on the TLS feed")
                 await p.stop()
                 collector.cancel()
             return feed
 
         feed = asyncio.run(scenario())
-        wifi = {o["result"] for o in feed}
-        assert {10, 11, 12, 13, 14} <= wifi
+        pm = {o["result"] for o in feed}  # pm10 and pm2.5 of the five frames
+        assert {10, 11, 12, 13, 14} <= pm
     finally:
         proc.terminate()
         proc.wait(10)

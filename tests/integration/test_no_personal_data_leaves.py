@@ -6,6 +6,7 @@ Raw form, case and separator variants, and unsalted SHA-256/MD5 of each: zero hi
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import json
@@ -39,11 +40,13 @@ identities = st.fixed_dictionaries({"mac": macs, "mac2": macs, "tag": id_tags, "
                                     "email": emails, "phone": phones})  # fmt: skip
 
 SENSORS = """\
-  - {id: ev-1, driver: openevse, mqtt: {topic: 'openevse/bay-1/+'}}
+  - {id: ev-1, driver: openevse, mqtt: {}, options: {base_topic: openevse-55ad}}
   - {id: ocpp-1, driver: ocpp16j, mqtt: {topic: 'ocpp/CB-1/in'}}
-  - {id: cam-1, driver: axis_object_analytics, mqtt: {topic: 'axis/+/event/CameraApplicationPlatform/ObjectAnalytics/#'}}
+  - {id: cam-1, driver: axis_object_analytics, mqtt: {}}
   - {id: sniff-1, driver: wifi_probe_sniffer, mqtt: {topic: 'footfall/sniffer-1/probes'}}
-  - {id: pax-1, driver: paxcounter, mqtt: {topic: 'paxcounter/pax-1/count'}}
+  - {id: pax-1, driver: paxcounter, mqtt: {topic: 'paxout/#'}}
+  - {id: lora-1, driver: chirpstack, mqtt: {}, options: {dev_eui: 70b3d57ed0051a2b, ports: {1: {codec: paxcounter_packed}}, decoded: {ports: [2], fields: [{path: pm25, property: particulates, unit: ug/m3}]}}}
+  - {id: lora-2, driver: thethingsstack, mqtt: {}, options: {dev_eui: 70B3D57ED0061C2E, decoded: {fields: [{path: pm2_5, property: pm2_5, unit: ug/m3}]}}}
   - {id: gj-1, driver: generic_json, mqtt: {topic: 'sensors/aq-node-7/json'}, options: {fields: [{path: data.pm25, property: pm2_5, unit: ug/m3}]}}
   - {id: senml-1, driver: senml, mqtt: {topic: 'senml/weather-1'}, options: {fields: [{suffix: ':temp', property: temperature, unit: Cel}]}}
 """
@@ -55,22 +58,65 @@ def payloads(ids: dict[str, str]) -> list[tuple[str, str]]:
     return [
         ("footfall/sniffer-1/probes", json.dumps(probe(mac, -50))),
         ("footfall/sniffer-1/probes", json.dumps([probe(mac, -52), probe(mac2, -60), probe(mac.upper(), -55)])),
-        ("openevse/bay-1/rfid_auth", tag),
-        ("openevse/bay-1/amp", "16000"),
-        ("openevse/bay-1/status", "active"),
-        ("openevse/bay-1/vehicle_owner", email),  # unknown key, must be counted and dropped
+        ("openevse-55ad/rfid_auth", tag),
+        ("openevse-55ad/rfid_input", tag),  # a card being enrolled: ignored, never logged
+        ("openevse-55ad/amp", "16000"),
+        ("openevse-55ad/status", "active"),
+        ("openevse-55ad/vehicle_owner", email),  # unknown key, must be counted and dropped
+        ("openevse-55ad/config", json.dumps({"firmware": "5.1.5", "wifi_ssid": phone, "mqtt_user": email})),
         ("ocpp/CB-1/in", json.dumps([2, "a1", "StartTransaction", {"connectorId": 1, "idTag": tag, "meterStart": 1000, "timestamp": "2026-03-14T10:12:30Z"}])),
         ("ocpp/CB-1/in", json.dumps([2, "a2", "MeterValues", {"connectorId": 1, "transactionId": 5531, "meterValue": [{"timestamp": "2026-03-14T10:27:30Z", "sampledValue": [{"value": "2000", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}, {"value": "54", "measurand": "SoC", "unit": "Percent"}]}]}])),
         ("ocpp/CB-1/in", json.dumps([2, "a3", "StopTransaction", {"transactionId": 5531, "idTag": email, "meterStop": 3000, "timestamp": "2026-03-14T11:40:02Z", "reason": plate}])),
         ("ocpp/CB-1/in", json.dumps([2, "a4", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging", "info": phone}])),
         (f"axis/{mac.replace(':', '').upper()}/event/CameraApplicationPlatform/ObjectAnalytics/Device1Scenario1",
          json.dumps({"topic": "axis:x", "timestamp": 1741946405123, "serial": mac.replace(":", "").upper(),
-                     "message": {"source": {}, "key": {}, "data": {"scenario": "passageCounts", "reason": "human", "total": "3", "totalHuman": "3", "operator": email}}})),
-        ("paxcounter/pax-1/count", json.dumps({"wifi": 23, "ble": 41, "mac": mac2, "owner": phone})),
+                     "message": {"source": {}, "key": {}, "data": {"scenario": plate, "reason": "human", "total": "3", "totalHuman": "3", "operator": email}}})),
+        (f"axis/{mac.replace(':', '').upper()}/event/tns1:Device/tnsaxis:IO/VirtualInput",
+         json.dumps({"topic": "onvif:Device/axis:IO/VirtualInput", "serial": mac, "message": {"data": {"active": "1", "who": phone}}})),
+        ("paxout", f"paxcounter_{mac2}"),  # the hello on connect: ignored, never logged
+        ("paxout/1", base64.b64encode(bytes([23, 0, 41, 0])).decode()),
+        ("paxout/1", phone),  # not base64: an error, logged without the value
+        chirpstack_up(ids, f_port=1, data=bytes([42, 0]), obj=None, f_cnt=1),
+        chirpstack_up(ids, f_port=2, data=b"\x01", obj={"pm25": 9.5, "owner": email, "badge": tag}, f_cnt=2),
+        chirpstack_up(ids, f_port=2, data=b"\x01", obj={"pm25": 9.5}, f_cnt=2),  # a duplicate
+        tts_up(ids),
         ("sensors/aq-node-7/json", json.dumps({"data": {"pm25": 9.5, "plate": plate}, "badge": tag, "contact": email})),
         ("senml/weather-1", json.dumps([{"bn": f"urn:dev:mac:{mac.replace(':', '')}:", "n": "temp", "u": "Cel", "v": 21.5},
                                         {"n": "owner", "vs": email}])),
     ]  # fmt: skip
+
+
+def chirpstack_up(ids: dict[str, str], *, f_port: int, data: bytes, obj: dict[str, object] | None,
+                  f_cnt: int) -> tuple[str, str]:  # fmt: skip
+    """A ChirpStack v4 uplink (JSON marshaler) with identifiers planted where the envelope has
+    free text and radio metadata: device name, tags, the gateway's id and position."""
+    app = "17c82e96-be03-4f38-aef3-f83d48582d97"
+    body: dict[str, object] = {
+        "deduplicationId": f"3ac7e3c4-4401-4b8d-9386-{f_cnt:012x}", "time": "2026-03-14T10:12:30.5+00:00",
+        "deviceInfo": {"applicationId": app, "applicationName": ids["email"], "deviceName": ids["plate"],
+                       "devEui": "70b3d57ed0051a2b", "tags": {"owner": ids["phone"], "card": ids["tag"]}},
+        "devAddr": "00189440", "fCnt": f_cnt, "fPort": f_port, "data": base64.b64encode(data).decode(),
+        "rxInfo": [{"gatewayId": ids["mac"].replace(":", "") + "fffe", "rssi": -97, "snr": 7.25,
+                    "location": {"latitude": 51.5421, "longitude": -0.1426}, "metadata": {"contact": ids["email"]}}],
+        "txInfo": {"frequency": 867100000},
+    }
+    if obj is not None:
+        body["object"] = obj
+    return f"application/{app}/device/70b3d57ed0051a2b/event/up", json.dumps(body)
+
+
+def tts_up(ids: dict[str, str]) -> tuple[str, str]:
+    body = {
+        "end_device_ids": {"device_id": "eui-70b3d57ed0061c2e", "application_ids": {"application_id": "aq"},
+                           "dev_eui": "70B3D57ED0061C2E", "dev_addr": "260B5A7C"},
+        "correlation_ids": ["as:up:01HXYZ"], "received_at": "2026-03-14T10:12:30.5Z",
+        "uplink_message": {"f_port": 2, "f_cnt": 9, "frm_payload": "AAE=", "session_key_id": "AXA5",
+                           "decoded_payload": {"pm2_5": 8.5, "owner": ids["email"], "mac": ids["mac2"]},
+                           "rx_metadata": [{"gateway_ids": {"gateway_id": ids["plate"].replace(" ", "-").lower(),
+                                                            "eui": ids["mac2"].replace(":", "") + "fffe"},
+                                            "rssi": -35, "location": {"latitude": 51.5, "longitude": -0.1}}]},
+    }
+    return "v3/aq@camden/devices/eui-70b3d57ed0061c2e/up", json.dumps(body)
 
 
 def variants(value: str) -> set[str]:

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from gateway.config import parse_config
 from gateway.pipeline import Pipeline
 from tests.conftest import Mosquitto
-from tests.integration.test_mqtt_ingest import wait_for
+from tests.integration.test_mqtt_ingest import pax_frame, wait_for
 
 pytestmark = pytest.mark.integration
 SCHEMAS = Path(__file__).parent.parent / "schemas"
@@ -31,7 +31,7 @@ def test_city_feed_carries_valid_entities_and_observations(tmp_path: Path, mosqu
     cfg_text = f"""
 gateway: {{id: camden-lc-0423, borough: camden, location: {{lat: 51.539, lon: -0.1426}}, data_dir: '{tmp_path / "data"}'}}
 sensors:
-  - {{id: pax-1, driver: paxcounter, mqtt: {{topic: paxcounter/pax-1/count}}}}
+  - {{id: pax-1, driver: paxcounter, mqtt: {{topic: paxout/+}}}}
   - {{id: ev-hub-1, driver: ocpp16j, mqtt: {{topic: ocpp/CB-1/in}}}}
 inputs: {{mqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}}}
 privacy: {{window: 1m, min_count: 1}}
@@ -56,7 +56,7 @@ ops: {{http: null}}
             await asyncio.sleep(0.3)
             async with aiomqtt.Client("127.0.0.1", mosquitto.port) as dev:
                 for i in range(5):
-                    await dev.publish("paxcounter/pax-1/count", json.dumps({"wifi": 20 + i, "ble": 30 + i}), qos=1)
+                    await dev.publish("paxout/1", pax_frame(20 + i, 30 + i), qos=1)
                 await dev.publish("ocpp/CB-1/in", '[2,"1","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Charging"}]', qos=1)
             await wait_for(lambda: sum(1 for t, _, _ in received if t.endswith("/Observations")) >= 11, what="observations on the feed")
             await p.stop()
