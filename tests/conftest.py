@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.sta_server import StaServer
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -188,3 +190,17 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def sta_server(tmp_path: Path) -> Iterator[StaServer]:
+    """A real SensorThings API 1.1 server (django-ogc-sensorthings) on a free port with its own
+    SQLite database; `stop()`/`start()` restart it on the same port and data."""
+    d = tmp_path / "sta"
+    d.mkdir()
+    server = StaServer(free_port(), d / "sta.sqlite3", d / "sta.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

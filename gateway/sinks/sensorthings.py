@@ -1,0 +1,734 @@
+"""SensorThings API 1.1 server sink: entities and Observations over HTTP (OGC 18-088).
+
+A SensorThings server (FROST-Server, …) assigns its own `@iot.id`s, so the gateway's stable
+ids cannot be links there. The sink therefore:
+
+- creates Location, Thing, Sensors, ObservedProperties and Datastreams in link order, each
+  carrying the gateway's stable id as `properties.streetGatewayKey` — the id the same entity has
+  on the MQTT feed and in the catalogue — and keeps the server's ids in a map in the data dir;
+  a lost map is rebuilt by finding each key on the server (standard collection reads only);
+- posts Observations with the dataArray extension (`CreateObservations`) when the service
+  root's `serverSettings.conformance` lists it, one by one otherwise;
+- gives every Observation a key derived from its content (`parameters.streetGatewayKey`). After
+  a start or any failure, before posting a batch it asks the server which keys of that batch it
+  already holds (a `resultTime` range per Datastream) and posts only the others, so a crash or a
+  `kill -9` between the server's commit and the cursor's advance never leaves two copies.
+
+Errors: an unreachable server, 5xx, 408/425/429, 401/403 and 404 keep the rows
+(RetryableError); a 4xx about one Observation, once the map is known to be current, quarantines
+that Observation only. Payloads pass the egress guard in the gateway's own id space (as the MQTT
+sink publishes them); the server's own ids are swapped in afterwards.
+
+HTTP is the standard library's `http.client` on worker threads: no new dependency, and nothing
+measurable on top of what the gateway already loads (see docs/sinks/sensorthings.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+
+from gateway.config import Duration, Strict
+from gateway.model import Observation, iso
+from gateway.outbox import Row
+from gateway.privacy.guard import EgressGuard
+from gateway.sinks.base import RetryableError, WriteResult
+
+log = logging.getLogger("gateway.sinks.sensorthings")
+
+Json = dict[str, Any]
+KEY = "streetGatewayKey"
+ORDER = ("Locations", "Things", "Sensors", "ObservedProperties", "Datastreams")
+LINKS = {"Locations": "Locations", "Thing": "Things", "Sensor": "Sensors",
+         "ObservedProperty": "ObservedProperties"}  # fmt: skip
+# OGC 18-088 names the requirement `…/req/data-array/data-array`; some servers list only the
+# requirements class `…/req/data-array` (see docs/sinks/sensorthings.md): both mean dataArray.
+DATA_ARRAY = ("http://www.opengis.net/spec/iot_sensing/1.1/req/data-array/data-array",
+              "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array")  # fmt: skip
+COMPONENTS = ["phenomenonTime", "resultTime", "result", "parameters"]
+RETRY_STATUS = frozenset({401, 403, 404, 408, 425, 429})
+IDLE_S = 4.0  # a kept-alive connection idle longer than this is not reused (servers drop them)
+MAX_PAGES = 10_000
+
+
+class SensorThingsSettings(Strict):
+    """`sinks.<name>` with `type: sensorthings`: a SensorThings API 1.1 server over HTTP."""
+
+    type: Literal["sensorthings"] = "sensorthings"
+    url: str = Field(
+        pattern=r"^https?://[^/\s]+(/\S*)?$",
+        description="Service root with its version, e.g. https://sta.example.london/FROST-Server/v1.1",
+    )
+    username: str | None = Field(None, description="HTTP Basic user (with password or password_file).")
+    password: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="Bearer token (or token_file).")
+    data_array: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto: dataArray when the server's conformance list has it.")  # fmt: skip
+    batch_size: int = Field(500, ge=1, le=10000)
+    concurrency: int = Field(4, ge=1, le=32, description="Parallel POSTs when one by one.")
+    timeout: Duration = Field(30, gt=0)
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        """`password_file`/`token_file` hold the secret (the config loader does the same for
+        every section; this keeps the model usable on its own)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, target in (("password_file", "password"), ("token_file", "token")):
+            if key in data:
+                if target in data:
+                    raise ValueError(f"give either {target} or {key}, not both")
+                try:
+                    data[target] = Path(data.pop(key)).read_text().strip()
+                except OSError as e:
+                    raise ValueError(f"{key}: cannot read secret file: {e.strerror}") from None
+        return data
+
+    @model_validator(mode="after")
+    def _auth(self) -> SensorThingsSettings:
+        if self.token is not None and (self.username is not None or self.password is not None):
+            raise ValueError("give either token (Bearer) or username and password (Basic), not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+# ------------------------------------------------------------------------------ HTTP
+
+
+class Unreachable(Exception):
+    """No HTTP answer; `sent` when the request may have reached the server."""
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    location: str | None
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    def detail(self) -> str:
+        """A short, single-line excerpt of the server's message for logs."""
+        return re.sub(r"\s+", " ", self.body[:300].decode("utf-8", "replace")).strip()
+
+
+class Http:
+    """A small keep-alive pool over `http.client`; each call runs on a worker thread."""
+
+    def __init__(self, s: SensorThingsSettings) -> None:
+        u = urlsplit(s.url)
+        self.https = u.scheme == "https"
+        self.host = u.hostname or ""
+        self.port = u.port or (443 if self.https else 80)
+        self.origin = f"{u.scheme}://{u.netloc}"
+        self.root = u.path.rstrip("/")
+        self.timeout = s.timeout
+        self.headers = {"Accept": "application/json", "Content-Type": "application/json",
+                        "User-Agent": "street-gateway"}  # fmt: skip
+        if s.token is not None:
+            self.headers["Authorization"] = f"Bearer {s.token.get_secret_value()}"
+        elif s.username is not None and s.password is not None:
+            pair = f"{s.username}:{s.password.get_secret_value()}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self.ssl: ssl.SSLContext | None = None
+        if self.https:
+            self.ssl = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+            if not s.verify_tls:
+                self.ssl.check_hostname = False
+                self.ssl.verify_mode = ssl.CERT_NONE
+        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
+        self._lock = threading.Lock()
+
+    def target(self, url_or_path: str) -> str:
+        """A request target on our own origin: absolute links the server gives (nextLink,
+        Location) are re-based here, so credentials never go to another host."""
+        if url_or_path.startswith(("http://", "https://")):
+            u = urlsplit(url_or_path)
+            return u.path + (f"?{u.query}" if u.query else "")
+        return self.root + url_or_path
+
+    def _connection(self) -> http.client.HTTPConnection:
+        now = time.monotonic()
+        with self._lock:
+            while self._idle:
+                since, conn = self._idle.pop()
+                if now - since < IDLE_S:
+                    return conn
+                conn.close()
+        if self.https:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ssl)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def request(self, method: str, url_or_path: str, body: object = None) -> Response:
+        data = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        conn = self._connection()
+        sent = False
+        try:
+            conn.putrequest(method, self.target(url_or_path), skip_accept_encoding=True)
+            for k, v in self.headers.items():
+                conn.putheader(k, v)
+            conn.putheader("Content-Length", str(len(data) if data is not None else 0))
+            conn.endheaders()
+            sent = True  # from here on the server may act on the request
+            if data is not None:
+                conn.send(data)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            raise Unreachable(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, sent) from e
+        if resp.will_close:
+            conn.close()
+        else:
+            with self._lock:
+                self._idle.append((time.monotonic(), conn))
+        return Response(resp.status, resp.getheader("Location"), payload)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, conn in idle:
+            conn.close()
+
+
+def id_segment(server_id: object) -> str:
+    """`(42)` or `('abc')`: OData key syntax for the server's id, whatever its JSON type."""
+    if isinstance(server_id, int) and not isinstance(server_id, bool):
+        return f"({server_id})"
+    return "('" + quote(str(server_id).replace("'", "''"), safe="-_.~") + "')"
+
+
+_LOCATION_ID = re.compile(r"\((?:'((?:[^']|'')*)'|([^()']*))\)\s*$")
+
+
+def created_id(resp: Response) -> object:
+    """The new entity's id: the body's `@iot.id` when the server returns the entity, else the
+    key in the `Location` header 18-088 requires."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "@iot.id" in doc:
+        return doc["@iot.id"]
+    m = _LOCATION_ID.search(resp.location or "")
+    if m is None:
+        raise ValueError("the server answered 201 without an id (no body and no Location header)")
+    if m.group(1) is not None:
+        return m.group(1).replace("''", "'")
+    raw = m.group(2)
+    return int(raw) if raw.isdigit() else raw
+
+
+def observation_key(payload: bytes) -> int:
+    """A 16-digit key from the Observation as the gateway publishes it: the same row gives the
+    same key after any restart, and digits only keep it clear of the egress guard's patterns."""
+    digest = hashlib.sha256(payload).digest()
+    return 10**15 + int.from_bytes(digest[:8], "big") % (9 * 10**15 - 10**15)
+
+
+# ------------------------------------------------------------------------------ entities
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    collection: str
+    key: int  # the gateway's stable id
+    body: Json  # without @iot.id and links; properties carry the key
+    links: tuple[tuple[str, str, int, bool], ...]  # (field, collection, key, as a list)
+    guarded: Json  # what the egress guard checks: the body with the gateway's own links
+
+    @property
+    def ref(self) -> str:
+        return f"{self.collection}/{self.key}"
+
+    @property
+    def fingerprint(self) -> str:
+        canon = json.dumps(self.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def plan_entities(published: Mapping[str, Iterable[Json]]) -> list[Entity]:
+    """The entities of `gateway.standards.sensorthings.entities()`, in link order, ready for a
+    server that assigns its own ids."""
+    out: list[Entity] = []
+    for collection in ORDER:
+        for src in published.get(collection, ()):
+            key = int(src["@iot.id"])
+            body: Json = {}
+            links: list[tuple[str, str, int, bool]] = []
+            for k, v in src.items():
+                if k == "@iot.id":
+                    continue
+                if k in LINKS:
+                    if isinstance(v, list):
+                        links += [(k, LINKS[k], int(x["@iot.id"]), True) for x in v]
+                    else:
+                        links.append((k, LINKS[k], int(v["@iot.id"]), False))
+                    continue
+                body[k] = v
+            body["properties"] = {**dict(body.get("properties") or {}), KEY: key}
+            guarded = {**src, "properties": body["properties"]}
+            out.append(Entity(collection, key, body, tuple(links), guarded))
+    return out
+
+
+class IdMap:
+    """Server ids by entity ref, kept in the data dir so a restart needs no lookups.
+
+    Written atomically (temp file, fsync, rename): a crash leaves the old map or the new one.
+    """
+
+    def __init__(self, path: Path, url: str) -> None:
+        self.path = path
+        self.url = url
+        self.ids: dict[str, object] = {}
+        self.fps: dict[str, str] = {}
+
+    def load(self) -> None:
+        try:
+            doc = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(doc, dict) and doc.get("url") == self.url:
+            self.ids = dict(doc.get("ids", {}))
+            self.fps = dict(doc.get("fingerprints", {}))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"url": self.url, "ids": self.ids, "fingerprints": self.fps}, fh, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def forget(self, ref: str) -> None:
+        self.ids.pop(ref, None)
+        self.fps.pop(ref, None)
+
+
+# ------------------------------------------------------------------------------ the sink
+
+
+@dataclass
+class Prepared:
+    seq: int
+    obs: Observation
+    body: Json  # the Observation as published, plus its key; Datastream still the gateway's
+    key: int
+
+
+@dataclass
+class Outcome:
+    written: int = 0
+    rejected: list[int] = field(default_factory=list)
+
+
+class SinkContext(Protocol):
+    """What `build` needs from the gateway (the registry's context object)."""
+
+    @property
+    def guard(self) -> EgressGuard: ...
+    @property
+    def data_dir(self) -> Path: ...
+
+    def sensorthings_entities(self) -> Mapping[str, Iterable[Json]]: ...
+
+
+def build(ctx: SinkContext, name: str, settings: SensorThingsSettings) -> SensorThingsSink:
+    return SensorThingsSink(name, settings, entities=ctx.sensorthings_entities(),
+                            data_dir=ctx.data_dir, guard=ctx.guard)  # fmt: skip
+
+
+class SensorThingsSink:
+    def __init__(
+        self,
+        name: str,
+        settings: SensorThingsSettings,
+        *,
+        entities: Mapping[str, Iterable[Json]],
+        data_dir: Path,
+        guard: EgressGuard,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.batch_size = settings.batch_size
+        self.guard = guard
+        self.entities = plan_entities(entities)
+        self.by_ref = {e.ref: e for e in self.entities}
+        self.http = Http(settings)
+        self.map = IdMap(data_dir / f"sensorthings-{name}.json", settings.url.rstrip("/"))
+        self.map.load()
+        self.refused: dict[str, str] = {}  # entity ref -> why the server (or the guard) refused it
+        self._logged_refusals: set[str] = set()
+        self._suspect = True  # unknown past (start) or a failure: check map and keys first
+        self._data_array: bool | None = None
+        self._sem = asyncio.Semaphore(settings.concurrency)
+        self._listings: dict[str, list[Json]] = {}  # collection reads, per sync
+        self.already_there = 0  # rows found on the server when checking (not posted again)
+        self.posted = 0
+
+    # -------------------------------------------------------------- plumbing
+
+    async def _call(self, method: str, path: str, body: object = None) -> Response:
+        try:
+            return await asyncio.to_thread(self.http.request, method, path, body)
+        except Unreachable as e:
+            self._suspect = True
+            raise RetryableError(f"SensorThings server unreachable: {e}") from e
+
+    def _retry(self, what: str, resp: Response) -> RetryableError:
+        self._suspect = True
+        hint = " (check the credentials)" if resp.status in (401, 403) else ""
+        return RetryableError(f"{what}: HTTP {resp.status}{hint}: {resp.detail()[:200]}")
+
+    async def _pages(self, path: str) -> list[Json]:
+        """Every entity of a collection read, following `@iot.nextLink`."""
+        out: list[Json] = []
+        url: str | None = path
+        for _ in range(MAX_PAGES):
+            if url is None:
+                break
+            resp = await self._call("GET", url)
+            if resp.status != 200:
+                raise self._retry(f"reading {path}", resp)
+            doc = resp.json()
+            if not isinstance(doc, dict):
+                raise RetryableError(f"reading {path}: not a SensorThings collection")
+            out += [v for v in doc.get("value", []) if isinstance(v, dict)]
+            nxt = doc.get("@iot.nextLink")
+            url = nxt if isinstance(nxt, str) else None
+        return out
+
+    # -------------------------------------------------------------- start / close
+
+    async def start(self) -> None:
+        """Learn what the server offers and bring the entities up to date. An unreachable
+        server raises RetryableError; the runner retries, and the rows wait in the outbox."""
+        try:
+            await self._capabilities()
+            await self._sync()
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise RetryableError(f"unexpected answer from the SensorThings server: {type(e).__name__}: {e}") from e
+        self._suspect = True  # still check the first batch's keys: the last run may have died
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.http.close)
+
+    async def _capabilities(self) -> None:
+        if self.settings.data_array != "auto":
+            self._data_array = self.settings.data_array == "always"
+            return
+        resp = await self._call("GET", "/")
+        if resp.status != 200:
+            raise self._retry("reading the service root", resp)
+        doc = resp.json()
+        settings = doc.get("serverSettings") if isinstance(doc, dict) else None
+        conformance = settings.get("conformance", []) if isinstance(settings, dict) else []
+        self._data_array = any(c in DATA_ARRAY for c in conformance)
+        log.info("SensorThings server", extra={"sink": self.name, "data_array": self._data_array})
+
+    # -------------------------------------------------------------- entities
+
+    async def _sync(self) -> None:
+        """Check the map against the server, find what it lacks by key, create what is missing
+        in link order, and PATCH what changed in the config."""
+        await self._validate_map()
+        self.refused.clear()
+        self._listings = {}
+        for e in self.entities:
+            await self._ensure(e)
+        self.map.save()
+
+    async def _validate_map(self) -> None:
+        """A server that was reset or replaced no longer has our ids: forget those."""
+        thing = next((e for e in self.entities if e.collection == "Things"), None)
+        if thing is None or thing.ref not in self.map.ids:
+            return
+        tid = self.map.ids[thing.ref]
+        resp = await self._call("GET", f"/Things{id_segment(tid)}")
+        if resp.status in (400, 404, 410, 422):
+            log.warning("the Thing in the id map is gone from the server; finding entities again",
+                        extra={"sink": self.name})  # fmt: skip
+            self.map.ids.clear()
+            self.map.fps.clear()
+            return
+        if resp.status != 200:
+            raise self._retry("checking the Thing", resp)
+        present = {str(v.get("@iot.id")) for v in await self._pages(f"/Things{id_segment(tid)}/Datastreams?$select=id")}
+        for e in self.entities:
+            if e.collection == "Datastreams" and e.ref in self.map.ids and str(self.map.ids[e.ref]) not in present:
+                self.map.forget(e.ref)
+
+    async def _find(self, e: Entity) -> Json | None:
+        """The entity with our key on the server, if any: scoped under our Thing where 18-088
+        gives a path, else a `properties/…` filter, else the whole collection — the filter is an
+        optimisation only: an empty answer is checked by reading the collection (read once per
+        sync and cached)."""
+        thing = next(x for x in self.entities if x.collection == "Things")
+        tid = self.map.ids.get(thing.ref)
+        paths: list[tuple[str, bool]] = []  # (path, cacheable)
+        if tid is not None and e.collection in ("Locations", "Datastreams"):
+            paths.append((f"/Things{id_segment(tid)}/{e.collection}", True))
+        if e.collection != "Datastreams" or tid is None:
+            if f"/{e.collection}" not in self._listings:
+                paths.append((f"/{e.collection}?$filter=properties/{KEY}%20eq%20{e.key}", False))
+            paths.append((f"/{e.collection}", True))
+        for path, cacheable in paths:
+            if cacheable and path in self._listings:
+                values = self._listings[path]
+            else:
+                values = await self._pages(path)
+                if cacheable:
+                    self._listings[path] = values
+            for v in values:
+                props = v.get("properties")
+                if isinstance(props, dict) and props.get(KEY) == e.key and "@iot.id" in v:
+                    return v
+        return None
+
+    def _linked(self, e: Entity) -> Json | None:
+        """The body with server ids for links; None when a linked entity is not there."""
+        body = dict(e.body)
+        for fld, coll, key, as_list in e.links:
+            sid = self.map.ids.get(f"{coll}/{key}")
+            if sid is None:
+                return None
+            ref = {"@iot.id": sid}
+            if as_list:
+                body.setdefault(fld, []).append(ref)
+            else:
+                body[fld] = ref
+        return body
+
+    def _refuse(self, e: Entity, why: str) -> None:
+        self.refused[e.ref] = why
+        if e.ref not in self._logged_refusals:
+            self._logged_refusals.add(e.ref)
+            log.error("SensorThings entity refused; its observations are quarantined",
+                      extra={"sink": self.name, "entity": e.ref, "reason": why})  # fmt: skip
+
+    async def _ensure(self, e: Entity) -> None:
+        if not self.guard.check_text(json.dumps(e.guarded, separators=(",", ":"), ensure_ascii=False)).ok:
+            self._refuse(e, "blocked by the egress guard (check names and descriptions in the config)")
+            return
+        missing = [f"{c}/{k}" for _, c, k, _ in e.links if f"{c}/{k}" in self.refused]
+        if missing:
+            self._refuse(e, f"links to a refused entity ({', '.join(missing)})")
+            return
+        if e.ref in self.map.ids:
+            if self.map.fps.get(e.ref) == e.fingerprint:
+                return
+            await self._patch(e, self.map.ids[e.ref], None)
+            return
+        found = await self._find(e)
+        if found is not None:
+            self.map.ids[e.ref] = found["@iot.id"]
+            await self._patch(e, found["@iot.id"], found)
+            return
+        body = self._linked(e)
+        if body is None:  # a linked entity could not be created: already refused above
+            self._refuse(e, "a linked entity is missing")
+            return
+        resp = await self._call("POST", f"/{e.collection}", body)
+        if resp.status in (200, 201):
+            self.map.ids[e.ref] = created_id(resp)
+            self.map.fps[e.ref] = e.fingerprint
+            self.map.save()  # before anything links to it: a crash now is found by key later
+            log.info("created SensorThings entity", extra={"sink": self.name, "entity": e.ref})
+        elif 400 <= resp.status < 500 and resp.status not in RETRY_STATUS:
+            self._refuse(e, f"HTTP {resp.status}: {resp.detail()[:200]}")
+        else:
+            raise self._retry(f"creating {e.ref}", resp)
+
+    async def _patch(self, e: Entity, sid: object, current: Json | None) -> None:
+        """Update the fields that differ (all of them when the server's copy is not at hand);
+        links are a function of the keys, so they are not re-sent."""
+        changed = {k: v for k, v in e.body.items() if current is None or current.get(k) != v}
+        if changed:
+            resp = await self._call("PATCH", f"/{e.collection}{id_segment(sid)}", changed)
+            if resp.status in (404, 410):
+                self.map.forget(e.ref)
+                raise self._retry(f"updating {e.ref}: it is gone", resp)
+            if 400 <= resp.status < 500 and resp.status not in RETRY_STATUS:
+                log.warning("SensorThings server refused an update; keeping its copy",
+                            extra={"sink": self.name, "entity": e.ref, "status": resp.status})  # fmt: skip
+            elif resp.status not in (200, 204):
+                raise self._retry(f"updating {e.ref}", resp)
+            else:
+                log.info("updated SensorThings entity", extra={"sink": self.name, "entity": e.ref})
+        self.map.fps[e.ref] = e.fingerprint
+
+    # -------------------------------------------------------------- observations
+
+    def _prepare(self, rows: Sequence[Row]) -> tuple[list[Prepared], list[tuple[int, str]], int]:
+        """Guard each row as the Observation the MQTT and file sinks publish, then key it.
+        Returns (to post, (seq, Datastream ref) refused with their Datastream, blocked count)."""
+        ready: list[Prepared] = []
+        refused: list[tuple[int, str]] = []
+        blocked = 0
+        for row in rows:
+            obs = Observation.from_record(row.body)
+            doc: Json = obs.sensorthings()
+            payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+            if not self.guard.check_observation_json(payload).ok:
+                blocked += 1
+                continue
+            ref = f"Datastreams/{obs.datastream_id}"
+            if ref not in self.by_ref:  # not in this config: the guard's unknown_datastream
+                self.guard.blocked["unknown_datastream"] += 1
+                blocked += 1
+                continue
+            if ref in self.refused or ref not in self.map.ids:
+                refused.append((row.seq, ref))
+                continue
+            key = observation_key(payload)
+            doc["parameters"] = {**dict(doc.get("parameters") or {}), KEY: key}
+            ready.append(Prepared(row.seq, obs, doc, key))
+        return ready, refused, blocked
+
+    def _server_body(self, p: Prepared) -> Json:
+        return {**p.body, "Datastream": {"@iot.id": self.map.ids[f"Datastreams/{p.obs.datastream_id}"]}}
+
+    async def _present(self, batch: list[Prepared]) -> set[int]:
+        """Keys of this batch the server already holds, read per Datastream over the batch's
+        resultTime range (±1 s: servers may keep whole seconds only)."""
+        by_ds: dict[int, list[Prepared]] = {}
+        for p in batch:
+            by_ds.setdefault(p.obs.datastream_id, []).append(p)
+        found: set[int] = set()
+        for ds, items in by_ds.items():
+            sid = self.map.ids[f"Datastreams/{ds}"]
+            lo = iso(min(p.obs.result_time for p in items) - 1.0)
+            hi = iso(max(p.obs.result_time for p in items) + 1.0)
+            flt = quote(f"resultTime ge {lo} and resultTime le {hi}", safe="")
+            path = f"/Datastreams{id_segment(sid)}/Observations?$filter={flt}&$select=id,parameters"
+            for v in await self._pages(path):
+                params = v.get("parameters")
+                if isinstance(params, dict) and isinstance(params.get(KEY), int):
+                    found.add(params[KEY])
+        return found
+
+    async def write(self, rows: Sequence[Row]) -> WriteResult:
+        try:
+            return await self._write(rows)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # an answer we cannot read
+            self._suspect = True
+            raise RetryableError(f"unexpected answer from the SensorThings server: {type(e).__name__}: {e}") from e
+
+    async def _write(self, rows: Sequence[Row]) -> WriteResult:
+        if self._data_array is None or self._suspect:
+            if self._data_array is None:
+                await self._capabilities()
+            await self._sync()
+        ready, refused, blocked = self._prepare(rows)
+        out = Outcome(rejected=[seq for seq, _ in refused])
+        for _, ref in refused:
+            self._refuse(self.by_ref[ref], self.refused.get(ref, "not on the server"))
+        if ready and self._suspect:
+            present = await self._present(ready)
+            there = [p for p in ready if p.key in present]
+            if there:
+                self.already_there += len(there)
+                out.written += len(there)
+                log.info("observations already on the server were not posted again",
+                         extra={"sink": self.name, "rows": len(there)})  # fmt: skip
+                ready = [p for p in ready if p.key not in present]
+        if ready:
+            if self._data_array:
+                await self._post_data_array(ready, out)
+            else:
+                await self._post_each(ready, out)
+        self._suspect = False
+        return WriteResult(out.written, sorted(out.rejected), blocked)
+
+    async def _post_data_array(self, batch: list[Prepared], out: Outcome) -> None:
+        groups: dict[int, list[Prepared]] = {}
+        for p in batch:
+            groups.setdefault(p.obs.datastream_id, []).append(p)
+        order = [p for items in groups.values() for p in items]
+        body = [{"Datastream": {"@iot.id": self.map.ids[f"Datastreams/{ds}"]},
+                 "components": COMPONENTS,
+                 "dataArray": [[p.body.get(c) for c in COMPONENTS] for p in items]}
+                for ds, items in groups.items()]  # fmt: skip
+        resp = await self._call("POST", "/CreateObservations", body)
+        if resp.status == 404 and self.settings.data_array == "auto":
+            log.warning("the server has no CreateObservations; posting one by one", extra={"sink": self.name})
+            self._data_array = False
+            await self._post_each(batch, out)
+            return
+        if resp.status in RETRY_STATUS or resp.status >= 500:
+            raise self._retry("posting Observations (dataArray)", resp)
+        if resp.status not in (200, 201):  # the request as a whole was refused: ask per row
+            await self._post_each(batch, out)
+            return
+        try:
+            links = resp.json()
+        except ValueError:
+            links = None
+        if not isinstance(links, list) or len(links) != len(order):
+            raise self._retry("posting Observations (dataArray): the answer does not match the request", resp)
+        failed = [p for p, link in zip(order, links, strict=True) if not isinstance(link, str) or link == "error"]
+        out.written += len(order) - len(failed)
+        self.posted += len(order) - len(failed)
+        if failed:  # 18-088 answers "error" per row without a reason: the single POST gives it
+            await self._post_each(failed, out)
+
+    async def _post_each(self, batch: list[Prepared], out: Outcome) -> None:
+        async def one(p: Prepared) -> Response:
+            async with self._sem:
+                return await self._call("POST", "/Observations", self._server_body(p))
+
+        results = await asyncio.gather(*(one(p) for p in batch), return_exceptions=True)
+        verdicts: list[tuple[Prepared, Response]] = []
+        retry: BaseException | None = None
+        for p, r in zip(batch, results, strict=True):
+            if isinstance(r, BaseException):
+                retry = retry or r
+            elif r.status in (200, 201):
+                out.written += 1
+                self.posted += 1
+            elif r.status in RETRY_STATUS or r.status >= 500:
+                retry = retry or self._retry("posting an Observation", r)
+            else:
+                verdicts.append((p, r))
+        if retry is not None:  # rows that did land are found by key on the retry
+            raise retry if isinstance(retry, RetryableError) else RetryableError(str(retry))
+        if verdicts:
+            # a verdict counts only if the Datastream is really there (not a reset server)
+            await self._validate_map()
+            stale = [p for p, _ in verdicts if f"Datastreams/{p.obs.datastream_id}" not in self.map.ids]
+            if stale:
+                self._suspect = True
+                raise RetryableError("SensorThings server no longer has a Datastream of ours; re-creating")
+            for p, r in verdicts:
+                out.rejected.append(p.seq)
+                log.error("SensorThings server refused an observation; quarantined",
+                          extra={"sink": self.name, "datastream": p.obs.datastream_id,
+                                 "status": r.status, "reason": r.detail()[:200]})  # fmt: skip
