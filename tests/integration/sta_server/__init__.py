@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,6 +33,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = "tests.integration.sta_server.settings"
+
+
+_TEMPLATE: dict[str, bytes] = {}
+
+
+def migrated(db: Path) -> None:
+    """A fresh, migrated SQLite database at `db` (migrations run once per test session)."""
+    if "db" not in _TEMPLATE:
+        tmpl = db.with_name("template.sqlite3")
+        env = {**os.environ, "STA_DB": str(tmpl), "STA_PORT": "1", "STA_AUTH": "none",
+               "DJANGO_SETTINGS_MODULE": SETTINGS, "PYTHONPATH": str(ROOT)}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput"],
+                              env=env, cwd=ROOT, capture_output=True, timeout=120)  # fmt: skip
+        if done.returncode != 0:
+            pytest.fail("SensorThings test server: migrate failed:\n" + done.stderr.decode()[-3000:])
+        con = sqlite3.connect(tmpl)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.execute("PRAGMA journal_mode=DELETE")
+        con.close()
+        _TEMPLATE["db"] = tmpl.read_bytes()
+        tmpl.unlink()
+    db.write_bytes(_TEMPLATE["db"])
 
 
 @dataclass
@@ -66,10 +89,7 @@ class StaServer:
         if importlib.util.find_spec("sensorthings") is None:
             pytest.fail("django-ogc-sensorthings is not installed: pip install -e '.[test]'")
         if not self.db.exists():
-            done = subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput"],
-                                  env=self._env(), cwd=ROOT, capture_output=True, timeout=120)  # fmt: skip
-            if done.returncode != 0:
-                pytest.fail("SensorThings test server: migrate failed:\n" + done.stderr.decode()[-3000:])
+            migrated(self.db)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "django", "runserver", "--noreload", "--skip-checks",
              f"127.0.0.1:{self.port}"],
