@@ -354,3 +354,75 @@ def test_settings_refuse_mixed_or_half_credentials(tmp_path: Path) -> None:
                 {"token_file": str(tmp_path / "missing")}, {"url": "ftp://x/v1.1"}, {"colour": "red"}):  # fmt: skip
         with pytest.raises(ValidationError):
             SensorThingsSettings.model_validate({"url": "http://127.0.0.1/v1.1", **bad})
+
+
+# ---------------------------------------------------------------------------------- the server
+
+
+def test_the_test_servers_departures_from_18_088_are_as_documented(tmp_path: Path, sta_server: StaServer) -> None:
+    """Each departure docs/sinks/sensorthings.md names, pinned: when a new release of the
+    package fixes one, this fails and the page is updated."""
+    import urllib.error
+    import urllib.request
+
+    def call(method: str, path: str, body: object = None) -> tuple[int, str]:
+        req = urllib.request.Request(sta_server.url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    cfg, plan = load(tmp_path / "data")
+    run(make_sink(cfg, plan, sta_server.url).start())
+    (thing,) = sta_server.all("/Things")
+    ds = sta_server.all("/Datastreams")[0]
+    ds_ref = {"@iot.id": ds["@iot.id"]}
+    base = {"resultTime": "2026-11-24T13:16:37.514Z", "Datastream": ds_ref}
+
+    # 1. the service root answers only with a trailing slash
+    assert call("GET", "")[0] == 404 and call("GET", "/")[0] == 200
+    # 2. conformance lists requirement classes, not 18-088's requirement URIs
+    conformance = sta_server.get("/")[1]["serverSettings"]["conformance"]
+    assert "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array" in conformance
+    assert "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array/data-array" not in conformance
+    # 3. a Datastream without a unit (null name, symbol, definition) is refused
+    no_unit = {"name": "s", "description": "d", "observationType":
+               "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_CategoryObservation",
+               "unitOfMeasurement": {"name": None, "symbol": None, "definition": None},
+               "Thing": {"@iot.id": thing["@iot.id"]},
+               "Sensor": {"@iot.id": sta_server.all("/Sensors")[0]["@iot.id"]},
+               "ObservedProperty": {"@iot.id": sta_server.all("/ObservedProperties")[0]["@iot.id"]}}  # fmt: skip
+    assert call("POST", "/Datastreams", no_unit)[0] == 422
+    # 4. results are numbers only: a word and null are refused, true is stored as 1.0
+    assert call("POST", "/Observations", {**base, "phenomenonTime": "2026-11-24T13:16:37.493Z", "result": "CHARGING"})[0] == 422
+    assert call("POST", "/Observations", {**base, "phenomenonTime": "2026-11-24T13:16:37.493Z", "result": None})[0] == 422
+    assert call("POST", "/Observations", {**base, "phenomenonTime": "2026-11-24T13:16:38.493Z", "result": True})[0] == 201
+    # 5. an interval phenomenonTime is a server error
+    assert call("POST", "/Observations", {**base, "phenomenonTime": "2026-11-24T13:00:00Z/2026-11-24T13:15:00Z", "result": 3})[0] == 500
+    # 6. times keep whole seconds
+    (o,) = sta_server.all(ds["Observations@iot.navigationLink"])
+    assert (o["result"], o["phenomenonTime"], o["resultTime"]) == (1.0, "2026-11-24T13:16:38+00:00", "2026-11-24T13:16:37+00:00")
+    # 7. a filter on a property inside `properties` answers an empty list
+    key = thing["properties"][KEY]
+    assert sta_server.get(f"/Things?$filter=properties/{KEY}%20eq%20{key}") == (200, {"value": []})
+    # 8. paging a navigation path repeats the last entity of a page
+    for i in range(3):
+        call("POST", "/Observations", {**base, "phenomenonTime": f"2026-11-24T14:00:0{i}Z", "result": i})
+    status, page = sta_server.get(ds["Observations@iot.navigationLink"] + "?$top=2")
+    assert status == 200, page
+    _, page2 = sta_server.get(page["@iot.nextLink"])
+    assert page["value"][-1]["@iot.id"] == page2["value"][0]["@iot.id"]
+    # 9. $top above 100 is refused rather than capped
+    assert sta_server.get("/Observations?$top=101")[0] == 422
+    # 10. an Observation for a Datastream that does not exist is a server error
+    missing = {"@iot.id": "00000000-0000-7000-8000-000000000000"}
+    assert call("POST", "/Observations", {**base, "phenomenonTime": "2026-11-24T15:00:00Z", "result": 1, "Datastream": missing})[0] == 500
+    # 11. ordering by phenomenonTime is a server error
+    assert sta_server.get("/Observations?$orderby=phenomenonTime")[0] == 500
+    # 12. one refused row makes every row of its Datastream "error" in CreateObservations
+    status, body = call("POST", "/CreateObservations", [{"Datastream": ds_ref, "components": ["phenomenonTime", "result"],
+                                                         "dataArray": [["2026-11-24T16:00:00Z", 1], ["2026-11-24T16:00:01Z", None]]}])  # fmt: skip
+    assert (status, json.loads(body)) == (201, ["error", "error"])
