@@ -351,19 +351,22 @@ class Outcome:
 
 
 class SinkContext(Protocol):
-    """What `build` needs from the gateway (the registry's context object)."""
+    """What `build` needs from the gateway: the config, the site plan and the egress guard."""
 
+    @property
+    def cfg(self) -> Any: ...
+    @property
+    def plan(self) -> Any: ...
     @property
     def guard(self) -> EgressGuard: ...
-    @property
-    def data_dir(self) -> Path: ...
-
-    def sensorthings_entities(self) -> Mapping[str, Iterable[Json]]: ...
 
 
 def build(ctx: SinkContext, name: str, settings: SensorThingsSettings) -> SensorThingsSink:
-    return SensorThingsSink(name, settings, entities=ctx.sensorthings_entities(),
-                            data_dir=ctx.data_dir, guard=ctx.guard)  # fmt: skip
+    """The registry's factory: entities from the same plan the MQTT sink publishes."""
+    from gateway.standards.sensorthings import entities
+
+    return SensorThingsSink(name, settings, entities=entities(ctx.cfg, ctx.plan),
+                            data_dir=ctx.cfg.gateway.data_dir, guard=ctx.guard)  # fmt: skip
 
 
 class SensorThingsSink:
@@ -467,24 +470,33 @@ class SensorThingsSink:
         self.map.save()
 
     async def _validate_map(self) -> None:
-        """A server that was reset or replaced no longer has our ids: forget those."""
+        """A server that was reset or replaced no longer has our ids — or, with integer ids
+        counted afresh, has them on other entities: keep only ids that still carry our key."""
         thing = next((e for e in self.entities if e.collection == "Things"), None)
         if thing is None or thing.ref not in self.map.ids:
             return
         tid = self.map.ids[thing.ref]
         resp = await self._call("GET", f"/Things{id_segment(tid)}")
-        if resp.status in (400, 404, 410, 422):
+        if resp.status == 200:
+            doc = resp.json()
+            props = doc.get("properties") if isinstance(doc, dict) else None
+            ours = isinstance(props, dict) and props.get(KEY) == thing.key
+        elif resp.status in (400, 404, 410, 422):
+            ours = False
+        else:
+            raise self._retry("checking the Thing", resp)
+        if not ours:
             log.warning("the Thing in the id map is gone from the server; finding entities again",
                         extra={"sink": self.name})  # fmt: skip
             self.map.ids.clear()
             self.map.fps.clear()
             return
-        if resp.status != 200:
-            raise self._retry("checking the Thing", resp)
-        present = {str(v.get("@iot.id")) for v in await self._pages(f"/Things{id_segment(tid)}/Datastreams?$select=id")}
+        listed = await self._pages(f"/Things{id_segment(tid)}/Datastreams?$select=id,properties")
+        present = {str(v.get("@iot.id")): (v.get("properties") or {}).get(KEY) for v in listed}
         for e in self.entities:
-            if e.collection == "Datastreams" and e.ref in self.map.ids and str(self.map.ids[e.ref]) not in present:
-                self.map.forget(e.ref)
+            ref = e.ref
+            if e.collection == "Datastreams" and ref in self.map.ids and present.get(str(self.map.ids[ref])) != e.key:
+                self.map.forget(ref)
 
     async def _find(self, e: Entity) -> Json | None:
         """The entity with our key on the server, if any: scoped under our Thing where 18-088

@@ -28,6 +28,7 @@ from gateway.config import parse_config
 from gateway.model import Observation, Reading
 from gateway.pipeline import Pipeline
 from gateway.plan import build_plan
+from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import RetryableError
 from gateway.sinks.sensorthings import KEY, SensorThingsSettings, SensorThingsSink, observation_key
 from gateway.standards import sensorthings
@@ -312,6 +313,30 @@ async def wait(cond: Any, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def test_a_server_reset_under_a_kept_id_map_recreates_the_entities(tmp_path: Path, sta_server: StaServer) -> None:
+    """The server's database replaced by an empty one while the gateway keeps its id map: the
+    map is checked against the server (the Thing no longer carries our key) and rebuilt."""
+    from types import SimpleNamespace
+
+    from gateway.sinks.sensorthings import build
+
+    cfg, plan = load(tmp_path / "data")
+    ctx = SimpleNamespace(cfg=cfg, plan=plan, guard=EgressGuard(frozenset(plan.datastreams)))
+    settings = SensorThingsSettings(url=sta_server.url)
+    first = numeric_observations(plan, 60)
+    assert run(drain(build(ctx, "sta", settings), rows_of(first)))[0] == 60
+    sta_server.stop()
+    sta_server.db.unlink()
+    sta_server.start()
+    later = numeric_observations(plan, 60, seed=7)
+    later = [Observation(o.datastream_id, o.sensor_id, o.property, o.phenomenon_time + 3600, o.result_time + 3600, o.result)
+             for o in later]  # fmt: skip
+    assert run(drain(build(ctx, "sta", settings), rows_of(later, start=61)))[0] == 60
+    published = sensorthings.entities(cfg, plan)
+    assert counts(sta_server) == {c: len(published[c]) for c in COLLECTIONS}
+    assert_value_for_value(sta_server, later)
 
 
 # ---------------------------------------------------------------------------------- auth
