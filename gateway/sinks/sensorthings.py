@@ -167,11 +167,14 @@ class Http:
 
     def target(self, url_or_path: str) -> str:
         """A request target on our own origin: absolute links the server gives (nextLink,
-        Location) are re-based here, so credentials never go to another host."""
+        Location) are re-based here, so credentials never go to another host; characters a
+        URL cannot carry (some servers put raw spaces in nextLinks) are percent-encoded."""
         if url_or_path.startswith(("http://", "https://")):
             u = urlsplit(url_or_path)
-            return u.path + (f"?{u.query}" if u.query else "")
-        return self.root + url_or_path
+            target = u.path + (f"?{u.query}" if u.query else "")
+        else:
+            target = self.root + url_or_path
+        return quote(target, safe="/?&=$'(),:;@+!*~%")
 
     def _connection(self) -> http.client.HTTPConnection:
         now = time.monotonic()

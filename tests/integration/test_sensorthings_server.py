@@ -10,6 +10,7 @@ seconds for times, numbers for results, no Datastream without a unit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -372,6 +373,99 @@ def test_basic_and_bearer_auth_from_secret_files(tmp_path: Path, kind: str) -> N
         srv.stop()
 
 
+class TlsProxy:
+    """TLS in front of the test server (Django's development server speaks plain HTTP): a
+    thread accepts TLS on a free port and pipes bytes to the server's port."""
+
+    def __init__(self, cert: Path, key: Path, target_port: int) -> None:
+        import socket
+        import ssl
+        import threading
+
+        from tests.conftest import free_port
+
+        self.port = free_port()
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.target = target_port
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _exchange(self, tls: Any) -> None:
+        """One request, one answer (the server closes every connection): read the request,
+        forward it, copy the answer back until the server closes. One thread per connection and
+        never two on one TLS socket (OpenSSL objects are not for concurrent use)."""
+        import socket
+
+        with contextlib.suppress(OSError), tls:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+            while len(body) < length:
+                body += tls.recv(65536)
+            with socket.create_connection(("127.0.0.1", self.target)) as up:
+                up.sendall(head + b"\r\n\r\n" + body)
+                while chunk := up.recv(65536):
+                    tls.sendall(chunk)
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self.stopping.is_set():
+            try:
+                raw, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            raw.settimeout(30)
+            try:
+                tls = self.ctx.wrap_socket(raw, server_side=True)
+            except OSError:  # a client that refused our certificate
+                raw.close()
+                continue
+            threading.Thread(target=self._exchange, args=(tls,), daemon=True).start()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_https_with_a_private_ca_and_absolute_links_rebased(tmp_path: Path, sta_server: StaServer) -> None:
+    """Through TLS with the city's private CA in `ca_file`; the server's absolute links (its
+    nextLink names the plain port) are followed on the configured origin only. Without the CA
+    the sink refuses the server: RetryableError, rows kept."""
+    from tests.integration.test_mqtt_tls import make_ca_and_server
+
+    ca, cert, key = make_ca_and_server(tmp_path)
+    proxy = TlsProxy(cert, key, sta_server.port)
+    try:
+        url = f"https://127.0.0.1:{proxy.port}/sensorthings/v1.1"
+        cfg, plan = load(tmp_path / "data")
+        expected = numeric_observations(plan, 720)  # 120 per Datastream: reads take two pages
+        written, _ = run(drain(make_sink(cfg, plan, url, ca_file=str(ca), batch_size=1000), rows_of(expected)))
+        assert written == 720
+        # a restart re-sending everything (map lost too) pages through the server's answers,
+        # whose nextLinks name the plain port: followed on the configured origin, all found
+        (tmp_path / "data" / "sensorthings-sta.json").unlink()
+        again = make_sink(cfg, plan, url, ca_file=str(ca), batch_size=1000)
+        assert run(drain(again, rows_of(expected)))[0] == 720
+        assert again.already_there == 720 and again.posted == 0
+        assert_value_for_value(sta_server, expected)
+        with pytest.raises(RetryableError, match="unreachable"):
+            run(make_sink(cfg, plan, url).start())
+    finally:
+        proxy.close()
+
+
 def test_settings_refuse_mixed_or_half_credentials(tmp_path: Path) -> None:
     from pydantic import ValidationError
 
@@ -445,6 +539,9 @@ def test_the_test_servers_departures_from_18_088_are_as_documented(tmp_path: Pat
     # 10. an Observation for a Datastream that does not exist is a server error
     missing = {"@iot.id": "00000000-0000-7000-8000-000000000000"}
     assert call("POST", "/Observations", {**base, "phenomenonTime": "2026-11-24T15:00:00Z", "result": 1, "Datastream": missing})[0] == 500
+    # 9b. a nextLink carries the filter's spaces raw (not a valid URL)
+    _, filtered = sta_server.get("/Observations?$top=1&$filter=result%20ge%200")
+    assert " " in filtered["@iot.nextLink"]
     # 11. ordering by phenomenonTime is a server error
     assert sta_server.get("/Observations?$orderby=phenomenonTime")[0] == 500
     # 12. one refused row makes every row of its Datastream "error" in CreateObservations
