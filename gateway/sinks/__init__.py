@@ -5,11 +5,12 @@ Importing this must stay cheap: sink modules import their client libraries insid
 
 from __future__ import annotations
 
-from gateway.sinks import file, influxdb, mqtt
+from gateway.sinks import file, influxdb, mqtt, sensorthings
 from gateway.sinks.base import SinkSpec
 
 SINKS: dict[str, SinkSpec] = {
     "file": file.SPEC,
     "influxdb": influxdb.SPEC,
     "mqtt": mqtt.SPEC,
+    "sensorthings": sensorthings.SPEC,
 }

@@ -28,27 +28,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import http.client
 import json
 import logging
 import os
 import re
-import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
-from gateway.config import Duration, Strict
+from gateway.configtypes import Duration, is_loopback_host
 from gateway.model import Observation, iso
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
-from gateway.sinks.base import RetryableError, WriteResult
+from gateway.sinks.base import (
+    Destination,
+    Loc,
+    RetryableError,
+    SinkContext,
+    SinkSettings,
+    SinkSpec,
+    WriteResult,
+)
+
+if TYPE_CHECKING:  # imported where used: the sink registry is imported by every command
+    import http.client
+    import ssl
 
 log = logging.getLogger("gateway.sinks.sensorthings")
 
@@ -67,7 +77,7 @@ IDLE_S = 4.0  # a kept-alive connection idle longer than this is not reused (ser
 MAX_PAGES = 10_000
 
 
-class SensorThingsSettings(Strict):
+class SensorThingsSettings(SinkSettings):
     """`sinks.<name>` with `type: sensorthings`: a SensorThings API 1.1 server over HTTP."""
 
     type: Literal["sensorthings"] = "sensorthings"
@@ -158,6 +168,8 @@ class Http:
             self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         self.ssl: ssl.SSLContext | None = None
         if self.https:
+            import ssl
+
             self.ssl = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
             if not s.verify_tls:
                 self.ssl.check_hostname = False
@@ -177,6 +189,8 @@ class Http:
         return quote(target, safe="/?&=$'(),:;@+!*~%")
 
     def _connection(self) -> http.client.HTTPConnection:
+        import http.client
+
         now = time.monotonic()
         with self._lock:
             while self._idle:
@@ -189,6 +203,8 @@ class Http:
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def request(self, method: str, url_or_path: str, body: object = None) -> Response:
+        import http.client
+
         data = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         conn = self._connection()
         sent = False
@@ -353,23 +369,12 @@ class Outcome:
     rejected: list[int] = field(default_factory=list)
 
 
-class SinkContext(Protocol):
-    """What `build` needs from the gateway: the config, the site plan and the egress guard."""
-
-    @property
-    def cfg(self) -> Any: ...
-    @property
-    def plan(self) -> Any: ...
-    @property
-    def guard(self) -> EgressGuard: ...
-
-
 def build(ctx: SinkContext, name: str, settings: SensorThingsSettings) -> SensorThingsSink:
     """The registry's factory: entities from the same plan the MQTT sink publishes."""
     from gateway.standards.sensorthings import entities
 
-    return SensorThingsSink(name, settings, entities=entities(ctx.cfg, ctx.plan),
-                            data_dir=ctx.cfg.gateway.data_dir, guard=ctx.guard)  # fmt: skip
+    return SensorThingsSink(name, settings, entities=entities(ctx.plan), data_dir=ctx.data_dir,
+                            guard=ctx.guard)  # fmt: skip
 
 
 class SensorThingsSink:
@@ -747,3 +752,43 @@ class SensorThingsSink:
                 log.error("SensorThings server refused an observation; quarantined",
                           extra={"sink": self.name, "datastream": p.obs.datastream_id,
                                  "status": r.status, "reason": r.detail()[:200]})  # fmt: skip
+
+
+def describe(name: str, settings: SensorThingsSettings, data_dir: Path) -> Destination:
+    u = urlsplit(settings.url)
+    secure = "HTTPS" if u.scheme == "https" else "plain HTTP (unencrypted)"
+    auth = "Bearer token" if settings.token else "HTTP Basic" if settings.username else "no credentials"
+    return Destination(
+        name, "sensorthings", public_root(settings.url),
+        f"SensorThings API 1.1 server, {secure}, {auth}: Location, Thing, Sensors, "
+        "ObservedProperties and Datastreams (created once, found again by properties."
+        f"{KEY}), Observations keyed in parameters.{KEY}",
+        on_device=f"{data_dir / f'sensorthings-{name}.json'}: the server's ids for our entities",
+    )  # fmt: skip
+
+
+def public_root(url: str) -> str:
+    """The service root without credentials or query, for reports and catalogues."""
+    u = urlsplit(url)
+    netloc = (u.hostname or "") + (f":{u.port}" if u.port else "")
+    return f"{u.scheme}://{netloc}{u.path.rstrip('/')}"
+
+
+def check(settings: SensorThingsSettings) -> list[tuple[Loc, str]]:
+    u = urlsplit(settings.url)
+    problems: list[tuple[Loc, str]] = []
+    if u.username or u.password:
+        problems.append((("url",), "must not carry credentials: give username and password_file, or token_file"))
+    if u.query or u.fragment:
+        problems.append((("url",), "must be the service root (…/v1.1) without a query or fragment"))
+    secret = settings.password is not None or settings.token is not None
+    if secret and u.scheme == "http" and not is_loopback_host(u.hostname or ""):
+        problems.append((("url",), "credentials would cross the network in clear: use https"))
+    if secret and not settings.verify_tls:
+        problems.append((("verify_tls",), "credentials would go to whoever answers: keep verify_tls on (give ca_file for a private CA)"))
+    return problems
+
+
+SPEC: SinkSpec = SinkSpec("sensorthings", SensorThingsSettings, build, describe, check,
+                          doc="docs/sinks/sensorthings.md")  # fmt: skip
+

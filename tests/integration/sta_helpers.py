@@ -42,7 +42,7 @@ def load(data_dir: Path, **kw: Any) -> tuple[Config, SitePlan]:
 def make_sink(cfg: Config, plan: SitePlan, url: str, *, name: str = "sta", guard: EgressGuard | None = None,
               **settings: Any) -> SensorThingsSink:  # fmt: skip
     s = SensorThingsSettings.model_validate({"url": url, **settings})
-    return SensorThingsSink(name, s, entities=sensorthings.entities(cfg, plan), data_dir=cfg.gateway.data_dir,
+    return SensorThingsSink(name, s, entities=sensorthings.entities(plan), data_dir=cfg.gateway.data_dir,
                             guard=guard or EgressGuard(frozenset(plan.datastreams)))  # fmt: skip
 
 

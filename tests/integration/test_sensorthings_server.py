@@ -108,7 +108,7 @@ async def drain(sink: SensorThingsSink, rows: list[Any]) -> tuple[int, list[int]
 
 def test_entities_are_created_once_in_link_order_and_found_again_by_key(tmp_path: Path, sta_server: StaServer) -> None:
     cfg, plan = load(tmp_path / "data")
-    published = sensorthings.entities(cfg, plan)
+    published = sensorthings.entities(plan)
     run(make_sink(cfg, plan, sta_server.url).start())
     want = {c: len(published[c]) for c in COLLECTIONS}
     assert counts(sta_server) == want
@@ -154,7 +154,7 @@ def test_entities_survive_a_crash_between_creates_without_duplicates(tmp_path: P
     run(sink.start())
     (tmp_path / "data" / "sensorthings-sta.json").unlink()
     run(make_sink(cfg, plan, sta_server.url).start())
-    published = sensorthings.entities(cfg, plan)
+    published = sensorthings.entities(plan)
     assert counts(sta_server) == {c: len(published[c]) for c in COLLECTIONS}
 
 
@@ -319,12 +319,12 @@ async def wait(cond: Any, what: str, timeout: float = 30.0) -> None:
 def test_a_server_reset_under_a_kept_id_map_recreates_the_entities(tmp_path: Path, sta_server: StaServer) -> None:
     """The server's database replaced by an empty one while the gateway keeps its id map: the
     map is checked against the server (the Thing no longer carries our key) and rebuilt."""
-    from types import SimpleNamespace
-
+    from gateway.sinks.base import SinkContext
     from gateway.sinks.sensorthings import build
 
     cfg, plan = load(tmp_path / "data")
-    ctx = SimpleNamespace(cfg=cfg, plan=plan, guard=EgressGuard(frozenset(plan.datastreams)))
+    g = cfg.gateway
+    ctx = SinkContext(g.id, g.borough, g.data_dir, plan, EgressGuard(frozenset(plan.datastreams)))
     settings = SensorThingsSettings(url=sta_server.url)
     first = numeric_observations(plan, 60)
     assert run(drain(build(ctx, "sta", settings), rows_of(first)))[0] == 60
@@ -335,7 +335,7 @@ def test_a_server_reset_under_a_kept_id_map_recreates_the_entities(tmp_path: Pat
     later = [Observation(o.datastream_id, o.sensor_id, o.property, o.phenomenon_time + 3600, o.result_time + 3600, o.result)
              for o in later]  # fmt: skip
     assert run(drain(build(ctx, "sta", settings), rows_of(later, start=61)))[0] == 60
-    published = sensorthings.entities(cfg, plan)
+    published = sensorthings.entities(plan)
     assert counts(sta_server) == {c: len(published[c]) for c in COLLECTIONS}
     assert_value_for_value(sta_server, later)
 
