@@ -75,6 +75,7 @@ COMPONENTS = ["phenomenonTime", "resultTime", "result", "parameters"]
 RETRY_STATUS = frozenset({401, 403, 404, 408, 425, 429})
 IDLE_S = 4.0  # a kept-alive connection idle longer than this is not reused (servers drop them)
 MAX_PAGES = 10_000
+PARK_AFTER = 3  # 5xx answers for one Observation, while the server takes writes, before it is parked
 
 
 class SensorThingsSettings(SinkSettings):
@@ -93,6 +94,9 @@ class SensorThingsSettings(SinkSettings):
     batch_size: int = Field(500, ge=1, le=10000)
     concurrency: int = Field(4, ge=1, le=32, description="Parallel POSTs when one by one.")
     timeout: Duration = Field(30, gt=0)
+    park_retry: Duration = Field(
+        3600, description="How often Observations the server cannot take (see docs) are tried again.")
+    park_max: int = Field(100_000, ge=0, le=10_000_000, description="Parked Observations kept at most.")
     verify_tls: bool = True
     ca_file: Path | None = None
 
@@ -361,12 +365,74 @@ class Prepared:
     obs: Observation
     body: Json  # the Observation as published, plus its key; Datastream still the gateway's
     key: int
+    record: str  # the outbox row's body, kept if the Observation is parked
 
 
 @dataclass
 class Outcome:
     written: int = 0
     rejected: list[int] = field(default_factory=list)
+    parked: int = 0
+
+
+class Parked:
+    """Observations a server keeps answering 5xx for while it takes other writes: it cannot hold
+    them (the test server cannot store an interval phenomenonTime, for one). They wait here, in
+    the data dir, and are tried again every `park_retry`, so they never hold up the rows behind
+    them; nothing is changed to suit the server.
+
+    Appended (and fsynced) when rows are parked; rewritten atomically when rows leave. Bounded:
+    past `limit` the oldest are dropped, counted and logged.
+    """
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.items: dict[int, Json] = {}  # key -> {"record", "since", "attempts", "reason"}
+        self.dropped = 0
+
+    def load(self) -> None:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                item = json.loads(line)
+                self.items[int(item["key"])] = {k: v for k, v in item.items() if k != "key"}
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line after a power cut
+
+    def add(self, entries: Sequence[tuple[int, str, str]], now: float) -> None:
+        """(key, outbox record, the server's reason) for each row to park."""
+        lines = []
+        for key, record, reason in entries:
+            item: Json = {"record": record, "since": now, "attempts": PARK_AFTER, "reason": reason}
+            self.items[key] = item
+            lines.append(json.dumps({"key": key, **item}, separators=(",", ":"), ensure_ascii=False) + "\n")
+        over = len(self.items) - self.limit
+        if over > 0:
+            for key in list(self.items)[:over]:
+                del self.items[key]
+            self.dropped += over
+            log.error("too many parked observations; the oldest were dropped",
+                      extra={"dropped": over, "park_max": self.limit})  # fmt: skip
+            self.save()
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for key, item in self.items.items():
+                fh.write(json.dumps({"key": key, **item}, separators=(",", ":"), ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
 
 
 def build(ctx: SinkContext, name: str, settings: SensorThingsSettings) -> SensorThingsSink:
@@ -404,6 +470,10 @@ class SensorThingsSink:
         self._listings: dict[str, list[Json]] = {}  # collection reads, per sync
         self.already_there = 0  # rows found on the server when checking (not posted again)
         self.posted = 0
+        self.parked = Parked(data_dir / f"sensorthings-{name}-parked.jsonl", settings.park_max)
+        self.parked.load()
+        self._strikes: dict[int, int] = {}  # Observation key -> 5xx answers in a row
+        self._next_parked_try = 0.0  # monotonic; the first write after a start tries them
 
     # -------------------------------------------------------------- plumbing
 
@@ -629,8 +699,11 @@ class SensorThingsSink:
                 refused.append((row.seq, ref))
                 continue
             key = observation_key(payload)
+            if key in self.parked.items:  # parked while this batch was retried: it waits there
+                continue
             doc["parameters"] = {**dict(doc.get("parameters") or {}), KEY: key}
-            ready.append(Prepared(row.seq, obs, doc, key))
+            record = row.body.decode() if isinstance(row.body, bytes) else str(row.body)
+            ready.append(Prepared(row.seq, obs, doc, key, record))
         return ready, refused, blocked
 
     def _server_body(self, p: Prepared) -> Json:
@@ -686,6 +759,11 @@ class SensorThingsSink:
             else:
                 await self._post_each(ready, out)
         self._suspect = False
+        if self.parked.items and time.monotonic() >= self._next_parked_try:
+            try:
+                await self._try_parked()
+            except (RetryableError, ValueError, KeyError, TypeError, AttributeError) as e:
+                log.warning("parked observations not tried", extra={"sink": self.name, "reason": str(e)})
         return WriteResult(out.written, sorted(out.rejected), blocked)
 
     async def _post_data_array(self, batch: list[Prepared], out: Outcome) -> None:
@@ -703,9 +781,11 @@ class SensorThingsSink:
             self._data_array = False
             await self._post_each(batch, out)
             return
-        if resp.status in RETRY_STATUS or resp.status >= 500:
+        if resp.status in RETRY_STATUS:
             raise self._retry("posting Observations (dataArray)", resp)
-        if resp.status not in (200, 201):  # the request as a whole was refused: ask per row
+        if resp.status >= 500 and not await self._server_writes():
+            raise self._retry("posting Observations (dataArray)", resp)
+        if resp.status not in (200, 201):  # refused as a whole, or a 5xx: each row's own verdict
             await self._post_each(batch, out)
             return
         try:
@@ -727,6 +807,7 @@ class SensorThingsSink:
 
         results = await asyncio.gather(*(one(p) for p in batch), return_exceptions=True)
         verdicts: list[tuple[Prepared, Response]] = []
+        failing: list[tuple[Prepared, Response]] = []
         retry: BaseException | None = None
         for p, r in zip(batch, results, strict=True):
             if isinstance(r, BaseException):
@@ -734,12 +815,17 @@ class SensorThingsSink:
             elif r.status in (200, 201):
                 out.written += 1
                 self.posted += 1
-            elif r.status in RETRY_STATUS or r.status >= 500:
+                self._strikes.pop(p.key, None)
+            elif r.status in RETRY_STATUS:
                 retry = retry or self._retry("posting an Observation", r)
+            elif r.status >= 500:
+                failing.append((p, r))
             else:
                 verdicts.append((p, r))
         if retry is not None:  # rows that did land are found by key on the retry
             raise retry if isinstance(retry, RetryableError) else RetryableError(str(retry))
+        if failing:
+            await self._server_errors(failing, out)
         if verdicts:
             # a verdict counts only if the Datastream is really there (not a reset server)
             await self._validate_map()
@@ -749,9 +835,94 @@ class SensorThingsSink:
                 raise RetryableError("SensorThings server no longer has a Datastream of ours; re-creating")
             for p, r in verdicts:
                 out.rejected.append(p.seq)
+                self._strikes.pop(p.key, None)
                 log.error("SensorThings server refused an observation; quarantined",
                           extra={"sink": self.name, "datastream": p.obs.datastream_id,
                                  "status": r.status, "reason": r.detail()[:200]})  # fmt: skip
+
+    async def _server_errors(self, failing: list[tuple[Prepared, Response]], out: Outcome) -> None:
+        """5xx means "try later", so the rows are kept — unless the same Observations keep
+        failing while the server takes writes: then they are parked, and the rest moves on."""
+        if len(self._strikes) > 100_000:
+            self._strikes.clear()
+        for p, _ in failing:
+            self._strikes[p.key] = self._strikes.get(p.key, 0) + 1
+        first = failing[0][1]
+        if any(self._strikes[p.key] < PARK_AFTER for p, _ in failing) or not await self._server_writes():
+            raise self._retry("posting an Observation", first)
+        self.parked.add([(p.key, p.record, f"HTTP {r.status}: {r.detail()[:200]}") for p, r in failing], time.time())
+        for p, _ in failing:
+            self._strikes.pop(p.key, None)
+        out.parked += len(failing)
+        for ds in sorted({p.obs.datastream_id for p, _ in failing}):
+            log.error("SensorThings server cannot take these observations although it takes others; "
+                      "parked, tried again later", extra={"sink": self.name, "datastream": ds,
+                      "rows": sum(1 for p, _ in failing if p.obs.datastream_id == ds),
+                      "status": first.status, "reason": first.detail()[:200]})  # fmt: skip
+        self._next_parked_try = time.monotonic() + self.settings.park_retry
+
+    async def _server_writes(self) -> bool:
+        """Does the server take writes at all? A PATCH of our Thing with the properties it has:
+        a write that changes nothing. A server whose database is gone fails it; one that cannot
+        hold particular Observations passes it."""
+        thing = next((e for e in self.entities if e.collection == "Things"), None)
+        if thing is None or thing.ref not in self.map.ids:
+            return False
+        try:
+            resp = await self._call("PATCH", f"/Things{id_segment(self.map.ids[thing.ref])}",
+                                    {"properties": thing.body["properties"]})  # fmt: skip
+        except RetryableError:
+            return False
+        return resp.status in (200, 204)
+
+    async def _try_parked(self) -> None:
+        """Parked Observations, oldest first, a batch at a time: found on the server or taken now
+        leave the store; a 4xx verdict quarantines them; a 5xx keeps them for the next try."""
+        self._next_parked_try = time.monotonic() + self.settings.park_retry
+        batch: list[Prepared] = []
+        gone: list[int] = []
+        for key, item in list(self.parked.items.items())[: self.batch_size]:
+            obs = Observation.from_record(str(item["record"]))
+            ref = f"Datastreams/{obs.datastream_id}"
+            if ref not in self.by_ref or ref in self.refused or ref not in self.map.ids:
+                gone.append(key)  # no longer in the config, or its Datastream refused
+                continue
+            doc: Json = obs.sensorthings()
+            doc["parameters"] = {**dict(doc.get("parameters") or {}), KEY: key}
+            batch.append(Prepared(0, obs, doc, key, str(item["record"])))
+        present = await self._present(batch) if batch else set()
+        todo = [p for p in batch if p.key not in present]
+        gone += [p.key for p in batch if p.key in present]
+        results = await asyncio.gather(*(self._post_parked(p) for p in todo))
+        taken = 0
+        for p, verdict in zip(todo, results, strict=True):
+            if verdict == "kept":
+                self.parked.items[p.key]["attempts"] = int(self.parked.items[p.key]["attempts"]) + 1
+            else:
+                gone.append(p.key)
+                taken += verdict == "taken"
+        for key in gone:
+            self.parked.items.pop(key, None)
+        self.parked.save()
+        log.info("parked observations tried again", extra={"sink": self.name, "taken": taken,
+                 "left": len(self.parked.items)})  # fmt: skip
+
+    async def _post_parked(self, p: Prepared) -> str:
+        """taken, refused (quarantined: a 4xx verdict), or kept."""
+        async with self._sem:
+            try:
+                r = await self._call("POST", "/Observations", self._server_body(p))
+            except RetryableError:
+                return "kept"
+        if r.status in (200, 201):
+            self.posted += 1
+            return "taken"
+        if 400 <= r.status < 500 and r.status not in RETRY_STATUS:
+            log.error("SensorThings server refused a parked observation; quarantined",
+                      extra={"sink": self.name, "datastream": p.obs.datastream_id,
+                             "status": r.status, "reason": r.detail()[:200]})  # fmt: skip
+            return "refused"
+        return "kept"
 
 
 def describe(name: str, settings: SensorThingsSettings, data_dir: Path) -> Destination:

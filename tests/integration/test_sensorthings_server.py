@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from gateway.sinks.base import RetryableError
 from gateway.sinks.sensorthings import KEY, SensorThingsSettings, SensorThingsSink, observation_key
 from gateway.standards import sensorthings
 from tests.integration.sta_helpers import (
+    T0,
     config_text,
     fill_outbox,
     load,
@@ -548,3 +550,186 @@ def test_the_test_servers_departures_from_18_088_are_as_documented(tmp_path: Pat
     status, body = call("POST", "/CreateObservations", [{"Datastream": ds_ref, "components": ["phenomenonTime", "result"],
                                                          "dataArray": [["2026-11-24T16:00:00Z", 1], ["2026-11-24T16:00:01Z", None]]}])  # fmt: skip
     assert (status, json.loads(body)) == (201, ["error", "error"])
+
+
+# ---------------------------------------------------------------------------------- what a server cannot take
+
+
+FOOTFALL = "  - {id: footfall-1, driver: wifi_probe_sniffer, mqtt: {topic: footfall/1/probes}}"
+
+
+def windows(plan: Any, n: int, start: float = T0) -> list[Observation]:
+    """Footfall counts per 15-minute window: 18-088 intervals (TM_Period phenomenonTime)."""
+    ds = plan.sensors["footfall-1"].datastreams["footfall"]
+    return [Observation(ds.id, "footfall-1", "footfall", start + 900 * i, start + 900 * (i + 1) + 0.5, 20 + i,
+                        start + 900 * (i + 1), {"aggregation": "distinct_count", "period": "PT15M"})
+            for i in range(n)]  # fmt: skip
+
+
+def runner(sink: SensorThingsSink, rows: list[Any], tries: int = 10) -> tuple[int, list[int]]:
+    """What the sink runner does: each batch is written until it is done (RetryableError keeps
+    it, without the backoff sleep), then the cursor moves on. Fails if a batch stays stuck."""
+
+    async def go() -> tuple[int, list[int]]:
+        await sink.start()
+        written, rejected = 0, []
+        for i in range(0, len(rows), sink.batch_size):
+            batch = rows[i : i + sink.batch_size]
+            for _ in range(tries):
+                try:
+                    r = await sink.write(batch)
+                    break
+                except RetryableError:
+                    continue
+            else:
+                raise AssertionError(f"batch {i // sink.batch_size} still blocked after {tries} tries")
+            written += r.written
+            rejected += r.rejected
+        await sink.close()
+        return written, rejected
+
+    return run(go())
+
+
+@pytest.mark.parametrize("data_array", ["auto", "never"])
+def test_observations_the_server_cannot_take_are_parked_and_the_rest_moves_on(
+    tmp_path: Path, sta_server: StaServer, data_array: str
+) -> None:
+    """This server answers 500 to an interval phenomenonTime (departure 5). The sink keeps to
+    18-088 and sends the window as an interval; after three 500s for the same Observations while
+    the server takes other writes, they are parked in the data dir, and every other row of the
+    backlog lands. A restart tries the parked ones again without duplicating anything."""
+    data = tmp_path / "data"
+    cfg, plan = load(data, extra_sensors=FOOTFALL)
+    streams = [ds for ds in plan.datastreams.values() if ds.sensor_id != "footfall-1"]
+    good = [o for o in numeric_observations(plan, 400) if o.datastream_id in {ds.id for ds in streams}][:300]
+    win = windows(plan, 5)
+    rows = rows_of([*good[:100], *win[:3], *good[100:200], *win[3:], *good[200:]])
+    sink = make_sink(cfg, plan, sta_server.url, data_array=data_array, batch_size=100)
+    written, rejected = runner(sink, rows)
+    assert (written, rejected) == (300, [])
+    assert_value_for_value(sta_server, good)
+    parked_file = data / "sensorthings-sta-parked.jsonl"
+    parked = [json.loads(line) for line in parked_file.read_text().splitlines()]
+    assert sorted(Observation.from_record(p["record"]).result for p in parked) == [20, 21, 22, 23, 24]
+    assert all(p["reason"].startswith("HTTP 500") for p in parked)
+
+    # restart: parked rows are tried at the first write and stay parked (the server still
+    # cannot take them); the new rows land once
+    later = [Observation(o.datastream_id, o.sensor_id, o.property, o.phenomenon_time + 3600, o.result_time + 3600,
+                         o.result) for o in good[:50]]  # fmt: skip
+    again = make_sink(cfg, plan, sta_server.url, data_array=data_array, batch_size=100)
+    assert runner(again, rows_of(later, start=1000)) == (50, [])
+    assert len(again.parked.items) == 5
+    assert all(item["attempts"] == 4 for item in again.parked.items.values())
+    assert_value_for_value(sta_server, [*good, *later])
+
+
+class FaultyFront:
+    """An HTTP front for the test server that answers 500 to the requests `fail` picks and
+    passes everything else through unchanged: a server that cannot take particular
+    Observations, or whose database is gone, in front of a real one."""
+
+    def __init__(self, target_port: int) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from tests.conftest import free_port
+
+        self.fail: Any = lambda method, body: False
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if front.fail(self.command, body):
+                    msg = b'{"detail": "injected failure"}'
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                up = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                up.request(self.command, self.path, body=body or None, headers=headers)
+                resp = up.getresponse()
+                payload = resp.read()
+                up.close()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _any
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/sensorthings/v1.1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_parked_observations_land_once_the_server_takes_them(tmp_path: Path, sta_server: StaServer) -> None:
+    """Two Observations the server fails with 500 while it takes the rest: parked, the backlog
+    moves on; once the server takes them, the next try delivers them, once each."""
+    front = FaultyFront(sta_server.port)
+    try:
+        data = tmp_path / "data"
+        cfg, plan = load(data)
+        expected = numeric_observations(plan, 200)
+        poison = {expected[17].result, expected[151].result}  # floats, each once in the set
+        assert len(poison) == 2 and all(isinstance(v, float) and sum(o.result == v for o in expected) == 1 for v in poison)
+        # as a single POST (`"result":v,`) or inside a dataArray row (`,v,{`)
+        mark = re.compile(rb"[:,](" + rb"|".join(re.escape(json.dumps(v).encode()) for v in poison) + rb")[,}]")
+        front.fail = lambda method, body: method == "POST" and mark.search(body) is not None
+        sink = make_sink(cfg, plan, front.url, batch_size=50, park_retry=0)
+        assert runner(sink, rows_of(expected)) == (198, [])
+        assert len(sink.parked.items) == 2 and len(server_observations(sta_server)) == 198
+
+        front.fail = lambda method, body: False
+        more = [Observation(o.datastream_id, o.sensor_id, o.property, o.phenomenon_time + 3600, o.result_time + 3600,
+                            o.result) for o in expected[:10]]  # fmt: skip
+        assert runner(sink, rows_of(more, start=500)) == (10, [])
+        assert sink.parked.items == {}
+        assert (data / "sensorthings-sta-parked.jsonl").read_text() == ""
+        assert_value_for_value(sta_server, [*expected, *more])
+    finally:
+        front.close()
+
+
+def test_a_server_that_takes_no_writes_parks_nothing_and_keeps_every_row(tmp_path: Path, sta_server: StaServer) -> None:
+    """Every write failing (a database gone read-only) is an outage, not a verdict on the rows:
+    nothing is parked however often the batch is tried, and it lands once writes work again."""
+    front = FaultyFront(sta_server.port)
+    try:
+        cfg, plan = load(tmp_path / "data")
+        run(make_sink(cfg, plan, front.url).start())
+        expected = numeric_observations(plan, 60)
+        front.fail = lambda method, body: method in ("POST", "PATCH")
+        for data_array in ("auto", "never"):
+            sink = make_sink(cfg, plan, front.url, data_array=data_array, name=data_array)
+            with pytest.raises(AssertionError, match="still blocked"):
+                runner(sink, rows_of(expected), tries=6)
+            assert sink.parked.items == {}
+        front.fail = lambda method, body: False
+        assert runner(make_sink(cfg, plan, front.url, name="never"), rows_of(expected)) == (60, [])
+        assert_value_for_value(sta_server, expected)
+    finally:
+        front.close()
