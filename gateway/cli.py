@@ -92,6 +92,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(p, file=sys.stderr)
     if problems:
         return EXIT_CONFIG
+    from gateway.standards.catalogue import gaps
+
+    for loc, msg in gaps(cfg):  # what the catalogue record lacks: said, not refused
+        print(f"warning: {problem_at(cfg, loc, msg)}", file=sys.stderr)
     sinks = [n if n == s.type else f"{n} ({s.type})" for n, s in cfg.sinks.items()]
     n_ds = len(plan.datastreams)
     print(f"{args.config}: OK — gateway {cfg.gateway.id}, {len(plan.sensors)} sensors, "
@@ -230,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")
     p.add_argument("--out", default=".", help="directory for catalogue.jsonld and ckan_package.json")
-    p.add_argument("--licence", default="http://www.nationalarchives.gov.uk/doc/open-government-licence/version/3/",
-                   help="licence URL (default: Open Government Licence v3.0)")  # fmt: skip
+    p.add_argument("--licence", default=None,
+                   help="licence URL (default: catalogue.licence, else Open Government Licence v3.0)")  # fmt: skip
     p.add_argument("--title", help="catalogue title (default: from gateway.name or id)")
     p.set_defaults(fn=cmd_catalogue)
     try:

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -220,6 +221,55 @@ class OutboxSection(Strict):
     )
 
 
+_HTTP = r"^https?://[^\s/]+\S*$"
+EU_THEMES = ("AGRI", "ECON", "EDUC", "ENER", "ENVI", "GOVE", "HEAL", "INTR", "JUST", "OP_DATPRO",
+             "REGI", "SOCI", "TECH", "TRAN")  # fmt: skip
+
+
+class ContactPoint(Strict):
+    """Who answers questions about the data (DCAT-AP contact point, a vCard)."""
+
+    name: str = Field(min_length=1, description="A team or role, e.g. Camden Open Data team.")
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    url: str | None = Field(None, pattern=_HTTP, description="A contact form or page.")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ContactPoint:
+        if self.email is None and self.url is None:
+            raise ValueError("give an email or a url")
+        return self
+
+
+class CatalogueSection(Strict):
+    """The open-data catalogue record (`street-gateway catalogue`, DCAT-AP 3.0 and CKAN): what
+    the rest of the config does not already say. `check` warns about what is missing."""
+
+    title: str | None = Field(None, description="Default: Street sensors: <gateway.name or id>.")
+    description: str | None = Field(None, description="Default: generated from the gateway.")
+    publisher: str | None = Field(
+        None, description="Default: privacy.governance.controller, else the borough.")
+    publisher_type: Literal[
+        "LocalAuthority", "RegionalAuthority", "NationalAuthority", "SupraNationalAuthority",
+        "Company", "IndustryConsortium", "NonGovernmentalOrganisation", "Academia-ScientificOrganisation",
+        "StandardisationBody", "PrivateIndividual(s)",
+    ] = Field("LocalAuthority", description="ADMS publisher type.")  # fmt: skip
+    contact: ContactPoint | None = Field(None, description="Who answers questions about the data.")
+    homepage: str | None = Field(None, pattern=_HTTP, description="The catalogue's web page.")
+    licence: str = Field(
+        "http://www.nationalarchives.gov.uk/doc/open-government-licence/version/3/", pattern=_HTTP,
+        description="Licence URL (default: Open Government Licence v3.0).")  # fmt: skip
+    issued: date | None = Field(None, description="When the feeds were first published.")
+    modified: date | None = Field(None, description="When they last changed (default: issued).")
+    languages: list[Annotated[str, Field(pattern=r"^[A-Z]{3}$")]] = Field(
+        default_factory=lambda: ["ENG"], description="EU language codes of the text, e.g. ENG, WEL.")
+    themes: list[Literal[EU_THEMES]] | None = Field(  # type: ignore[valid-type]
+        None, description="EU data themes for every dataset; default: from what each sensor measures.")
+    keywords: list[str] = Field(default_factory=list)
+    availability: Literal["temporary", "experimental", "available", "stable"] = Field(
+        "available", description="How long the feeds are planned to stay (EU planned availability).")
+    access_rights: Literal["PUBLIC", "RESTRICTED", "NON_PUBLIC"] = "PUBLIC"
+
+
 class Ops(Strict):
     http: str | None = Field("127.0.0.1:9108", description="host:port for health/metrics, or null.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -248,6 +298,7 @@ class Config(Strict):
     )
     outbox: OutboxSection = OutboxSection()
     ops: Ops = Ops()
+    catalogue: CatalogueSection = CatalogueSection()
 
     @field_validator("sinks", mode="before")
     @classmethod

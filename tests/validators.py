@@ -1,5 +1,7 @@
 """Official validators over the copies in tests/data: Smart Data Models JSON Schemas (offline,
-every `$ref` resolved to a copy) and SEMIC's DCAT-AP 3.0.1 SHACL shapes through pyshacl.
+every `$ref` resolved to a copy), the published NGSI-LD @contexts through a JSON-LD processor
+(PyLD), RFC 8428's CDDL through `cddl-verifier`, and SEMIC's DCAT-AP 3.0.1 SHACL shapes through
+pyshacl.
 
     python -m tests.validators [catalogue.jsonld …]   # DCAT-AP violations grouped by shape
 
@@ -22,6 +24,8 @@ from referencing import Registry, Resource
 DATA = Path(__file__).parent / "data"
 SDM = DATA / "smart-data-models"
 DCAT_AP = DATA / "dcat-ap-3.0.1"
+RFC8428 = DATA / "rfc8428"
+NGSI_LD = DATA / "ngsi-ld"
 
 SDM_MODELS = {
     "AirQualityObserved": SDM / "dataModel.Environment" / "AirQualityObserved" / "schema.json",
@@ -48,6 +52,104 @@ def sdm_validator(model: str) -> Any:
     registry: Registry[Any] = Registry(retrieve=refuse).with_resources(resources)  # type: ignore[call-arg]
     cls = validator_for(schema, default=Draft202012Validator)
     return cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
+
+
+# ----------------------------------------------------------------------------- SenML (RFC 8428)
+
+
+def senml_validator() -> Any:
+    """RFC 8428 section 11's CDDL (common part and JSON labels), as `cddl-verifier` parses it.
+    (pycddl 0.6 rejects every float where the CDDL says `number`: anweiss/cddl PR 646.)"""
+    from cddl_verifier import Validator
+
+    return Validator((RFC8428 / "senml.cddl").read_text() + "\n" + (RFC8428 / "senml-json.cddl").read_text())
+
+
+def senml_errors(pack: Any, validator: Any = None) -> list[str]:
+    """What RFC 8428's CDDL says against a SenML pack in its JSON form (decoded JSON values:
+    the CDDL describes the JSON representation through the labels of senml-json.cddl)."""
+    v = validator or senml_validator()
+    return [str(e) for e in v.validate(json.loads(json.dumps(pack)), "SenML-Pack").errors]
+
+
+# ----------------------------------------------------------------------------- NGSI-LD
+
+
+CONTEXTS = {
+    "https://smart-data-models.github.io/dataModel.Environment/context.jsonld": SDM / "dataModel.Environment" / "context.jsonld",
+    "https://smart-data-models.github.io/dataModel.Transportation/context.jsonld": SDM / "dataModel.Transportation" / "context.jsonld",
+    "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.3.jsonld": NGSI_LD / "ngsi-ld-core-context-v1.3.jsonld",
+}  # fmt: skip
+DEFAULT_VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
+
+
+def _context_document(url: str, options: Any = None) -> dict[str, Any]:
+    """PyLD's document loader over the copies: an unknown context fails, never downloads."""
+    if url not in CONTEXTS:
+        raise LookupError(f"{url} is not copied into tests/data")
+    text = CONTEXTS[url].read_text()
+    if text.startswith("https://"):  # Orion-LD's copies open with the URL they stand for
+        text = text.split("\n", 1)[1]
+    return {"contextUrl": None, "documentUrl": url, "document": json.loads(text)}
+
+
+def ngsi_ld_expanded(entity: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entity expanded by a JSON-LD processor against the published @contexts it names."""
+    from pyld import jsonld
+
+    return list(jsonld.expand(entity, {"documentLoader": _context_document}))
+
+
+def unresolved_terms(entity: dict[str, Any]) -> list[str]:
+    """Terms of the entity that no @context it names defines: in expansion they fall to the
+    core context's default vocabulary (`@vocab`), which names nothing."""
+    expanded = ngsi_ld_expanded(entity)
+    iris: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for n in node:
+                walk(n)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                if not k.startswith("@"):
+                    iris.add(k)
+                elif k == "@type":
+                    iris.update(v if isinstance(v, list) else [v])
+                walk(v)
+
+    walk(expanded)
+    out = sorted(i for i in iris if i.startswith(DEFAULT_VOCAB))
+    if not expanded:
+        out.append("(the whole entity vanished in expansion)")
+    return out
+
+
+def key_values(entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity in NGSI-LD normalised form as the key-values form the Smart Data Models
+    schemas describe (`options=keyValues` in NGSI-LD): each attribute's value, DateTime
+    values as their strings, no @context."""
+    out: dict[str, Any] = {}
+    for k, v in entity.items():
+        if k == "@context":
+            continue
+        if isinstance(v, dict) and v.get("type") in ("Property", "GeoProperty", "Relationship"):
+            value = v.get("object") if v["type"] == "Relationship" else v.get("value")
+            if isinstance(value, dict) and value.get("@type") == "DateTime":
+                value = value["@value"]
+            out[k] = value
+        else:
+            out[k] = v
+    return out
+
+
+def sdm_errors(entity: dict[str, Any]) -> list[str]:
+    """The Smart Data Models JSON Schema of the entity's type on its key-values form."""
+    v = sdm_validator(str(entity["type"]))
+    return [f"{list(e.absolute_path)}: {e.message}" for e in v.iter_errors(key_values(entity))]
+
+
+# ----------------------------------------------------------------------------- DCAT-AP
 
 
 @dataclass(frozen=True)
@@ -113,6 +215,7 @@ def _example_catalogues() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "influx-token").write_text("placeholder\n")
+        (Path(tmp) / "sta-token").write_text("placeholder\n")
         env = {"INFLUX_TOKEN": "x", "LOCAL_MQTT_PASSWORD": "x", "CITY_MQTT_PASSWORD": "x",
                "CREDENTIALS_DIRECTORY": tmp}  # fmt: skip
         for path in sorted((root / "config").glob("*.yaml")):

@@ -24,6 +24,7 @@ from gateway.privacy.guard import EgressGuard
 
 if TYPE_CHECKING:
     from gateway.plan import SitePlan
+    from gateway.standards.formats import Format, Message
 
 Loc = tuple[str | int, ...]
 
@@ -90,6 +91,18 @@ class SinkContext:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """How consumers read one sensor's data from one sink instance: one DCAT-AP Distribution in
+    the catalogue. Built from settings that are not secret; never carries a credential."""
+
+    sensor: str  # the sensor, i.e. the catalogue's Dataset
+    format: str  # a key of gateway.standards.formats.DESCRIBED
+    access_urls: tuple[str, ...]
+    title: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Destination:
     """One line of the privacy report's "what leaves, to where"."""
 
@@ -104,6 +117,10 @@ def _no_problems(settings: Any) -> list[tuple[Loc, str]]:
     return []
 
 
+def _no_offers(name: str, settings: Any, plan: SitePlan) -> list[Offer]:
+    return []
+
+
 @dataclass(frozen=True)
 class SinkSpec:
     name: str  # the registry key: what `type:` says in the config
@@ -113,6 +130,27 @@ class SinkSpec:
     # problems `check` finds beyond the schema, as (loc under the sink entry, message)
     check: Callable[[Any], list[tuple[Loc, str]]] = field(default=_no_problems)
     doc: str = ""
+    # what consumers can read from this sink (the catalogue's distributions); none: local only
+    offers: Callable[[str, Any, SitePlan], list[Offer]] = field(default=_no_offers)
+
+
+def guarded_messages(rows: Sequence[Row], guard: EgressGuard, fmt: Format,
+                     plan: SitePlan) -> tuple[list[Message], int]:  # fmt: skip
+    """The rows as `fmt`'s messages, every one through the egress guard twice: each Observation
+    as SensorThings JSON (its keys and parameters against the published vocabulary), then each
+    message's own bytes. Returns the messages and how many Observations were blocked."""
+    from gateway.standards.formats import encode
+
+    items, blocked = guarded_observations(rows, guard)
+    if fmt == "sensorthings":
+        return encode(fmt, plan, items), blocked
+    out: list[Message] = []
+    for m in encode(fmt, plan, items):
+        if guard.check_text(m.payload.decode()).ok:
+            out.append(m)
+        else:
+            blocked += m.observations
+    return out, blocked
 
 
 def guarded_observations(rows: Sequence[Row], guard: EgressGuard) -> tuple[list[tuple[Observation, bytes]], int]:

@@ -1,7 +1,9 @@
-"""The embedded default store: JSON Lines of SensorThings Observations, rotated by size.
+"""The embedded default store: JSON Lines, rotated by size.
 
-Each line is one Observation entity with its `Datastream` id. A batch is flushed and fsynced
-before the outbox cursor moves, so a crash can repeat the last batch but never lose it.
+Each line is one message of the configured format: a SensorThings Observation with its
+`Datastream` id (the default), a SenML pack (one per sensor and batch) or an NGSI-LD entity. A
+batch is flushed and fsynced before the outbox cursor moves, so a crash can repeat the last
+batch but never lose it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -24,8 +26,13 @@ from gateway.sinks.base import (
     SinkSettings,
     SinkSpec,
     WriteResult,
+    guarded_messages,
     guarded_observations,
 )
+from gateway.standards.formats import DESCRIBED, Format
+
+if TYPE_CHECKING:
+    from gateway.plan import SitePlan
 
 
 class Settings(SinkSettings):
@@ -33,14 +40,20 @@ class Settings(SinkSettings):
     path: Path = Field(Path("observations.jsonl"), description="Relative to the data dir.")
     max_bytes: Size = Field(64 * 2**20, gt=0, description="Rotate when the file reaches this.")
     keep: int = Field(5, ge=1, le=1000, description="Rotated files kept.")
+    format: Format = Field("sensorthings", description="sensorthings, senml or ngsi-ld (docs/sinks/file.md).")
 
 
 class FileSink:
     batch_size = 2000
 
     def __init__(self, path: Path, *, max_bytes: int, keep: int, guard: EgressGuard,
-                 name: str = "file") -> None:  # fmt: skip
+                 name: str = "file", fmt: Format = "sensorthings",
+                 plan: SitePlan | None = None) -> None:  # fmt: skip
+        if fmt != "sensorthings" and plan is None:
+            raise ValueError("SenML and NGSI-LD need the site plan")
         self.name = name
+        self.format: Format = fmt
+        self.plan = plan
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
@@ -69,8 +82,13 @@ class FileSink:
             oldest.unlink()
 
     def _write_sync(self, rows: Sequence[Row]) -> WriteResult:
-        payloads, blocked = guarded_observations(rows, self.guard)
-        out = b"".join(payload + b"\n" for _, payload in payloads)
+        if self.format == "sensorthings":
+            payloads, blocked = guarded_observations(rows, self.guard)
+            out = b"".join(payload + b"\n" for _, payload in payloads)
+        else:
+            assert self.plan is not None
+            messages, blocked = guarded_messages(rows, self.guard, self.format, self.plan)
+            out = b"".join(m.payload + b"\n" for m in messages)
         try:
             fh = self._open()
             fh.write(out)
@@ -96,7 +114,7 @@ class FileSink:
 
 def build(ctx: SinkContext, name: str, settings: Settings) -> FileSink:
     return FileSink(ctx.resolve(settings.path), max_bytes=settings.max_bytes, keep=settings.keep,
-                    guard=ctx.guard, name=name)  # fmt: skip
+                    guard=ctx.guard, name=name, fmt=settings.format, plan=ctx.plan)  # fmt: skip
 
 
 def describe(name: str, settings: Settings, data_dir: Path) -> Destination:
@@ -104,7 +122,7 @@ def describe(name: str, settings: Settings, data_dir: Path) -> Destination:
     mib = settings.max_bytes / 2**20
     return Destination(
         name, "file", where,
-        "SensorThings Observations as JSON Lines (the embedded default store)",
+        f"{DESCRIBED[settings.format].label} as JSON Lines (the embedded default store)",
         on_device=f"{where}: rotated at {mib:g} MiB, {settings.keep} files kept",
     )  # fmt: skip
 

@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -33,6 +33,7 @@ from gateway.privacy.guard import EgressGuard, find_identifier
 from gateway.sinks.base import (
     Destination,
     Loc,
+    Offer,
     PermanentError,
     RetryableError,
     SinkContext,
@@ -41,6 +42,9 @@ from gateway.sinks.base import (
     WriteResult,
 )
 from gateway.standards import lineprotocol
+
+if TYPE_CHECKING:
+    from gateway.plan import SitePlan
 
 
 class Settings(SinkSettings):
@@ -260,4 +264,19 @@ def check(settings: Settings) -> list[tuple[Loc, str]]:
     return []
 
 
-SPEC: SinkSpec = SinkSpec("influxdb", Settings, build, describe, check, doc="docs/sinks/influxdb.md")
+def offers(name: str, settings: Settings, plan: SitePlan) -> list[Offer]:
+    """Per sensor: the store, its bucket, and the measurements and tags that select the sensor."""
+    out = []
+    for sp in plan.sensors.values():
+        if not sp.datastreams:
+            continue
+        out.append(Offer(sp.id, "line-protocol", (public_url(settings.url),),
+                         f"{sp.id}: time-series store ({name})",
+                         f"org {settings.org}, bucket {settings.bucket}, measurements "
+                         f"{', '.join(sorted(sp.datastreams))}, tags gateway={plan.gateway_id} "
+                         f"sensor={sp.id} datastream=<id>"))  # fmt: skip
+    return out
+
+
+SPEC: SinkSpec = SinkSpec("influxdb", Settings, build, describe, check, doc="docs/sinks/influxdb.md",
+                          offers=offers)  # fmt: skip

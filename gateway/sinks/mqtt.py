@@ -1,9 +1,11 @@
-"""City broker sink: SensorThings Observations on `v1.1/Datastreams(<id>)/Observations`, QoS 1.
+"""City broker sink: Observations as SensorThings (`v1.1/Datastreams(<id>)/Observations`),
+SenML or NGSI-LD messages, QoS 1.
 
-The outbox cursor advances only after every message of a batch was PUBACKed. Entity metadata
-(Thing, Location, Sensors, ObservedProperties, Datastreams) is published retained at connect
-when the config changed since the last successful publication. The gateway's own state is a
-retained `online`, with a last will of `offline`.
+The outbox cursor advances only after every message of a batch was PUBACKed. With the
+SensorThings format, entity metadata (Location, Thing, Sensors, ObservedProperties,
+Datastreams) is published retained at connect, in link order, when the config changed since the
+last successful publication. The gateway's own state is a retained `online`, with a last will
+of `offline`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import (
     Destination,
     Loc,
+    Offer,
     RetryableError,
     SinkContext,
     SinkSettings,
     SinkSpec,
     WriteResult,
-    guarded_observations,
+    guarded_messages,
 )
+from gateway.standards.formats import DESCRIBED, Format, Message, carries
 from gateway.standards.sensorthings import config_fingerprint, entity_messages, observation_topic
 
 if TYPE_CHECKING:
@@ -44,7 +48,22 @@ class Settings(SinkSettings, MqttBroker):
     type: Literal["mqtt"] = "mqtt"
     port: int = Field(8883, ge=1, le=65535)
     tls: bool = True
-    topic_prefix: str = Field("v1.1", description="SensorThings topics start with this.")
+    format: Format = Field("sensorthings", description="sensorthings, senml or ngsi-ld (docs/sinks/mqtt.md).")
+    topic_prefix: str | None = Field(
+        None, description="Topics start with this; default v1.1 (sensorthings), senml, ngsi-ld.")
+
+    @property
+    def prefix(self) -> str:
+        if self.topic_prefix is not None:
+            return self.topic_prefix.rstrip("/")
+        return "v1.1" if self.format == "sensorthings" else self.format
+
+    def topic(self, gateway_id: str, m: Message) -> str:
+        """SensorThings: the Datastream's Observations topic; SenML and NGSI-LD, one topic per
+        sensor: `<prefix>/<gateway id>/<sensor id>`."""
+        if self.format == "sensorthings" and m.datastream_id is not None:
+            return observation_topic(self.prefix, m.datastream_id)
+        return f"{self.prefix}/{gateway_id}/{m.sensor_id}"
 
 
 class MqttSink:
@@ -55,7 +74,7 @@ class MqttSink:
         self.name = name
         self.plan = plan
         self.cfg = settings
-        self.prefix = self.cfg.topic_prefix.rstrip("/")
+        self.prefix = settings.prefix
         self.guard = guard
         self.state_topic = f"street-gateway/{plan.gateway_id}/state"
         self._client: AckingClient | None = None
@@ -82,7 +101,8 @@ class MqttSink:
         try:
             await stack.enter_async_context(client)
             await client.publish(self.state_topic, b"online", qos=1, retain=True)
-            await self._publish_entities(client)
+            if self.cfg.format == "sensorthings":
+                await self._publish_entities(client)
         except (aiomqtt.MqttError, OSError) as e:
             await stack.aclose()
             raise RetryableError(f"city broker unavailable: {e}") from e
@@ -105,7 +125,8 @@ class MqttSink:
             else:
                 log.error("egress guard blocked an entity; check names and descriptions in the config",
                           extra={"topic": topic, "reason": verdict.reason})  # fmt: skip
-        await asyncio.gather(*(client.publish(t, p, qos=1, retain=True) for t, p in payloads))
+        for t, p in payloads:  # one at a time: each is PUBACKed before the next, so link order holds
+            await client.publish(t, p, qos=1, retain=True)
         self._fingerprint_file.parent.mkdir(parents=True, exist_ok=True)
         self._fingerprint_file.write_text(digest + "\n")
         log.info("published SensorThings entities", extra={"messages": len(messages)})
@@ -120,14 +141,14 @@ class MqttSink:
         import aiomqtt
 
         client = await self._connect()
-        payloads, blocked = guarded_observations(rows, self.guard)
-        messages = [(observation_topic(self.prefix, obs.datastream_id), p) for obs, p in payloads]
+        out, blocked = guarded_messages(rows, self.guard, self.cfg.format, self.plan)
+        messages = [(self.cfg.topic(self.plan.gateway_id, m), m.payload) for m in out]
         try:
             await asyncio.gather(*(client.publish(t, p, qos=1, timeout=30) for t, p in messages))
         except (aiomqtt.MqttError, OSError, TimeoutError) as e:
             await self._drop_connection()
             raise RetryableError(f"publish to city broker failed: {e}") from e
-        return WriteResult(len(messages), blocked=blocked)
+        return WriteResult(len(rows) - blocked, blocked=blocked)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -141,12 +162,40 @@ def build(ctx: SinkContext, name: str, settings: Settings) -> MqttSink:
 
 
 def describe(name: str, settings: Settings, data_dir: Path) -> Destination:
+    if settings.format == "sensorthings":
+        what = (f"SensorThings API 1.1 topics {settings.prefix}/Datastreams(<id>)/Observations "
+                "(QoS 1), entities retained")  # fmt: skip
+    else:
+        what = f"{DESCRIBED[settings.format].label} on {settings.prefix}/<gateway id>/<sensor id> (QoS 1)"
     return Destination(
         name, "mqtt", settings.host,
-        f"MQTT broker port {settings.port}, {'TLS' if settings.tls else 'no TLS (unencrypted)'}, "
-        f"SensorThings API 1.1 topics {settings.topic_prefix}/Datastreams(<id>)/Observations "
-        "(QoS 1), entities retained",
+        f"MQTT broker port {settings.port}, {'TLS' if settings.tls else 'no TLS (unencrypted)'}, {what}",
     )  # fmt: skip
+
+
+def broker_url(settings: Settings) -> str:
+    return f"{'mqtts' if settings.tls else 'mqtt'}://{settings.host}:{settings.port}/"
+
+
+def offers(name: str, settings: Settings, plan: SitePlan) -> list[Offer]:
+    """Per sensor: its Observation topics (SensorThings, one per Datastream) or its one topic."""
+    from urllib.parse import quote
+
+    out: list[Offer] = []
+    fmt = settings.format
+    for sensor in carries(fmt, plan):
+        sp = plan.sensors[sensor]
+        if fmt == "sensorthings":
+            topics = [observation_topic(settings.prefix, ds.id) for ds in sp.datastreams.values()]
+            what = "one topic per Datastream: " + ", ".join(
+                f"{p} on {observation_topic(settings.prefix, ds.id)}" for p, ds in sp.datastreams.items())
+        else:
+            topics = [f"{settings.prefix}/{plan.gateway_id}/{sensor}"]
+            what = f"topic {topics[0]}"
+        urls = tuple(broker_url(settings) + quote(t, safe="/") for t in topics)
+        out.append(Offer(sensor, fmt, urls, f"{sensor}: {DESCRIBED[fmt].label} over MQTT ({name})",
+                         f"MQTT broker {settings.host}:{settings.port}, QoS 1, {what}"))  # fmt: skip
+    return out
 
 
 def check(settings: Settings) -> list[tuple[Loc, str]]:
@@ -155,4 +204,4 @@ def check(settings: Settings) -> list[tuple[Loc, str]]:
     return []
 
 
-SPEC: SinkSpec = SinkSpec("mqtt", Settings, build, describe, check, doc="docs/sinks/mqtt.md")
+SPEC: SinkSpec = SinkSpec("mqtt", Settings, build, describe, check, doc="docs/sinks/mqtt.md", offers=offers)

@@ -49,6 +49,7 @@ from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import (
     Destination,
     Loc,
+    Offer,
     RetryableError,
     SinkContext,
     SinkSettings,
@@ -59,6 +60,8 @@ from gateway.sinks.base import (
 if TYPE_CHECKING:  # imported where used: the sink registry is imported by every command
     import http.client
     import ssl
+
+    from gateway.plan import SitePlan
 
 log = logging.getLogger("gateway.sinks.sensorthings")
 
@@ -960,6 +963,23 @@ def check(settings: SensorThingsSettings) -> list[tuple[Loc, str]]:
     return problems
 
 
+def offers(name: str, settings: SensorThingsSettings, plan: SitePlan) -> list[Offer]:
+    """Per sensor: its Datastreams on the server, found by the key they carry (the server
+    assigns the ids, so a catalogue written from the config can only name the key)."""
+    root = public_root(settings.url)
+    out = []
+    for sp in plan.sensors.values():
+        if not sp.datastreams:
+            continue
+        urls = tuple(f"{root}/Datastreams?$filter=properties/{KEY}%20eq%20{ds.id}" for ds in sp.datastreams.values())
+        keys = ", ".join(f"{p} {ds.id}" for p, ds in sp.datastreams.items())
+        out.append(Offer(sp.id, "sensorthings", urls, f"{sp.id}: SensorThings API server ({name})",
+                         f"SensorThings API 1.1 service {root}: one Datastream per property, "
+                         f"found by properties.{KEY} ({keys}); Observations under "
+                         "Datastreams(<id>)/Observations"))  # fmt: skip
+    return out
+
+
 SPEC: SinkSpec = SinkSpec("sensorthings", SensorThingsSettings, build, describe, check,
-                          doc="docs/sinks/sensorthings.md")  # fmt: skip
+                          doc="docs/sinks/sensorthings.md", offers=offers)  # fmt: skip
 

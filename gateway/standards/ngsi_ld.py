@@ -1,23 +1,35 @@
-"""Optional NGSI-LD export (FIWARE Smart Data Models) of the latest Observations. Pure.
+"""NGSI-LD export (FIWARE Smart Data Models) of Observations. Pure.
 
-Some city platforms (Orion-LD, Scorpio) take NGSI-LD rather than SensorThings. This maps a
-sensor's latest observations to one entity: AirQualityObserved for air sensors,
-CrowdFlowObserved for footfall windows, EVChargingStation for EVSE status. It reads only
+Some city platforms (Orion-LD, Scorpio) take NGSI-LD rather than SensorThings; the `mqtt` and
+`file` sinks offer it as `format: ngsi-ld`. Each sensor that fits a model is one entity:
+AirQualityObserved for air sensors, CrowdFlowObserved for counts of people per window,
+EVChargingStation for EVSE status. Every Observation time gives one snapshot of that entity (an
+upsert for the consumer), so nothing is averaged or dropped on the way. The module reads only
 Observations — already non-personal — and copies only the attributes listed here, so session,
-transaction, idTag or state-of-charge data cannot appear even if a driver learned them.
+transaction, idTag or state-of-charge data cannot appear even if a driver learned them. Every
+term resolves in the @context the entity names (tests expand them with the published contexts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.model import Observation, iso
-from gateway.plan import SensorPlan, SitePlan
 
-CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+if TYPE_CHECKING:  # the plan imports the config, which imports the sinks, which import this
+    from gateway.plan import SensorPlan, SitePlan
+
+CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.3.jsonld"
 ENVIRONMENT_CONTEXT = "https://smart-data-models.github.io/dataModel.Environment/context.jsonld"
 TRANSPORTATION_CONTEXT = "https://smart-data-models.github.io/dataModel.Transportation/context.jsonld"
+
+# OCPI 2.2.1's EVSE status has no term in the Smart Data Models contexts: EVChargingStation
+# entities name it in an inline context entry, to the IRI SensorThings uses for the same
+# phenomenon (gateway.standards.sensorthings.OCPI_STATUS), placed before the core context.
+OCPI_STATUS = "https://github.com/ocpi/ocpi/blob/2.2.1/mod_locations.asciidoc#mod_locations_status_enum"
+EV_TERMS: dict[str, str] = {"ocpiStatus": OCPI_STATUS}
 
 Entity = dict[str, object]
 
@@ -25,27 +37,32 @@ Entity = dict[str, object]
 @dataclass(frozen=True, slots=True)
 class Attr:
     name: str  # Smart Data Models attribute
-    unit_code: str | None = None  # UN/CEFACT common code
-    factor: float = 1.0
+    units: Mapping[str, tuple[str | None, float]]  # Datastream UCUM -> (UN/CEFACT code, factor)
 
 
-# gateway property -> AirQualityObserved attribute (UN/CEFACT: GQ µg/m³, GP mg/m³, 59 ppm,
-# 61 ppb, CEL °C, C62 "one" for a 0..1 fraction)
+Units = dict[str, tuple[str | None, float]]
+_MASS: Units = {"ug/m3": ("GQ", 1.0), "mg/m3": ("GQ", 1000.0)}  # UN/CEFACT GQ: µg/m³
+_FRACTION: Units = {"[ppm]": ("59", 1.0), "[ppb]": ("61", 1.0)}  # 59 ppm, 61 ppb
+
+# gateway property -> AirQualityObserved attribute, for the units the property can arrive in;
+# a Datastream in any other unit is left out rather than published under a wrong unitCode.
 AIR: dict[str, Attr] = {
-    "pm1_0": Attr("pm1", "GQ"),
-    "pm2_5": Attr("pm25", "GQ"),
-    "pm10": Attr("pm10", "GQ"),
-    "no2": Attr("no2", "GQ"),
-    "co2": Attr("co2", "59"),
-    "temperature": Attr("temperature", "CEL"),
-    "humidity": Attr("relativeHumidity", "C62", 0.01),  # SDM: a fraction, not a percentage
+    "pm1_0": Attr("pm1", _MASS),
+    "pm2_5": Attr("pm25", _MASS),
+    "pm10": Attr("pm10", _MASS),
+    "no2": Attr("no2", {**_MASS, **_FRACTION}),
+    "co2": Attr("co2", _FRACTION),
+    "temperature": Attr("temperature", {"Cel": ("CEL", 1.0)}),
+    "humidity": Attr("relativeHumidity", {"%": ("C62", 0.01)}),  # SDM: a 0..1 fraction
 }
 
-# gateway property -> CrowdFlowObserved.peopleCount. Only counts of people: an Axis `occupancy`
-# is people present now, not SDM's occupancy (a fraction of time), so it is not mapped.
+# gateway property -> CrowdFlowObserved.peopleCount: counts of people (or of the devices that
+# stand for them) per window only. A running total at an instant (a line counter's register)
+# or people present now (an Axis `occupancy`; SDM's occupancy is a fraction of time) is not a
+# peopleCount, so only Observations with an interval phenomenonTime map.
 CROWD: dict[str, Attr] = {
-    "footfall": Attr("peopleCount"),
-    "passages_human": Attr("peopleCount"),
+    "footfall": Attr("peopleCount", {"{devices}": (None, 1.0), "{count}": (None, 1.0)}),
+    "passages_human": Attr("peopleCount", {"{count}": (None, 1.0)}),
 }
 
 EV_STATUS_PROPERTIES = ("status", "connector_status")  # OCPI 2.2.1 EVSE status words
@@ -80,17 +97,14 @@ def kind_of(sp: SensorPlan) -> str | None:
     return None
 
 
-def _latest(observations: Iterable[Observation]) -> dict[tuple[str, str], Observation]:
-    latest: dict[tuple[str, str], Observation] = {}
-    for o in observations:
-        k = (o.sensor_id, o.property)
-        if k not in latest or o.phenomenon_time >= latest[k].phenomenon_time:
-            latest[k] = o
-    return latest
-
-
-def _end(o: Observation) -> float:
-    return o.phenomenon_end if o.phenomenon_end is not None else o.phenomenon_time
+def context(kind: str) -> list[object]:
+    """The entity's @context: its Smart Data Models domain, then (for EV) the inline term,
+    then the NGSI-LD core context, which comes last."""
+    if kind == "AirQualityObserved":
+        return [ENVIRONMENT_CONTEXT, CORE_CONTEXT]
+    if kind == "EVChargingStation":
+        return [TRANSPORTATION_CONTEXT, dict(EV_TERMS), CORE_CONTEXT]
+    return [TRANSPORTATION_CONTEXT, CORE_CONTEXT]
 
 
 def _prop(value: object, observed_at: float | None = None, unit_code: str | None = None) -> Entity:
@@ -122,39 +136,48 @@ def _numeric(o: Observation) -> float | int | None:
     return r if isinstance(r, int | float) and not isinstance(r, bool) else None
 
 
-def _air(sp: SensorPlan, obs: dict[str, Observation]) -> Entity | None:
+def _attr(sp: SensorPlan, table: dict[str, Attr], o: Observation) -> tuple[str, float | int, str | None] | None:
+    """(attribute, value in SDM's unit, unitCode) or None when the table has no mapping for
+    this property in this Datastream's unit, or the result is not a number."""
+    attr = table.get(o.property)
+    ds = sp.datastreams.get(o.property)
+    v = _numeric(o)
+    if attr is None or ds is None or v is None or ds.unit not in attr.units:
+        return None
+    code, factor = attr.units[str(ds.unit)]
+    return attr.name, _scaled(v, factor), code
+
+
+def _air(sp: SensorPlan, group: list[Observation]) -> Entity | None:
     e: Entity = {}
-    times: list[float] = []
-    for key, attr in AIR.items():
-        o = obs.get(key)
-        v = _numeric(o) if o is not None else None
-        if o is None or v is None:
-            continue
-        e[attr.name] = _prop(_scaled(v, attr.factor), _end(o), attr.unit_code)
-        times.append(_end(o))
+    for o in group:
+        mapped = _attr(sp, AIR, o)
+        if mapped is not None:
+            name, value, code = mapped
+            e[name] = _prop(value, o.phenomenon_time, code)
     if not e:
         return None
-    return {"dateObserved": _time(max(times)), **e}
+    return {"dateObserved": _time(group[0].phenomenon_time), **e}
 
 
-def _crowd(sp: SensorPlan, obs: dict[str, Observation]) -> Entity | None:
-    o = next((obs[k] for k in CROWD if k in obs), None)
-    if o is None:
+def _crowd(sp: SensorPlan, group: list[Observation]) -> Entity | None:
+    o = next((o for o in group if o.property in CROWD and o.phenomenon_end is not None), None)
+    if o is None or o.phenomenon_end is None:
         return None
-    e: Entity = {"dateObserved": _time(_end(o))}
-    if o.phenomenon_end is not None:
-        e["dateObservedFrom"] = _time(o.phenomenon_time)
-        e["dateObservedTo"] = _time(o.phenomenon_end)
-    v = _numeric(o)
-    if v is not None:  # a suppressed small count is left out, never sent as a number
-        e[CROWD[o.property].name] = _prop(v, _end(o))
+    e: Entity = {
+        "dateObserved": _time(o.phenomenon_end),
+        "dateObservedFrom": _time(o.phenomenon_time),
+        "dateObservedTo": _time(o.phenomenon_end),
+    }
+    mapped = _attr(sp, CROWD, o)
+    if mapped is not None:  # a suppressed small count is left out, never sent as a number
+        name, value, _ = mapped
+        e[name] = _prop(value, o.phenomenon_end)
     return e
 
 
-def _ev(
-    sp: SensorPlan, obs: dict[str, Observation], socket_types: Sequence[str]
-) -> Entity | None:
-    o = next((obs[k] for k in EV_STATUS_PROPERTIES if k in obs), None)
+def _ev(group: list[Observation], socket_types: Sequence[str]) -> Entity | None:
+    o = next((o for o in group if o.property in EV_STATUS_PROPERTIES and isinstance(o.result, str)), None)
     if o is None or not isinstance(o.result, str):
         return None
     ocpi = o.result.upper()
@@ -171,35 +194,43 @@ def _ev(
     return e
 
 
-def entities(
+def encode(
     plan: SitePlan,
     observations: Iterable[Observation],
     socket_types: Sequence[str] = ("Other",),
-) -> list[Entity]:
-    """One NGSI-LD entity (normalised form) per sensor that fits a model and has data.
+) -> list[tuple[str, Entity]]:
+    """(sensor id, NGSI-LD entity in normalised form) for each sensor that fits a model and
+    each Observation time it has data for (a window is one time), in the order they come.
 
     `socket_types` fills EVChargingStation's mandatory `socketType` (SDM enum), which no
     charger protocol we read reports."""
-    latest = _latest(observations)
-    out: list[Entity] = []
-    for sp in plan.sensors.values():
-        kind = kind_of(sp)
-        obs = {p: o for (s, p), o in latest.items() if s == sp.id}
-        if kind is None or not obs:
+    groups: dict[tuple[str, float, float | None], list[Observation]] = {}
+    for o in observations:
+        groups.setdefault((o.sensor_id, o.phenomenon_time, o.phenomenon_end), []).append(o)
+    out: list[tuple[str, Entity]] = []
+    for (sensor, _, _), group in groups.items():
+        sp = plan.sensors.get(sensor)
+        kind = kind_of(sp) if sp is not None else None
+        if sp is None or kind is None:
             continue
         if kind == "AirQualityObserved":
-            body, ctx = _air(sp, obs), ENVIRONMENT_CONTEXT
+            body = _air(sp, group)
         elif kind == "CrowdFlowObserved":
-            body, ctx = _crowd(sp, obs), TRANSPORTATION_CONTEXT
+            body = _crowd(sp, group)
         else:
-            body, ctx = _ev(sp, obs, socket_types), TRANSPORTATION_CONTEXT
+            body = _ev(group, socket_types)
         if body is None:
             continue
-        out.append({
+        out.append((sensor, {
             "id": entity_id(kind, plan.gateway_id, sp.id),
             "type": kind,
             **body,
             "location": _location(plan),
-            "@context": [ctx, CORE_CONTEXT],
-        })  # fmt: skip
+            "@context": context(kind),
+        }))  # fmt: skip
     return out
+
+
+def covered(plan: SitePlan) -> list[str]:
+    """The sensors this format carries (the others fit no model)."""
+    return [sp.id for sp in plan.sensors.values() if kind_of(sp) is not None]

@@ -1,10 +1,11 @@
 """SenML JSON (RFC 8428) export of Observations, with RFC 8798 secondary units. Pure.
 
-For consumers that speak SenML rather than SensorThings (LwM2M, CoAP tooling). One pack per
-sensor: `bn` names gateway and sensor, `n` the property, `t` is absolute epoch seconds. A pack
-using a secondary unit (`ug/m3`, `ppm`, `kWh`, `dBm`…) declares `bver: 26` — RFC 9100 feature
-code 4 (secondary units) on top of base version 10 — so an RFC 8428-only reader refuses it
-instead of misreading the unit.
+For consumers that speak SenML rather than SensorThings (LwM2M, CoAP tooling); the `mqtt` and
+`file` sinks offer it as `format: senml`. One pack per sensor: `bn` names gateway and sensor,
+`n` the property, `t` is absolute epoch seconds. A pack using a secondary unit (`ug/m3`, `ppm`,
+`kWh`, `dBm`…) declares `bver: 26` — RFC 9100 feature code 4 (secondary units) on top of base
+version 10 — so an RFC 8428-only reader refuses that pack instead of misreading the unit; packs
+of sensors with primary units only carry no `bver` and any RFC 8428 reader takes them.
 """
 
 from __future__ import annotations
@@ -74,13 +75,14 @@ def record(obs: Observation, ds: Datastream | None) -> Record | None:
     return rec
 
 
-def encode(
+def packs(
     gateway_id: str, observations: Iterable[Observation], datastreams: Mapping[int, Datastream]
-) -> list[Record]:
-    """One SenML pack (a JSON array) for a batch: records grouped by sensor, each group opened
-    by a record carrying its `bn`; `bver` 26 on the first record when a secondary unit occurs."""
+) -> list[tuple[str, list[Record]]]:
+    """One SenML pack (a JSON array) per sensor, in the order sensors first appear: its first
+    record carries the sensor's `bn`, and `bver: 26` only if this pack uses a secondary unit —
+    so one sensor's `ug/m3` never makes an RFC 8428-only reader refuse another sensor's data."""
     groups: dict[str, list[Record]] = {}
-    secondary = False
+    secondary: set[str] = set()
     for obs in observations:
         ds = datastreams.get(obs.datastream_id)
         rec = record(obs, ds)
@@ -88,12 +90,11 @@ def encode(
             continue
         unit = senml_unit(ds.unit if ds else None, obs.property)
         if "v" in rec and unit is not None and unit.secondary:
-            secondary = True
+            secondary.add(obs.sensor_id)
         groups.setdefault(obs.sensor_id, []).append(rec)
-    pack: list[Record] = []
+    out: list[tuple[str, list[Record]]] = []
     for sensor, records in groups.items():
-        records[0] = {"bn": base_name(gateway_id, sensor), **records[0]}
-        pack.extend(records)
-    if pack and secondary:
-        pack[0] = {"bver": BVER_SECONDARY, **pack[0]}
-    return pack
+        head: Record = {"bver": BVER_SECONDARY} if sensor in secondary else {}
+        records[0] = {**head, "bn": base_name(gateway_id, sensor), **records[0]}
+        out.append((sensor, records))
+    return out

@@ -26,6 +26,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> s
 @pytest.fixture
 def creds(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "influx-token").write_text("from-credential-file\n")
+    (tmp_path / "sta-token").write_text("sta-from-credential-file\n")
     return {**ENV, "CREDENTIALS_DIRECTORY": str(tmp_path)}
 
 

@@ -34,6 +34,7 @@ sinks:
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     (tmp_path / "influx-token").write_text("from-file\n")
+    (tmp_path / "sta-token").write_text("sta-from-file\n")
     e = {**ENV, "CREDENTIALS_DIRECTORY": str(tmp_path)}
     for k, v in e.items():
         monkeypatch.setenv(k, v)
