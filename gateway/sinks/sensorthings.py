@@ -937,7 +937,9 @@ def describe(name: str, settings: SensorThingsSettings, data_dir: Path) -> Desti
         f"SensorThings API 1.1 server, {secure}, {auth}: Location, Thing, Sensors, "
         "ObservedProperties and Datastreams (created once, found again by properties."
         f"{KEY}), Observations keyed in parameters.{KEY}",
-        on_device=f"{data_dir / f'sensorthings-{name}.json'}: the server's ids for our entities",
+        on_device=(f"{data_dir / f'sensorthings-{name}.json'}: the server's ids for our entities; "
+                   f"{data_dir / f'sensorthings-{name}-parked.jsonl'}: Observations the server cannot "
+                   f"take yet (at most {settings.park_max}, retried every {settings.park_retry:g} s)"),
     )  # fmt: skip
 
 
