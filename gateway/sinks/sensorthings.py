@@ -880,7 +880,8 @@ class SensorThingsSink:
 
     async def _try_parked(self) -> None:
         """Parked Observations, oldest first, a batch at a time: found on the server or taken now
-        leave the store; a 4xx verdict quarantines them; a 5xx keeps them for the next try."""
+        leave the store; a 4xx verdict quarantines them; a 5xx keeps them (at the back) for the
+        next try. While a whole batch goes, the next batch follows at the next write."""
         self._next_parked_try = time.monotonic() + self.settings.park_retry
         batch: list[Prepared] = []
         gone: list[int] = []
@@ -897,16 +898,20 @@ class SensorThingsSink:
         todo = [p for p in batch if p.key not in present]
         gone += [p.key for p in batch if p.key in present]
         results = await asyncio.gather(*(self._post_parked(p) for p in todo))
-        taken = 0
+        taken = kept = 0
         for p, verdict in zip(todo, results, strict=True):
-            if verdict == "kept":
-                self.parked.items[p.key]["attempts"] = int(self.parked.items[p.key]["attempts"]) + 1
+            if verdict == "kept":  # to the back of the queue: the next try starts with others
+                item = self.parked.items.pop(p.key)
+                self.parked.items[p.key] = {**item, "attempts": int(item["attempts"]) + 1}
+                kept += 1
             else:
                 gone.append(p.key)
                 taken += verdict == "taken"
         for key in gone:
             self.parked.items.pop(key, None)
         self.parked.save()
+        if not kept and self.parked.items:  # the server takes them again: the next batch at the next write
+            self._next_parked_try = time.monotonic()
         log.info("parked observations tried again", extra={"sink": self.name, "taken": taken,
                  "left": len(self.parked.items)})  # fmt: skip
 
