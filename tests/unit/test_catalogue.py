@@ -150,8 +150,8 @@ def test_catalogue_formats_each_get_their_media_type_format_and_standard(env: di
 
     cfg = parse_config(
         "gateway: {id: gw-1, borough: camden, location: {lat: 51.5, lon: -0.1}}\n"
-        "sensors: [{id: pm-1, driver: pms5003, serial: {port: /dev/null}},"
-        " {id: meter-1, driver: eastron_sdm, serial: {port: /dev/null}}]\n"
+        "sensors: [{id: pm-1, driver: pms5003, serial: {port: /dev/ttyUSB0}},"
+        " {id: meter-1, driver: eastron_sdm, serial: {port: /dev/ttyUSB1}}]\n"
         "sinks:\n"
         "  st: {type: mqtt, host: b.example}\n"
         "  sm: {type: mqtt, host: b.example, format: senml}\n"

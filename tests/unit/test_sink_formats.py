@@ -28,11 +28,11 @@ T0 = 1_789_999_200.0
 CONFIG = """
 gateway: {id: camden-lc-0423, borough: camden, location: {lat: 51.5390, lon: -0.1426}, data_dir: '%s'}
 sensors:
-  - {id: pm-north, driver: pms5003, serial: {port: /dev/null}}
-  - {id: meter-1, driver: eastron_sdm, serial: {port: /dev/null}}
+  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}
+  - {id: meter-1, driver: eastron_sdm, serial: {port: /dev/ttyUSB1}}
   - {id: footfall-1, driver: wifi_probe_sniffer, mqtt: {topic: footfall/1/probes}}
   - {id: ev-1, driver: openevse, mqtt: {topic: openevse/+}}
-  - {id: %s, driver: sds011, serial: {port: /dev/null}}
+  - {id: %s, driver: sds011, serial: {port: /dev/ttyUSB2}}
 inputs: {mqtt: {host: 127.0.0.1}}
 privacy: {window: 15m, min_count: 10}
 sinks: {file: {format: %s}}
