@@ -596,6 +596,29 @@ activate() {
     fi
 }
 
+# Swap on the SD card (Raspberry Pi OS: dphys-swapfile's /var/swap) is where RAM goes under
+# pressure. The unit forbids paging the gateway itself (MemorySwapMax=0), but only while the
+# memory cgroup is on, and not the brokers' queues. zram swap stays in RAM and is fine.
+# Reads $DESTDIR/proc/swaps in a --destdir tree, so the check can be tried without a Pi.
+check_swap() {
+    local swaps name type dev where
+    swaps=$(r /proc/swaps)
+    [[ -r $swaps ]] || return 0
+    while read -r name type _; do
+        [[ $name != Filename && $name != /dev/zram* && -n $name ]] || continue
+        dev=$name
+        if [[ $type == file ]]; then
+            dev=$(findmnt -n -o SOURCE --target "$(r "$name")" 2>/dev/null || true)
+        fi
+        where="on disk (${dev:-unknown device})"
+        [[ $dev != /dev/mmcblk* ]] || where="on the SD card ($dev)"
+        warn "swap $name is $where: RAM holding raw personal readings could be written there." \
+            "Turn it off: sudo dphys-swapfile swapoff && sudo systemctl disable --now dphys-swapfile" \
+            "&& sudo dphys-swapfile uninstall (Raspberry Pi OS), or swapoff $name and remove it" \
+            "from /etc/fstab; zram swap (apt install zram-tools) keeps it in RAM instead"
+    done <"$swaps"
+}
+
 # Start (or restart) the service if the config passes; returns 1 when it does not.
 check_and_start() {
     # Check as the service will run: its user and its secrets, so a file it cannot read or an
@@ -705,6 +728,7 @@ main() {
     install_mosquitto_conf
     install_mosquitto_users
     ((ENABLE_UART == 0)) || enable_uart
+    check_swap
 
     local rc=0
     if live; then

@@ -168,19 +168,34 @@ def test_verify_catches_a_misspelled_directive(tmp_path: Path) -> None:
     assert any("ProtectHomme" in p for p in problems), problems
 
 
-def test_unit_sandbox_exposure_stays_low(tmp_path: Path) -> None:
-    """`systemd-analyze security` scores 0 (locked down) to 10; the unit scores 1.6 on systemd
-    252. The 2.5 ceiling leaves room for newer systemd versions that score more items."""
+def unit_exposure(unit_text: str, tmp_path: Path, name: str = "street-gateway.service") -> float:
+    """`systemd-analyze security` score of a unit file: 0 (locked down) to 10."""
     analyze = need("systemd-analyze", "systemd")
-    unit = tmp_path / "street-gateway.service"
-    unit.write_text(UNIT.read_text())
+    unit = tmp_path / name
+    unit.write_text(unit_text)
     proc = subprocess.run(
-        [analyze, "security", "--offline=yes", "--threshold=25", "--no-pager", str(unit)],
+        [analyze, "security", "--offline=yes", "--no-pager", str(unit)],
         capture_output=True,
         text=True,
     )
-    overall = [ln for ln in proc.stdout.splitlines() if "Overall exposure" in ln]
-    assert proc.returncode == 0, overall or proc.stderr
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
+    assert m, proc.stdout[-2000:] + proc.stderr
+    return float(m.group(1))
+
+
+def test_unit_sandbox_exposure_stays_low(tmp_path: Path) -> None:
+    """The unit scores 1.5 on systemd 252; the issue's ceiling is 2.0."""
+    assert unit_exposure(UNIT.read_text(), tmp_path) <= 2.0
+
+
+def test_exposure_score_is_read_from_systemd(tmp_path: Path) -> None:
+    """Guards the test above: the same unit without its sandbox scores far worse."""
+    bare = "\n".join(
+        ln for ln in UNIT.read_text().splitlines()
+        if not ln.startswith(("Protect", "Restrict", "Private", "SystemCall", "Capability",
+                              "NoNewPrivileges", "MemoryDeny", "DevicePolicy", "User="))
+    )  # fmt: skip
+    assert unit_exposure(bare, tmp_path) > 5.0
 
 
 def test_unit_contract() -> None:
@@ -201,6 +216,9 @@ def test_unit_contract() -> None:
         "DevicePolicy=closed",
         "CapabilityBoundingSet=",
         "MemoryMax=128M",
+        # RAM holds the key, pseudonyms and raw personal readings: never paged, never dumped.
+        "MemorySwapMax=0",
+        "LimitCORE=0",
     ):
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
 
@@ -377,6 +395,30 @@ def test_sensor_lan_listener_is_added_and_remembered(tmp_path: Path) -> None:
     assert re.findall(r"^listener .*$", conf.read_text(), re.M) == listeners
     run_install("--destdir", root, "--sensor-lan", "127.0.0.1")
     assert re.findall(r"^listener .*$", conf.read_text(), re.M) == listeners[:1]
+
+
+def test_swap_on_disk_is_warned_about_with_the_way_to_turn_it_off(tmp_path: Path) -> None:
+    """Raspberry Pi OS keeps /var/swap (dphys-swapfile) on the SD card; zram stays in RAM."""
+    root = tmp_path / "root"
+    (root / "proc").mkdir(parents=True)
+    (root / "var").mkdir()
+    (root / "var/swap").write_bytes(b"")
+    (root / "proc/swaps").write_text(
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        "/var/swap                               file\t\t102396\t\t0\t\t-2\n"
+        "/dev/zram0                              partition\t524284\t\t0\t\t100\n"
+        "/dev/mmcblk0p3                          partition\t1048572\t\t0\t\t-3\n"
+    )
+    err = run_install("--destdir", root).stderr
+    warnings = [ln for ln in err.splitlines() if "WARNING: swap" in ln]
+    assert len(warnings) == 2, err
+    assert "/var/swap is on disk" in warnings[0]
+    assert "/dev/mmcblk0p3 is on the SD card" in warnings[1]
+    assert all("dphys-swapfile swapoff" in w for w in warnings)
+    assert "zram0" not in " ".join(warnings)
+
+    (root / "proc/swaps").write_text("Filename\tType\tSize\tUsed\tPriority\n/dev/zram0 partition 1 0 100\n")
+    assert "WARNING: swap" not in run_install("--destdir", root).stderr
 
 
 def test_installed_config_is_valid_for_the_gateway(
