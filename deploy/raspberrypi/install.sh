@@ -36,8 +36,21 @@ readonly MOSQ_CONF=/etc/mosquitto/conf.d/street-gateway.conf
 readonly MOSQ_PASSWD=/etc/mosquitto/street-gateway.passwd
 readonly MOSQ_ACL=/etc/mosquitto/street-gateway.acl
 readonly MOSQ_DROPIN=/etc/systemd/system/mosquitto.service.d/street-gateway.conf
+# The RAM-only broker for personal-at-source devices (see mosquitto-street-gateway-personal.conf).
+readonly PMOSQ_SERVICE=street-gateway-personal-broker
+readonly PMOSQ_UNIT=/etc/systemd/system/street-gateway-personal-broker.service
+readonly PMOSQ_CONF=/etc/mosquitto/street-gateway-personal.conf
+readonly PMOSQ_PASSWD=/etc/mosquitto/street-gateway-personal.passwd
+readonly PMOSQ_ACL=/etc/mosquitto/street-gateway-personal.acl
+# TLS for listeners beyond loopback: what Mosquitto reads, and the local CA's key (root only).
+readonly TLS_DIR=/etc/mosquitto/street-gateway-tls
+readonly CA_KEY=$ETC_DIR/tls/ca.key
 readonly MQTT_GATEWAY_USER=gateway
+# Plain text on loopback only; TLS on the sensor LAN. Main broker / personal-data broker.
 readonly MQTT_PORT=1883
+readonly MQTTS_PORT=8883
+readonly PMQTT_PORT=1884
+readonly PMQTTS_PORT=8884
 
 DESTDIR=""
 SOURCE=""
@@ -47,6 +60,11 @@ WITH_VENV=0
 UNINSTALL=0
 PURGE=0
 DEVICES=()
+PERSONAL_DEVICES=()
+PERSONAL_RETAIN=""
+TLS_CERT=""
+TLS_KEY=""
+TLS_CA=""
 # The interpreter for the venv and helpers; see resolve_python.
 PYTHON=python3
 
@@ -54,6 +72,7 @@ PYTHON=python3
 CHANGED_UDEV=0
 CHANGED_JOURNALD=0
 CHANGED_MOSQUITTO=0
+CHANGED_PMOSQ=0
 CHANGED_BOOT=0
 NEW_DEVICE_SECRETS=()
 
@@ -65,12 +84,26 @@ Install street-gateway as a systemd service with a local Mosquitto broker for th
 
 Options:
   --source DIR         repository to pip install from (default: the one holding this script)
-  --sensor-lan ADDR    also let Mosquitto listen on ADDR:$MQTT_PORT (the sensor LAN's address
-                       on this Pi); it always listens on 127.0.0.1:$MQTT_PORT. Remembered by
-                       later runs; give 127.0.0.1 to drop the sensor-LAN listener again
-  --device NAME:PREFIX create Mosquitto user NAME allowed to publish under PREFIX/#
-                       (e.g. sniffer-1:footfall/sniffer-1); repeatable. The random password
-                       is stored root-only under $DEVICE_SECRETS_DIR/ and never printed
+  --sensor-lan ADDR    also let the brokers listen on ADDR (the sensor LAN's address on this
+                       Pi), with TLS only: ADDR:$MQTTS_PORT (main) and ADDR:$PMQTTS_PORT (personal
+                       data). They always listen in plain text on 127.0.0.1:$MQTT_PORT and
+                       127.0.0.1:$PMQTT_PORT. Creates a local CA and server certificate unless
+                       --tls-cert is given. Remembered; 127.0.0.1 drops the LAN listeners again
+  --tls-cert FILE      with --tls-key (and --tls-ca, the chain devices trust): the borough's
+                       server certificate for the sensor-LAN listeners instead of a local CA
+  --tls-key FILE
+  --tls-ca FILE
+  --device NAME:PREFIX create Mosquitto user NAME allowed to publish under PREFIX/# on the main
+                       broker (QoS 1, kept across restarts), for devices that send nothing
+                       personal (cameras' counts, paxcounters, air quality); repeatable. The
+                       random password is stored root-only under $DEVICE_SECRETS_DIR/
+  --personal-device NAME:PREFIX
+                       the same on the personal-data broker, for devices whose messages are
+                       personal at source (probe sniffers, OCPP relays, chargers with RFID):
+                       QoS 0, no retain, never written to disk
+  --personal-retain    let the personal-data broker accept retained messages (OpenEVSE always
+                       sends a retained announce and last will); still RAM only. Remembered;
+                       --no-personal-retain refuses them again (the default)
   --enable-uart        Raspberry Pi GPIO UART for sensors: enable_uart=1 in config.txt and
                        no serial console in cmdline.txt (takes effect after a reboot)
   --destdir DIR        install the file tree under DIR only; no apt, users, chown, systemctl
@@ -105,6 +138,13 @@ parse_args() {
         --sensor-lan=*) SENSOR_LAN=${1#*=} ;;
         --device) DEVICES+=("${2:?--device needs NAME:PREFIX}"); shift ;;
         --device=*) DEVICES+=("${1#*=}") ;;
+        --personal-device) PERSONAL_DEVICES+=("${2:?--personal-device needs NAME:PREFIX}"); shift ;;
+        --personal-device=*) PERSONAL_DEVICES+=("${1#*=}") ;;
+        --personal-retain) PERSONAL_RETAIN=true ;;
+        --no-personal-retain) PERSONAL_RETAIN=false ;;
+        --tls-cert) TLS_CERT=${2:?--tls-cert needs a file}; shift ;;
+        --tls-key) TLS_KEY=${2:?--tls-key needs a file}; shift ;;
+        --tls-ca) TLS_CA=${2:?--tls-ca needs a file}; shift ;;
         --enable-uart) ENABLE_UART=1 ;;
         --with-venv) WITH_VENV=1 ;;
         --uninstall) UNINSTALL=1 ;;
@@ -127,8 +167,15 @@ parse_args() {
     if [[ -n $SENSOR_LAN && ! $SENSOR_LAN =~ ^[0-9A-Fa-f.:]+$ ]]; then
         die "--sensor-lan wants an IPv4 or IPv6 address of this Pi, not '$SENSOR_LAN'"
     fi
+    if [[ -n $TLS_CERT$TLS_KEY$TLS_CA ]]; then
+        [[ -n $TLS_CERT && -n $TLS_KEY ]] || die "--tls-cert and --tls-key go together"
+        local f
+        for f in "$TLS_CERT" "$TLS_KEY" ${TLS_CA:+"$TLS_CA"}; do
+            [[ -r $f ]] || die "cannot read $f"
+        done
+    fi
     local spec name prefix
-    for spec in ${DEVICES[@]+"${DEVICES[@]}"}; do
+    for spec in ${DEVICES[@]+"${DEVICES[@]}"} ${PERSONAL_DEVICES[@]+"${PERSONAL_DEVICES[@]}"}; do
         [[ $spec == *:* ]] || die "--device wants NAME:PREFIX, not '$spec'"
         name=${spec%%:*}
         prefix=$(device_prefix "$spec")
@@ -143,6 +190,7 @@ parse_args() {
         [[ $prefix != street-gateway && $prefix != street-gateway/* ]] ||
             die "--device prefix '$prefix' is the gateway's own topic space"
     done
+    check_new_devices_disjoint
 
     # Only now, so a typo in the options leaves no half-made tree behind.
     if [[ -n $DESTDIR ]]; then
@@ -157,6 +205,51 @@ device_prefix() {
     local p=${1#*:}
     p=${p%/#}
     printf '%s' "${p%/}"
+}
+
+# Two plain prefixes overlap when they are equal or one is a whole-level prefix of the other
+# (footfall/s1 and footfall/s1/probes; not footfall/s1 and footfall/s10): then one device could
+# publish as the other.
+prefixes_overlap() {
+    [[ $1 == "$2" || $1 == "$2"/* || $2 == "$1"/* ]]
+}
+
+# The options among themselves: one name per device, no two prefixes overlapping.
+check_new_devices_disjoint() {
+    local all=() i j a b
+    all=(${DEVICES[@]+"${DEVICES[@]}"} ${PERSONAL_DEVICES[@]+"${PERSONAL_DEVICES[@]}"})
+    for ((i = 0; i < ${#all[@]}; i++)); do
+        for ((j = i + 1; j < ${#all[@]}; j++)); do
+            a=${all[i]} b=${all[j]}
+            [[ ${a%%:*} != "${b%%:*}" ]] || die "device ${a%%:*} is given twice"
+            if prefixes_overlap "$(device_prefix "$a")" "$(device_prefix "$b")"; then
+                die "devices ${a%%:*} and ${b%%:*}: prefixes $(device_prefix "$a") and" \
+                    "$(device_prefix "$b") overlap, so one could publish as the other"
+            fi
+        done
+    done
+}
+
+# "NAME PREFIX" for every device block already in an ACL file.
+acl_devices() {
+    [[ -f $1 ]] || return 0
+    awk '$1 == "user" { u = $2; next }
+        u != "" && u != "gateway" && $1 == "topic" { p = $NF; sub(/\/#$/, "", p); print u, p; u = "" }' "$1"
+}
+
+# A new device against those both brokers already have (hand edits included).
+check_against_installed() {
+    local name=$1 prefix=$2 other_acl=$3 own_acl=$4 n p
+    while read -r n p; do
+        [[ -n $n ]] || continue
+        [[ $n != "$name" ]] || die "device $name already exists on the other broker ($other_acl)"
+    done < <(acl_devices "$(r "$other_acl")")
+    while read -r n p; do
+        [[ -n $n && $n != "$name" ]] || continue
+        if prefixes_overlap "$prefix" "$p"; then
+            die "devices $name and $n: prefixes $prefix and $p overlap, so one could publish as the other"
+        fi
+    done < <(acl_devices "$(r "$own_acl")"; acl_devices "$(r "$other_acl")")
 }
 
 # On the live system, Debian's /usr/bin/python3 and nothing else: a python3 that sudo found
@@ -252,7 +345,7 @@ env_value() {
 
 apt_install_missing() {
     local pkg missing=()
-    for pkg in python3 python3-venv mosquitto; do
+    for pkg in python3 python3-venv mosquitto openssl; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
             missing+=("$pkg")
     done
@@ -325,6 +418,7 @@ inputs:
   mqtt:                       # the local Mosquitto set up by install.sh
     host: 127.0.0.1
     port: 1883
+    personal_port: 1884       # its RAM-only twin for personal-at-source devices
     username: gateway
     password: ${LOCAL_MQTT_PASSWORD}
 
@@ -417,6 +511,8 @@ install_systemd_files() {
     CHANGED_UDEV=$WROTE
     install_file "$SCRIPT_DIR/journald-street-gateway.conf" "$JOURNALD_DROPIN" 0644
     CHANGED_JOURNALD=$WROTE
+    install_file "$SCRIPT_DIR/street-gateway-personal-broker.service" "$PMOSQ_UNIT" 0644
+    ((WROTE == 0)) || CHANGED_PMOSQ=1
     # The broker is what the sensors talk to: keep it up for years like the gateway, and
     # let it bind the sensor-LAN address only once the network has one.
     dropin=$(
@@ -430,6 +526,9 @@ StartLimitIntervalSec=0
 [Service]
 Restart=always
 RestartSec=5
+# Its RAM queue is never paged to the SD card's swap, and a crash dumps no core.
+MemorySwapMax=0
+LimitCORE=0
 EOF
     )
     install_content "$MOSQ_DROPIN" 0644 <<<"$dropin"
@@ -445,62 +544,179 @@ EOF
 
 # ---------------------------------------------------------------- Mosquitto
 
-# The sensor-LAN address given now, else the one a previous run configured, else none.
+# The sensor-LAN address given now, else the one a previous run configured (TLS listener, or
+# the plain one older versions wrote, which this run replaces), else none.
 effective_sensor_lan() {
     local out
     out=$(r "$MOSQ_CONF")
     if [[ -n $SENSOR_LAN ]]; then
         [[ $SENSOR_LAN == 127.0.0.1 ]] || printf '%s' "$SENSOR_LAN"
     elif [[ -f $out ]]; then
-        sed -n "s/^listener $MQTT_PORT \\(.*\\)$/\\1/p" -- "$out" | grep -vx '127\.0\.0\.1' | head -n 1 || true
+        sed -n "s/^listener \\($MQTT_PORT\\|$MQTTS_PORT\\) \\(.*\\)$/\\2/p" -- "$out" |
+            grep -vx '127\.0\.0\.1' | head -n 1 || true
     fi
 }
 
+# --personal-retain / --no-personal-retain, else what the installed config says (default off).
+effective_personal_retain() {
+    local out
+    out=$(r "$PMOSQ_CONF")
+    if [[ -n $PERSONAL_RETAIN ]]; then
+        printf '%s' "$PERSONAL_RETAIN"
+    elif [[ -f $out ]] && grep -qx 'retain_available true' -- "$out"; then
+        printf true
+    else
+        printf false
+    fi
+}
+
+# The TLS options for a listener on the sensor LAN.
+tls_listener_lines() {
+    printf 'cafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\n' \
+        "$TLS_DIR" "$TLS_DIR" "$TLS_DIR"
+    printf 'tls_version tlsv1.2\n'
+}
+
+# Server certificate for the sensor LAN: the borough's (--tls-cert), or one from a local CA
+# made here. The CA key stays root-only under $ETC_DIR/tls, away from the broker; the server
+# key is readable by the mosquitto group only. A local certificate that does not name the
+# current LAN address is issued again (devices keep trusting the same CA).
+ensure_tls() {
+    local lan=$1 dir key_dir host ext
+    dir=$(r "$TLS_DIR")
+    key_dir=$(dirname -- "$(r "$CA_KEY")")
+    mkdir -p -- "$dir"
+    if [[ -n $TLS_CERT ]]; then
+        install -m 0644 -- "$TLS_CERT" "$dir/server.crt.new"
+        install -m 0640 -- "$TLS_KEY" "$dir/server.key.new"
+        if [[ -n $TLS_CA ]]; then install -m 0644 -- "$TLS_CA" "$dir/ca.crt.new"; fi
+        local f
+        for f in server.crt server.key ${TLS_CA:+ca.crt}; do
+            if cmp -s -- "$dir/$f.new" "$dir/$f"; then rm -f -- "$dir/$f.new"; else
+                mv -f -- "$dir/$f.new" "$dir/$f"
+                CHANGED_MOSQUITTO=1 CHANGED_PMOSQ=1
+            fi
+        done
+        touch -- "$dir/borough"
+        [[ -s $dir/ca.crt ]] || die "--tls-cert without --tls-ca and no CA installed: give --tls-ca"
+        log "TLS: using the given server certificate for $lan"
+    elif [[ -e $dir/borough ]]; then
+        log "TLS: keeping the borough's certificate in $TLS_DIR"
+    else
+        command -v openssl >/dev/null || die "openssl is needed for the local CA (apt-get install openssl)"
+        if [[ ! -s $dir/ca.crt || ! -s $(r "$CA_KEY") ]]; then
+            mkdir -p -- "$key_dir"
+            chmod 0700 -- "$key_dir"
+            (umask 077 && openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+                -nodes -days 7300 -subj "/CN=street-gateway local CA $(hostname -s 2>/dev/null || echo pi)" \
+                -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+                -keyout "$(r "$CA_KEY")" -out "$dir/ca.crt" 2>/dev/null)
+            chmod 0644 -- "$dir/ca.crt"
+            rm -f -- "$dir/server.crt"
+            log "TLS: created a local CA: $TLS_DIR/ca.crt (put it on the devices), key $CA_KEY"
+        fi
+        if [[ ! -s $dir/server.crt ]] ||
+            ! openssl x509 -in "$dir/server.crt" -noout -ext subjectAltName 2>/dev/null |
+            grep -qE "IP Address:$lan(,|$)"; then
+            host=$(hostname -s 2>/dev/null || echo street-gateway)
+            ext=$(mktemp)
+            printf 'subjectAltName=IP:%s,DNS:%s,DNS:%s.local\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' \
+                "$lan" "$host" "$host" >"$ext"
+            (umask 027 && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -subj "/CN=$lan" -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null)
+            openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$(r "$CA_KEY")" \
+                -set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile "$ext" \
+                -out "$dir/server.crt" 2>/dev/null
+            rm -f -- "$ext" "$dir/server.csr"
+            chmod 0644 -- "$dir/server.crt"
+            chmod 0640 -- "$dir/server.key"
+            CHANGED_MOSQUITTO=1 CHANGED_PMOSQ=1
+            log "TLS: server certificate for $lan ($host) issued by the local CA"
+        fi
+    fi
+    if live; then chown -R root:mosquitto -- "$dir"; fi
+}
+
 install_mosquitto_conf() {
-    local lan conf
+    local lan conf pconf retain
     lan=$(effective_sensor_lan)
+    retain=$(effective_personal_retain)
+    [[ -z $lan ]] || ensure_tls "$lan"
     conf=$(
         cat -- "$SCRIPT_DIR/mosquitto-street-gateway.conf"
         if [[ -n $lan ]]; then
-            printf '\n# The sensor LAN (install.sh --sensor-lan %s).\n' "$lan"
-            printf 'listener %s %s\n' "$MQTT_PORT" "$lan"
+            printf '\n# The sensor LAN (install.sh --sensor-lan %s): TLS only.\n' "$lan"
+            printf 'listener %s %s\n' "$MQTTS_PORT" "$lan"
+            tls_listener_lines
         fi
     )
     install_content "$MOSQ_CONF" 0644 <<<"$conf"
     ((WROTE == 0)) || CHANGED_MOSQUITTO=1
+    pconf=$(
+        cat -- "$SCRIPT_DIR/mosquitto-street-gateway-personal.conf"
+        if [[ $retain == true ]]; then
+            printf '\n# install.sh --personal-retain (OpenEVSE): retained messages accepted, in RAM only.\nretain_available true\n'
+        fi
+        printf '\nlistener %s 127.0.0.1\nmax_qos 0\n' "$PMQTT_PORT"
+        if [[ -n $lan ]]; then
+            printf '\n# The sensor LAN (install.sh --sensor-lan %s): TLS only.\n' "$lan"
+            printf 'listener %s %s\nmax_qos 0\n' "$PMQTTS_PORT" "$lan"
+            tls_listener_lines
+        fi
+    )
+    install_content "$PMOSQ_CONF" 0644 <<<"$pconf"
+    ((WROTE == 0)) || CHANGED_PMOSQ=1
 }
 
-# add_mqtt_user NAME PASSWORD: append to the password file unless NAME is already there
-# (an existing entry is never replaced: the device out there uses that password).
+# Refuse any broker config that listens in plain text beyond loopback: `listener PORT ADDR`
+# (or no ADDR: every interface) not followed by a certfile before the next listener. Covers
+# what this script wrote and whatever else sits in conf.d.
+refuse_plain_lan_listeners() {
+    local f bad
+    for f in "$(r "$MOSQ_CONF")" "$(r "$PMOSQ_CONF")" "$(r /etc/mosquitto/conf.d)"/*.conf; do
+        [[ -f $f ]] || continue
+        bad=$(awk '
+            function done_listener() {
+                if (open && !tls && !(addr ~ /^127\./ || addr == "::1" || addr == "localhost"))
+                    printf "%s:%d listener %s %s\n", FILENAME, line, port, (addr == "" ? "(all addresses)" : addr)
+            }
+            $1 == "listener" { done_listener(); open = 1; tls = 0; port = $2; addr = $3; line = FNR; next }
+            $1 == "certfile" || $1 == "psk_hint" { tls = 1 }
+            END { done_listener() }' "$f")
+        if [[ -n $bad ]]; then
+            die "plain-text MQTT listener beyond loopback (raw readings and device passwords would" \
+                "cross the network in clear): ${bad//$'\n'/; }. Use --sensor-lan ADDR (TLS) instead"
+        fi
+    done
+}
+
+# add_mqtt_user PASSWD NAME PASSWORD: append unless NAME is already there (an existing entry
+# is never replaced: the device out there uses that password). Sets ADDED=1 when it wrote.
+ADDED=0
 add_mqtt_user() {
-    local name=$1 pw=$2 out hash
-    out=$(r "$MOSQ_PASSWD")
+    local out=$1 name=$2 pw=$3 hash
+    out=$(r "$out")
+    ADDED=0
     if [[ -f $out ]] && cut -d: -f1 -- "$out" | grep -qxF -- "$name"; then
         return 0
     fi
     hash=$(printf '%s\n' "$pw" | mosquitto_hash)
     (umask 027 && printf '%s:%s\n' "$name" "$hash" >>"$out")
-    CHANGED_MOSQUITTO=1
-    log "added MQTT user $name to $MOSQ_PASSWD"
+    ADDED=1
+    log "added MQTT user $name to ${1}"
 }
 
-install_mosquitto_users() {
-    local out_acl out_pw spec name prefix pwfile pw existing
-    out_acl=$(r "$MOSQ_ACL")
-    out_pw=$(r "$MOSQ_PASSWD")
-    mkdir -p -- "$(dirname -- "$out_acl")"
-
-    if [[ ! -e $out_acl ]]; then
-        install -m 0640 -- "$SCRIPT_DIR/mosquitto.acl.template" "$out_acl"
-        CHANGED_MOSQUITTO=1
-        log "wrote $MOSQ_ACL"
-    fi
-    pw=$(env_value "$(r "$SECRETS")" LOCAL_MQTT_PASSWORD)
-    add_mqtt_user "$MQTT_GATEWAY_USER" "$pw"
-
-    for spec in ${DEVICES[@]+"${DEVICES[@]}"}; do
+# add_devices ACL PASSWD OTHER_ACL KIND SPEC...: users, passwords and ACL blocks for one broker.
+add_devices() {
+    local acl=$1 passwd=$2 other_acl=$3 kind=$4 spec name prefix pwfile pw existing out_acl port tls_port
+    shift 4
+    out_acl=$(r "$acl")
+    port=$MQTT_PORT tls_port=$MQTTS_PORT
+    [[ $kind == main ]] || port=$PMQTT_PORT tls_port=$PMQTTS_PORT
+    for spec in "$@"; do
         name=${spec%%:*}
         prefix=$(device_prefix "$spec")
+        check_against_installed "$name" "$prefix" "$other_acl" "$acl"
         pwfile=$DEVICE_SECRETS_DIR/$name.password
         if [[ -s $(r "$pwfile") ]]; then
             pw=$(head -n 1 -- "$(r "$pwfile")")
@@ -508,26 +724,62 @@ install_mosquitto_users() {
             pw=$(new_password)
             (umask 077 && printf '%s\n' "$pw" >"$(r "$pwfile")")
             if live; then chown root:root -- "$(r "$pwfile")"; fi
-            NEW_DEVICE_SECRETS+=("$name: password in $pwfile (sudo cat $pwfile)")
+            NEW_DEVICE_SECRETS+=("$name ($kind broker, port $port; $tls_port with TLS on the sensor LAN): password in $pwfile (sudo cat $pwfile)")
         fi
-        add_mqtt_user "$name" "$pw"
+        add_mqtt_user "$passwd" "$name" "$pw"
+        if ((ADDED)); then
+            if [[ $kind == main ]]; then CHANGED_MOSQUITTO=1; else CHANGED_PMOSQ=1; fi
+        fi
         if ! grep -qxF -- "user $name" "$out_acl"; then
             printf '\nuser %s\ntopic readwrite %s/#\n' "$name" "$prefix" >>"$out_acl"
-            CHANGED_MOSQUITTO=1
-            log "ACL: $name may publish under $prefix/#"
+            if [[ $kind == main ]]; then CHANGED_MOSQUITTO=1; else CHANGED_PMOSQ=1; fi
+            log "ACL ($kind broker): $name may publish under $prefix/#"
         else
             existing=$(awk -v u="user $name" '$0 == u { on = 1; next }
                 on && /^user / { exit } on && $1 == "topic" { print $NF; exit }' "$out_acl")
             if [[ $existing != "$prefix/#" ]]; then
-                warn "device $name already has ACL '$existing' in $MOSQ_ACL; left as is (edit it by hand)"
+                warn "device $name already has ACL '$existing' in $acl; left as is (edit it by hand)"
             fi
         fi
     done
+}
 
-    chmod 0640 -- "$out_acl" "$out_pw"
-    # The broker reads both as user mosquitto (it drops root before a reload re-reads them),
-    # and Mosquitto >= 2.0.16 warns, and plans to refuse, when they belong to anyone else.
-    if live; then chown mosquitto:mosquitto -- "$out_acl" "$out_pw"; fi
+install_mosquitto_users() {
+    local out_acl out_pw out_pacl out_ppw pw f
+    out_acl=$(r "$MOSQ_ACL")
+    out_pw=$(r "$MOSQ_PASSWD")
+    out_pacl=$(r "$PMOSQ_ACL")
+    out_ppw=$(r "$PMOSQ_PASSWD")
+    mkdir -p -- "$(dirname -- "$out_acl")"
+
+    if [[ ! -e $out_acl ]]; then
+        install -m 0640 -- "$SCRIPT_DIR/mosquitto.acl.template" "$out_acl"
+        CHANGED_MOSQUITTO=1
+        log "wrote $MOSQ_ACL"
+    fi
+    if [[ ! -e $out_pacl ]]; then
+        install -m 0640 -- "$SCRIPT_DIR/mosquitto-personal.acl.template" "$out_pacl"
+        CHANGED_PMOSQ=1
+        log "wrote $PMOSQ_ACL"
+    fi
+    # The gateway logs in to both brokers with the same password.
+    pw=$(env_value "$(r "$SECRETS")" LOCAL_MQTT_PASSWORD)
+    add_mqtt_user "$MOSQ_PASSWD" "$MQTT_GATEWAY_USER" "$pw"
+    ((ADDED == 0)) || CHANGED_MOSQUITTO=1
+    add_mqtt_user "$PMOSQ_PASSWD" "$MQTT_GATEWAY_USER" "$pw"
+    ((ADDED == 0)) || CHANGED_PMOSQ=1
+
+    add_devices "$MOSQ_ACL" "$MOSQ_PASSWD" "$PMOSQ_ACL" main ${DEVICES[@]+"${DEVICES[@]}"}
+    add_devices "$PMOSQ_ACL" "$PMOSQ_PASSWD" "$MOSQ_ACL" personal-data \
+        ${PERSONAL_DEVICES[@]+"${PERSONAL_DEVICES[@]}"}
+
+    for f in "$out_acl" "$out_pw" "$out_pacl" "$out_ppw"; do
+        chmod 0640 -- "$f"
+        # The brokers read these as user mosquitto (the main one drops root before a reload
+        # re-reads them), and Mosquitto >= 2.0.16 warns, and plans to refuse, when they belong
+        # to anyone else.
+        if live; then chown mosquitto:mosquitto -- "$f"; fi
+    done
 }
 
 # ---------------------------------------------------------------- Raspberry Pi UART
@@ -584,11 +836,16 @@ activate() {
     fi
     if ((CHANGED_JOURNALD)); then systemctl restart systemd-journald; fi
     systemctl daemon-reload
-    systemctl enable --quiet mosquitto "$SERVICE"
+    systemctl enable --quiet mosquitto "$PMOSQ_SERVICE" "$SERVICE"
     if ((CHANGED_MOSQUITTO)); then
         systemctl restart mosquitto
     else
         systemctl start mosquitto
+    fi
+    if ((CHANGED_PMOSQ)); then
+        systemctl restart "$PMOSQ_SERVICE"
+    else
+        systemctl start "$PMOSQ_SERVICE"
     fi
     if ! grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
         warn "the memory cgroup controller is off, so MemoryMax= is not enforced; add" \
@@ -663,9 +920,10 @@ EOF
 uninstall() {
     local f
     if live; then
-        systemctl disable --now "$SERVICE" 2>/dev/null || true
+        systemctl disable --now "$SERVICE" "$PMOSQ_SERVICE" 2>/dev/null || true
     fi
-    for f in "$UNIT" "$UDEV_RULES" "$JOURNALD_DROPIN" "$MOSQ_CONF" "$MOSQ_DROPIN" "$BIN_LINK"; do
+    for f in "$UNIT" "$UDEV_RULES" "$JOURNALD_DROPIN" "$MOSQ_CONF" "$MOSQ_DROPIN" "$BIN_LINK" \
+        "$PMOSQ_UNIT" "$PMOSQ_CONF"; do
         if [[ -e $(r "$f") || -L $(r "$f") ]]; then
             rm -f -- "$(r "$f")"
             log "removed $f"
@@ -677,14 +935,15 @@ uninstall() {
         log "removed $VENV"
     fi
     if ((PURGE)); then
-        for f in "$ETC_DIR" "$STATE_DIR" "$MOSQ_PASSWD" "$MOSQ_ACL"; do
+        for f in "$ETC_DIR" "$STATE_DIR" "$MOSQ_PASSWD" "$MOSQ_ACL" "$PMOSQ_PASSWD" "$PMOSQ_ACL" \
+            "$TLS_DIR"; do
             if [[ -e $(r "$f") ]]; then
                 rm -rf -- "$(r "$f")"
                 log "purged $f"
             fi
         done
     else
-        log "kept $ETC_DIR, $STATE_DIR (outbox), $MOSQ_PASSWD and $MOSQ_ACL; --purge deletes them"
+        log "kept $ETC_DIR, $STATE_DIR (outbox), the brokers' users, ACLs and TLS files; --purge deletes them"
     fi
     if live; then
         systemctl daemon-reload
@@ -727,6 +986,7 @@ main() {
     install_systemd_files
     install_mosquitto_conf
     install_mosquitto_users
+    refuse_plain_lan_listeners
     ((ENABLE_UART == 0)) || enable_uart
     check_swap
 

@@ -1,10 +1,18 @@
 """Async MQTT source: subscribes to the devices' topics on the local broker, nothing else.
 
-QoS 1 with a persistent session. A message is acknowledged only after the readings decoded from
-it are committed to the outbox (or, for personal-at-source data, absorbed into the RAM privacy
-window), so `kill -9` between receipt and commit loses nothing: the broker redelivers. Bad
-payloads are counted per sensor and reason, logged once per minute without their content, and
-acknowledged (redelivery would not make them better). Reconnection is this one supervisor loop.
+Two sessions, chosen per sensor from its driver's catalogue:
+- **durable** (non-personal devices): QoS 1, a persistent session. A message is acknowledged
+  only after the readings decoded from it are committed to the outbox, so `kill -9` between
+  receipt and commit loses nothing: the broker redelivers.
+- **personal** (devices whose messages carry personal data at source: probe sniffers, OCPP
+  relays, chargers with RFID): QoS 0 on a clean session, so the broker never queues them for an
+  absent gateway and never writes them to its database. `inputs.mqtt.personal_port` points it
+  at the separate, non-persisting broker that deploy/ installs; unset, it shares the broker.
+  Retained messages there are stale replays of personal data: dropped and counted.
+
+Bad payloads are counted per sensor and reason, logged once per minute without their content, and
+acknowledged (redelivery would not make them better). Reconnection is one supervisor loop per
+session.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from pydantic import Field
 
 from firmware_bridge.base import Decoded, DecodeError, Ignored, MessageDecoder
 from firmware_bridge.driver import MessageDriver
+from gateway.checks import filters_overlap
 from gateway.configtypes import MqttBroker, Size, Strict
 from gateway.model import Reading
 from gateway.ops.logs import Throttle
@@ -35,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.sources.mqtt")
 
 ROUTE_CACHE = 4096
+Route = tuple[str, "SensorPlan", MessageDecoder]
 
 
 class MqttTopic(Strict):
@@ -50,6 +60,14 @@ class InputsMqtt(MqttBroker):
     """`inputs.mqtt`: the local broker the devices publish to."""
 
     max_payload_bytes: Size = Field(65536, gt=0, description="Larger messages are refused.")
+    personal_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the broker for personal-at-source devices (deploy/: 1884, no "
+        "persistence, QoS 0, no retain) on the same host and login; unset: the same broker, "
+        "still QoS 0 on a clean session.",
+    )
 
 
 def topic_of(plan: SensorPlan) -> str:
@@ -59,9 +77,21 @@ def topic_of(plan: SensorPlan) -> str:
     return topic
 
 
-class MqttSource:
-    name = "mqtt"
+def split_routes(routes: list[Route], shared_broker: bool) -> tuple[list[Route], list[Route]]:
+    """(durable, personal), personal from the driver's catalogue (`personal_at_source`). On a
+    shared broker a non-personal filter that overlaps a personal one (`footfall/#` next to
+    `footfall/s1/probes`) goes to the personal session too: on the durable session it would
+    queue the personal messages for an absent gateway."""
+    personal = [r for r in routes if r[1].catalogue.personal_at_source]
+    durable = [r for r in routes if r not in personal]
+    if shared_broker:
+        spill = [r for r in durable if any(filters_overlap(r[0], p[0]) for p in personal)]
+        durable = [r for r in durable if r not in spill]
+        personal = [r for r in routes if r in personal or r in spill]  # config order
+    return durable, personal
 
+
+class MqttSource:
     def __init__(
         self,
         cfg: InputsMqtt,
@@ -76,14 +106,18 @@ class MqttSource:
         self.submit = submit
         self.clock = clock
         self.gateway_id = gateway_id
-        self.routes: list[tuple[str, SensorPlan, MessageDecoder]] = []
+        self.routes: list[Route] = []
         for sp in plans:
             assert isinstance(sp.driver, MessageDriver)
             self.routes.append((topic_of(sp), sp, sp.driver.new_decoder(sp.options)))
+        personal_port = cfg.personal_port
+        self.shared_broker = personal_port in (None, cfg.port)
+        self.durable_routes, self.personal_routes = split_routes(self.routes, self.shared_broker)
+        self.personal_cfg = cfg if self.shared_broker else cfg.model_copy(update={"port": personal_port})
         self.throttle = Throttle()
-        self.connected = False
+        self._up: set[str] = set()
         self.stamper = Stamper()
-        self._routed: dict[str, tuple[SensorPlan, MessageDecoder] | None] = {}
+        self._routed: dict[tuple[bool, str], tuple[SensorPlan, MessageDecoder] | None] = {}
         self.m_messages = metrics.counter("gateway_mqtt_messages_total", "Messages received, by sensor")
         self.m_errors = metrics.counter("gateway_mqtt_bad_messages_total", "Bad messages, by sensor and reason")
         self.m_ignored = metrics.counter("gateway_mqtt_ignored_total", "Valid messages a profile does not use (housekeeping, duplicates), by sensor and reason")
@@ -96,67 +130,100 @@ class MqttSource:
     def state_topic(self) -> str:
         return f"street-gateway/{self.gateway_id}/state"
 
+    @property
+    def connected(self) -> bool:
+        """Every session this source needs is connected and subscribed."""
+        return {"durable", *(["personal"] if self.personal_routes else [])} <= self._up
+
     async def run(self) -> None:
-        """Supervisor: connect, subscribe, consume; on any broker failure back off and retry."""
+        """One supervisor per session; the durable one also carries the gateway's state topic."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._supervise(personal=False))
+            if self.personal_routes:
+                tg.create_task(self._supervise(personal=True))
+
+    async def _supervise(self, personal: bool) -> None:
+        """Connect, subscribe, consume; on any broker failure back off and retry."""
         import aiomqtt
 
         from gateway.mqttconn import make_client
 
         delay = 0.5
-        will = aiomqtt.Will(self.state_topic, b"offline", qos=1, retain=True)
+        name = "personal" if personal else "durable"
+        cfg = self.personal_cfg if personal else self.cfg
+        base_id = self.cfg.client_id or f"street-gateway-{self.gateway_id}-in"
+        client_id = f"{base_id}-personal" if personal else base_id
+        routes = self.personal_routes if personal else self.durable_routes
+        will = None if personal else aiomqtt.Will(self.state_topic, b"offline", qos=1, retain=True)
         while True:
-            client = make_client(self.cfg, f"street-gateway-{self.gateway_id}-in", will=will, manual_ack=True)
+            client = make_client(cfg.model_copy(update={"client_id": client_id}), client_id,
+                                 will=will, manual_ack=not personal, clean_session=personal)  # fmt: skip
             try:
                 async with client:
-                    self.connected = True
-                    self.m_connected.set(1)
                     self.m_connects.inc()
-                    log.info("connected to local broker", extra={"host": self.cfg.host, "port": self.cfg.port})
-                    await client.publish(self.state_topic, b"online", qos=1, retain=True)
-                    for topic in sorted({t for t, _, _ in self.routes}):
-                        await client.subscribe(topic, qos=1)
+                    log.info("connected to local broker", extra={"host": cfg.host, "port": cfg.port, "session": name})  # fmt: skip
+                    if personal:
+                        for topic in sorted({t for t, _, _ in routes}):
+                            await client.subscribe(topic, qos=0)
+                    else:
+                        await client.publish(self.state_topic, b"online", qos=1, retain=True)
+                        # A persistent session keeps its subscriptions across restarts: drop
+                        # any a previous version made to personal topics, or they would
+                        # queue personal messages for us whenever we are away.
+                        stale = sorted({t for t, _, _ in self.personal_routes} - {t for t, _, _ in routes})
+                        if stale:
+                            await client.unsubscribe(stale)
+                        for topic in sorted({t for t, _, _ in routes}):
+                            await client.subscribe(topic, qos=1)
+                    self._up.add(name)
+                    self.m_connected.set(1 if self.connected else 0)
                     delay = 0.5
                     async for message in client.messages:
-                        await self._handle(client, message)
+                        await self._handle(client, message, personal)
                         for more in client.queued():
-                            await self._handle(client, more)
+                            await self._handle(client, more, personal)
             except aiomqtt.MqttError as e:
-                n = self.throttle.should_log(("broker", "lost"), time.monotonic())
+                n = self.throttle.should_log(("broker", name), time.monotonic())
                 if n is not None:
-                    log.warning("local broker unavailable, reconnecting", extra={"reason": str(e), "retry_s": round(delay, 1)})  # fmt: skip
+                    log.warning("local broker unavailable, reconnecting", extra={"reason": str(e), "session": name, "retry_s": round(delay, 1)})  # fmt: skip
             finally:
-                self.connected = False
+                self._up.discard(name)
                 self.m_connected.set(0)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 30.0)
 
-    def route(self, topic: str) -> tuple[SensorPlan, MessageDecoder] | None:
-        """The first configured sensor whose filter matches. Devices reuse a few topics, so the
-        answer is cached (bounded: a device spraying topics cannot grow it without limit)."""
-        if topic in self._routed:
-            return self._routed[topic]
+    def route(self, topic: str, personal: bool = False) -> tuple[SensorPlan, MessageDecoder] | None:
+        """The first configured sensor of that session whose filter matches. Devices reuse a few
+        topics, so the answer is cached (bounded: a device spraying topics cannot grow it)."""
+        key = (personal, topic)
+        if key in self._routed:
+            return self._routed[key]
         from paho.mqtt.client import topic_matches_sub
 
-        found = next(((sp, d) for pattern, sp, d in self.routes if topic_matches_sub(pattern, topic)), None)
+        routes = self.personal_routes if personal else self.durable_routes
+        found = next(((sp, d) for pattern, sp, d in routes if topic_matches_sub(pattern, topic)), None)
         if len(self._routed) >= ROUTE_CACHE:
             self._routed.clear()
-        self._routed[topic] = found
+        self._routed[key] = found
         return found
 
-    async def _handle(self, client: Any, message: aiomqtt.Message) -> None:
+    async def _handle(self, client: Any, message: aiomqtt.Message, personal: bool = False) -> None:
         topic = str(message.topic)
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
 
         def ack() -> None:
             client.ack(message)
 
-        found = self.route(topic)
+        found = self.route(topic, personal)
         if found is None:
             self._bad("unknown", "unknown_topic", "message on a topic no sensor is configured for")
             ack()
             return
         sp, decoder = found
         self.m_messages.inc(sensor=sp.id)
+        if personal and message.retain:
+            self._bad(sp.id, "retained", "retained message on a personal-at-source topic ignored (a stale replay)")
+            return
         if len(payload) > self.cfg.max_payload_bytes:
             self._bad(sp.id, "too_large", f"payload of {len(payload)} bytes exceeds max_payload_bytes")
             ack()

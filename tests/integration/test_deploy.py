@@ -94,7 +94,8 @@ def mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
-DEVICES = ("--device", "sniffer-1:footfall/sniffer-1", "--device", "evse-1:openevse/evse-1/#")
+DEVICES = ("--device", "cam-1:axis/cam-1", "--personal-device", "sniffer-1:footfall/sniffer-1",
+           "--personal-device", "evse-1:openevse/evse-1/#")  # fmt: skip
 
 
 @pytest.fixture
@@ -312,6 +313,10 @@ def test_install_into_destdir_lays_down_the_tree(
         "etc/mosquitto/conf.d/street-gateway.conf": 0o644,
         "etc/mosquitto/street-gateway.acl": 0o640,
         "etc/mosquitto/street-gateway.passwd": 0o640,
+        "etc/mosquitto/street-gateway-personal.conf": 0o644,
+        "etc/mosquitto/street-gateway-personal.acl": 0o640,
+        "etc/mosquitto/street-gateway-personal.passwd": 0o640,
+        "etc/systemd/system/street-gateway-personal-broker.service": 0o644,
         "etc/street-gateway/gateway.yaml": 0o640,
         "etc/street-gateway/devices/sniffer-1.password": 0o600,
     }
@@ -328,10 +333,14 @@ def test_install_into_destdir_lays_down_the_tree(
 
     # Every device gets a user and an ACL for its own prefix only (a trailing /# is accepted).
     acl = (root / "etc/mosquitto/street-gateway.acl").read_text()
-    assert "user sniffer-1\ntopic readwrite footfall/sniffer-1/#\n" in acl
-    assert "user evse-1\ntopic readwrite openevse/evse-1/#\n" in acl
+    assert "user cam-1\ntopic readwrite axis/cam-1/#\n" in acl
+    pacl = (root / "etc/mosquitto/street-gateway-personal.acl").read_text()
+    assert "user sniffer-1\ntopic readwrite footfall/sniffer-1/#\n" in pacl
+    assert "user evse-1\ntopic readwrite openevse/evse-1/#\n" in pacl
     users = [ln.split(":")[0] for ln in (root / "etc/mosquitto/street-gateway.passwd").open()]
-    assert users == ["gateway", "sniffer-1", "evse-1"]
+    assert users == ["gateway", "cam-1"]
+    pusers = [ln.split(":")[0] for ln in (root / "etc/mosquitto/street-gateway-personal.passwd").open()]
+    assert pusers == ["gateway", "sniffer-1", "evse-1"]
     conf = (root / "etc/mosquitto/conf.d/street-gateway.conf").read_text()
     assert re.search(r"^max_queued_messages 100000$", conf, re.M)
     assert re.search(r"^allow_anonymous false$", conf, re.M)
@@ -385,16 +394,197 @@ def test_new_device_is_added_without_touching_existing_ones(
     )
 
 
-def test_sensor_lan_listener_is_added_and_remembered(tmp_path: Path) -> None:
+def listeners_with_tls(conf: Path) -> list[tuple[str, bool, str]]:
+    """(listener line, has a certfile, max_qos or '') per listener block."""
+    out: list[tuple[str, bool, str]] = []
+    for line in conf.read_text().splitlines():
+        if line.startswith("listener "):
+            out.append((line, False, ""))
+        elif out and line.startswith("certfile "):
+            out[-1] = (out[-1][0], True, out[-1][2])
+        elif out and line.startswith("max_qos "):
+            out[-1] = (out[-1][0], out[-1][1], line.split()[1])
+    return out
+
+
+def san_ips(cert_pem: bytes) -> list[str]:
+    x509 = need_module("cryptography.x509")
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+
+def test_sensor_lan_listeners_are_tls_only_with_a_local_ca_and_remembered(tmp_path: Path) -> None:
+    need("openssl", "openssl")
     root = tmp_path / "root"
-    conf = root / "etc/mosquitto/conf.d/street-gateway.conf"
+    main = root / "etc/mosquitto/conf.d/street-gateway.conf"
+    personal = root / "etc/mosquitto/street-gateway-personal.conf"
+    tls = root / "etc/mosquitto/street-gateway-tls"
     run_install("--destdir", root, "--sensor-lan", "192.168.50.1")
-    listeners = re.findall(r"^listener .*$", conf.read_text(), re.M)
-    assert listeners == ["listener 1883 127.0.0.1", "listener 1883 192.168.50.1"]
-    run_install("--destdir", root)
-    assert re.findall(r"^listener .*$", conf.read_text(), re.M) == listeners
+    want_main = [("listener 1883 127.0.0.1", False, ""), ("listener 8883 192.168.50.1", True, "")]
+    want_personal = [("listener 1884 127.0.0.1", False, "0"), ("listener 8884 192.168.50.1", True, "0")]
+    assert listeners_with_tls(main) == want_main
+    assert listeners_with_tls(personal) == want_personal
+    assert san_ips((tls / "server.crt").read_bytes()) == ["192.168.50.1"]
+    # The CA key never sits where the broker reads; the server key is not world-readable.
+    assert mode(root / "etc/street-gateway/tls/ca.key") == 0o600
+    assert mode(root / "etc/street-gateway/tls") == 0o700
+    assert mode(tls / "server.key") == 0o640
+    assert [p.name for p in tls.glob("*.key")] == ["server.key"], "no CA key next to the broker"
+    ca = (tls / "ca.crt").read_bytes()
+
+    before = snapshot(root)
+    run_install("--destdir", root)  # remembered, nothing rewritten
+    assert snapshot(root) == before
+
+    run_install("--destdir", root, "--sensor-lan", "192.168.60.1")  # a new address
+    assert san_ips((tls / "server.crt").read_bytes()) == ["192.168.60.1"]
+    assert (tls / "ca.crt").read_bytes() == ca, "devices keep trusting the same CA"
+    assert listeners_with_tls(main)[1] == ("listener 8883 192.168.60.1", True, "")
+
     run_install("--destdir", root, "--sensor-lan", "127.0.0.1")
-    assert re.findall(r"^listener .*$", conf.read_text(), re.M) == listeners[:1]
+    assert listeners_with_tls(main) == want_main[:1]
+    assert listeners_with_tls(personal) == want_personal[:1]
+
+
+def test_a_plain_sensor_lan_listener_from_an_older_install_becomes_tls(tmp_path: Path) -> None:
+    need("openssl", "openssl")
+    root = tmp_path / "root"
+    run_install("--destdir", root)
+    main = root / "etc/mosquitto/conf.d/street-gateway.conf"
+    main.write_text(main.read_text() + "\nlistener 1883 192.168.50.1\n")  # what 0.1 wrote
+    run_install("--destdir", root)
+    assert listeners_with_tls(main)[1:] == [("listener 8883 192.168.50.1", True, "")]
+
+
+def test_plain_text_listener_beyond_loopback_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run_install("--destdir", root)
+    other = root / "etc/mosquitto/conf.d/site.conf"
+    for line in ("listener 1883", "listener 1883 0.0.0.0", "listener 1883 192.168.50.1"):
+        other.write_text(f"# a site's own file\n{line}\nallow_anonymous false\n")
+        proc = run_install("--destdir", root, check=False)
+        assert proc.returncode == 1, line
+        assert "plain-text MQTT listener beyond loopback" in proc.stderr
+        assert "site.conf:2" in proc.stderr
+    other.write_text("listener 1883 127.0.0.5\nlistener 8883 192.168.50.1\ncertfile /x\n")
+    assert run_install("--destdir", root, check=False).returncode == 0
+
+
+def make_ca_and_server(tmp: Path, ip: str) -> tuple[Path, Path, Path]:
+    """The borough's CA and a server certificate it issued (with the `cryptography` package)."""
+    import datetime
+    import ipaddress
+
+    x509 = need_module("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Borough IoT CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = tmp / "borough-ca.crt", tmp / "borough-server.crt", tmp / "borough-server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return paths
+
+
+def test_the_boroughs_certificate_is_taken_instead_of_a_local_ca(tmp_path: Path) -> None:
+    ca, cert, key = make_ca_and_server(tmp_path, "192.168.50.1")
+    root = tmp_path / "root"
+    run_install("--destdir", root, "--sensor-lan", "192.168.50.1",
+                "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca)  # fmt: skip
+    tls = root / "etc/mosquitto/street-gateway-tls"
+    assert (tls / "ca.crt").read_bytes() == ca.read_bytes()
+    assert (tls / "server.crt").read_bytes() == cert.read_bytes()
+    assert (tls / "server.key").read_bytes() == key.read_bytes()
+    assert not (root / "etc/street-gateway/tls/ca.key").exists(), "no local CA was made"
+    before = snapshot(root)
+    run_install("--destdir", root)  # kept, never replaced by a local one
+    assert snapshot(root) == before
+    assert run_install("--destdir", root, "--tls-cert", cert, check=False).returncode != 0
+
+
+def test_overlapping_device_prefixes_are_refused_naming_both_devices(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for args in (
+        ("--device", "cam-1:axis/cam", "--device", "cam-2:axis/cam/2"),
+        ("--device", "cam-1:axis/cam", "--personal-device", "cam-2:axis/cam"),
+        ("--device", "cam-1:axis/cam", "--device", "cam-1:axis/other"),
+    ):
+        proc = run_install("--destdir", root, *args, check=False)
+        assert proc.returncode != 0, args
+        assert "cam-1" in proc.stderr and ("cam-2" in proc.stderr or "twice" in proc.stderr), proc.stderr
+        assert not root.exists()
+    # A whole level apart is not an overlap: axis/cam and axis/camera are different devices.
+    run_install("--destdir", root, "--device", "cam-1:axis/cam", "--personal-device", "sniffer-1:footfall/s1",
+                "--device", "cam-2:axis/camera")  # fmt: skip
+    # Against what is installed, on either broker, hand edits included.
+    for args in (("--device", "cam-3:axis/cam/3"), ("--personal-device", "s2:footfall"),
+                 ("--device", "sniffer-1:footfall/x")):  # fmt: skip
+        proc = run_install("--destdir", root, *args, check=False)
+        assert proc.returncode != 0, args
+        name = args[1].split(":")[0]
+        other = {"cam-3": "cam-1", "s2": "sniffer-1", "sniffer-1": "other broker"}[name]
+        assert name in proc.stderr and other in proc.stderr, proc.stderr
+    acl = root / "etc/mosquitto/street-gateway.acl"
+    acl.write_text(acl.read_text() + "\nuser hand-made\ntopic readwrite weather/#\n")
+    proc = run_install("--destdir", root, "--device", "wx-1:weather/station-1", check=False)
+    assert proc.returncode != 0 and "hand-made" in proc.stderr and "wx-1" in proc.stderr
+
+
+def test_personal_data_broker_config_and_unit(tmp_path: Path) -> None:
+    """RAM only, QoS 0 on every listener, no retain unless asked (and remembered)."""
+    root = tmp_path / "root"
+    run_install("--destdir", root, "--personal-device", "sniffer-1:footfall/sniffer-1")
+    conf = root / "etc/mosquitto/street-gateway-personal.conf"
+    text = conf.read_text()
+    for line in ("persistence false", "retain_available false", "queue_qos0_messages false",
+                 "allow_anonymous false", "password_file /etc/mosquitto/street-gateway-personal.passwd"):  # fmt: skip
+        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+    assert "include_dir" not in text and "persistence_location" not in text
+    assert all(qos == "0" for _, _, qos in listeners_with_tls(conf))
+    acl = (root / "etc/mosquitto/street-gateway-personal.acl").read_text()
+    assert "user sniffer-1\ntopic readwrite footfall/sniffer-1/#\n" in acl
+    assert "user sniffer-1" not in (root / "etc/mosquitto/street-gateway.acl").read_text()
+    users = [ln.split(":")[0] for ln in (root / "etc/mosquitto/street-gateway-personal.passwd").open()]
+    assert users == ["gateway", "sniffer-1"]
+
+    run_install("--destdir", root, "--personal-retain")
+    assert re.search(r"^retain_available true$", conf.read_text(), re.M)
+    run_install("--destdir", root)
+    assert re.search(r"^retain_available true$", conf.read_text(), re.M)
+    run_install("--destdir", root, "--no-personal-retain")
+    assert not re.search(r"^retain_available true$", conf.read_text(), re.M)
+
+    unit = (DEPLOY / "street-gateway-personal-broker.service").read_text()
+    assert (root / "etc/systemd/system/street-gateway-personal-broker.service").read_text() == unit
+    for line in ("ExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/street-gateway-personal.conf",
+                 "ProtectSystem=strict", "MemorySwapMax=0", "LimitCORE=0", "User=mosquitto"):  # fmt: skip
+        assert re.search(rf"^{re.escape(line)}$", unit, re.M), line
+    assert "ReadWritePaths" not in unit and "StateDirectory" not in unit, "nothing writable"
+    assert unit_exposure(unit, tmp_path, "street-gateway-personal-broker.service") <= 2.0
+    dropin = (root / "etc/systemd/system/mosquitto.service.d/street-gateway.conf").read_text()
+    assert "MemorySwapMax=0" in dropin and "LimitCORE=0" in dropin
 
 
 def test_swap_on_disk_is_warned_about_with_the_way_to_turn_it_off(tmp_path: Path) -> None:
@@ -495,7 +685,7 @@ def test_broker_config_authenticates_and_confines_devices(
         secrets = (root / "etc/street-gateway/secrets.env").read_text()
         gateway_pw = re.search(r"^LOCAL_MQTT_PASSWORD=(.*)$", secrets, re.M)
         assert gateway_pw
-        device_pw = (root / "etc/street-gateway/devices/sniffer-1.password").read_text().strip()
+        device_pw = (root / "etc/street-gateway/devices/cam-1.password").read_text().strip()
 
         def connect(user: str | None, pw: str | None) -> tuple[object, int]:
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
@@ -513,7 +703,7 @@ def test_broker_config_authenticates_and_confines_devices(
         anon, rc = connect(None, None)
         anon.loop_stop()  # type: ignore[attr-defined]
         assert rc != 0, "anonymous login must be refused"
-        wrong, rc = connect("sniffer-1", "not-the-password")
+        wrong, rc = connect("cam-1", "not-the-password")
         wrong.loop_stop()  # type: ignore[attr-defined]
         assert rc != 0, "a wrong password must be refused"
 
@@ -524,19 +714,19 @@ def test_broker_config_authenticates_and_confines_devices(
         gateway.on_message = lambda c, u, m: got.append(m.topic)  # type: ignore[attr-defined]
         gateway.on_subscribe = lambda *a: subscribed.append(True)  # type: ignore[attr-defined]
         gateway.subscribe("#", qos=1)  # type: ignore[attr-defined]
-        device, rc = connect("sniffer-1", device_pw)
+        device, rc = connect("cam-1", device_pw)
         assert rc == 0
         until = time.monotonic() + 5
         while not subscribed and time.monotonic() < until:
             time.sleep(0.02)
-        for topic in ("footfall/sniffer-2/count", "street-gateway/x", "footfall/sniffer-1/count"):
+        for topic in ("axis/cam-2/count", "street-gateway/x", "axis/cam-1/count"):
             device.publish(topic, b"1", qos=1).wait_for_publish(5)  # type: ignore[attr-defined]
         until = time.monotonic() + 5
-        while "footfall/sniffer-1/count" not in got and time.monotonic() < until:
+        while "axis/cam-1/count" not in got and time.monotonic() < until:
             time.sleep(0.02)
         # Mosquitto delivers in order per client, so by the time the allowed message arrived
         # the two denied ones would have too.
-        assert got == ["footfall/sniffer-1/count"]
+        assert got == ["axis/cam-1/count"]
         for c in (gateway, device):
             c.disconnect()  # type: ignore[attr-defined]
             c.loop_stop()  # type: ignore[attr-defined]
