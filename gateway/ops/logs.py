@@ -13,15 +13,18 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from gateway.privacy.guard import PATTERNS
+from gateway.privacy.guard import PATTERNS, normalise
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Secrets masked, then the line NFKC-normalised (as the egress guard sees text) and every
+    identifier shape redacted to its kind."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[secret]")
+    text = normalise(text)
     for kind, pattern in PATTERNS:
         text = pattern.sub(_redactor(kind), text)
     return text

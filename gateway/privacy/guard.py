@@ -1,16 +1,19 @@
 """The egress guard: an independent, fail-closed last check on every byte that leaves.
 
 It knows nothing of drivers or the privacy stage. It blocks any serialised payload or tag that
-contains something shaped like an identifier (MAC in any notation, RFID/idTag-like hex token, UK
-vehicle registration, email, phone number, IP address) and any Observation key or parameter
-that is not part of the published vocabulary. Blocked payloads are counted per reason and logged
-without the offending value.
+contains something shaped like an identifier (MAC/EUI-64 in any notation, RFID/idTag-like hex
+token, IMEI/IMSI, GB and Northern Ireland vehicle registration, email also as `(at)`, phone
+number with spaces or brackets, IP address), after NFKC normalisation, and any Observation key
+or parameter that is not part of the published vocabulary. Blocked payloads are counted per
+reason and logged without the offending value. Each check covers one payload: a block never
+takes a batch's other observations with it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
@@ -20,30 +23,71 @@ PARAMETER_KEYS = frozenset(
 )
 
 _HEX = "[0-9A-Fa-f]"
+_SEP = r"[:\-. _]"  # between the bytes of a MAC: colon, dash, dot, space, underscore
+# Separators a phone number is written with: spaces, dashes, dots, brackets.
+_PH = r"[ .\-()]{0,3}"
+# Northern Ireland registration marks: a two-letter code that contains I or Z, optionally a
+# letter before it, then 1-4 digits (AZ, BZ, ..., IA, IB, IG, IJ, IL, IW, JI, OI, UI, XI).
+_NI_CODE = r"(?:[A-HJ-PR-Y]Z|I[ABGJLW]|[JOUX]I)"
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    # 3c:22:fb:12:34:56, 3c-22-fb-12-34-56 and 3c22.fb12.3456,
-    # and EUI-64 forms
-    ("mac", re.compile(rf"(?<![0-9A-Fa-f:.-]){_HEX}{{2}}(?P<sep>[:-]){_HEX}{{2}}(?:(?P=sep){_HEX}{{2}}){{4,6}}(?![0-9A-Fa-f])")),
-    ("mac", re.compile(rf"(?<![0-9A-Fa-f.]){_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}}(?![0-9A-Fa-f])")),
+    # EUI-48 and EUI-64 with any one separator: 3c:22:fb:12:34:56, 3C-22-FB-12-34-56,
+    # 3c 22 fb 12 34 56, 3c.22.fb.12.34.56, also after a label (sn:3c-22-fb-12-34-56)
+    ("mac", re.compile(rf"(?<![0-9A-Fa-f]){_HEX}{{2}}(?P<sep>{_SEP}){_HEX}{{2}}(?:(?P=sep){_HEX}{{2}}){{4,6}}(?![0-9A-Fa-f])")),
+    # Cisco dotted: 3c22.fb12.3456, and EUI-64 3c22.fbff.fe12.3456
+    ("mac", re.compile(rf"(?<![0-9A-Fa-f.]){_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}}(?:\.{_HEX}{{4}})?(?![0-9A-Fa-f])")),
     ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
-    # UK phone numbers: +44 / 0044 / 0 followed by 9-10 digits, spaces or dashes allowed
-    ("phone", re.compile(r"(?<![\d.])(?:\+44|0044|\(?0)\s?\d{2,4}\)?[\s-]?\d{3,4}[\s-]?\d{3,4}(?![\d.])")),
-    ("phone", re.compile(r"(?<![\d.])\+\d{9,14}(?!\d)")),
+    # Obfuscated: alex (at) example (dot) org, alex[at]example.org, alex at example dot org
+    ("email", re.compile(r"(?i)(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+)"
+                         r"[A-Za-z0-9-]+(?:(?:\.|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)[A-Za-z0-9-]+)*"
+                         r"(?:\.|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)[A-Za-z]{2,24}(?![A-Za-z0-9])")),
+    # IMEI (14-15 digits, or 2-6-6-1(2) with separators) and IMSI (MCC-MNC-MSIN). Not 16
+    # bare digits: that is every Datastream id.
+    ("imei_imsi", re.compile(r"(?<![\d.])\d{14,15}(?!\d|\.\d)")),
+    ("imei_imsi", re.compile(r"(?<![\d.])\d{2}[ \-/]\d{6}[ \-/]\d{6}[ \-/]?\d{1,2}(?!\d)")),
+    ("imei_imsi", re.compile(r"(?<![\d.])\d{3}[ \-]\d{2,3}[ \-]\d{9,10}(?!\d)")),
+    # International: + or 00, then 8-15 digits written with spaces, dashes, dots or brackets:
+    # +44 (0)20 7946 0958, +1 (555) 123-4567, 0044 20 7946 0958, +447700900123
+    ("phone", re.compile(rf"(?<![\w+])\+{_PH}(?:\d{_PH}){{7,14}}\d(?!\d)")),
+    ("phone", re.compile(rf"(?<![\d.]){_PH}00{_PH}[1-9](?:{_PH}\d){{7,13}}(?!\d)")),
+    # UK national: (020) 7946 0958, 020 7946 0958, 07700 900123, 01632-960-001, 07700900123
+    ("phone", re.compile(r"(?<![\d.])(?:\(0\d{2,4}\)|0\d{2,4})(?:[ .\-]?\d){6,8}(?!\d)")),
     # 12 bare hex digits (a MAC without separators)
     ("mac", re.compile(rf"(?<![0-9A-Za-z.+]){_HEX}{{12}}(?![0-9A-Za-z])")),
-    # RFID UIDs and OCPP idTags: 8-20 hex digits mixing letters and digits
-    ("id_token", re.compile(rf"(?<![0-9A-Za-z])(?=[0-9A-Fa-f]*[A-Fa-f])(?=[0-9A-Fa-f]*[0-9]){_HEX}{{8,20}}(?![0-9A-Za-z])")),
-    # UK registrations: current (AB12 CDE), prefix (A123 BCD), suffix (ABC 123D)
-    ("vehicle_registration", re.compile(r"(?<![A-Za-z0-9_])[A-Za-z]{2}\d{2}\s?[A-Za-z]{3}(?![A-Za-z0-9_])")),
-    ("vehicle_registration", re.compile(r"(?<![A-Za-z0-9_])[A-Za-z]\d{1,3}\s?[A-Za-z]{3}(?![A-Za-z0-9_])")),
-    ("vehicle_registration", re.compile(r"(?<![A-Za-z0-9_])[A-Za-z]{3}\s?\d{1,3}[A-Za-z](?![A-Za-z0-9_])")),
+    # RFID UIDs and OCPP idTags: 8-20 hex digits mixing letters and digits (also bare EUI-64)
+    # (not the fractional digits of a float: 1.505641162975121e-16)
+    ("id_token", re.compile(rf"(?<![0-9A-Za-z])(?<!\d\.)(?=[0-9A-Fa-f]*[A-Fa-f])(?=[0-9A-Fa-f]*[0-9]){_HEX}{{8,20}}(?![0-9A-Za-z])")),
+    # GB registrations: current (AB12 CDE), prefix (A123 BCD), suffix (ABC 123D)
+    ("vehicle_registration", re.compile(r"(?<![A-Za-z0-9_])[A-Za-z]{2}\d{2}[\s\-]?[A-Za-z]{3}(?![A-Za-z0-9_])")),
+    ("vehicle_registration", re.compile(r"(?<![A-Za-z0-9_])[A-Za-z]\d{1,3}[\s\-]?[A-Za-z]{3}(?![A-Za-z0-9_])")),
+    ("vehicle_registration", re.compile(r"(?<![A-Za-z0-9_])[A-Za-z]{3}[\s\-]?\d{1,3}[A-Za-z](?![A-Za-z0-9_])")),
+    # Northern Ireland: ABZ 1234, IJZ 4812, AZ 12
+    ("vehicle_registration", re.compile(rf"(?i)(?<![A-Za-z0-9_])[A-Z]?{_NI_CODE}[\s\-]?\d{{1,4}}(?![A-Za-z0-9_])")),
     ("ip_address", re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")),
     ("ip_address", re.compile(rf"(?<![0-9A-Fa-f:])(?:{_HEX}{{1,4}}:){{1,7}}:(?:{_HEX}{{1,4}})?|(?<![0-9A-Fa-f:])(?:{_HEX}{{1,4}}:){{5,7}}{_HEX}{{1,4}}(?![0-9A-Fa-f:])")),
 )  # fmt: skip
 
+# What NFKC leaves that still reads as the same identifier: dash and space look-alikes become
+# ASCII, invisible characters (zero-width, soft hyphen, word joiner, BOM) go.
+_FOLD = str.maketrans(
+    {**dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"), "-"),
+     **dict.fromkeys(map(ord, "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+                              "\u2008\u2009\u200a\u202f\u205f\u3000"), " "),
+     **dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"), None)}
+)  # fmt: skip
+
+
+def normalise(text: str) -> str:
+    """NFKC (full-width and compatibility forms: `３ｃ：２２` is `3c:22`), then dash and space
+    look-alikes folded and invisible characters removed. ASCII text is returned as is (the
+    check is O(1) in CPython), so the common case costs nothing."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", text).translate(_FOLD)
+
 
 def find_identifier(text: str) -> str | None:
     """The kind of the first identifier-shaped token in `text`, or None."""
+    text = normalise(text)
     for kind, pattern in PATTERNS:
         if pattern.search(text):
             return kind
