@@ -15,6 +15,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 OBSERVATION_KEYS = frozenset({"phenomenonTime", "resultTime", "result", "Datastream", "parameters"})
@@ -85,11 +86,32 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).translate(_FOLD)
 
 
+_AT_WORD = re.compile(r"(?i)[\s(\[{<]at[\s)\]}>]")
+
+
+def _hint(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    """A cheap test that must hold for `pattern` to match at all, so a scan of a large batch
+    skips the patterns that cannot apply (a substring test runs at memchr speed)."""
+    p = pattern.pattern
+    if "@" in p:
+        return lambda t: "@" in t
+    if "at\\s*" in p:  # the obfuscated e-mail: needs a standalone "at"
+        return lambda t: _AT_WORD.search(t) is not None
+    if p.startswith("(?<![\\w+])\\+"):  # international phone with +
+        return lambda t: "+" in t
+    return lambda t: True
+
+
+_SCAN: tuple[tuple[str, re.Pattern[str], Callable[[str], bool]], ...] = tuple(
+    (kind, pattern, _hint(pattern)) for kind, pattern in PATTERNS
+)
+
+
 def find_identifier(text: str) -> str | None:
     """The kind of the first identifier-shaped token in `text`, or None."""
     text = normalise(text)
-    for kind, pattern in PATTERNS:
-        if pattern.search(text):
+    for kind, pattern, may_match in _SCAN:
+        if may_match(text) and pattern.search(text):
             return kind
     return None
 
