@@ -63,7 +63,7 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def ops_http_findings(http: str | None, token_file: str | None) -> list[Finding]:
+def ops_http_findings(http: str | None, has_token: bool) -> list[Finding]:
     """The ops page serves metrics and the status of every sensor: beyond loopback only with a
     bearer token, and never on a wildcard address without one."""
     if http is None:
@@ -72,7 +72,7 @@ def ops_http_findings(http: str | None, token_file: str | None) -> list[Finding]
         host, _ = split_host_port(http)
     except ValueError as e:
         return [Finding("error", str(e))]
-    if is_loopback_host(host) or token_file:
+    if is_loopback_host(host) or has_token:
         return []
     return [
         Finding(

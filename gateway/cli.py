@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from gateway.checks import Finding
 from gateway.config import Config, ConfigError, Problem, load_config, problem_at
 from gateway.plan import PlanError, SitePlan, build_plan
 
@@ -79,7 +80,34 @@ def semantic_problems(cfg: Config, plan: SitePlan, *, devices: bool = True) -> l
     for name, settings in cfg.sinks.items():
         for loc, msg in SINKS[settings.type].check(settings):
             problems.append(problem_at(cfg, ("sinks", name, *loc), msg))
+    for where, finding in security_findings(cfg):
+        if finding.severity == "error":
+            problems.append(problem_at(cfg, where, finding.message))
     return problems
+
+
+def security_findings(cfg: Config) -> list[tuple[tuple[str | int, ...], Finding]]:
+    """gateway/checks.py applied to the sections no plugin owns: an open ops port, a password in
+    clear to a local broker (any `inputs.*` that is an MQTT broker), address-level keys; and the
+    sinks' own warnings (their errors come from their `check`). Errors fail `check`; warnings
+    are printed."""
+    from gateway.checks import address_key_findings, mqtt_broker_findings, ops_http_findings
+    from gateway.configtypes import MqttBroker
+    from gateway.sinks import SINKS
+
+    out: list[tuple[tuple[str | int, ...], Finding]] = []
+    out += [(("ops", "http"), f) for f in ops_http_findings(cfg.ops.http, cfg.ops.token is not None)]
+    for name in type(cfg.inputs).model_fields:
+        broker = getattr(cfg.inputs, name)
+        if isinstance(broker, MqttBroker):
+            out += [(("inputs", name, "tls"), f) for f in mqtt_broker_findings(
+                "local broker", broker.host, broker.tls, broker.password is not None, broker.allow_plaintext)]  # fmt: skip
+    for name, settings in cfg.sinks.items():
+        out += [(("sinks", name, *loc), Finding("warning", msg)) for loc, msg in SINKS[settings.type].warn(settings)]
+    g = cfg.gateway
+    present = [k for k, v in (("usrn", g.usrn), ("uprn", g.uprn)) if v]
+    out += [(("gateway", "publish_address_keys"), f) for f in address_key_findings(present, g.publish_address_keys)]
+    return out
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -96,6 +124,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     for loc, msg in gaps(cfg):  # what the catalogue record lacks: said, not refused
         print(f"warning: {problem_at(cfg, loc, msg)}", file=sys.stderr)
+    for loc, finding in security_findings(cfg):
+        if finding.severity == "warning":
+            print(f"warning: {problem_at(cfg, loc, finding.message)}", file=sys.stderr)
     sinks = [n if n == s.type else f"{n} ({s.type})" for n, s in cfg.sinks.items()]
     n_ds = len(plan.datastreams)
     print(f"{args.config}: OK — gateway {cfg.gateway.id}, {len(plan.sensors)} sensors, "

@@ -63,6 +63,9 @@ class GatewaySection(Strict):
     description: str | None = None
     usrn: str | None = Field(None, description="Unique Street Reference Number, optional.")
     uprn: str | None = Field(None, description="Unique Property Reference Number, optional.")
+    publish_address_keys: bool = Field(
+        False, description="Publish usrn/uprn on the Thing and in the catalogue (address-level)."
+    )
 
 
 class SensorPrivacy(Strict):
@@ -273,6 +276,12 @@ class CatalogueSection(Strict):
 class Ops(Strict):
     http: str | None = Field("127.0.0.1:9108", description="host:port for health/metrics, or null.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    token: SecretStr | None = Field(
+        None, description="Bearer token for ops.http (give token_file); needed beyond loopback."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header names accepted besides loopback names."
+    )
 
     @field_validator("http")
     @classmethod

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 from firmware_bridge.options import parse_duration
+from gateway.checks import is_loopback_host  # one definition: `127.evil.example` is not loopback
 
 __all__ = [
     "Duration",
@@ -55,11 +56,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def is_loopback_host(host: str) -> bool:
-    h = host.strip("[]").lower()
-    return h in ("localhost", "::1") or h.startswith("127.")
-
-
 class MqttBroker(Strict):
     """Connection settings for an MQTT broker (the local one for devices, the city's for feeds)."""
 
@@ -73,6 +69,9 @@ class MqttBroker(Strict):
     key_file: Path | None = None
     client_id: str | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
+    allow_plaintext: bool = Field(
+        False, description="Allow a password over plain MQTT to a non-loopback host (warned)."
+    )
 
     @field_validator("password")
     @classmethod

@@ -17,6 +17,7 @@ from firmware_bridge.base import Aggregation, Catalogue, Field
 from firmware_bridge.driver import Driver, MessageDriver
 from firmware_bridge.drivers import DRIVERS
 from firmware_bridge.options import DriverOptions
+from gateway.checks import publishable_site_keys
 from gateway.config import Config, PrivacyZone, Problem, Sensor, problem_at
 from gateway.model import Datastream, stable_id
 from gateway.privacy.estimators import ESTIMATORS
@@ -62,7 +63,7 @@ class Site:
     borough: str
     name: str
     description: str
-    usrn: str | None = None
+    usrn: str | None = None  # address-level: set only when the config opts in to publishing it
     uprn: str | None = None
 
 
@@ -107,8 +108,10 @@ def build_plan(cfg: Config) -> SitePlan:
     if problems:
         raise PlanError(problems)
     g = cfg.gateway
+    address = publishable_site_keys({"usrn": g.usrn, "uprn": g.uprn}, g.publish_address_keys)
     site = Site(g.id, g.borough, g.name or g.id,
-                g.description or f"Street sensor gateway {g.id} ({g.borough})", g.usrn, g.uprn)  # fmt: skip
+                g.description or f"Street sensor gateway {g.id} ({g.borough})",
+                address.get("usrn"), address.get("uprn"))  # fmt: skip
     if location is not None:
         shown = location
     else:

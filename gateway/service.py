@@ -164,7 +164,7 @@ async def serve(
         clock = GatewayClock(state_file=cfg.gateway.data_dir / "clock.json")
     live = _Live()
     ops: OpsServer | None = None
-    ops_addr: str | None = None
+    ops_addr: object = None
     background = [asyncio.create_task(_watchdog()), asyncio.create_task(_clock_upkeep(clock))]
     try:
         while True:
@@ -173,10 +173,11 @@ async def serve(
             pipeline.metrics.collectors.append(_outbox_collector(pipeline))
             await pipeline.start()
             live.pipeline, live.switching = pipeline, False
-            if cfg.ops.http != ops_addr:
+            ops_key = (cfg.ops.http, cfg.ops.token, tuple(cfg.ops.allowed_hosts))
+            if ops_key != ops_addr:
                 if ops is not None:
                     await ops.close()
-                ops, ops_addr = await _start_ops(cfg.ops.http, live, clock), cfg.ops.http
+                ops, ops_addr = await _start_ops(cfg.ops.http, live, clock), ops_key
             sd_notify(
                 f"READY=1\nSTATUS=running: {len(pipeline.plan.sensors)} sensors, clock {clock.mode}"
             )
@@ -242,7 +243,11 @@ async def _start_ops(address: str | None, live: _Live, clock: GatewayClock) -> O
     def status() -> dict[str, Any]:
         return status_of(live.pipeline, clock) if live.pipeline is not None else {}
 
-    ops = OpsServer(host.strip("[]"), int(port), metrics=metrics, status=status, ready=live.ready)
+    cfg = live.pipeline.cfg if live.pipeline is not None else None
+    token = cfg.ops.token.get_secret_value() if cfg is not None and cfg.ops.token is not None else None
+    allowed = frozenset(cfg.ops.allowed_hosts) if cfg is not None else frozenset()
+    ops = OpsServer(host.strip("[]"), int(port), metrics=metrics, status=status, ready=live.ready,
+                    token=token, allowed_hosts=allowed)  # fmt: skip
     try:
         await ops.start()
     except OSError as e:

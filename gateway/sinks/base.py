@@ -132,6 +132,8 @@ class SinkSpec:
     doc: str = ""
     # what consumers can read from this sink (the catalogue's distributions); none: local only
     offers: Callable[[str, Any, SitePlan], list[Offer]] = field(default=_no_offers)
+    # what `check` prints as a warning and accepts (a secret in clear with allow_plaintext: true)
+    warn: Callable[[Any], list[tuple[Loc, str]]] = field(default=_no_problems)
 
 
 def guarded_messages(rows: Sequence[Row], guard: EgressGuard, fmt: Format,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from gateway.checks import Finding, influx_url_findings
 from gateway.configtypes import Duration
 from gateway.model import Observation
 from gateway.outbox import Row
@@ -59,6 +60,9 @@ class Settings(SinkSettings):
     verify_tls: bool = True
     ca_file: Path | None = None
     max_rate: float = Field(20000, gt=0, description="Observations/s cap while catching up.")
+    allow_plaintext: bool = Field(
+        False, description="Allow the token over http:// to a non-loopback host (warned)."
+    )
 
     @field_validator("url")
     @classmethod
@@ -257,11 +261,14 @@ def describe(name: str, settings: Settings, data_dir: Path) -> Destination:
     )  # fmt: skip
 
 
+def _findings(settings: Settings) -> list[Finding]:
+    return influx_url_findings(settings.url, settings.token is not None, settings.allow_plaintext)
+
+
 def check(settings: Settings) -> list[tuple[Loc, str]]:
-    parts = urllib.parse.urlsplit(settings.url)
-    if parts.username or parts.password:
-        return [(("url",), "must not carry credentials: give `token` or `token_file`")]
-    return []
+    """Credentials in the URL (they would be copied into the catalogue and logs) and a token
+    sent over http:// to another machine are refused (gateway/checks.py)."""
+    return [(("url",), f.message) for f in _findings(settings) if f.severity == "error"]
 
 
 def offers(name: str, settings: Settings, plan: SitePlan) -> list[Offer]:
@@ -278,5 +285,9 @@ def offers(name: str, settings: Settings, plan: SitePlan) -> list[Offer]:
     return out
 
 
+def warn(settings: Settings) -> list[tuple[Loc, str]]:
+    return [(("url",), f.message) for f in _findings(settings) if f.severity == "warning"]
+
+
 SPEC: SinkSpec = SinkSpec("influxdb", Settings, build, describe, check, doc="docs/sinks/influxdb.md",
-                          offers=offers)  # fmt: skip
+                          offers=offers, warn=warn)  # fmt: skip

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from gateway.configtypes import MqttBroker, is_loopback_host
+from gateway.checks import Finding, mqtt_broker_findings
+from gateway.configtypes import MqttBroker
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import (
@@ -198,10 +199,19 @@ def offers(name: str, settings: Settings, plan: SitePlan) -> list[Offer]:
     return out
 
 
+def _findings(settings: Settings) -> list[Finding]:
+    return mqtt_broker_findings("city broker", settings.host, settings.tls,
+                                settings.password is not None, settings.allow_plaintext)  # fmt: skip
+
+
 def check(settings: Settings) -> list[tuple[Loc, str]]:
-    if settings.password is not None and not settings.tls and not is_loopback_host(settings.host):
-        return [(("tls",), "a password would cross the network in clear: set `tls: true`")]
-    return []
+    """A password over plain MQTT to another machine is refused unless allow_plaintext."""
+    return [(("tls",), f.message) for f in _findings(settings) if f.severity == "error"]
 
 
-SPEC: SinkSpec = SinkSpec("mqtt", Settings, build, describe, check, doc="docs/sinks/mqtt.md", offers=offers)
+def warn(settings: Settings) -> list[tuple[Loc, str]]:
+    return [(("tls",), f.message) for f in _findings(settings) if f.severity == "warning"]
+
+
+SPEC: SinkSpec = SinkSpec("mqtt", Settings, build, describe, check, doc="docs/sinks/mqtt.md", offers=offers,
+                          warn=warn)  # fmt: skip

@@ -356,8 +356,9 @@ def ckan_package(cfg: Config, plan: SitePlan, licence: str | None = None, title:
         "units": "UCUM",
         "frequency": "continuous",
     }
-    if g.usrn:
-        extras["usrn"] = g.usrn
+    site = plan.site
+    # address-level keys are on the plan's site only when the config opts in (build_plan)
+    extras.update({k: v for k, v in (("usrn", site and site.usrn), ("uprn", site and site.uprn)) if v})
     if c.issued:
         extras["issued"] = c.issued.isoformat()
     pkg: Json = {

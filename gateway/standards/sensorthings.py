@@ -94,6 +94,8 @@ def thing(plan: SitePlan, software_version: str | None = None) -> Json:
     props: Json = {"borough": g.borough, "gatewayId": g.gateway_id, "software": "street-gateway"}
     if software_version:
         props["softwareVersion"] = software_version
+    # A UPRN is one address, a USRN one street: the plan's site carries them only when the
+    # config opts in (gateway.publish_address_keys), so the open data never shows them otherwise.
     if g.usrn:
         props["usrn"] = g.usrn
     if g.uprn:

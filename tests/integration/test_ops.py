@@ -472,3 +472,59 @@ def test_sighup_reload_sigterm_and_sd_notify(tmp_path: Path, sims: SimThread) ->
     assert len(lines) == (len(north.delivered) + len(south.delivered)) * len(PUBLISHED)
     logtext = (tmp_path / "gateway.log").read_text()
     assert "config reloaded" in logtext
+
+
+def raw_get(port: int, path: str, headers: dict[str, str]) -> int:
+    """One HTTP/1.1 request with exactly these headers (urllib always adds its own Host)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        s.sendall(f"GET {path} HTTP/1.1\r\n{head}\r\n".encode())
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+def test_ops_refuses_a_foreign_host_and_requires_the_bearer_token(tmp_path: Path) -> None:
+    """At run: DNS rebinding (a foreign Host) gets 421; with ops.token_file every path but
+    /healthz needs `Authorization: Bearer`, compared in constant time."""
+    port = free_port()
+    (tmp_path / "ops-token").write_text("t0ken-for-ops\n")
+    text = gateway_config(tmp_path / "d", port, {"pm-x": tmp_path / "absent"}).replace(
+        f"ops: {{http: '127.0.0.1:{port}'}}",
+        f"ops: {{http: '127.0.0.1:{port}', token_file: '{tmp_path / 'ops-token'}', allowed_hosts: [sg-camden-0142.local]}}",
+    )
+    cfg = parse_config(text, "t.yaml", {})
+    ok = {"Authorization": "Bearer t0ken-for-ops"}
+
+    def requests() -> dict[str, int]:
+        here = f"127.0.0.1:{port}"
+        return {
+            "foreign host": raw_get(port, "/metrics", {"Host": f"attacker.example:{port}", **ok}),
+            "no host": raw_get(port, "/metrics", ok),
+            "no token": raw_get(port, "/metrics", {"Host": here}),
+            "wrong token": raw_get(port, "/status.json", {"Host": here, "Authorization": "Bearer nope"}),
+            "basic auth": raw_get(port, "/", {"Host": here, "Authorization": "Basic dDBrZW4="}),
+            "healthz": raw_get(port, "/healthz", {"Host": here}),
+            "metrics": raw_get(port, "/metrics", {"Host": here, **ok}),
+            "localhost": raw_get(port, "/status.json", {"Host": "localhost", **ok}),
+            "ipv6 loopback": raw_get(port, "/", {"Host": f"[::1]:{port}", **ok}),
+            "allowed name": raw_get(port, "/", {"Host": "SG-Camden-0142.local:9108", **ok}),
+        }
+
+    async def scenario() -> dict[str, int]:
+        stop = asyncio.Event()
+        started = asyncio.Event()
+        task = asyncio.create_task(
+            serve(cfg, until=stop, on_started=lambda p: started.set(), clock=trusting_clock())
+        )
+        await asyncio.wait_for(started.wait(), 30)
+        got = await asyncio.to_thread(requests)
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+        return got
+
+    assert asyncio.run(scenario()) == {
+        "foreign host": 421, "no host": 421, "no token": 401, "wrong token": 401, "basic auth": 401,
+        "healthz": 200, "metrics": 200, "localhost": 200, "ipv6 loopback": 200, "allowed name": 200,
+    }  # fmt: skip

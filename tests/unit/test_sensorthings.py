@@ -121,7 +121,7 @@ def test_datastreams_link_to_published_entities_and_carry_plan_ids() -> None:
         assert f"Things({body['Thing']['@iot.id']})" in ids
         assert f"Sensors({body['Sensor']['@iot.id']})" in ids
         assert f"ObservedProperties({body['ObservedProperty']['@iot.id']})" in ids
-    assert messages[f"v1.1/Things({plan.thing_id})"]["properties"]["usrn"] == "20500123"
+    assert "usrn" not in messages[f"v1.1/Things({plan.thing_id})"]["properties"], "address-level: opt-in only"
 
 
 def test_category_and_truth_streams_have_null_units_and_measurements_have_ucum() -> None:
