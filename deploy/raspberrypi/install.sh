@@ -381,10 +381,16 @@ install_venv() {
         log "recreating venv $VENV: Python $have -> $want"
         "$PYTHON" -m venv --clear -- "$(r "$VENV")"
     fi
-    log "pip install $SOURCE (this takes a few minutes on a Pi)"
-    # Raspberry Pi OS points pip at piwheels in /etc/pip.conf, which the venv honours, so
-    # pydantic-core and friends come as armv7/aarch64 wheels rather than Rust builds.
-    "$(r "$VENV")/bin/pip" install "${pip_opts[@]}" -- "$SOURCE"
+    [[ -f $SOURCE/requirements.lock ]] || die "$SOURCE/requirements.lock is missing (scripts/lock makes it)"
+    log "pip install from $SOURCE/requirements.lock (hash-pinned; a few minutes on a Pi)"
+    # Every dependency, and the build backend, at the reviewed version and only if its file's
+    # SHA-256 is in the lock: a compromised or re-uploaded package fails the install.
+    "$(r "$VENV")/bin/pip" install "${pip_opts[@]}" --require-hashes --no-deps \
+        -r "$SOURCE/requirements.lock"
+    # The gateway itself from this checkout, built with the locked setuptools, nothing fetched.
+    "$(r "$VENV")/bin/pip" install "${pip_opts[@]}" --no-deps --no-build-isolation --no-index \
+        -- "$SOURCE"
+    "$(r "$VENV")/bin/pip" check -q >/dev/null || die "the installed packages do not fit together (pip check)"
     [[ -x $(r "$VENV")/bin/street-gateway ]] ||
         die "pip install did not provide $VENV/bin/street-gateway"
 }

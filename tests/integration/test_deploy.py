@@ -52,12 +52,14 @@ def need_module(name: str) -> Any:
         pytest.skip(msg)
 
 
-def run_install(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_install(
+    *args: str | Path, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         ["bash", str(INSTALL), *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         pytest.fail(f"install.sh {args} exited {proc.returncode}:\n{proc.stderr}")
@@ -736,6 +738,87 @@ def test_broker_config_authenticates_and_confines_devices(
             broker.wait(timeout=10)
         except subprocess.TimeoutExpired:
             broker.kill()
+
+
+# ------------------------------------------------------------------------------ supply chain
+
+LOCK = REPO / "requirements.lock"
+
+
+def locked() -> dict[str, list[tuple[str, str]]]:
+    """name -> [(version, marker)] from requirements.lock (one entry per resolver fork)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)(?: ; (.*?))? \\$", LOCK.read_text(), re.M):
+        out.setdefault(m.group(1).lower().replace("_", "-"), []).append((m.group(2), m.group(3) or ""))
+    return out
+
+
+def test_the_lock_pins_every_dependency_within_the_pyproject_ranges() -> None:
+    """A stale lock (a dependency added to pyproject.toml but not locked) fails here, not on a Pi."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pins = locked()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    for spec in wanted:
+        req = Requirement(spec)
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not in requirements.lock: run scripts/lock"
+        for version, _ in pins[name]:
+            assert Version(version) in req.specifier, f"{name}=={version} outside {req.specifier}"
+    text = LOCK.read_text()
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", text[text.index("\n", text.index("==") - 40) + 1:])
+    assert all("--hash=sha256:" in b for b in blocks if "==" in b), "every pin carries its hashes"
+
+
+def test_install_from_the_lock_with_require_hashes_into_a_fresh_venv(tmp_path: Path) -> None:
+    """install.sh --with-venv builds a fresh venv from requirements.lock with --require-hashes
+    (the path a Pi takes), the gateway runs from it, and the same lock resolves to hashed
+    CPython 3.11 wheels for aarch64 (a 64-bit Pi) as well as this x86_64 machine. Slow: it
+    installs and downloads real packages."""
+    root = tmp_path / "root"
+    proc = run_install("--destdir", root, "--with-venv", "--source", REPO, timeout=900)
+    assert "requirements.lock (hash-pinned" in proc.stderr
+    exe = root / "opt/street-gateway/bin/street-gateway"
+    run = subprocess.run([str(exe), "schema"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and '"title": "street-gateway configuration"' in run.stdout
+    pip = root / "opt/street-gateway/bin/pip"
+    frozen = subprocess.run([str(pip), "freeze", "--all"], capture_output=True, text=True).stdout
+    versions = {ln.split("==")[0].lower().replace("_", "-"): ln.split("==")[1]
+                for ln in frozen.splitlines() if "==" in ln}  # fmt: skip
+    for name, forks in locked().items():
+        if name in versions:
+            assert versions[name] in {v for v, _ in forks}, name
+    assert set(locked()) - {"pip"} <= set(versions) | {n for n, f in locked().items() if all(m for _, m in f)}
+
+    # A package whose files match none of its hashes (a re-upload, a compromised mirror) must
+    # stop the install: here every hash of aiomqtt is changed.
+    bad = tmp_path / "bad.lock"
+    text = LOCK.read_text()
+    block = re.search(r"^aiomqtt==.*?(?=^\S)", text, re.M | re.S)
+    assert block and "--hash" in block.group(0)
+    bad.write_text(text.replace(block.group(0), re.sub(r"[0-9a-f]{64}", "0" * 64, block.group(0))))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    tampered = subprocess.run([str(venv / "bin/pip"), "install", "-q", "--require-hashes", "--no-deps",
+                               "-r", str(bad)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert tampered.returncode != 0 and "hash" in tampered.stderr.lower()
+
+    # aarch64: every pin for CPython 3.11 downloads as a wheel whose hash is in the lock, for
+    # the glibc of Raspberry Pi OS bookworm (2.36): manylinux 2.17 (2014) up to 2.36.
+    platforms = [a for g in (17, 24, 27, 28, 31, 34, 35, 36) for a in ("--platform", f"manylinux_2_{g}_aarch64")]
+    arm = subprocess.run(
+        [str(pip), "download", "-q", "--require-hashes", "--no-deps", "--only-binary=:all:",
+         *platforms, "--platform", "manylinux2014_aarch64", "--python-version", "3.11", "--implementation", "cp",
+         "--abi", "cp311", "-d", str(tmp_path / "aarch64"), "-r", str(LOCK)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert arm.returncode == 0, arm.stderr[-3000:]
+    wheels = [p.name for p in (tmp_path / "aarch64").iterdir()]
+    assert any("pydantic_core" in w and "aarch64" in w for w in wheels), wheels
 
 
 if __name__ == "__main__":
