@@ -92,6 +92,8 @@ def split_routes(routes: list[Route], shared_broker: bool) -> tuple[list[Route],
 
 
 class MqttSource:
+    name = "mqtt"
+
     def __init__(
         self,
         cfg: InputsMqtt,

@@ -118,7 +118,7 @@ def test_uprn_and_usrn_are_not_on_the_thing_or_in_the_catalogue_by_default() -> 
     for opt_in, present in (("", False), (", publish_address_keys: true", True)):
         cfg = parse_config(SITE % opt_in, "t.yaml", {})
         plan = build_plan(cfg)
-        text = json.dumps(entity_messages(cfg, plan)) + json.dumps(ckan_package(cfg, plan))
+        text = json.dumps(entity_messages(plan)) + json.dumps(ckan_package(cfg, plan))
         assert ("5045394" in text) is present and ("20500123" in text) is present
 
 

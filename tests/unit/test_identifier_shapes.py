@@ -14,16 +14,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge.drivers import MQTT_DRIVERS, SERIAL_DRIVERS
+from firmware_bridge.drivers import MESSAGE_DRIVERS, REGISTERED, SERIAL_DRIVERS
 from gateway.config import parse_config
-from gateway.model import Observation, Reading, stable_id
+from gateway.model import Observation, Reading, iso_duration, stable_id
 from gateway.ops.logs import scrub
 from gateway.plan import build_plan
 from gateway.privacy.guard import EgressGuard, find_identifier, normalise
 from gateway.privacy.stage import PrivacyStage
 from gateway.standards.lineprotocol import encode
-from gateway.standards.sensorthings import entity_messages, iso_duration
-from gateway.standards.units import UNITS
+from gateway.standards.sensorthings import entity_messages
+
+# every unit any registered driver declares
+UNITS = sorted({f.unit for d in REGISTERED if not getattr(d, "example_options", None)
+                for f in d.catalogue_for(d.options()).fields if f.unit is not None})  # fmt: skip
 
 SHAPES = [
     # MACs after a label, spaced, dotted per byte, and EUI-64 in every notation
@@ -130,7 +133,7 @@ def every_driver_config() -> str:
         "generic_json": "{fields: [{path: pm25, property: pm2_5, unit: ug/m3}, {path: note, property: note, type: category}]}",
         "senml": "{fields: [{suffix: ':temp', property: temperature, unit: Cel}, {suffix: ':state', property: state, type: category}]}",
     }
-    for d in sorted(MQTT_DRIVERS):
+    for d in sorted(MESSAGE_DRIVERS):
         opt = f", options: {options[d]}" if d in options else ""
         lines.append(f"  - {{id: m-{d.replace('_', '-')}, driver: {d}, mqtt: {{topic: 'x/{d}/#'}}{opt}}}")
     lines += ["inputs: {mqtt: {host: 127.0.0.1}}", "sinks: {file: {path: o.jsonl}}"]
@@ -140,7 +143,7 @@ def every_driver_config() -> str:
 def test_entity_metadata_of_every_driver_passes() -> None:
     cfg = parse_config(every_driver_config(), "t.yaml", {})
     plan = build_plan(cfg)
-    messages = entity_messages(cfg, plan)
+    messages = entity_messages(plan)
     assert len(messages) > 100
     for topic, body in messages:
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
@@ -220,8 +223,7 @@ def test_a_shape_in_free_text_is_blocked_per_observation(sensor: str, token: str
     cfg = parse_config(FREE_TEXT, "t.yaml", {})
     plan = build_plan(cfg)
     sp = plan.sensors[sensor]
-    assert sp.mqtt is not None
-    decoder = sp.mqtt.new_decoder(sp.sensor.options)
+    decoder = sp.driver.new_decoder(sp.options)  # type: ignore[union-attr]
     stage = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=3600, started_at=0.0)
     guard = EgressGuard(frozenset(plan.datastreams))
     topic, payload = PROFILE_PAYLOADS[sensor]
