@@ -28,7 +28,7 @@ from firmware_bridge.base import (
     Value,
 )
 from firmware_bridge.jsonpayload import as_float, as_int, parse_rfc3339
-from firmware_bridge.options import DriverOptions
+from firmware_bridge.options import VOCABULARY_NEEDED, DriverOptions, Vocabulary
 
 _KEY = re.compile(r"[^.\[\]]+")
 MAX_CATEGORY_CHARS = 64
@@ -103,7 +103,10 @@ class FieldMapping(DriverOptions):
     role: Role | None = Opt(None, description="What the value is as far as people are concerned; "
                             "`personal: true` means identifier (category) or person_event.")
     optional: bool = Opt(False, description="A missing value is not an error.")
-    allowed: list[str] | None = Opt(None, description="Category vocabulary: other words refused.")
+    allowed: Vocabulary | None = Opt(
+        None, description="Category vocabulary, required for a category that is published: "
+        "the only words that may leave (free text never does)."
+    )
     description: str = ""
 
     @field_validator("path")
@@ -130,6 +133,8 @@ class FieldMapping(DriverOptions):
             raise ValueError("allowed: a vocabulary is for category fields only")
         if self.role is not None and self.personal and self.role is Role.READING:
             raise ValueError("role: `personal: true` contradicts `role: reading`")
+        if self.type == "category" and self.allowed is None and not self.to_field().personal:
+            raise ValueError(VOCABULARY_NEEDED)
         return self
 
     def to_field(self) -> Field:
@@ -234,6 +239,7 @@ def _aggregate_field(a: AggregateMapping, origin: Field) -> Field:
         description=a.description or f"{a.aggregation} of {a.of} per window",
         aggregation=kind,
         source=a.of,
+        vocabulary=origin.vocabulary if kind is Aggregation.LAST else None,  # `last` publishes the word
     )
 
 
@@ -277,9 +283,7 @@ def _convert(spec: FieldSpec, raw: object) -> Value | None:
     text = raw if isinstance(raw, str) else (str(integer) if integer is not None else None)
     if text is None or not 0 < len(text) <= MAX_CATEGORY_CHARS:
         return None
-    if spec.allowed is not None and text not in spec.allowed:
-        return None
-    return text
+    return text  # checked against the vocabulary by the caller, which counts it apart
 
 
 def _time(raw: object, time_format: str) -> float | None:
@@ -307,6 +311,11 @@ def map_document(spec: Spec, document: object) -> list[Event]:
         value = _convert(field, raw)
         if value is None:
             errors.append(DecodeError("wrong_type", f"mapped field #{field.index} has the wrong type"))
+            continue
+        if field.allowed is not None and value not in field.allowed:
+            errors.append(DecodeError(
+                "not_in_vocabulary", f"mapped field #{field.index} holds a word outside its vocabulary"
+            ))  # fmt: skip
             continue
         values[field.field.key] = value
     if not values:

@@ -34,6 +34,28 @@ Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
+MAX_WORD_CHARS = 64
+
+
+def _words(v: Any) -> Any:
+    """YAML `allowed: [0, 1]` means the words "0" and "1" (a device's numeric status codes)."""
+    if isinstance(v, list):
+        return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+    return v
+
+
+# A category's vocabulary: the only words that may leave for it (docs/privacy.md, default deny).
+Vocabulary = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=MAX_WORD_CHARS)]],
+    BeforeValidator(_words),
+    Field(min_length=1, max_length=256),
+]
+VOCABULARY_NEEDED = (
+    "allowed: a published category needs its vocabulary, the words that may leave (free text "
+    "never does): list the device's words, or mark the field personal"
+)
+
+
 class DriverOptions(BaseModel):
     """Base of every driver's and codec's `Options`: unknown keys are errors, values frozen."""
 

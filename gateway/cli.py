@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway.checks import Finding
 from gateway.config import Config, ConfigError, Problem, load_config, problem_at
-from gateway.plan import PlanError, SitePlan, build_plan
+from gateway.plan import PlanError, SensorPlan, SitePlan, build_plan
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
@@ -67,6 +67,9 @@ def semantic_problems(cfg: Config, plan: SitePlan, *, devices: bool = True) -> l
         if devices and sp is not None:
             for loc, msg in SOURCES[sp.transport].check(sp):
                 problems.append(problem_at(cfg, ("sensors", i, *loc), msg))
+        for f, word, shape in _identifier_words(sp):
+            problems.append(problem_at(cfg, ("sensors", i, "options"),
+                                       f"{f}: the word {word!r} looks like a {shape.replace('_', ' ')}; the egress guard would block it"))  # fmt: skip
         kind = find_identifier(s.id)
         if kind:
             problems.append(problem_at(cfg, ("sensors", i, "id"),
@@ -84,6 +87,34 @@ def semantic_problems(cfg: Config, plan: SitePlan, *, devices: bool = True) -> l
         if finding.severity == "error":
             problems.append(problem_at(cfg, where, finding.message))
     return problems
+
+
+def _identifier_words(sp: SensorPlan | None) -> list[tuple[str, str, str]]:
+    """(field, word, kind) for vocabulary words that are shaped like an identifier."""
+    from gateway.privacy.guard import find_identifier
+
+    out: list[tuple[str, str, str]] = []
+    for f in (*sp.published, *sp.aggregates) if sp is not None else ():
+        for word in sorted(f.vocabulary or ()):
+            if kind := find_identifier(word):
+                out.append((f.key, word, kind))
+    return out
+
+
+def vocabulary_warnings(cfg: Config, plan: SitePlan) -> list[Problem]:
+    """A published text field without a vocabulary lets nothing out (default deny for free
+    text): say so at `check`, since its Datastream will stay empty."""
+    from firmware_bridge.base import ObservationType
+
+    out: list[Problem] = []
+    for i, s in enumerate(cfg.sensors):
+        sp = plan.sensors.get(s.id)
+        for f in (*sp.published, *sp.aggregates) if sp is not None else ():
+            if f.observation_type is ObservationType.CATEGORY and f.vocabulary is None:
+                out.append(problem_at(cfg, ("sensors", i, "driver"),
+                                      f"{s.driver} declares no vocabulary for {f.key}: its text values are blocked "
+                                      "(counted as not_in_vocabulary); leave it out with privacy.publish"))  # fmt: skip
+    return out
 
 
 def security_findings(cfg: Config) -> list[tuple[tuple[str | int, ...], Finding]]:
@@ -127,6 +158,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for loc, finding in security_findings(cfg):
         if finding.severity == "warning":
             print(f"warning: {problem_at(cfg, loc, finding.message)}", file=sys.stderr)
+    for p in vocabulary_warnings(cfg, plan):
+        print(f"warning: {p}", file=sys.stderr)
     sinks = [n if n == s.type else f"{n} ({s.type})" for n, s in cfg.sinks.items()]
     n_ds = len(plan.datastreams)
     print(f"{args.config}: OK — gateway {cfg.gateway.id}, {len(plan.sensors)} sensors, "

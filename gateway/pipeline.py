@@ -77,7 +77,7 @@ class Pipeline:
         self.plan = plan or build_plan(cfg)
         self.clock = clock
         self.metrics = Registry()
-        self.guard = EgressGuard(frozenset(self.plan.datastreams))
+        self.guard = EgressGuard(frozenset(self.plan.datastreams), vocabularies=self.plan.vocabularies)
         self.privacy = PrivacyStage(self.plan, key_factory=key_factory,
                                     salt_rotation_s=cfg.privacy.salt_rotation, started_at=clock())  # fmt: skip
         self.sinks = sinks if sinks is not None else build_sinks(cfg, self.plan, self.guard)

@@ -76,10 +76,24 @@ class SitePlan:
     location_grid_m: float = 0.0  # grid (or bin along the street segment) actually applied
     site: Site | None = None
     shown_location: LonLat | None = None  # what entities show: `location`, or its 1 km square
+    shown_grid_m: float = 0.0  # the grid `shown_location` is snapped to (1 km when withheld)
 
     @property
     def datastreams(self) -> dict[int, Datastream]:
         return {ds.id: ds for sp in self.sensors.values() for ds in sp.datastreams.values()}
+
+    @property
+    def vocabularies(self) -> dict[int, tuple[str, frozenset[str]]]:
+        """Datastream id -> (sensor, the words a text result may be), for the egress guard. A
+        Datastream whose field declares no vocabulary gets none: no text leaves on it (default
+        deny for free text; docs/privacy.md)."""
+        out: dict[int, tuple[str, frozenset[str]]] = {}
+        for sp in self.sensors.values():
+            for f in (*sp.published, *sp.aggregates):
+                ds = sp.datastreams.get(f.key)
+                if ds is not None:
+                    out[ds.id] = (sp.id, f.vocabulary or frozenset())
+        return out
 
 
 class PlanError(Exception):
@@ -113,10 +127,11 @@ def build_plan(cfg: Config) -> SitePlan:
                 g.description or f"Street sensor gateway {g.id} ({g.borough})",
                 address.get("usrn"), address.get("uprn"))  # fmt: skip
     if location is not None:
-        shown = location
+        shown, shown_grid = location, grid
     else:
-        shown = snap_to_grid(g.location.lon, g.location.lat, max(WITHHELD_GRID_M, grid))
-    return SitePlan(g.id, stable_id("thing", g.id), sensors, location, grid, site, shown)
+        shown_grid = max(WITHHELD_GRID_M, grid)
+        shown = snap_to_grid(g.location.lon, g.location.lat, shown_grid)
+    return SitePlan(g.id, stable_id("thing", g.id), sensors, location, grid, site, shown, shown_grid)
 
 
 def _zones_here(cfg: Config, problems: list[Problem]) -> list[PrivacyZone]:

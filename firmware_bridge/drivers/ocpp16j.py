@@ -65,6 +65,13 @@ ERROR_CODES = frozenset({
     "UnderVoltage", "WeakSignal",
 })  # fmt: skip
 
+# What may leave for each category (docs/privacy.md, default deny): the statuses this decoder
+# maps to, plus UNKNOWN for a status outside OCPP 1.6; connectors 0 (the whole charge point) to
+# MAX_CONNECTOR, the bound `connector_id` has in the options.
+STATUS_WORDS = frozenset({*OCPP_TO_OCPI.values(), "UNKNOWN"})
+MAX_CONNECTOR = 100
+CONNECTOR_WORDS = frozenset(str(n) for n in range(MAX_CONNECTOR + 1))
+
 # Actions that are valid OCPP 1.6 (core, profiles and the security whitepaper) but carry no
 # street data, or only personal data we do not collect (Authorize carries the idTag).
 QUIET_ACTIONS = frozenset({
@@ -96,14 +103,16 @@ CATALOGUE = Catalogue(
     transport="mqtt",
     datasheet="OCA OCPP 1.6 edition 2; OCPI 2.2.1 EVSE status",
     fields=(
-        Field("connector_status", None, C, "Connector status, OCPI 2.2.1 EVSE vocabulary"),
+        Field("connector_status", None, C, "Connector status, OCPI 2.2.1 EVSE vocabulary",
+              vocabulary=STATUS_WORDS),
         Field(
             "connector_id",
             None,
             C,
             'Connector the status or meter reading belongs to ("0" = whole charge point)',
+            vocabulary=CONNECTOR_WORDS,
         ),
-        Field("error_code", None, C, "OCPP 1.6 ChargePointErrorCode"),
+        Field("error_code", None, C, "OCPP 1.6 ChargePointErrorCode", vocabulary=ERROR_CODES),
         Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0),
         Field("power", "W", M, "Power.Active.Import", minimum=0, maximum=400000),
         Field("session_start", None, T, "A charging session started", role=Role.PERSON_EVENT),
@@ -166,7 +175,7 @@ def _nonneg_int(value: object) -> int | None:
 
 class Options(PayloadOptions):
     connector_id: int | None = Opt(
-        None, ge=0, le=100, description="Only this connector (0 = the whole charge point); all if unset."
+        None, ge=0, le=MAX_CONNECTOR, description="Only this connector (0 = the whole charge point); all if unset."
     )
 
 

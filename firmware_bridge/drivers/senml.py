@@ -32,7 +32,7 @@ from firmware_bridge.base import (
 )
 from firmware_bridge.driver import MessageDriver
 from firmware_bridge.jsonpayload import PayloadDecoder, concrete_topic, is_number, load_json
-from firmware_bridge.options import DriverOptions, PayloadOptions
+from firmware_bridge.options import VOCABULARY_NEEDED, DriverOptions, PayloadOptions, Vocabulary
 
 RELATIVE_LIMIT = 2**28  # RFC 8428 section 4.5.3
 LATEST_PLAUSIBLE = 2**33  # year 2242: anything later is a broken clock
@@ -57,7 +57,10 @@ class NameMapping(DriverOptions):
     type: Literal["measurement", "count", "category", "truth"] = "measurement"
     unit: str | None = None
     personal: bool = Opt(False, description="Never published raw.")
-    allowed: list[str] | None = Opt(None, description="Category vocabulary: other words refused.")
+    allowed: Vocabulary | None = Opt(
+        None, description="Category vocabulary, required for a category that is published: "
+        "the only words that may leave (free text never does)."
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -73,6 +76,8 @@ class NameMapping(DriverOptions):
                 raise ValueError(f"unit: {problem}")
         if self.allowed is not None and self.type != "category":
             raise ValueError("allowed: a vocabulary is for category fields only")
+        if self.type == "category" and self.allowed is None and not self.personal:
+            raise ValueError(VOCABULARY_NEEDED)
         return self
 
     def to_field(self) -> Field:
@@ -234,6 +239,8 @@ class Decoder(PayloadDecoder):
             )
         if isinstance(value, DecodeError):
             return value
+        if spec.allowed is not None and value not in spec.allowed:
+            return DecodeError("not_in_vocabulary", f"record #{i} holds a word outside the vocabulary of mapped field #{spec.index}")
         return when, spec.field.key, value
 
     def _value(
@@ -245,9 +252,7 @@ class Decoder(PayloadDecoder):
         if spec.kind == "category":
             text = record.get("vs")
             ok = isinstance(text, str) and 0 < len(text) <= MAX_CATEGORY_CHARS
-            if ok and spec.allowed is not None and text not in spec.allowed:
-                ok = False
-            return text if ok and isinstance(text, str) else None
+            return text if ok and isinstance(text, str) else None  # vocabulary: see _record
         if is_number(record.get("v")):
             number = base.value + float(record["v"])
         elif is_number(record.get("s")):

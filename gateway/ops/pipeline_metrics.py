@@ -17,6 +17,8 @@ class PipelineMetrics:
                  clock: Callable[[], float]) -> None:  # fmt: skip
         self.guard, self.privacy, self.clock = guard, privacy, clock
         self.m_blocked = m.counter("gateway_guard_blocked_total", "Payloads blocked by the egress guard")
+        self.m_blocked_sensor = m.counter("gateway_guard_blocked_by_sensor_total",
+                                          "Observations blocked by the egress guard, by sensor and reason")  # fmt: skip
         self.m_privacy = m.counter("gateway_privacy_dropped_total", "Fields withheld by the privacy stage")
         self.m_suppressed = m.counter("gateway_privacy_suppressed_windows_total", "Small counts not published")
         self.m_lag = m.gauge("gateway_sink_lag_observations", "Observations not yet delivered")
@@ -29,6 +31,8 @@ class PipelineMetrics:
     def collect(self) -> None:
         for reason, n in self.guard.blocked.items():
             self.m_blocked.set(n, reason=reason)
+        for (sensor, reason), n in self.guard.blocked_by_sensor.items():
+            self.m_blocked_sensor.set(n, sensor=sensor, reason=reason)
         for (sensor, reason), n in self.privacy.dropped.items():
             self.m_privacy.set(n, sensor=sensor, reason=reason)
         for sensor, n in self.privacy.suppressed.items():

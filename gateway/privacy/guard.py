@@ -4,7 +4,8 @@ It knows nothing of drivers or the privacy stage. It blocks any serialised paylo
 contains something shaped like an identifier (MAC/EUI-64 in any notation, RFID/idTag-like hex
 token, IMEI/IMSI, GB and Northern Ireland vehicle registration, email also as `(at)`, phone
 number with spaces or brackets, IP address), after NFKC normalisation, and any Observation key
-or parameter that is not part of the published vocabulary. Blocked payloads are counted per
+or parameter that is not part of the published vocabulary, and (given the plan's vocabularies)
+any text result that is not a declared word of its Datastream. Blocked payloads are counted per
 reason and logged without the offending value. Each check covers one payload: a block never
 takes a batch's other observations with it.
 """
@@ -15,7 +16,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 OBSERVATION_KEYS = frozenset({"phenomenonTime", "resultTime", "result", "Datastream", "parameters"})
@@ -125,17 +126,56 @@ class Verdict:
 PASS = Verdict(True)
 
 
-class EgressGuard:
-    """Counts and blocks. One instance per gateway; sinks call it on their final bytes."""
+NOT_IN_VOCABULARY = "not_in_vocabulary"
+# Datastream id -> (sensor id, the words a text result may be); built from the plan
+# (`SitePlan.vocabularies`), so the guard needs no driver to know them.
+Vocabularies = Mapping[int, tuple[str, frozenset[str]]]
+_TEXT_RESULT = re.compile(rb'"r"\s*:\s*"')  # an outbox record whose result is text
 
-    def __init__(self, allowed_datastreams: frozenset[int] | None = None) -> None:
+
+class EgressGuard:
+    """Counts and blocks. One instance per gateway; sinks call it on their final bytes.
+
+    With `vocabularies` (the pipeline always gives them) a text result leaves only if it is a
+    word of its Datastream's declared vocabulary, independently of the privacy stage's own
+    check: free text in a category is blocked per observation and counted per sensor."""
+
+    def __init__(
+        self, allowed_datastreams: frozenset[int] | None = None, vocabularies: Vocabularies | None = None
+    ) -> None:
         self.allowed = allowed_datastreams
+        self.vocabularies = vocabularies
         self.blocked: Counter[str] = Counter()  # reason -> count
+        self.blocked_by_sensor: Counter[tuple[str, str]] = Counter()  # (sensor, reason) -> count
         self.passed = 0
 
-    def _block(self, reason: str) -> Verdict:
+    def _block(self, reason: str, sensor: str | None = None) -> Verdict:
         self.blocked[reason] += 1
+        if sensor is not None:
+            self.blocked_by_sensor[(sensor, reason)] += 1
         return Verdict(False, reason)
+
+    def off_vocabulary(self, datastream: object, result: object) -> str | None:
+        """The sensor whose Datastream `result` is text outside the declared vocabulary of (or
+        "unknown" for a Datastream the plan does not know); None if it may leave. Counts
+        nothing, so a worker thread may call it; `block_off_vocabulary` counts on the loop."""
+        if self.vocabularies is None or not isinstance(result, str):
+            return None
+        entry = self.vocabularies.get(datastream) if isinstance(datastream, int) else None
+        if entry is None:
+            return "unknown"
+        sensor, words = entry
+        return None if result in words else sensor
+
+    def block_off_vocabulary(self, sensor: str) -> Verdict:
+        return self._block(NOT_IN_VOCABULARY, sensor)
+
+    def check_result(self, datastream: object, result: object) -> Verdict:
+        """One Observation's result against its Datastream's vocabulary (counting)."""
+        sensor = self.off_vocabulary(datastream, result)
+        if sensor is not None:
+            return self.block_off_vocabulary(sensor)
+        return PASS
 
     def check_text(self, text: str) -> Verdict:
         kind = find_identifier(text)
@@ -160,8 +200,28 @@ class EgressGuard:
             return self._block("undeclared_field")
         if self.allowed is not None and ds.get("@iot.id") not in self.allowed:
             return self._block("unknown_datastream")
+        sensor = self.off_vocabulary(ds.get("@iot.id"), doc.get("result"))
+        if sensor is not None:
+            return self.block_off_vocabulary(sensor)
         return self.check_text(payload.decode("utf-8", "replace"))
 
     def check_record(self, record: bytes) -> Verdict:
-        """An outbox record (compact Observation) before it is committed."""
+        """An outbox record (compact Observation) before it is committed. Only a record with a
+        text result is parsed for the vocabulary check; numbers need the shape scan alone."""
+        sensor = self.record_off_vocabulary(record)
+        if sensor is not None:
+            return self.block_off_vocabulary(sensor)
         return self.check_text(record.decode("utf-8", "replace"))
+
+    def record_off_vocabulary(self, record: bytes) -> str | None:
+        """`off_vocabulary` for an outbox record; only a record with a text result is parsed.
+        A record that is not a JSON object counts as off ("unknown"): fail closed."""
+        if self.vocabularies is None or not _TEXT_RESULT.search(record):
+            return None
+        try:
+            doc = json.loads(record)
+        except (ValueError, UnicodeDecodeError):
+            return "unknown"
+        if not isinstance(doc, dict):
+            return "unknown"
+        return self.off_vocabulary(doc.get("ds"), doc.get("r"))

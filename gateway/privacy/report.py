@@ -39,10 +39,12 @@ _AGG_WORDS = {
 GUARD_BLOCKS = (
     "MAC addresses in any notation (colons, dashes, dots, bare 12 hex digits, EUI-64)",
     "RFID / OCPP idTag-like hex tokens (8-20 hex digits)",
-    "UK vehicle registrations (current, prefix and suffix formats)",
-    "email addresses",
-    "phone numbers (UK and international)",
+    "IMEI and IMSI numbers",
+    "GB vehicle registrations (current, prefix and suffix formats) and Northern Ireland ones",
+    "email addresses, also written as (at) / at",
+    "phone numbers (UK and international, with spaces, dashes, dots or brackets)",
     "IPv4 and IPv6 addresses",
+    "any text result that is not a word of its Datastream's declared vocabulary (free text)",
     "any Observation key or parameter outside the published vocabulary",
     "Datastream ids not in this plan",
 )
@@ -105,6 +107,7 @@ def _sensor(sp: SensorPlan) -> dict[str, Any]:
             "derived": f.aggregation is not Aggregation.NONE, "transform": transform,
             "leaves": leaves,
         })  # fmt: skip
+    words = {f.key: f.vocabulary for f in (*sp.published, *sp.aggregates)}
     datastreams = []
     for key, ds in sorted(sp.datastreams.items()):
         agg = ds.aggregation
@@ -117,6 +120,8 @@ def _sensor(sp: SensorPlan) -> dict[str, Any]:
             "min_count": sp.min_count if agg in ("distinct_count", "count") else None,
             "delay_s": sp.delay_s if windowed else None,
             "description": ds.description,
+            # the only words a text result may be; none: no text leaves (default deny)
+            "vocabulary": sorted(words.get(key) or ()) if ds.observation_type.name == "CATEGORY" else None,
         })  # fmt: skip
     out: dict[str, Any] = {
         "id": s.id,
@@ -335,6 +340,10 @@ def to_markdown(report: dict[str, Any], mermaid: str) -> str:
                 out.append(f"| {ds['id']} | `{ds['property']}` | {_cell(ds['unit'])} | "
                            f"{ds['aggregation']} | {_cell(ds['window'])} | {_cell(ds['min_count'])} | "
                            f"{_cell(ds['delay_s'])} |")  # fmt: skip
+            for ds in s["datastreams"]:
+                if ds["vocabulary"] is not None:
+                    words = ", ".join(f"`{w}`" for w in ds["vocabulary"]) or "none: no text leaves"
+                    out.append(f"\n`{ds['property']}` leaves only as one of these words: {words}.")
         for m in s.get("estimators", []):
             if m["estimator"] == "wifi_footfall":
                 out += ["", f"Footfall method: probes weaker than {m['rssi_min_dbm']:g} dBm ignored; "

@@ -2,7 +2,8 @@
 
 Pure: time comes in as `now`, the pseudonym key from an injected factory (os.urandom in the
 shell). Default deny: a field leaves only if its driver's catalogue declares it non-personal and
-the sensor's policy selects it; personal fields feed windowed aggregates and are forgotten.
+the sensor's policy selects it; personal fields feed windowed aggregates and are forgotten. A
+text value leaves only if it is a word of its field's declared vocabulary.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ ALLOWED_PARAMETERS = frozenset(
     {"quality", "aggregation", "period", "samples", "suppressed", "min_count", "window"}
 )
 Result = float | int | str | bool | None
+
+
+NOT_IN_VOCABULARY = "not_in_vocabulary"
+
+
+def in_vocabulary(f: Field, text: str) -> bool:
+    """Default deny for free text: a word leaves only if the field's catalogue (or the config's
+    `allowed:` list) declares it. A field that declares no vocabulary lets no text out: a name,
+    a plate or a message typed into a device's status field must not reach open data."""
+    return f.vocabulary is not None and text in f.vocabulary
 
 
 def round_result(v: float) -> float:
@@ -231,6 +242,9 @@ class PrivacyStage:
         ds = sp.datastreams[f.key]
         result: float | int | str | bool
         flags = list(quality)
+        if isinstance(value, str) and not in_vocabulary(f, value):
+            self.dropped[(sp.id, NOT_IN_VOCABULARY)] += 1
+            return None
         if isinstance(value, bool | str):
             result = value
         elif isinstance(value, int | float):
@@ -269,6 +283,9 @@ class PrivacyStage:
             partial = index * agg.sensor.window_s < self._started_at
             w = agg.window = _Window(index, partial)
         value = reading.values[src]
+        if agg.field.aggregation is Aggregation.LAST and isinstance(value, str) and not in_vocabulary(agg.field, value):
+            self.dropped[(agg.sensor.id, NOT_IN_VOCABULARY)] += 1  # `last` publishes the word itself
+            return out
         if agg.estimator is not None:
             inputs = {k: reading.values[k] for k in agg.field.inputs if k in reading.values}
             agg.estimator.observe(self._pseudonym(value), reading.time, value, inputs)

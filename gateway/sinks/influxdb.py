@@ -166,20 +166,32 @@ class InfluxSink:
             fields += f",samples={float(samples)!r}"
         return f"{prefix} {fields} {round(float(rec['t']) * 1000)}"
 
-    def _encode_unguarded(self, rows: Sequence[Row]) -> tuple[list[tuple[int, str]], bool]:
-        """Lines for a batch, and whether the one-pass identifier scan found anything."""
-        lines = [(row.seq, self._line(row.body)) for row in rows]
+    def _encode_unguarded(self, rows: Sequence[Row]) -> tuple[list[tuple[int, str]], bool, list[str]]:
+        """Lines for a batch, whether the one-pass identifier scan found anything, and the
+        sensors of the rows whose text result is outside their Datastream's vocabulary (left
+        out of the lines; counted by `_guard` on the loop thread)."""
+        lines: list[tuple[int, str]] = []
+        off: list[str] = []
+        for row in rows:
+            sensor = self.guard.record_off_vocabulary(row.body)
+            if sensor is not None:
+                off.append(sensor)
+                continue
+            lines.append((row.seq, self._line(row.body)))
         suspect = find_identifier("\n".join(line for _, line in lines)) is not None
-        return lines, suspect
+        return lines, suspect, off
 
-    def _guard(self, lines: list[tuple[int, str]], suspect: bool) -> tuple[list[tuple[int, str]], int]:
+    def _guard(self, lines: list[tuple[int, str]], suspect: bool,
+               off: Sequence[str] = ()) -> tuple[list[tuple[int, str]], int]:  # fmt: skip
         """Any match on one line is also a match in the joined text ("\n" is in no pattern's
         look-around class), so a clean scan passes every line; otherwise check line by line."""
+        for sensor in off:
+            self.guard.block_off_vocabulary(sensor)
         if not suspect:
             self.guard.passed += len(lines)
-            return lines, 0
+            return lines, len(off)
         kept = [(seq, line) for seq, line in lines if self.guard.check_text(line).ok]
-        return kept, len(lines) - len(kept)
+        return kept, len(lines) - len(kept) + len(off)
 
     def encode(self, rows: Sequence[Row]) -> tuple[list[tuple[int, str]], int]:
         return self._guard(*self._encode_unguarded(rows))

@@ -36,8 +36,11 @@ plates = st.tuples(letters, letters, st.integers(10, 99), letters, letters, lett
 emails = st.tuples(st.sampled_from(["alex", "sam", "jo", "priya"]), st.integers(100, 99999)).map(
     lambda t: f"{t[0]}.{t[1]}@example.org")
 phones = st.integers(100000000, 999999999).map(lambda n: f"+447{n}")
+# A name has no identifier shape: only the vocabularies (default deny for free text) stop it.
+names = st.tuples(st.sampled_from(["Priya", "Oluwaseun", "Siobhan", "Tomasz"]),
+                  st.sampled_from(["Ramanathan", "Adeyemi", "Gallagher", "Kowalczyk"])).map(" ".join)
 identities = st.fixed_dictionaries({"mac": macs, "mac2": macs, "tag": id_tags, "plate": plates,
-                                    "email": emails, "phone": phones})  # fmt: skip
+                                    "email": emails, "phone": phones, "name": names})  # fmt: skip
 
 SENSORS = """\
   - {id: ev-1, driver: openevse, mqtt: {}, options: {base_topic: openevse-55ad}}
@@ -47,13 +50,13 @@ SENSORS = """\
   - {id: pax-1, driver: paxcounter, mqtt: {topic: 'paxout/#'}}
   - {id: lora-1, driver: chirpstack, mqtt: {}, options: {dev_eui: 70b3d57ed0051a2b, ports: {1: {codec: paxcounter_packed}}, decoded: {ports: [2], fields: [{path: pm25, property: particulates, unit: ug/m3}]}}}
   - {id: lora-2, driver: thethingsstack, mqtt: {}, options: {dev_eui: 70B3D57ED0061C2E, decoded: {fields: [{path: pm2_5, property: pm2_5, unit: ug/m3}]}}}
-  - {id: gj-1, driver: generic_json, mqtt: {topic: 'sensors/aq-node-7/json'}, options: {fields: [{path: data.pm25, property: pm2_5, unit: ug/m3}]}}
-  - {id: senml-1, driver: senml, mqtt: {topic: 'senml/weather-1'}, options: {fields: [{suffix: ':temp', property: temperature, unit: Cel}]}}
+  - {id: gj-1, driver: generic_json, mqtt: {topic: 'sensors/aq-node-7/json'}, options: {fields: [{path: data.pm25, property: pm2_5, unit: ug/m3}, {path: data.state, property: state, type: category, allowed: [ok, fault], optional: true}]}}
+  - {id: senml-1, driver: senml, mqtt: {topic: 'senml/weather-1'}, options: {fields: [{suffix: ':temp', property: temperature, unit: Cel}, {suffix: ':state', property: state, type: category, allowed: [ok, fault]}]}}
 """
 
 
 def payloads(ids: dict[str, str]) -> list[tuple[str, str]]:
-    mac, mac2, tag, plate, email, phone = (ids[k] for k in ("mac", "mac2", "tag", "plate", "email", "phone"))
+    mac, mac2, tag, plate, email, phone, name = (ids[k] for k in ("mac", "mac2", "tag", "plate", "email", "phone", "name"))
     probe = lambda m, r: {"mac": m, "rssi": r, "seq": 7, "ch": 6}  # noqa: E731
     return [
         ("footfall/sniffer-1/probes", json.dumps(probe(mac, -50))),
@@ -62,12 +65,14 @@ def payloads(ids: dict[str, str]) -> list[tuple[str, str]]:
         ("openevse-55ad/rfid_input", tag),  # a card being enrolled: ignored, never logged
         ("openevse-55ad/amp", "16000"),
         ("openevse-55ad/status", "active"),
+        ("openevse-55ad/status", name),  # free text in a status: only its vocabulary's words leave
         ("openevse-55ad/vehicle_owner", email),  # unknown key, must be counted and dropped
         ("openevse-55ad/config", json.dumps({"firmware": "5.1.5", "wifi_ssid": phone, "mqtt_user": email})),
         ("ocpp/CB-1/in", json.dumps([2, "a1", "StartTransaction", {"connectorId": 1, "idTag": tag, "meterStart": 1000, "timestamp": "2026-03-14T10:12:30Z"}])),
         ("ocpp/CB-1/in", json.dumps([2, "a2", "MeterValues", {"connectorId": 1, "transactionId": 5531, "meterValue": [{"timestamp": "2026-03-14T10:27:30Z", "sampledValue": [{"value": "2000", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}, {"value": "54", "measurand": "SoC", "unit": "Percent"}]}]}])),
         ("ocpp/CB-1/in", json.dumps([2, "a3", "StopTransaction", {"transactionId": 5531, "idTag": email, "meterStop": 3000, "timestamp": "2026-03-14T11:40:02Z", "reason": plate}])),
         ("ocpp/CB-1/in", json.dumps([2, "a4", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging", "info": phone}])),
+        ("ocpp/CB-1/in", json.dumps([2, "a5", "StatusNotification", {"connectorId": 1, "errorCode": name, "status": name, "info": name}])),
         (f"axis/{mac.replace(':', '').upper()}/event/CameraApplicationPlatform/ObjectAnalytics/Device1Scenario1",
          json.dumps({"topic": "axis:x", "timestamp": 1741946405123, "serial": mac.replace(":", "").upper(),
                      "message": {"source": {}, "key": {}, "data": {"scenario": plate, "reason": "human", "total": "3", "totalHuman": "3", "operator": email}}})),
@@ -81,8 +86,10 @@ def payloads(ids: dict[str, str]) -> list[tuple[str, str]]:
         chirpstack_up(ids, f_port=2, data=b"\x01", obj={"pm25": 9.5}, f_cnt=2),  # a duplicate
         tts_up(ids),
         ("sensors/aq-node-7/json", json.dumps({"data": {"pm25": 9.5, "plate": plate}, "badge": tag, "contact": email})),
+        ("sensors/aq-node-7/json", json.dumps({"data": {"pm25": 9.6, "state": "ok"}})),
+        ("sensors/aq-node-7/json", json.dumps({"data": {"pm25": 9.7, "state": name}})),
         ("senml/weather-1", json.dumps([{"bn": f"urn:dev:mac:{mac.replace(':', '')}:", "n": "temp", "u": "Cel", "v": 21.5},
-                                        {"n": "owner", "vs": email}])),
+                                        {"n": "owner", "vs": email}, {"n": "state", "vs": name}])),
     ]  # fmt: skip
 
 
@@ -209,6 +216,13 @@ ops: {{http: null}}
     assert b"Observations" in outputs["mqtt capture"]
     assert (data / "observations.jsonl").stat().st_size > 0
     assert b"pm2_5_value" in outputs["tsdb export"] and b"gateway started" in outputs["logs"]
+    # a declared word does leave (so the search below could find a category value), and the
+    # planted name was stopped and counted, not lost unseen
+    assert b'"result":"ok"' in (data / "observations.jsonl").read_bytes()
+    metrics = outputs["metrics"].decode()
+    assert 'gateway_mqtt_bad_messages_total{reason="not_in_vocabulary",sensor="gj-1"}' in metrics
+    assert 'gateway_mqtt_bad_messages_total{reason="not_in_vocabulary",sensor="senml-1"}' in metrics
+    assert 'gateway_mqtt_bad_messages_total{reason="bad_value",sensor="ev-1"}' in metrics  # not a firmware word
     hits: list[str] = []
     for kind, value in ids.items():
         for form in variants(value):

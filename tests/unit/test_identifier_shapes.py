@@ -19,7 +19,7 @@ from gateway.config import parse_config
 from gateway.model import Observation, Reading, iso_duration, stable_id
 from gateway.ops.logs import scrub
 from gateway.plan import build_plan
-from gateway.privacy.guard import EgressGuard, find_identifier, normalise
+from gateway.privacy.guard import EgressGuard, Verdict, find_identifier, normalise
 from gateway.privacy.stage import PrivacyStage
 from gateway.standards.lineprotocol import encode
 from gateway.standards.sensorthings import entity_messages
@@ -130,8 +130,8 @@ def every_driver_config() -> str:
     for d in sorted(SERIAL_DRIVERS):
         lines.append(f"  - {{id: s-{d.replace('_', '-')}, driver: {d}, serial: {{port: /dev/null}}}}")
     options = {
-        "generic_json": "{fields: [{path: pm25, property: pm2_5, unit: ug/m3}, {path: note, property: note, type: category}]}",
-        "senml": "{fields: [{suffix: ':temp', property: temperature, unit: Cel}, {suffix: ':state', property: state, type: category}]}",
+        "generic_json": "{fields: [{path: pm25, property: pm2_5, unit: ug/m3}, {path: note, property: note, type: category, allowed: [ok, fault]}]}",
+        "senml": "{fields: [{suffix: ':temp', property: temperature, unit: Cel}, {suffix: ':state', property: state, type: category, allowed: [ok, fault]}]}",
     }
     for d in sorted(MESSAGE_DRIVERS):
         opt = f", options: {options[d]}" if d in options else ""
@@ -202,42 +202,64 @@ def test_the_number_lengths_the_guard_blocks_are_the_documented_ones() -> None:
 FREE_TEXT = """
 gateway: {id: camden-lc-0423, borough: camden, location: {lat: 51.539, lon: -0.1426}, data_dir: /tmp/x}
 sensors:
-  - {id: gj-1, driver: generic_json, mqtt: {topic: 'sensors/gj'}, options: {fields: [{path: pm25, property: pm2_5, unit: ug/m3}, {path: note, property: note, type: category}]}}
-  - {id: senml-1, driver: senml, mqtt: {topic: 'senml/x'}, options: {fields: [{suffix: ':temp', property: temperature, unit: Cel}, {suffix: ':note', property: note, type: category}]}}
+  - {id: gj-1, driver: generic_json, mqtt: {topic: 'sensors/gj'}, options: {fields: [{path: pm25, property: pm2_5, unit: ug/m3}, {path: note, property: note, type: category, allowed: [ok, fault]}]}}
+  - {id: senml-1, driver: senml, mqtt: {topic: 'senml/x'}, options: {fields: [{suffix: ':temp', property: temperature, unit: Cel}, {suffix: ':note', property: note, type: category, allowed: [ok, fault]}]}}
+  - {id: ocpp-1, driver: ocpp16j, mqtt: {topic: 'ocpp/CB-1/in'}}
 inputs: {mqtt: {host: 127.0.0.1}}
 sinks: {file: {path: o.jsonl}}
 """
 
+# The profiles whose devices send text that becomes a category value: (topic, payload with
+# `text` in the category, the category's property, the reading's other property).
 PROFILE_PAYLOADS = {
-    "gj-1": ("sensors/gj", lambda text: json.dumps({"pm25": 9.5, "note": text})),
+    "gj-1": ("sensors/gj", lambda text: json.dumps({"pm25": 9.5, "note": text}), "note", "pm2_5"),
     "senml-1": ("senml/x", lambda text: json.dumps([{"bn": "urn:dev:ow:10e2073a01080063:", "n": "temp", "u": "Cel", "v": 21.5},
-                                                    {"n": "note", "vs": text}])),
-}
+                                                    {"n": "note", "vs": text}]), "note", "temperature"),
+    "ocpp-1": ("ocpp/CB-1/in", lambda text: json.dumps([2, "s1", "StatusNotification", {"connectorId": 1, "errorCode": text,
+                                                        "status": "Charging", "info": text}]), "error_code", "connector_status"),
+}  # fmt: skip
+
+
+def layers() -> tuple[object, PrivacyStage, EgressGuard]:
+    cfg = parse_config(FREE_TEXT, "t.yaml", {})
+    plan = build_plan(cfg)
+    stage = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=3600, started_at=0.0)
+    return plan, stage, EgressGuard(frozenset(plan.datastreams), vocabularies=plan.vocabularies)
 
 
 @pytest.mark.parametrize("sensor", sorted(PROFILE_PAYLOADS))
 @pytest.mark.parametrize(("token", "kind"), SHAPES)
-def test_a_shape_in_free_text_is_blocked_per_observation(sensor: str, token: str, kind: str) -> None:
-    """Decoder -> privacy stage -> outbox record: the category value with the shape is blocked,
-    the reading's other observation still passes (fail closed per observation, not per batch)."""
-    cfg = parse_config(FREE_TEXT, "t.yaml", {})
-    plan = build_plan(cfg)
-    sp = plan.sensors[sensor]
-    decoder = sp.driver.new_decoder(sp.options)  # type: ignore[union-attr]
-    stage = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=3600, started_at=0.0)
-    guard = EgressGuard(frozenset(plan.datastreams))
-    topic, payload = PROFILE_PAYLOADS[sensor]
+def test_a_shape_in_free_text_is_stopped_at_every_layer_on_its_own(sensor: str, token: str, kind: str) -> None:
+    """Each layer stops the planted text by itself, so none relies on the one before: the
+    decoder (the category's vocabulary), the privacy stage (given a reading that holds it) and
+    the egress guard (given an Observation that holds it, as a record and as SensorThings JSON).
+    Per observation: the reading's other property still leaves."""
+    plan, stage, guard = layers()
+    sp = plan.sensors[sensor]  # type: ignore[attr-defined]
+    decoder = sp.driver.new_decoder(sp.options)
+    topic, payload, prop, other = PROFILE_PAYLOADS[sensor]
     text = token if len(token) <= 64 else token[:64]
     for v in (text, text.upper(), fullwidth(text)[:64]):
         events = decoder.decode(topic, payload(v).encode())
         values: dict[str, object] = {}
         for e in events:
             values.update(getattr(e, "values", {}))
-        assert values.get("note") == v, (events, v)
-        obs = stage.process(Reading(sensor, 10.0, values), 10.0)  # type: ignore[arg-type]
-        verdicts = {o.property: guard.check_record(o.to_record()).ok for o in obs}
-        assert verdicts.get("note") is False, (v, verdicts)
-        assert any(ok for p, ok in verdicts.items() if p != "note"), verdicts
+        assert prop not in values and other in values, (events, v)
+        assert all(v not in getattr(e, "detail", "") for e in events)
+
+        n = stage.dropped[(sensor, "not_in_vocabulary")]
+        obs = stage.process(Reading(sensor, 10.0, {**values, prop: v}), 10.0)  # type: ignore[dict-item]
+        assert {o.property for o in obs} >= {other} and prop not in {o.property for o in obs}
+        assert stage.dropped[(sensor, "not_in_vocabulary")] == n + 1
+
+        ds = sp.datastreams[prop].id
+        planted = Observation(ds, sensor, prop, 10.0, 10.0, v)
+        blocked = guard.blocked_by_sensor[(sensor, "not_in_vocabulary")]
+        assert guard.check_record(planted.to_record()) == Verdict(False, "not_in_vocabulary")
+        assert not guard.check_observation_json(json.dumps(planted.sensorthings()).encode()).ok
+        assert guard.blocked_by_sensor[(sensor, "not_in_vocabulary")] == blocked + 2
+        for o in obs:
+            assert guard.check_record(o.to_record()).ok, o
 
 
 def test_normalise_folds_compatibility_forms_and_keeps_ascii_as_is() -> None:

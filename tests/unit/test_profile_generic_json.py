@@ -67,8 +67,8 @@ def test_missing_optional_field_is_quiet() -> None:
 
 @pytest.mark.parametrize(
     ("path", "value"),
-    [("data.pm25", "lots"), ("data.pm25", True), ("sensors", [{"status": "on_fire"}]),
-     ("counts", {"people": 2.5}), ("door", "ajar"), ("sensors", [{"status": ["ok"]}])],
+    [("data.pm25", "lots"), ("data.pm25", True), ("counts", {"people": 2.5}), ("door", "ajar"),
+     ("sensors", [{"status": ["ok"]}])],
 )  # fmt: skip
 def test_values_of_the_wrong_type_are_errors(path: str, value: Any) -> None:
     payload = json.loads(json.dumps(PAYLOAD))
@@ -79,6 +79,14 @@ def test_values_of_the_wrong_type_are_errors(path: str, value: Any) -> None:
     target[last] = value
     errors = [e for e in decode(payload) if isinstance(e, DecodeError)]
     assert [e.reason for e in errors] == ["wrong_type"]
+
+
+def test_a_word_outside_the_vocabulary_is_its_own_error() -> None:
+    payload = json.loads(json.dumps(PAYLOAD))
+    payload["sensors"] = [{"status": "on_fire"}]
+    events = decode(payload)
+    assert [e.reason for e in events if isinstance(e, DecodeError)] == ["not_in_vocabulary"]
+    assert all("on_fire" not in e.detail for e in events if isinstance(e, DecodeError))
 
 
 @pytest.mark.parametrize(
@@ -191,7 +199,7 @@ def test_catalogue_is_built_from_the_mapping_with_personal_and_aggregate_fields(
 
 
 def test_aggregate_of_a_category_needs_a_counting_aggregation() -> None:
-    options = {"fields": [{"path": "s", "property": "state", "type": "category"}],
+    options = {"fields": [{"path": "s", "property": "state", "type": "category", "allowed": ["on"]}],
                "aggregates": [{"property": "m", "of": "state", "aggregation": "mean"}]}  # fmt: skip
     assert problems(options) == ["aggregates[0].aggregation: mean needs a numeric source"]
 

@@ -21,7 +21,7 @@ OPTIONS: dict[str, Any] = {
         {"suffix": "pm25", "property": "pm2_5", "unit": "ug/m3"},
         {"suffix": ":energy", "property": "energy", "unit": "kW.h"},
         {"suffix": ":door", "property": "door_open", "type": "truth"},
-        {"suffix": ":mode", "property": "mode", "type": "category"},
+        {"suffix": ":mode", "property": "mode", "type": "category", "allowed": ["eco", "boost"]},
         {"suffix": ":count", "property": "passes", "type": "count"},
     ],
 }  # fmt: skip
@@ -117,6 +117,7 @@ def test_secondary_units_are_accepted_with_or_without_bver_26() -> None:
      ({"n": "temp", "u": "V", "v": 1}, "wrong_unit"),
      ({"n": "temp", "u": None, "v": 1}, "wrong_unit"),
      ({"n": "temp", "vs": "warm"}, "wrong_type"),
+     ({"n": "x:mode", "vs": "Alex Smith"}, "not_in_vocabulary"),
      ({"n": "x:count", "v": 2.5}, "wrong_type"),
      ({"n": "temp", "t": "later", "v": 1}, "wrong_type"),
      ({"n": "temp", "t": 1e300, "v": 1}, "bad_time"),
@@ -154,10 +155,14 @@ def test_option_problems() -> None:
         {"name": "a", "suffix": "b", "property": "u", "unit": "Cel"},
         {"name": "", "property": "Bad", "unit": "degC"},
         {"suffix": "m", "property": "m", "type": "category", "unit": "Cel"},
+        {"suffix": "n", "property": "n", "type": "category"},
+        {"suffix": "o", "property": "o", "type": "category", "personal": True},
     ], "other": 1})  # fmt: skip
     for prefix in ("other:", "fields[0]: give exactly one", "fields[1]: give exactly one",
-                   "fields[2].name:", "fields[2].property:", "fields[3].unit:"):  # fmt: skip
+                   "fields[2].name:", "fields[2].property:", "fields[3].unit:",
+                   "fields[4].allowed: a published category needs its vocabulary"):  # fmt: skip
         assert any(p.startswith(prefix) for p in problems), (prefix, problems)
+    assert not any(p.startswith("fields[5]") for p in problems), problems  # personal: never leaves
     assert option_problems(OPTIONS) == []
     with pytest.raises(ValueError):
         senml.Decoder(senml.Options.model_validate({"fields": []}))

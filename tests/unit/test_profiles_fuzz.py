@@ -40,7 +40,8 @@ MAC = re.compile(r"(?i)\b[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}\b")
 GENERIC_OPTIONS: dict[str, Any] = {
     "fields": [
         {"path": "data.pm25", "property": "pm2_5", "unit": "ug/m3"},
-        {"path": "sensors[0].status", "property": "sensor_status", "type": "category"},
+        {"path": "sensors[0].status", "property": "sensor_status", "type": "category",
+         "allowed": ["ok", "warming_up", "fault"]},
         {"path": "count", "property": "people", "type": "count", "optional": True},
     ],
     "time_path": "ts",

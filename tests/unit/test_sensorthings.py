@@ -246,6 +246,7 @@ def produced_observations() -> list[Observation]:
     out += stage.process(Reading("meter-1", t0, {"energy_total": 1234.5, "power": 230.0}), t0)
     out += stage.process(Reading("ev-1", t0, {"status": "CHARGING", "vehicle_connected": True,
                                               "energy_increment": 0.25}), t0)  # fmt: skip
+    out += stage.process(Reading("ev-2", t0, {"connector_status": "CHARGING", "connector_id": "1"}), t0)
     out += stage.process(Reading("pm-north", t0 + 1, {"pm2_5": 2000.0}), t0 + 1)  # out_of_range
     for i in range(3):  # 3 < min_count: published suppressed
         out += stage.process(Reading("footfall-1", t0 + i, {"mac": f"02:00:00:00:00:0{i}"}), t0 + i)
