@@ -299,7 +299,7 @@ def dcat_catalogue(cfg: Config, plan: SitePlan, licence: str | None = None, titl
         "dct:description": c.description or g.description or (
             f"Open data from street sensor gateway {g.id} in {g.borough}: readings in "
             "OGC SensorThings API 1.1 with UCUM units; locations coarsened to a "
-            f"{cfg.privacy.location_grid_m:g} m grid."),
+            f"{plan.shown_grid_m:g} m grid."),
         "dct:publisher": publisher,
         "dct:license": _licence(licence),
         "dct:language": [{"@id": f"{EU}language/{lang}", "@type": "dct:LinguisticSystem",
@@ -351,7 +351,7 @@ def ckan_package(cfg: Config, plan: SitePlan, licence: str | None = None, title:
     extras = {
         "gateway_id": g.id,
         "spatial": f'{{"type":"Point","coordinates":[{lon},{lat}]}}',
-        "location_grid_m": f"{cfg.privacy.location_grid_m:g}",
+        "location_grid_m": f"{plan.shown_grid_m:g}",
         "standard": "OGC SensorThings API 1.1",
         "units": "UCUM",
         "frequency": "continuous",

@@ -100,7 +100,7 @@ def thing(plan: SitePlan, software_version: str | None = None) -> Json:
         props["usrn"] = g.usrn
     if g.uprn:
         props["uprn"] = g.uprn
-    props["locationGridMetres"] = plan.location_grid_m
+    props["locationGridMetres"] = plan.shown_grid_m
     return {
         "@iot.id": thing_id(g.gateway_id),
         "name": g.name,
@@ -114,7 +114,7 @@ def location(plan: SitePlan) -> Json:
     g = _site(plan)
     assert plan.shown_location is not None
     lon, lat = plan.shown_location
-    grid = plan.location_grid_m
+    grid = plan.shown_grid_m
     return {
         "@iot.id": location_id(g.gateway_id),
         "name": g.name,
