@@ -60,6 +60,12 @@ OCPP_TO_OCPI: dict[str, str] = {
 # cable is in use when either is; it is usable when any connector is; broken beats switched off.
 EVSE_PRECEDENCE = ("CHARGING", "RESERVED", "AVAILABLE", "OUTOFORDER", "INOPERATIVE", "UNKNOWN")
 
+# What may leave for each category (docs/privacy.md, default deny): the EVSE statuses this
+# decoder can say, and EVSE numbers 0 (the whole station) to MAX_EVSE, the bound `evse_id` has.
+STATUS_WORDS = frozenset(EVSE_PRECEDENCE)
+MAX_EVSE = 100
+EVSE_WORDS = frozenset(str(n) for n in range(MAX_EVSE + 1))
+
 # Every OCPP 2.0.1 action, in both directions (OCPP 2.0.1 edition 3, part 2, and its JSON
 # schemas). Those not handled below carry no street data, or only personal data we never take.
 ACTIONS = frozenset({
@@ -102,12 +108,14 @@ CATALOGUE = Catalogue(
     transport="mqtt",
     datasheet="OCA OCPP 2.0.1 edition 3; OCPI 2.2.1 EVSE status",
     fields=(
-        Field("connector_status", None, C, "EVSE status, OCPI 2.2.1 EVSE vocabulary"),
+        Field("connector_status", None, C, "EVSE status, OCPI 2.2.1 EVSE vocabulary",
+              vocabulary=STATUS_WORDS),
         Field(
             "connector_id",
             None,
             C,
             'EVSE the status or meter reading belongs to ("0" = whole station)',
+            vocabulary=EVSE_WORDS,
         ),
         Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0),
         Field("power", "W", M, "Power.Active.Import", minimum=0, maximum=400000),
@@ -196,7 +204,7 @@ def _nonneg_int(value: object) -> int | None:
 
 class Options(PayloadOptions):
     evse_id: int | None = Opt(
-        None, ge=0, le=100, description="Only this EVSE (0 = the whole station); all if unset."
+        None, ge=0, le=MAX_EVSE, description="Only this EVSE (0 = the whole station); all if unset."
     )
 
 

@@ -127,8 +127,8 @@ def every_driver_config() -> str:
     lines = ["gateway: {id: camden-lc-0423, borough: camden, name: 'Camden High Street, lamp column 423',"
              " description: 'Air quality and footfall', location: {lat: 51.539, lon: -0.1426}, data_dir: /tmp/x}",
              "sensors:"]  # fmt: skip
-    for d in sorted(SERIAL_DRIVERS):
-        lines.append(f"  - {{id: s-{d.replace('_', '-')}, driver: {d}, serial: {{port: /dev/null}}}}")
+    for i, d in enumerate(sorted(SERIAL_DRIVERS)):
+        lines.append(f"  - {{id: s-{d.replace('_', '-')}, driver: {d}, serial: {{port: /dev/ttyUSB{i}}}}}")
     options = {
         "generic_json": "{fields: [{path: pm25, property: pm2_5, unit: ug/m3}, {path: note, property: note, type: category, allowed: [ok, fault]}]}",
         "senml": "{fields: [{suffix: ':temp', property: temperature, unit: Cel}, {suffix: ':state', property: state, type: category, allowed: [ok, fault]}]}",

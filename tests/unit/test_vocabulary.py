@@ -22,6 +22,7 @@ from firmware_bridge.base import Aggregation, ObservationType
 from firmware_bridge.driver import Driver, MessageDriver
 from firmware_bridge.drivers import REGISTERED
 from firmware_bridge.drivers import ocpp16j as ocpp
+from firmware_bridge.drivers import ocpp201j as ocpp201
 from gateway.cli import semantic_problems, vocabulary_warnings
 from gateway.config import Config, ConfigError, parse_config
 from gateway.model import Observation, Reading
@@ -111,7 +112,7 @@ def test_the_registry_cases_include_categories() -> None:
     """The test above must have something to check: these drivers publish categories."""
     having = {d.name for d in REGISTERED
               if any(f.observation_type is ObservationType.CATEGORY for f in word_fields(plan_for(d).sensors["s"]))}  # fmt: skip
-    assert {"ocpp16j", "generic_json", "senml"} <= having, having
+    assert {"ocpp16j", "ocpp201j", "generic_json", "senml"} <= having, having
 
 
 @pytest.mark.parametrize("driver", REGISTERED, ids=[d.name for d in REGISTERED])
@@ -201,6 +202,13 @@ def test_the_pipeline_builds_its_guard_with_the_plans_vocabularies_and_exports_t
     assert 'gateway_guard_blocked_by_sensor_total{reason="not_in_vocabulary",sensor="s"} 1' in metrics
     assert 'gateway_privacy_dropped_total{reason="not_in_vocabulary",sensor="s"} 1' in metrics
     assert "Priya" not in metrics
+
+
+def test_the_ocpp201_vocabularies_are_what_its_decoder_can_say() -> None:
+    assert {*ocpp201.OCPP_TO_OCPI.values(), "UNKNOWN"} == ocpp201.STATUS_WORDS
+    cat = ocpp201.DRIVER.catalogue_for(ocpp201.Options())
+    assert cat.field("connector_status").vocabulary == ocpp201.STATUS_WORDS  # type: ignore[union-attr]
+    assert cat.field("connector_id").vocabulary == {str(n) for n in range(ocpp201.MAX_EVSE + 1)}  # type: ignore[union-attr]
 
 
 def test_the_ocpp_vocabularies_are_what_its_decoder_can_say() -> None:
