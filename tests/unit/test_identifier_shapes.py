@@ -134,7 +134,8 @@ def every_driver_config() -> str:
         "senml": "{fields: [{suffix: ':temp', property: temperature, unit: Cel}, {suffix: ':state', property: state, type: category, allowed: [ok, fault]}]}",
     }
     for d in sorted(MESSAGE_DRIVERS):
-        opt = f", options: {options[d]}" if d in options else ""
+        example = MESSAGE_DRIVERS[d].example_options
+        opt = f", options: {options[d]}" if d in options else f", options: {json.dumps(example)}" if example else ""
         lines.append(f"  - {{id: m-{d.replace('_', '-')}, driver: {d}, mqtt: {{topic: 'x/{d}/#'}}{opt}}}")
     lines += ["inputs: {mqtt: {host: 127.0.0.1}}", "sinks: {file: {path: o.jsonl}}"]
     return "\n".join(lines) + "\n"

@@ -94,8 +94,6 @@ def test_site_wide_suppress_zone_withholds_the_location() -> None:
     assert p.location is None and all(sp.suppressed for sp in p.sensors.values())
 
 
-@pytest.mark.xfail(strict=True, reason="openevse `status` has no vocabulary until issue 15 gives it "
-                   "the OCPI words, so default deny keeps it in; remove this marker when that lands")
 def test_last_per_window_turns_bay_status_into_a_windowed_aggregate() -> None:
     p = plan_with(f"{{window: 1h, zones: [{{name: bay, polygon: {AROUND}, action: coarsen, "
                   "last_per_window: true, sensors: [bay-3]}]}")  # fmt: skip

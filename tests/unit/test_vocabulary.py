@@ -34,11 +34,6 @@ from gateway.privacy.stage import PrivacyStage
 from gateway.sinks.base import guarded_observations
 from gateway.sinks.influxdb import InfluxSink, Settings
 
-# Issue 15 rewrites these drivers with vocabularies. Until it lands their published categories
-# have none (so nothing of them leaves: see the test below, which they pass). Strict: the test
-# fails as soon as they have one, so this line is removed then.
-AWAITING_ISSUE_15 = {"openevse"}
-
 # Options for the configurable profiles that exercise a category (their registry examples may not)
 OPTIONS: dict[str, dict[str, Any]] = {
     "senml": {"fields": [{"suffix": ":temp", "property": "temperature", "unit": "Cel"},
@@ -93,11 +88,7 @@ def word_fields(sp: SensorPlan) -> list[Any]:
     return [*sp.published, *(f for f in sp.aggregates if f.aggregation is Aggregation.LAST)]
 
 
-PARAMS = [pytest.param(d, id=d.name, marks=[pytest.mark.xfail(strict=True, reason="issue 15")]
-                       if d.name in AWAITING_ISSUE_15 else []) for d in REGISTERED]  # fmt: skip
-
-
-@pytest.mark.parametrize("driver", PARAMS)
+@pytest.mark.parametrize("driver", REGISTERED, ids=[d.name for d in REGISTERED])
 def test_every_published_category_of_every_driver_declares_its_vocabulary(driver: Driver) -> None:
     sp = plan_for(driver).sensors["s"]
     for f in (*sp.published, *sp.aggregates):
@@ -112,7 +103,7 @@ def test_the_registry_cases_include_categories() -> None:
     """The test above must have something to check: these drivers publish categories."""
     having = {d.name for d in REGISTERED
               if any(f.observation_type is ObservationType.CATEGORY for f in word_fields(plan_for(d).sensors["s"]))}  # fmt: skip
-    assert {"ocpp16j", "ocpp201j", "generic_json", "senml"} <= having, having
+    assert {"ocpp16j", "ocpp201j", "openevse", "generic_json", "senml"} <= having, having
 
 
 @pytest.mark.parametrize("driver", REGISTERED, ids=[d.name for d in REGISTERED])
