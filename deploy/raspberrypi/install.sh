@@ -95,11 +95,12 @@ Options:
   --tls-ca FILE
   --device NAME:PREFIX create Mosquitto user NAME allowed to publish under PREFIX/# on the main
                        broker (QoS 1, kept across restarts), for devices that send nothing
-                       personal (cameras' counts, paxcounters, air quality); repeatable. The
+                       personal (air-quality and weather nodes, meters); repeatable. The
                        random password is stored root-only under $DEVICE_SECRETS_DIR/
   --personal-device NAME:PREFIX
                        the same on the personal-data broker, for devices whose messages are
-                       personal at source (probe sniffers, OCPP relays, chargers with RFID):
+                       personal at source (probe sniffers, OCPP relays, chargers, people-
+                       counting cameras, paxcounters):
                        QoS 0, no retain, never written to disk
   --personal-retain    let the personal-data broker accept retained messages (OpenEVSE always
                        sends a retained announce and last will); still RAM only. Remembered;

@@ -5,9 +5,10 @@ the RAM-only one for personal-at-source devices) into a temporary root. Both rea
 processes run from those files, only ports and paths moved into the test's directory. The real
 gateway subscribes once and stops; then, with the gateway away, a probe sniffer and an OCPP relay
 publish planted MACs and idTags (and try QoS 1, retain and a retained will, as misconfigured
-firmware would), while a paxcounter publishes QoS 1 counts; the brokers save and restart. Every
-byte the brokers wrote is searched for each identifier in raw, case and separator variants and
-unsalted digests: zero hits. The same restart loses none of the paxcounter's QoS 1 counts.
+firmware would), while an air-quality node (nothing personal) publishes QoS 1 readings; the
+brokers save and restart. Every byte the brokers wrote is searched for each identifier in raw,
+case and separator variants and unsalted digests: zero hits. The same restart loses none of the
+air-quality node's QoS 1 readings.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 MACS = [f"3c:22:fb:{i:02x}:{(i * 7) % 256:02x}:{(i * 13) % 256:02x}" for i in range(20)]
 ID_TAG = "04A1B2C3D4E5F6"
-PAX = 50
+AQ = 50  # readings the air-quality node publishes while the gateway is away
 
 
 class Broker:
@@ -125,7 +126,7 @@ def every_file(*dirs: Path) -> dict[Path, bytes]:
 def test_personal_streams_never_reach_the_brokers_disk_and_durable_devices_lose_nothing(tmp_path: Path) -> None:
     binary = require_binary("mosquitto", "mosquitto")
     root = tmp_path / "root"
-    run_install("--destdir", root, "--device", "pax-1:paxcounter/pax-1",
+    run_install("--destdir", root, "--device", "aq-1:sensors/aq-1",
                 "--personal-device", "sniffer-1:footfall/sniffer-1",
                 "--personal-device", "ocpp-1:ocpp/ocpp-1")  # fmt: skip
     secrets = (root / "etc/street-gateway/secrets.env").read_text()
@@ -133,7 +134,7 @@ def test_personal_streams_never_reach_the_brokers_disk_and_durable_devices_lose_
     assert m
     gateway_pw = m.group(1)
     pw = {n: (root / f"etc/street-gateway/devices/{n}.password").read_text().strip()
-          for n in ("pax-1", "sniffer-1", "ocpp-1")}  # fmt: skip
+          for n in ("aq-1", "sniffer-1", "ocpp-1")}  # fmt: skip
 
     main_conf, personal_conf = shipped_confs(root, tmp_path)
     main = Broker(binary, tmp_path / "main", main_conf)
@@ -145,7 +146,7 @@ def test_personal_streams_never_reach_the_brokers_disk_and_durable_devices_lose_
     cfg = parse_config(f"""
 gateway: {{id: camden-lc-0423, borough: camden, location: {{lat: 51.539, lon: -0.1426}}, data_dir: '{data}'}}
 sensors:
-  - {{id: pax-1, driver: paxcounter, mqtt: {{topic: 'paxcounter/pax-1/count'}}}}
+  - {{id: aq-1, driver: generic_json, mqtt: {{topic: 'sensors/aq-1/json'}}, options: {{fields: [{{path: pm25, property: pm2_5, unit: ug/m3}}]}}}}
   - {{id: sniff-1, driver: wifi_probe_sniffer, mqtt: {{topic: 'footfall/sniffer-1/probes'}}}}
   - {{id: ocpp-1, driver: ocpp16j, mqtt: {{topic: 'ocpp/ocpp-1/in'}}}}
 inputs: {{mqtt: {{host: 127.0.0.1, port: {main.port}, personal_port: {personal.port}, username: gateway, password: '{gateway_pw}'}}}}
@@ -168,12 +169,12 @@ ops: {{http: null}}
         # 1. The gateway has run once (its persistent session exists) and is now stopped.
         asyncio.run(run_gateway_until())
 
-        # 2. While it is away: the paxcounter (main broker, QoS 1) and the personal devices.
-        pax = Device(main.port, "pax-1", pw["pax-1"])
-        assert pax.wait_up()
-        for i in range(PAX):
-            pax.client.publish("paxcounter/pax-1/count", json.dumps({"wifi": 1000 + i, "ble": 0}), qos=1).wait_for_publish(5)
-        pax.close()
+        # 2. While it is away: the air-quality node (main broker, QoS 1) and the personal devices.
+        aq = Device(main.port, "aq-1", pw["aq-1"])
+        assert aq.wait_up()
+        for i in range(AQ):
+            aq.client.publish("sensors/aq-1/json", json.dumps({"pm25": 100 + i}), qos=1).wait_for_publish(5)
+        aq.close()
 
         sniffer = Device(personal.port, "sniffer-1", pw["sniffer-1"])
         assert sniffer.wait_up()
@@ -206,21 +207,21 @@ ops: {{http: null}}
         personal.stop()
         db = main.dir / "mosquitto.db"
         assert db.exists(), "the main broker keeps its database (durable devices rely on it)"
-        assert b'"wifi": 1049' in db.read_bytes(), "the scan can see what a broker queued on disk"
+        assert b'"pm25": 149' in db.read_bytes(), "the scan can see what a broker queued on disk"
         at_rest = every_file(main.dir, personal.dir)
         main.start()
         personal.start()
 
         # 4. The gateway comes back: every QoS 1 count published while it was away arrives.
-        p = asyncio.run(run_gateway_until(lambda p: p.stats.readings >= PAX and p.queue.empty()))
+        p = asyncio.run(run_gateway_until(lambda p: p.stats.readings >= AQ and p.queue.empty()))
     finally:
         main.stop()
         personal.stop()
 
-    ds = p.plan.sensors["pax-1"].datastreams["wifi_devices"].id
+    ds = p.plan.sensors["aq-1"].datastreams["pm2_5"].id
     got = sorted(int(json.loads(line)["result"]) for line in (data / "observations.jsonl").read_text().splitlines()
                  if json.loads(line)["Datastream"]["@iot.id"] == ds)  # fmt: skip
-    assert got == [1000 + i for i in range(PAX)], "a QoS 1 device lost counts across the broker restart"
+    assert got == [100 + i for i in range(AQ)], "a QoS 1 device lost readings across the broker restart"
 
     # The personal-data broker wrote nothing but what we redirected its stderr into.
     assert {p.name for p in personal.dir.iterdir()} == {"mosquitto.conf", "mosquitto.log"}
