@@ -179,8 +179,7 @@ def _location(cfg: Config, plan: SitePlan) -> Json:
     snapped to (1 km when a privacy zone withholds the site), never the configured point."""
     assert plan.shown_location is not None
     lon, lat = plan.shown_location
-    cell = plan.location_grid_m if plan.location is not None else max(1000.0, plan.location_grid_m)
-    half = max(cell, 1.0) / 2
+    half = max(plan.shown_grid_m, 1.0) / 2
     dlat = half / METRES_PER_DEGREE
     dlon = half / (METRES_PER_DEGREE * max(math.cos(math.radians(lat)), 1e-6))
     w, e, s, n = (round(v, 6) for v in (lon - dlon, lon + dlon, lat - dlat, lat + dlat))
@@ -269,8 +268,8 @@ def _dataset(cfg: Config, plan: SitePlan, sp: SensorPlan, dists: list[tuple[str,
     res = temporal_resolution(sp)
     if res is not None:
         ds["dcat:temporalResolution"] = {"@value": res, "@type": "xsd:duration"}
-    if plan.location_grid_m > 0:
-        ds["dcat:spatialResolutionInMeters"] = {"@value": f"{plan.location_grid_m:g}", "@type": "xsd:decimal"}
+    if plan.shown_grid_m > 0:
+        ds["dcat:spatialResolutionInMeters"] = {"@value": f"{plan.shown_grid_m:g}", "@type": "xsd:decimal"}
     return ds
 
 

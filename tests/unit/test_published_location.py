@@ -21,7 +21,7 @@ from gateway.config import parse_config
 from gateway.model import Observation
 from gateway.plan import build_plan
 from gateway.privacy.report import render
-from gateway.standards import ngsi_ld
+from gateway.standards.formats import encode
 from gateway.standards.catalogue import ckan_package, dcat_catalogue
 from gateway.standards.sensorthings import entity_messages
 
@@ -54,17 +54,20 @@ def outputs(opt_in: str = "", privacy: str = "") -> tuple[Any, dict[str, Any]]:
     plan = build_plan(cfg)
     pm = plan.sensors["pm-north"].datastreams
     observations = [Observation(pm["pm2_5"].id, "pm-north", "pm2_5", 1.79e9, 1.79e9, 7.5)] if pm else []
+    items = [(o, json.dumps(o.sensorthings()).encode()) for o in observations]
     _, report = render(cfg, plan, generated_at=1.79e9, source="site.yaml")
     return plan, {
         "sensorthings": entity_messages(plan),
         "dcat": dcat_catalogue(cfg, plan),
         "ckan": ckan_package(cfg, plan),
-        "ngsi-ld": ngsi_ld.entities(plan, observations),
+        **{f"feed {fmt}": [json.loads(m.payload) for m in encode(fmt, plan, items)]
+           for fmt in ("sensorthings", "senml", "ngsi-ld")},
         "privacy report": report,
     }
 
 
 NUMBER = re.compile(r"-?\d+\.\d+")
+BBOX = re.compile(r'"dcat:bbox": \{"@value": "POLYGON\(\(([^)]*)\)\)"')  # the shown cell's square
 
 
 def coordinates(text: str) -> set[float]:
@@ -83,8 +86,15 @@ def test_every_output_shows_the_plans_location_and_no_other(case: str) -> None:
         assert plan.location is None and plan.shown_grid_m == 1000
     if case == "coarsen zone":
         assert plan.shown_grid_m == 500
+    if case != "suppress zone":
+        assert any(body.get("location") for body in out["feed ngsi-ld"]), "the NGSI-LD entity shows the site"
+    bbox = BBOX.search(json.dumps(out["dcat"]))
+    assert bbox is not None
+    corners = {float(x) for x in NUMBER.findall(bbox.group(1))}
+    width_m = (max(c for c in corners if abs(c - LAT) < 0.05) - min(c for c in corners if abs(c - LAT) < 0.05)) * 111_320
+    assert abs(width_m - plan.shown_grid_m) < 1, (width_m, plan.shown_grid_m)  # the shown cell, nothing finer
     for name, value in out.items():
-        text = json.dumps(value)
+        text = BBOX.sub("", json.dumps(value))
         assert coordinates(text) <= {lon, lat}, (name, coordinates(text) - {lon, lat})
     assert str(lat) in json.dumps(out["sensorthings"]) and str(lat) in json.dumps(out["ckan"])
     thing = next(body for topic, body in out["sensorthings"] if topic.startswith("v1.1/Things("))
