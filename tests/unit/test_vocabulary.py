@@ -31,7 +31,7 @@ from gateway.pipeline import Pipeline
 from gateway.plan import SensorPlan, SitePlan, build_plan
 from gateway.privacy.guard import EgressGuard, Verdict, find_identifier
 from gateway.privacy.stage import PrivacyStage
-from gateway.sinks.base import guarded_observations
+from gateway.sinks.base import guarded_messages, guarded_observations
 from gateway.sinks.influxdb import InfluxSink, Settings
 
 # Options for the configurable profiles that exercise a category (their registry examples may not)
@@ -160,7 +160,8 @@ def test_the_guard_blocks_text_outside_the_vocabulary_on_its_own(driver: Driver)
 
 def test_the_guard_blocks_per_observation_in_every_encoding_a_sink_sends() -> None:
     """A batch with a word, a name and a number: the name alone is blocked, for the line
-    protocol (InfluxDB) and the SensorThings JSON (MQTT, file), and counted per sensor."""
+    protocol (InfluxDB), the SensorThings JSON (SensorThings server; MQTT and file in every
+    format), and counted per sensor."""
     plan = plan_for(ocpp.DRIVER)
     sp = plan.sensors["s"]
     status, energy = sp.datastreams["connector_status"].id, sp.datastreams["energy"].id
@@ -179,6 +180,11 @@ def test_the_guard_blocks_per_observation_in_every_encoding_a_sink_sends() -> No
     kept, blocked = guarded_observations(rows, guard)
     assert blocked == 1 and [o.result for o, _ in kept] == ["CHARGING", 4.5]
     assert guard.blocked_by_sensor[("s", "not_in_vocabulary")] == 2
+
+    for n, fmt in enumerate(("sensorthings", "senml", "ngsi-ld"), start=3):  # the file and MQTT formats
+        messages, blocked = guarded_messages(rows, guard, fmt, plan)
+        assert blocked == 1 and messages and all(b"Priya" not in m.payload for m in messages), fmt
+        assert guard.blocked_by_sensor[("s", "not_in_vocabulary")] == n
 
 
 def test_the_pipeline_builds_its_guard_with_the_plans_vocabularies_and_exports_the_counters() -> None:
