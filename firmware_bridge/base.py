@@ -49,11 +49,18 @@ class Role(StrEnum):
     CONTEXT = "context"  # personal-at-source side data an estimator reads (RSSI, random-MAC bit)
 
 
-# A field declared with one of these roles makes its sensor personal at source: the raw stream
-# identifies or singles out people and must never touch disk (docs/privacy.md).
+# Fields with these roles never leave raw: only through windowed aggregates under disclosure
+# control (docs/privacy.md).
 PERSONAL_ROLES = frozenset(
     {Role.IDENTIFIER, Role.PERSON_EVENT, Role.RUNNING_TOTAL, Role.PERSON_COUNT, Role.CONTEXT}
 )
+# A device whose raw messages carry one of these is personal at source: its raw stream identifies
+# or describes one person (a MAC and its signal strength, an idTag, a session's energy) and must
+# never be queued or persisted anywhere on the box, the local broker included. Counts and
+# registers made by the device (PERSON_COUNT, RUNNING_TOTAL) single nobody out while they sit in
+# a queue; they are published only as protected per-window figures, but they may be queued
+# durably, so a broker restart costs them nothing.
+RAW_PERSONAL_ROLES = frozenset({Role.IDENTIFIER, Role.PERSON_EVENT, Role.CONTEXT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +124,10 @@ class Catalogue:
 
     @property
     def personal_at_source(self) -> bool:
-        """True when the device's raw stream carries personal data (see PERSONAL_ROLES)."""
-        return any(f.personal for f in self.fields)
+        """True when the device's raw messages identify or describe one person (see
+        RAW_PERSONAL_ROLES). A driver whose raw messages carry an identifier it never decodes
+        (a card UID in a topic it ignores) still declares it, as an IDENTIFIER field."""
+        return any(f.role in RAW_PERSONAL_ROLES for f in self.fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,12 +95,13 @@ Options:
   --tls-ca FILE
   --device NAME:PREFIX create Mosquitto user NAME allowed to publish under PREFIX/# on the main
                        broker (QoS 1, kept across restarts), for devices that send nothing
-                       personal (air-quality and weather nodes, meters); repeatable. The
+                       personal (air-quality and weather nodes, meters, people-counting
+                       cameras, paxcounters: counts identify nobody); repeatable. The
                        random password is stored root-only under $DEVICE_SECRETS_DIR/
   --personal-device NAME:PREFIX
                        the same on the personal-data broker, for devices whose messages are
-                       personal at source (probe sniffers, OCPP relays, chargers, people-
-                       counting cameras, paxcounters):
+                       personal at source (probe sniffers, OCPP relays, chargers that
+                       report RFID cards and sessions):
                        QoS 0, no retain, never written to disk
   --personal-retain    let the personal-data broker accept retained messages (OpenEVSE always
                        sends a retained announce and last will); still RAM only. Remembered;

@@ -100,6 +100,8 @@ CATALOGUE = Catalogue(
               role=Role.PERSON_EVENT, minimum=0),
         Field("elapsed", "s", M, "Duration of the current session", role=Role.PERSON_EVENT,
               minimum=0),
+        Field("rfid_uid", None, C, "RFID card UID the firmware publishes: never decoded or kept, "
+              "declared so the raw stream is treated as personal at source", role=Role.IDENTIFIER),
         Field("rfid_auth", None, T, "A new RFID card was accepted (the UID is never kept)",
               role=Role.PERSON_EVENT),
         Field("total_energy_increment", "kW.h", M,
