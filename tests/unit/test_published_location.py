@@ -21,8 +21,8 @@ from gateway.config import parse_config
 from gateway.model import Observation
 from gateway.plan import build_plan
 from gateway.privacy.report import render
-from gateway.standards.formats import encode
 from gateway.standards.catalogue import ckan_package, dcat_catalogue
+from gateway.standards.formats import encode
 from gateway.standards.sensorthings import entity_messages
 
 ROOT = Path(__file__).parents[2]
