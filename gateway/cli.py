@@ -1,4 +1,4 @@
-"""street-gateway run | check | demo | simulate | privacy-report | catalogue | schema
+"""street-gateway run | check | datastreams | demo | simulate | privacy-report | catalogue | schema
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. Problems go to stderr, one line each.
 """
@@ -36,7 +36,10 @@ def read_env_file(path: str) -> dict[str, str]:
     return env
 
 
-def _load(path: str, env_file: str | None = None) -> tuple[Config, SitePlan] | int:
+def _load(path: str, env_file: str | None = None, *, secrets: bool = True) -> tuple[Config, SitePlan] | int:
+    """Config and plan, or the exit code after printing every problem. `secrets=False` for the
+    commands that describe a gateway (report, catalogue, datastreams): they need no secret, and
+    the config they get cannot run."""
     env = dict(os.environ)
     if env_file:
         try:
@@ -45,7 +48,7 @@ def _load(path: str, env_file: str | None = None) -> tuple[Config, SitePlan] | i
             print(f"{env_file}: cannot read: {e.strerror}", file=sys.stderr)
             return EXIT_CONFIG
     try:
-        cfg = load_config(path, env)
+        cfg = load_config(path, env, secrets=secrets)
         plan = build_plan(cfg)
     except (ConfigError, PlanError) as e:
         for p in e.problems:
@@ -54,14 +57,36 @@ def _load(path: str, env_file: str | None = None) -> tuple[Config, SitePlan] | i
     return cfg, plan
 
 
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why the gateway could not keep its outbox in `data_dir` on this machine, or None."""
+    import getpass
+
+    user = getpass.getuser()
+    if data_dir.exists():
+        if not data_dir.is_dir():
+            return f"{data_dir} is not a folder"
+        if not os.access(data_dir, os.W_OK | os.X_OK):
+            return f"{data_dir} is not writable by user {user}"
+        return None
+    parent = data_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{data_dir} does not exist and user {user} cannot create it ({parent} is not writable)"
+    return None
+
+
 def semantic_problems(cfg: Config, plan: SitePlan, *, devices: bool = True) -> list[Problem]:
     """What `check` verifies beyond the schema: what each source and sink checks on this machine
-    (ports exist), and that names cannot trip the egress guard."""
+    (ports exist, the data dir is writable), and that names cannot trip the egress guard.
+    `devices=False` checks a config for another machine: no ports, no data dir."""
     from gateway.privacy.guard import find_identifier
     from gateway.sinks import SINKS
     from gateway.sources import SOURCES
 
     problems: list[Problem] = []
+    if devices and (why := data_dir_problem(cfg.gateway.data_dir)):
+        problems.append(problem_at(cfg, ("gateway", "data_dir"), why))
     for i, s in enumerate(cfg.sensors):
         sp = plan.sensors.get(s.id)
         if devices and sp is not None:
@@ -179,12 +204,12 @@ def cmd_privacy_report(args: argparse.Namespace) -> int:
 
     from gateway.privacy.report import render
 
-    loaded = _load(args.config, getattr(args, "env_file", None))
+    loaded = _load(args.config, getattr(args, "env_file", None), secrets=False)
     if isinstance(loaded, int):
         return loaded
     cfg, plan = loaded
     md, data = render(cfg, plan, generated_at=time.time(), source=args.config)
-    out = Path(args.out)
+    out = _out_dir(args.out, cfg)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "privacy-report.md").write_text(md, encoding="utf-8")
@@ -193,6 +218,24 @@ def cmd_privacy_report(args: argparse.Namespace) -> int:
         print(f"street-gateway: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
         return EXIT_RUNTIME
     print(f"wrote {out / 'privacy-report.md'} and {out / 'privacy-report.json'}")
+    return EXIT_OK
+
+
+def _out_dir(out: str | None, cfg: Config) -> Path:
+    """`--out`, or a folder named after the gateway in the current one (never loose files)."""
+    return Path(out) if out else Path(cfg.gateway.id)
+
+
+def cmd_datastreams(args: argparse.Namespace) -> int:
+    """Which sensor, property, unit and aggregation each Datastream id stands for."""
+    from gateway.datastreams import as_json, as_table, legend
+
+    loaded = _load(args.config, getattr(args, "env_file", None), secrets=False)
+    if isinstance(loaded, int):
+        return loaded
+    cfg, plan = loaded
+    rows = legend(cfg, plan)
+    sys.stdout.write(as_json(rows) if args.json else as_table(rows))
     return EXIT_OK
 
 
@@ -216,7 +259,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except OSError as e:
-        print(f"street-gateway: {e.strerror or e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"street-gateway: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_RUNTIME
 
 
@@ -231,11 +275,11 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     """Write catalogue.jsonld (DCAT-AP) and ckan_package.json for the config's feeds."""
     from gateway.standards.catalogue import ckan_package, dcat_catalogue
 
-    loaded = _load(args.config, getattr(args, "env_file", None))
+    loaded = _load(args.config, getattr(args, "env_file", None), secrets=False)
     if isinstance(loaded, int):
         return loaded
     cfg, plan = loaded
-    out = Path(args.out)
+    out = _out_dir(args.out, cfg)
     docs = {"catalogue.jsonld": dcat_catalogue(cfg, plan, licence=args.licence, title=args.title),
             "ckan_package.json": ckan_package(cfg, plan, licence=args.licence, title=args.title)}
     try:
@@ -253,13 +297,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.simulate.demo import run_demo
 
     return run_demo(duration=args.duration, data_dir=Path(args.data_dir) if args.data_dir else None,
-                    sensors=args.sensors, quiet=args.quiet)  # fmt: skip
+                    sensors=args.sensors, quiet=args.quiet, keep=args.keep, reuse=args.reuse)  # fmt: skip
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from gateway.simulate.demo import run_simulators
+    from gateway.simulate.simulate import run_simulators
 
-    return run_simulators(args.serial, duration=args.duration, noise=args.noise)
+    if not args.serial and not args.mqtt:
+        args.parser.print_usage(sys.stderr)
+        print("street-gateway simulate: nothing to simulate: give --serial DRIVER:LINK and/or "
+              "--mqtt DRIVER:TOPIC", file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    return run_simulators(args.serial, args.mqtt, broker=args.broker, duration=args.duration,
+                          noise=args.noise, period=args.period)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,31 +323,44 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="validate a config without starting anything")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")
-    p.add_argument("--no-devices", action="store_true", help="do not require serial ports to exist")
+    p.add_argument("--no-devices", action="store_true",
+                   help="checking a config for another machine: do not require its serial ports or data dir here")  # fmt: skip
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("privacy-report", help="write the privacy report (Markdown and JSON) for a config")
     p.add_argument("-c", "--config", required=True)
-    p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")
-    p.add_argument("--out", default=".", help="directory for privacy-report.md and .json (default: .)")
+    p.add_argument("--env-file", help="read ${VAR} from this KEY=VALUE file too (no secret is needed)")
+    p.add_argument("--out", help="directory for privacy-report.md and .json (default: ./<gateway id>)")
     p.set_defaults(fn=cmd_privacy_report)
+    p = sub.add_parser("datastreams", help="list each Datastream id with its sensor, property, unit, destinations")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--env-file", help="read ${VAR} from this KEY=VALUE file too (no secret is needed)")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(fn=cmd_datastreams)
     p = sub.add_parser("demo", help="simulated devices end to end into a local file store")
     p.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
-    p.add_argument("--data-dir", help="where to keep the outbox and observations (default: temp)")
-    p.add_argument("--sensors", type=int, default=3, help="simulated serial sensors (default 3)")
+    p.add_argument("--data-dir", help="where to keep the outbox and observations (default: a new temp folder)")
+    p.add_argument("--reuse", action="store_true", help="keep what an earlier demo left in --data-dir (default: start empty)")
+    p.add_argument("--sensors", type=int, help="simulated serial sensors (default: one of each serial driver)")
+    p.add_argument("--keep", action="store_true", help="after the summary, keep the gateway and devices running until Ctrl-C")
     p.add_argument("--quiet", action="store_true", help="no live summary, final summary only")
     p.set_defaults(fn=cmd_demo)
-    p = sub.add_parser("simulate", help="run simulated serial devices on pseudo-terminals")
+    p = sub.add_parser("simulate", help="simulated serial devices on pseudo-terminals and MQTT devices on a broker")
     p.add_argument("--serial", action="append", default=[], metavar="DRIVER:LINK",
-                   help="e.g. pms5003:/tmp/pm-north (the link points at the pty)")  # fmt: skip
+                   help="e.g. pms5003:/tmp/pm-north (the link points at the pty; removed at exit)")  # fmt: skip
+    p.add_argument("--mqtt", action="append", default=[], metavar="DRIVER:TOPIC",
+                   help="e.g. openevse:openevse/bay-1/+ (the driver's default topic if TOPIC is empty)")  # fmt: skip
+    p.add_argument("--broker", metavar="HOST:PORT",
+                   help="MQTT broker for --mqtt devices (default: start a local one and print its port)")  # fmt: skip
+    p.add_argument("--period", type=float, default=2.0, help="seconds between MQTT device reports (default 2)")
     p.add_argument("--duration", type=float, default=0, help="seconds; 0 = until interrupted")
-    p.add_argument("--noise", type=float, default=0.0, help="probability of garbage per frame")
-    p.set_defaults(fn=cmd_simulate)
+    p.add_argument("--noise", type=float, default=0.0, help="probability of garbage per serial frame")
+    p.set_defaults(fn=cmd_simulate, parser=p)
     p = sub.add_parser("schema", help="print the config JSON Schema")
     p.set_defaults(fn=cmd_schema)
     p = sub.add_parser("catalogue", help="write DCAT-AP and CKAN catalogue records for the feeds")
     p.add_argument("-c", "--config", required=True)
-    p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")
-    p.add_argument("--out", default=".", help="directory for catalogue.jsonld and ckan_package.json")
+    p.add_argument("--env-file", help="read ${VAR} from this KEY=VALUE file too (no secret is needed)")
+    p.add_argument("--out", help="directory for catalogue.jsonld and ckan_package.json (default: ./<gateway id>)")
     p.add_argument("--licence", default=None,
                    help="licence URL (default: catalogue.licence, else Open Government Licence v3.0)")  # fmt: skip
     p.add_argument("--title", help="catalogue title (default: from gateway.name or id)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -211,7 +211,7 @@ class PrivacySection(Strict):
 
 class OutboxSection(Strict):
     max_bytes: Size = 2**30
-    max_age: Duration = 30 * 86400
+    max_age: PositiveDuration = Field(30 * 86400, description="Observations older than this are dropped.")
     when_full: Literal["drop_oldest", "downsample"] = "drop_oldest"
     sync: Literal["full", "normal"] = Field(
         "full", description="full: durable on power loss (fsync per group commit)."
@@ -295,6 +295,9 @@ class Ops(Strict):
 
 class Config(Strict):
     _source: tuple[str, dict[tuple[str | int, ...], int]] = PrivateAttr(default=("<config>", {}))
+    # False when loaded with `secrets=False` (privacy report, catalogue, datastreams): secret
+    # values are placeholders then, and the pipeline refuses to run such a config
+    _secrets_resolved: bool = PrivateAttr(default=True)
 
     gateway: GatewaySection
     sensors: list[Sensor] = Field(default_factory=list)
@@ -326,17 +329,23 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:
-        seen: set[str] = set()
-        for s in self.sensors:
+        seen: dict[str, int] = {}
+        for i, s in enumerate(self.sensors):
             if s.id in seen:
-                raise ValueError(f"sensor id {s.id!r} is used twice")
-            seen.add(s.id)
+                # the key path first: `_readable` points the problem at this sensor's `id:` line
+                raise ValueError(f"sensors[{i}].id: sensor id {s.id!r} is used twice (first by sensors[{seen[s.id]}]); "
+                                 "Datastream ids derive from it, so each sensor needs its own")  # fmt: skip
+            seen[s.id] = i
         return self
 
     def input(self, source: str) -> BaseModel | None:
         """The `inputs.<source>` section, if the source has one and it is set."""
         value = getattr(self.inputs, source, None)
         return value if isinstance(value, BaseModel) else None
+
+    @property
+    def secrets_resolved(self) -> bool:
+        return self._secrets_resolved
 
     def resolve(self, path: Path) -> Path:
         """Relative paths in the config live under the data dir."""
@@ -369,19 +378,28 @@ class ConfigError(Exception):
 Loc = tuple[str | int, ...]
 
 
-def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int], dups: list[tuple[Loc, int, int]]) -> None:
+    """Line of every key path; a key given twice in one mapping goes to `dups` as
+    (its path, first line, second line): YAML itself would silently keep only the last."""
     out[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
         for k, v in node.value:
             key = k.value
             if k.tag == "tag:yaml.org,2002:int" and key.isdigit():
                 key = int(key)  # as the loaded data has it (`ports: {1: …}`)
-            out[(*loc, key)] = k.start_mark.line + 1
-            _lines(v, (*loc, key), out)
-            out[(*loc, key)] = k.start_mark.line + 1
+            line = k.start_mark.line + 1
+            if key != "<<":
+                if key in first:
+                    dups.append(((*loc, key), first[key], line))
+                else:
+                    first[key] = line
+            out[(*loc, key)] = line
+            _lines(v, (*loc, key), out, dups)
+            out[(*loc, key)] = line
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _lines(item, (*loc, i), out)
+            _lines(item, (*loc, i), out, dups)
 
 
 def _fmt(loc: Loc) -> str:
@@ -391,43 +409,124 @@ def _fmt(loc: Loc) -> str:
     return s
 
 
+# What PyYAML says -> one plain sentence, and whether the line to name is where the construct
+# started (an unclosed bracket or quote) rather than where the parser gave up.
+_YAML_PLAIN: tuple[tuple[str, str, bool], ...] = (
+    ("expected <block end>", "this line is indented differently from the lines above it: "
+     "keys of one mapping, and items of one list, must line up exactly", False),
+    ("mapping values are not allowed here", "a `key:` where YAML cannot take one: check this "
+     "line's indentation, or put quotes around a value that contains `: `", False),
+    ("could not find expected ':'", "a line in a mapping without `key: value` (a missing `:`?)", True),
+    ("that cannot start any token", "a tab or another character YAML cannot start a value with: "
+     "indent with spaces only, and quote values that start with `@` or a backtick", False),
+    ("expected ',' or ']'", "a `[` list opened on this line is not closed with `]` (or a `,` is missing)", True),
+    ("expected ',' or '}'", "a `{` mapping opened on this line is not closed with `}` (or a `,` is missing)", True),
+    ("while scanning a quoted scalar", "a quote opened on this line is not closed", True),
+    ("found undefined alias", "a value starting with `*` refers to an anchor that is not defined: "
+     "put the value in quotes", False),
+    ("but found another document", "a second YAML document (`---`): one gateway per file", False),
+    ("did not find expected '-' indicator", "a list item is indented differently from the items above it", False),
+    ("did not find expected key", "this line is indented differently from the lines above it, "
+     "or a quote or bracket above is not closed", False),
+)  # fmt: skip
+
+
+def _yaml_problem(name: str, e: yaml.YAMLError) -> Problem:
+    """A PyYAML error as one plain sentence with the line it is about."""
+    problem = str(getattr(e, "problem", "") or "")
+    context = str(getattr(e, "context", "") or "")
+    pmark, cmark = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+    for needle, sentence, at_start in _YAML_PLAIN:
+        if needle in problem or needle in context:
+            mark = cmark if at_start and cmark is not None else pmark
+            return Problem(name, mark.line + 1 if mark is not None else None, "", sentence)
+    line = pmark.line + 1 if pmark is not None else None
+    return Problem(name, line, "", f"YAML cannot read this line ({problem or e})")
+
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SECRET_FILE_KEYS = {"token_file": "token", "password_file": "password"}
 
 
-def _expand(data: Any, loc: Loc, env: dict[str, str], errors: list[tuple[Loc, str]]) -> Any:
-    if isinstance(data, dict):
+@dataclass
+class _Expander:
+    """Resolves `${VAR}` and `*_file:` keys. With `secrets=False` nothing secret is read: an unset
+    variable stays as its `${VAR}` text and a secret file is not opened, so a DPO without the
+    secrets can still produce the privacy report; such a config can never run."""
+
+    env: dict[str, str]
+    secrets: bool = True
+    errors: list[tuple[Loc, str]] = field(default_factory=list)
+
+    def expand(self, data: Any, loc: Loc) -> Any:
+        if isinstance(data, dict):
+            return self._mapping(data, loc)
+        if isinstance(data, list):
+            return [self.expand(v, (*loc, i)) for i, v in enumerate(data)]
+        if isinstance(data, str) and "${" in data:
+            return _ENV.sub(lambda m: self._variable(m, loc), data)
+        return data
+
+    def _variable(self, m: re.Match[str], loc: Loc) -> str:
+        name = m.group(1)
+        value = self.env.get(name)
+        if not self.secrets and not value:
+            return m.group(0)
+        if value is None:
+            self.errors.append((loc, f"environment variable {name} is not set"))
+            return ""
+        if not value:
+            self.errors.append((loc, f"environment variable {name} is set but empty"))
+        return value
+
+    def _mapping(self, data: dict[Any, Any], loc: Loc) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
         for k, v in data.items():
-            if isinstance(k, str) and k in SECRET_FILE_KEYS and isinstance(v, str):
-                target = SECRET_FILE_KEYS[k]
-                if target in data:
-                    errors.append(((*loc, k), f"give either {target} or {k}, not both"))
-                    continue
-                try:
-                    out[target] = Path(_expand(v, (*loc, k), env, errors)).read_text().strip()
-                except OSError as e:
-                    errors.append(((*loc, k), f"cannot read secret file: {e.strerror}"))
+            if not (isinstance(k, str) and k in SECRET_FILE_KEYS and isinstance(v, str)):
+                out[k] = self.expand(v, (*loc, k))
                 continue
-            out[k] = _expand(v, (*loc, k), env, errors)
+            target = SECRET_FILE_KEYS[k]
+            if target in data:
+                self.errors.append(((*loc, k), f"give either {target} or {k}, not both"))
+                continue
+            path = self.expand(v, (*loc, k))
+            if not self.secrets:
+                out[target] = f"<secret from {path}, not read>"
+                continue
+            try:
+                secret = Path(path).read_text().strip()
+            except OSError as e:
+                self.errors.append(((*loc, k), f"cannot read secret file {path}: {e.strerror}"))
+                continue
+            except UnicodeDecodeError:
+                self.errors.append(((*loc, k), f"secret file {path} is not UTF-8 text"))
+                continue
+            if not secret:
+                self.errors.append(((*loc, k), f"secret file {path} is empty"))
+            out[target] = secret
         return out
-    if isinstance(data, list):
-        return [_expand(v, (*loc, i), env, errors) for i, v in enumerate(data)]
-    if isinstance(data, str) and "${" in data:
-
-        def sub(m: re.Match[str]) -> str:
-            name = m.group(1)
-            if name not in env:
-                errors.append((loc, f"environment variable {name} is not set"))
-                return ""
-            return env[name]
-
-        return _ENV.sub(sub, data)
-    return data
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
-    """Load and validate; raise ConfigError listing every problem with its line."""
+def _empty_secrets(value: Any, loc: Loc) -> Iterator[Loc]:
+    """Where a secret (any `SecretStr`, wherever a plugin declared one) is empty."""
+    if isinstance(value, SecretStr):
+        if not value.get_secret_value():
+            yield loc
+    elif isinstance(value, BaseModel):
+        for key in type(value).model_fields:
+            yield from _empty_secrets(getattr(value, key), (*loc, key))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _empty_secrets(v, (*loc, k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _empty_secrets(v, (*loc, i))
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None, *, secrets: bool = True) -> Config:
+    """Load and validate; raise ConfigError listing every problem with its line.
+
+    `secrets=False`: secret values are not resolved (placeholders; see `_Expander`)."""
     path = Path(path)
     name = str(path)
     env = dict(os.environ) if env is None else env
@@ -437,23 +536,28 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
         raise ConfigError([Problem(name, None, "", f"cannot read: {e.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([Problem(name, None, "", "is not UTF-8 text")]) from None
-    return parse_config(text, name, env)
+    return parse_config(text, name, env, secrets=secrets)
 
 
-def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None = None) -> Config:
+def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None = None, *,
+                 secrets: bool = True) -> Config:  # fmt: skip
     env = dict(os.environ) if env is None else env
     try:
-        node = yaml.compose(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        msg = getattr(e, "problem", None) or str(e)
-        raise ConfigError([Problem(name, line, "", f"YAML syntax: {msg}")]) from None
+        raise ConfigError([_yaml_problem(name, e)]) from None
     if node is None or not isinstance(data, dict):
         raise ConfigError([Problem(name, 1, "", "must be a YAML mapping with a `gateway:` section")])
     lines: dict[Loc, int] = {}
-    _lines(node, (), lines)
+    dups: list[tuple[Loc, int, int]] = []
+    _lines(node, (), lines, dups)
+    if dups:
+        raise ConfigError([
+            Problem(name, second, _fmt(loc), f"given twice in one mapping (first at line {first}); "
+                    "YAML would silently keep only the last: merge them or remove one")
+            for loc, first, second in dups
+        ])  # fmt: skip
 
     def line_of(loc: Loc) -> int | None:
         for n in range(len(loc), -1, -1):
@@ -461,21 +565,29 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
                 return lines[loc[:n]]
         return None
 
-    env_errors: list[tuple[Loc, str]] = []
-    data = _expand(data, (), env, env_errors)
+    expander = _Expander(env, secrets)
+    data = expander.expand(data, ())
+    env_errors = expander.errors
     problems = [Problem(name, line_of(loc), _fmt(loc), msg) for loc, msg in env_errors]
+    # an unset ${VAR} or an unreadable secret file is the problem, not its effect on validation
+    said = {loc for loc, _ in env_errors}
+    said |= {(*loc[:-1], SECRET_FILE_KEYS[loc[-1]]) for loc in list(said) if loc and loc[-1] in SECRET_FILE_KEYS}
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        said = {loc for loc, _ in env_errors}  # an unset ${VAR} is the problem, not its effect
         for err in e.errors(include_url=False):
             loc, msg = _readable({**err, "loc": _without_tags(tuple(err["loc"]), data)})
             if loc not in said:
                 problems.append(Problem(name, line_of(loc), _fmt(loc), msg))
         cfg = None
+    if cfg is not None:
+        for loc in _empty_secrets(cfg, ()):
+            if loc not in said:
+                problems.append(Problem(name, line_of(loc), _fmt(loc), "is empty: a secret must have a value"))
     if problems or cfg is None:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
     cfg._source = (name, lines)
+    cfg._secrets_resolved = secrets
     return cfg
 
 

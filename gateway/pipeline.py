@@ -73,6 +73,8 @@ class Pipeline:
         key_factory: Callable[[], bytes] = lambda: os.urandom(32),
         sinks: list[Sink] | None = None,
     ) -> None:
+        if not cfg.secrets_resolved:  # placeholders from load_config(secrets=False) never leave
+            raise ValueError("this config was loaded without its secrets (for a report): it cannot run")
         self.cfg = cfg
         self.plan = plan or build_plan(cfg)
         self.clock = clock

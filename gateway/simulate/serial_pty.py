@@ -68,6 +68,14 @@ class PtyDevice:
                 os.close(self.master)
         self.master = None
 
+    def remove_link(self) -> None:
+        """Remove the symlink (if it is still ours: a symlink), as the by-id link of an adapter
+        that is gone; the simulator's owner calls it on every way out."""
+        for path in (self.link, self.link.with_name(self.link.name + ".tmp")):
+            if path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
     def replug(self) -> None:
         self.unplug()
         self.plug()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from gateway.checks import Finding, influx_url_findings
-from gateway.configtypes import Duration
+from gateway.configtypes import PositiveDuration
 from gateway.model import Observation
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard, find_identifier
@@ -55,7 +55,7 @@ class Settings(SinkSettings):
     bucket: str
     token: SecretStr | None = None
     batch_size: int = Field(1000, ge=1, le=100000)
-    timeout: Duration = 10
+    timeout: PositiveDuration = 10
     gzip: bool = True
     verify_tls: bool = True
     ca_file: Path | None = None

@@ -55,9 +55,176 @@ def test_wrong_type_names_the_key() -> None:
     assert got == ["gw.yaml:1 gateway.location.lat: Input should be a valid number, unable to parse string as a number"]
 
 
-def test_yaml_syntax_error_has_a_line() -> None:
-    got = problems(GOOD + "sinks: [unclosed\n")
-    assert len(got) == 1 and got[0].startswith("gw.yaml:") and "YAML syntax" in got[0]
+# A YAML parser error becomes one plain sentence naming the line it is about (for an unclosed
+# bracket or quote, the line where it opened)
+YAML_MISTAKES = [
+    pytest.param(
+        "gateway: {id: a}\nsensors:\n  - id: pm\n    driver: pms5003\n   serial: {port: x}\n",
+        "gw.yaml:5: this line is indented differently from the lines above it: keys of one mapping, "
+        "and items of one list, must line up exactly", id="mis-indented-sensor-key"),
+    pytest.param(
+        "gateway: {id: a}\nsensors:\n- id: pm\n  driver: pms5003\n    serial: {port: x}\n",
+        "gw.yaml:5: a `key:` where YAML cannot take one: check this line's indentation, or put quotes "
+        "around a value that contains `: `", id="over-indented-key"),
+    pytest.param(
+        "gateway:\n  id: a\n  name: Camden: lamp 4\n",
+        "gw.yaml:3: a `key:` where YAML cannot take one: check this line's indentation, or put quotes "
+        "around a value that contains `: `", id="colon-in-value"),
+    pytest.param(
+        "sensors:\n  - id: a\n - id: b\n",
+        "gw.yaml:3: this line is indented differently from the lines above it: keys of one mapping, "
+        "and items of one list, must line up exactly", id="mis-indented-list-item"),
+    pytest.param(
+        "gateway:\n\tid: a\n",
+        "gw.yaml:2: a tab or another character YAML cannot start a value with: indent with spaces only, "
+        "and quote values that start with `@` or a backtick", id="tab"),
+    pytest.param(
+        "gateway: {id: a}\nsinks: [unclosed\nops: {}\n",
+        "gw.yaml:2: a `[` list opened on this line is not closed with `]` (or a `,` is missing)", id="unclosed-list"),
+    pytest.param(
+        "gateway: {id: a, borough: b\nsensors: []\n",
+        "gw.yaml:1: a `{` mapping opened on this line is not closed with `}` (or a `,` is missing)", id="unclosed-mapping"),
+    pytest.param(
+        "gateway: {id: 'a}\nsensors: []\n",
+        "gw.yaml:1: a quote opened on this line is not closed", id="unclosed-quote"),
+    pytest.param(
+        "gateway:\n  id: a\n  borough\n  x: 1\n",
+        "gw.yaml:3: a line in a mapping without `key: value` (a missing `:`?)", id="missing-colon"),
+    pytest.param(
+        "gateway: {id: a}\n---\ngateway: {id: b}\n",
+        "gw.yaml:2: a second YAML document (`---`): one gateway per file", id="two-documents"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "expected"), YAML_MISTAKES)
+def test_a_yaml_mistake_is_one_plain_sentence_with_its_line(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_a_key_given_twice_is_refused_at_the_second_keys_line() -> None:
+    text = GOOD + "sensors:\n  - {id: pm-south, driver: pms5003, serial: {port: /dev/ttyUSB1}}\n"
+    assert problems(text, {"INFLUX_TOKEN": "x"}) == [
+        "gw.yaml:8 sensors: given twice in one mapping (first at line 2); YAML would silently keep "
+        "only the last: merge them or remove one"]
+
+
+def test_a_nested_key_given_twice_is_refused_with_its_path() -> None:
+    text = GOOD.replace("  file: {path: observations.jsonl}",
+                        "  file: {path: observations.jsonl, path: other.jsonl}")  # fmt: skip
+    (p,) = problems(text, {"INFLUX_TOKEN": "x"})
+    assert p.startswith("gw.yaml:6 sinks.file.path: given twice in one mapping (first at line 6)")
+
+
+def test_a_duplicate_sensor_id_is_refused_at_its_own_line() -> None:
+    text = GOOD.replace(
+        "  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}",
+        "  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}\n"
+        "  - {id: pm-south, driver: pms5003, serial: {port: /dev/ttyUSB2}}\n"
+        "  - id: pm-north\n"
+        "    driver: pms5003\n"
+        "    serial: {port: /dev/ttyUSB1}",
+    )
+    assert problems(text, {"INFLUX_TOKEN": "x"}) == [
+        "gw.yaml:5 sensors[2].id: sensor id 'pm-north' is used twice (first by sensors[0]); "
+        "Datastream ids derive from it, so each sensor needs its own"]
+
+
+def _duration_fields() -> list[tuple[str, list[object]]]:
+    """Every Duration-typed field (optional ones too) of the whole config, sinks, sources and
+    driver options, with the constraints that apply to it."""
+    from pydantic import BaseModel
+
+    from firmware_bridge.drivers import REGISTERED
+    from firmware_bridge.options import parse_duration as fb_parse
+    from gateway.config import Config, parse_duration
+    from gateway.sinks import SINKS
+    from gateway.sources import SOURCES
+
+    models: list[type[BaseModel]] = [Config, *(s.settings for s in SINKS.values()),
+                                     *(d.options for d in REGISTERED)]  # fmt: skip
+    models += [m for s in SOURCES.values() for m in (s.section, s.inputs) if m is not None]
+    out: list[tuple[str, list[object]]] = []
+    seen: set[type[BaseModel]] = set()
+
+    def is_duration(meta: list[object]) -> bool:
+        return any(getattr(m, "func", None) in (parse_duration, fb_parse) for m in meta)
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, info in model.model_fields.items():
+            types, metas = _parts(info.annotation)
+            for meta in [list(info.metadata), *metas]:
+                if is_duration(meta):
+                    out.append((f"{model.__name__}.{name}", [*meta, *info.metadata]))
+                    break
+            for t in types:
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    walk(t)
+
+    for m in models:
+        walk(m)
+    return out
+
+
+def _parts(annotation: object) -> tuple[list[object], list[list[object]]]:
+    """(the plain types inside an annotation, the metadata of every Annotated inside it)."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Annotated:
+        types, metas = _parts(typing.get_args(annotation)[0])
+        from pydantic.fields import FieldInfo
+
+        meta = [x for m in annotation.__metadata__  # type: ignore[attr-defined]
+                for x in (m.metadata if isinstance(m, FieldInfo) else [m])]  # fmt: skip
+        return types, [meta, *metas]
+    args = typing.get_args(annotation)
+    if not args:
+        return [annotation], []
+    types, metas = [], []
+    for a in args:
+        t, m = _parts(a)
+        types += t
+        metas += m
+    return types, metas
+
+
+# Durations where zero is a meaningful setting; every other Duration must refuse zero
+ZERO_MEANS = {
+    "SensorPrivacy.delay": "publish without holding back",
+    "PrivacyZone.delay": "publish without holding back",
+    "OutboxSection.group_commit": "commit each reading at once",
+}
+
+
+def test_every_duration_refuses_zero_unless_zero_means_something() -> None:
+    fields = _duration_fields()
+    names = {n for n, _ in fields}
+    assert {"PrivacySection.window", "SensorPrivacy.window", "PrivacyZone.window", "Options.dwell_max",
+            *ZERO_MEANS} <= names, names  # fmt: skip
+    for name, meta in fields:
+        gt = [m.gt for m in meta if type(m).__name__ == "Gt"]  # type: ignore[attr-defined]
+        ge = [m.ge for m in meta if type(m).__name__ == "Ge"]  # type: ignore[attr-defined]
+        if name in ZERO_MEANS:
+            assert ge and max(ge) >= 0, f"{name} accepts negative durations"
+        else:
+            assert gt and max(gt) >= 0, f"{name} accepts 0 s, which makes no sense there"
+
+
+@pytest.mark.parametrize(("replace", "expected"), [
+    (("outbox: {", "privacy: {window: 0s}\noutbox: {"), "gw.yaml:7 privacy.window: Input should be greater than 0"),
+    (("outbox: {", "privacy: {salt_rotation: 0}\noutbox: {"), "gw.yaml:7 privacy.salt_rotation: Input should be greater than 0"),
+    (("outbox: {", "privacy: {footfall: {dwell_max: 0m}}\noutbox: {"), "gw.yaml:7 privacy.footfall.dwell_max: Input should be greater than 0"),
+    (("max_age: 30d", "max_age: 0d"), "gw.yaml:7 outbox.max_age: Input should be greater than 0"),
+    (("port: /dev/ttyUSB0}}", "port: /dev/ttyUSB0}, privacy: {window: 0s}}"), "gw.yaml:3 sensors[0].privacy.window: Input should be greater than 0"),
+    (("port: /dev/ttyUSB0}}", "port: /dev/ttyUSB0}, privacy: {delay: -5}}"), "gw.yaml:3 sensors[0].privacy.delay: Input should be greater than or equal to 0"),
+    (("port: /dev/ttyUSB0}}", "port: /dev/ttyUSB0}, privacy: {delay: -5s}}"), "gw.yaml:3 sensors[0].privacy.delay: must be a duration like 15m, 24h or 30d, not '-5s'"),
+    (("token: \"${INFLUX_TOKEN}\"}", "token: \"${INFLUX_TOKEN}\", timeout: 0s}"), "gw.yaml:5 sinks.influxdb.timeout: Input should be greater than 0"),
+])  # fmt: skip
+def test_a_zero_or_negative_duration_is_refused_with_its_line(replace: tuple[str, str], expected: str) -> None:
+    assert replace[0] in GOOD
+    assert problems(GOOD.replace(*replace), {"INFLUX_TOKEN": "x"}) == [expected]
 
 
 def test_secret_file_is_read_and_missing_file_reported(tmp_path: Path) -> None:
@@ -68,7 +235,50 @@ def test_secret_file_is_read_and_missing_file_reported(tmp_path: Path) -> None:
     influx = cfg.sinks["influxdb"]
     assert influx.token.get_secret_value() == "from-file"  # type: ignore[attr-defined]
     got = problems(text.replace(str(token), str(tmp_path / "absent")))
-    assert got == ["gw.yaml:5 sinks.influxdb.token_file: cannot read secret file: No such file or directory"]
+    assert got == [f"gw.yaml:5 sinks.influxdb.token_file: cannot read secret file {tmp_path / 'absent'}: No such file or directory"]
+    token.write_text("\n")
+    assert problems(text) == [f"gw.yaml:5 sinks.influxdb.token_file: secret file {token} is empty"]
+
+
+def test_an_empty_secret_is_refused_wherever_it_comes_from() -> None:
+    assert problems(GOOD, {"INFLUX_TOKEN": ""}) == [
+        "gw.yaml:5 sinks.influxdb.token: environment variable INFLUX_TOKEN is set but empty"]
+    text = GOOD + "inputs: {mqtt: {host: 127.0.0.1, username: gw, password: \"${LOCAL_PW}\"}}\n"
+    assert problems(text, {"INFLUX_TOKEN": "x", "LOCAL_PW": ""}) == [
+        "gw.yaml:8 inputs.mqtt.password: environment variable LOCAL_PW is set but empty"]
+
+
+def test_an_empty_secret_field_of_any_plugin_is_refused() -> None:
+    """The generic walk finds every empty `SecretStr`, whichever plugin declared it, even one
+    without a validator of its own."""
+    from pydantic import SecretStr
+
+    from gateway.config import _empty_secrets
+    from gateway.configtypes import Strict
+
+    class Nested(Strict):
+        api_key: SecretStr | None = None
+
+    class Settings(Strict):
+        inner: Nested
+        keys: list[SecretStr]
+
+    got = list(_empty_secrets(Settings(inner=Nested(api_key=SecretStr("")), keys=[SecretStr("k"), SecretStr("")]), ("sinks", "x")))
+    assert got == [("sinks", "x", "inner", "api_key"), ("sinks", "x", "keys", 1)]
+
+
+def test_without_secrets_a_config_loads_with_placeholders_that_cannot_run(tmp_path: Path) -> None:
+    from gateway.pipeline import Pipeline
+
+    text = GOOD.replace('token: "${INFLUX_TOKEN}"', "token_file: /nonexistent/influx-token")
+    cfg = parse_config(text, "gw.yaml", {}, secrets=False)
+    assert not cfg.secrets_resolved
+    token = cfg.sinks["influxdb"].token.get_secret_value()  # type: ignore[attr-defined]
+    assert token == "<secret from /nonexistent/influx-token, not read>"
+    cfg = parse_config(GOOD, "gw.yaml", {}, secrets=False)
+    assert cfg.sinks["influxdb"].token.get_secret_value() == "${INFLUX_TOKEN}"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="without its secrets"):
+        Pipeline(cfg)
 
 
 def test_unknown_driver_is_refused_with_line() -> None:
@@ -137,15 +347,6 @@ def test_a_sink_without_a_type_is_refused_with_the_known_types() -> None:
     text = GOOD.replace("  file: {path: observations.jsonl}", "  archive: {path: observations.jsonl}")
     (p,) = problems(text, {"INFLUX_TOKEN": "x"})
     assert p.startswith("gw.yaml:6 sinks.archive.type: is required (one of: file, influxdb, mqtt")
-
-
-def test_duplicate_sensor_ids_are_refused() -> None:
-    text = GOOD.replace(
-        "  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}",
-        "  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB0}}\n"
-        "  - {id: pm-north, driver: pms5003, serial: {port: /dev/ttyUSB1}}",
-    )
-    assert any("used twice" in p for p in problems(text, {"INFLUX_TOKEN": "x"}))
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("15m", 900), ("24h", 86400), ("30d", 2592000), ("500ms", 0.5), (90, 90)])
