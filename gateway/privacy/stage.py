@@ -180,6 +180,14 @@ def _aggregator(sp: SensorPlan, f: Field) -> _Aggregator:
     return _Aggregator(sp, f, rule)
 
 
+def _result_time(now: float, phenomenon_end: float) -> float:
+    """A result exists only once its phenomenon has happened: resultTime is never before the
+    (end of the) phenomenonTime. Stamps can lie a few milliseconds ahead of `now` (the sources
+    keep them strictly increasing per sensor, so a burst of messages read at once is pushed
+    forward) or a device clock within its tolerance ahead of ours."""
+    return max(now, phenomenon_end)
+
+
 class PrivacyStage:
     def __init__(
         self,
@@ -234,7 +242,23 @@ class PrivacyStage:
                 out.append(obs)
         for agg in self._aggs[sp.id]:
             out.extend(self._absorb(agg, reading, now))
-        return out
+        return self._one_per_datastream(sp.id, out)
+
+    def _one_per_datastream(self, sensor: str, out: list[Observation]) -> list[Observation]:
+        """One reading, at most one observation per Datastream: a second one
+        (two aliased device keys mapped onto one property) would be a double write downstream."""
+        if len(out) < 2:
+            return out
+        seen: set[int] = set()
+        kept = []
+        for obs in out:
+            key = obs.datastream_id
+            if key in seen:
+                self.dropped[(sensor, "duplicate_datastream")] += 1
+                continue
+            seen.add(key)
+            kept.append(obs)
+        return kept
 
     def _observation(
         self, sp: SensorPlan, f: Field, value: Value, t: float, now: float, quality: list[str]
@@ -262,7 +286,7 @@ class PrivacyStage:
         params: dict[str, ParamValue] = {}
         if flags:
             params["quality"] = ",".join(sorted(set(flags)))
-        return Observation(ds.id, sp.id, f.key, t, now, result, None, params)
+        return Observation(ds.id, sp.id, f.key, t, _result_time(now, t), result, None, params)
 
     # ------------------------------------------------------------------ windows
 
@@ -378,4 +402,4 @@ class PrivacyStage:
                 params["min_count"] = sp.min_count
                 result = None
         ds = sp.datastreams[f.key]
-        return [Observation(ds.id, sp.id, f.key, start, now, result, stop, params)]
+        return [Observation(ds.id, sp.id, f.key, start, _result_time(now, stop), result, stop, params)]
