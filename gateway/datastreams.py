@@ -29,15 +29,8 @@ class LegendRow:
     min_count: int | None  # for counts of people/devices: fewer are published without a number
     description: str
     destinations: tuple[str, ...]
-
-    @property
-    def symbol(self) -> str:
-        return shown_unit(self.unit)
-
-    @property
-    def how(self) -> str:
-        """`every reading` or e.g. `distinct_count per PT1M`."""
-        return "every reading" if self.aggregation == "none" else f"{self.aggregation} per {self.window}"
+    symbol: str  # the unit as a person reads it: µg/m³, °C, devices
+    how: str  # `every reading`, or e.g. `distinct_count per PT1M`
 
 
 def shown_unit(code: str | None) -> str:
@@ -59,11 +52,13 @@ def legend(cfg: Config, plan: SitePlan) -> list[LegendRow]:
         counts = {f.key for f in sp.aggregates if f.aggregation.value in ("distinct_count", "count")}
         for prop, ds in sp.datastreams.items():
             aggregate = ds.aggregation != "none"
+            window = iso_duration(sp.window_s) if aggregate else None
             rows.append(LegendRow(
                 id=ds.id, sensor=sp.id, driver=sp.driver.name, property=prop, unit=ds.unit,
-                aggregation=ds.aggregation, window=iso_duration(sp.window_s) if aggregate else None,
+                aggregation=ds.aggregation, window=window,
                 min_count=sp.min_count if prop in counts else None, description=ds.description,
-                destinations=sinks,
+                destinations=sinks, symbol=shown_unit(ds.unit),
+                how=f"{ds.aggregation} per {window}" if aggregate else "every reading",
             ))  # fmt: skip
     return rows
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Config
+from gateway.datastreams import for_status, legend
 from gateway.model import iso
 from gateway.ops.clock import GatewayClock
 from gateway.ops.http import OpsServer
@@ -50,6 +51,9 @@ def _by_label(p: Pipeline, name: str, label: str) -> dict[str, float]:
 
 STALE_S = 120.0  # a sensor silent this long is shown as a fault
 SINK_BEHIND_S = 60.0  # a sink whose oldest undelivered observation is older is "behind"
+# Sink state -> the colour the status page shows it in: ok green, warn amber, fault red. A state
+# not listed here (a new one, e.g. a supervisor's "blocked") shows red until it is placed.
+SINK_LEVELS = {"ok": "ok", "behind": "warn", "blocked": "fault"}
 
 
 def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
@@ -62,30 +66,37 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
     frame_errors = _by_label(p, "gateway_serial_frame_errors_total", "sensor")
     bad_messages = _by_label(p, "gateway_mqtt_bad_messages_total", "sensor")
     mqtt_up = sum(_values(p, "gateway_mqtt_connected").values())
+    datastreams = for_status(legend(p.cfg, p.plan))
     sensors = []
     for sid, sp in p.plan.sensors.items():
         seen = last_seen.get(sid)
-        fault = None
+        fault, level = None, "fault"
         if sp.transport == "serial" and not serial_up.get(sid):
             fault = "serial port not open (unplugged?)"
         elif sp.transport == "mqtt" and not mqtt_up:
             fault = "local MQTT broker not connected"
         elif seen is None:
-            fault = "no reading yet"
+            fault, level = "no reading yet", "warn"
         elif now - seen > STALE_S:
             fault = f"no reading for {int(now - seen)} s"
         errs = frame_errors.get(sid, 0) + bad_messages.get(sid, 0)
         if errs and not fault:
-            fault = f"{int(errs)} bad frames/messages since start"
+            fault, level = f"{int(errs)} bad frames/messages since start", "warn"
         values = {prop: v for (s, prop), v in p.stats.last_values.items() if s == sid}
         sensors.append({
             "id": sid,
             "driver": sp.driver.name,
             "transport": sp.transport,
             "last_seen": iso(seen) if seen else None,
+            "last_seen_age_s": round(max(0.0, now - seen), 1) if seen else None,
             "values": values,
             "bad_frames": int(errs),
             "fault": fault,
+            "level": level if fault else "ok",
+            "window_s": sp.window_s,
+            # its Datastreams with the last value of each: absent = none yet, None = withheld
+            "datastreams": [{**ds, **({"value": values[ds["property"]]} if ds["property"] in values else {})}
+                            for ds in datastreams.get(sid, [])],
         })  # fmt: skip
     lag = _by_label(p, "gateway_sink_lag_observations", "sink")
     oldest = _by_label(p, "gateway_sink_oldest_pending_age_seconds", "sink")
@@ -93,8 +104,10 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
     sinks = {}
     for s in p.sinks:
         behind = oldest.get(s.name, 0.0) > SINK_BEHIND_S
+        state = "behind" if behind else "ok"
         sinks[s.name] = {
-            "state": "behind" if behind else "ok",
+            "state": state,
+            "level": SINK_LEVELS.get(state, "fault"),
             "delivered": p.stats.delivered.get(s.name, 0),
             "lag": int(lag.get(s.name, 0)),
             "oldest_pending_age_s": round(oldest.get(s.name, 0.0), 1),

@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import html
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from gateway.ops.statuspage import render_status_page
+
+__all__ = ["OpsServer", "render_status_page"]
 
 log = logging.getLogger("gateway.ops.http")
 
@@ -128,62 +131,3 @@ class OpsServer:
         if path == "/":
             return 200, "text/html; charset=utf-8", render_status_page(self.status()).encode()
         return 404, "text/plain", b"not found\n"
-
-
-def _clock_line(clock: Any) -> str:
-    e = html.escape
-    if not isinstance(clock, dict):
-        return f'<span id="clock">{e(str(clock))}</span>'
-    mode = str(clock.get("mode", ""))
-    note = {
-        "synchronised": "synchronised",
-        "provisional": "NOT synchronised: times are provisional (flagged clock_unsynced)",
-        "held": "system clock stepped and was refused: time held on the monotonic clock",
-        "system": "system clock",
-    }.get(mode, mode)
-    cls = "ok" if clock.get("synchronised") else "fault"
-    return (
-        f'<span id="clock">{e(str(clock.get("time", "")))}</span> '
-        f'<span id="clock-state" class="{cls}" data-mode="{e(mode)}">{e(note)}</span>'
-        f" (offset {e(str(clock.get('offset_s', 0)))} s)"
-    )
-
-
-def render_status_page(st: dict[str, Any]) -> str:
-    """A page a field engineer can read on a phone while commissioning; refreshes itself.
-
-    Values shown are the last observations that passed the privacy stage and the egress guard:
-    nothing personal can appear here.
-    """
-    e = html.escape
-    rows = []
-    for s in st.get("sensors", []):
-        values = ", ".join(f"{e(k)}={e(str(v))}" for k, v in sorted(s.get("values", {}).items()))
-        fault = e(s.get("fault") or "")
-        state = "ok" if not fault else "fault"
-        rows.append(
-            f'<tr class="{state}" data-sensor="{e(s["id"])}"><td>{e(s["id"])}</td><td>{e(s["driver"])}</td>'
-            f"<td>{e(s.get('transport', ''))}</td>"
-            f'<td>{e(s.get("last_seen") or "never")}</td><td class="values">{values}</td>'
-            f'<td class="fault">{fault or "ok"}</td></tr>'
-        )
-    sinks = "".join(
-        f'<tr class="{"ok" if v.get("state", "ok") == "ok" else "fault"}" data-sink="{e(k)}">'
-        f'<td>{e(k)}</td><td class="state">{e(str(v.get("state", "")))}</td>'
-        f'<td class="delivered">{v.get("delivered", 0)}</td><td class="lag">{v.get("lag", 0)}</td>'
-        f"<td>{v.get('oldest_pending_age_s', 0)}</td><td>{v.get('failures', 0)}</td></tr>"
-        for k, v in st.get("sinks", {}).items()
-    )
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="5">
-<title>street-gateway {e(st.get("gateway", ""))}</title>
-<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px}}tr.fault td,span.fault{{background:#fdd}}</style></head>
-<body><h1>street-gateway <span id="gateway">{e(st.get("gateway", ""))}</span></h1>
-<p>Clock: {_clock_line(st.get("clock", ""))}</p>
-<p>Outbox: <span id="outbox">{st.get("outbox", {}).get("observations", 0)}</span> observations · readings since start: <span id="readings">{st.get("readings", 0)}</span></p>
-<h2>Sensors</h2><table id="sensors"><tr><th>sensor</th><th>driver</th><th>transport</th><th>last seen</th><th>last values (non-personal)</th><th>fault</th></tr>
-{"".join(rows)}</table>
-<h2>Sinks</h2><table id="sinks"><tr><th>sink</th><th>state</th><th>delivered</th><th>lag</th><th>oldest pending (s)</th><th>failures</th></tr>{sinks}</table>
-<p><a href="/metrics">metrics</a> · <a href="/status.json">status.json</a></p>
-</body></html>"""
