@@ -907,12 +907,13 @@ next_steps() {
     local line
     cat >&2 <<EOF
 
-street-gateway installed. Next:
-  1. Edit $CONFIG (sensors, sinks, location) and $SECRETS (tokens).
-  2. sudo street-gateway check -c $CONFIG      (the binary: $VENV/bin/street-gateway)
+street-gateway installed. Next (each line copies as it is):
+  1. sudoedit $CONFIG       # sensors, sinks, location
+     sudoedit $SECRETS      # INFLUX_TOKEN=…, LOCAL_MQTT_PASSWORD=…, CITY_MQTT_PASSWORD=…
+  2. sudo street-gateway check -c $CONFIG --env-file $SECRETS
   3. sudo systemctl restart $SERVICE && systemctl status $SERVICE
   4. journalctl -u $SERVICE -f
-  5. Commissioning page: ssh -L 9108:127.0.0.1:9108 <user>@<this-pi>, open http://127.0.0.1:9108/
+  5. Status page, from your laptop: ssh -L 9108:127.0.0.1:9108 ${SUDO_USER:-pi}@$(hostname), then open http://127.0.0.1:9108/
 EOF
     if ((${#NEW_DEVICE_SECRETS[@]})); then
         printf '\nNew MQTT device logins (configure them on the devices):\n' >&2
