@@ -59,9 +59,15 @@ def _load(path: str, env_file: str | None = None, *, secrets: bool = True) -> tu
 
 def data_dir_problem(data_dir: Path) -> str | None:
     """Why the gateway could not keep its outbox in `data_dir` on this machine, or None."""
-    import getpass
+    import pwd
 
-    user = getpass.getuser()
+    user = pwd.getpwuid(os.geteuid()).pw_name  # whose rights count, whatever $USER says
+    try:
+        data_dir.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        return f"{data_dir} cannot be reached by user {user}: {e.strerror}"
     if data_dir.exists():
         if not data_dir.is_dir():
             return f"{data_dir} is not a folder"

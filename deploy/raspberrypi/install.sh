@@ -911,7 +911,7 @@ street-gateway installed. Next (each line copies as it is):
   1. sudoedit $CONFIG       # sensors, sinks, location
      sudoedit $SECRETS      # INFLUX_TOKEN=…, LOCAL_MQTT_PASSWORD=…, CITY_MQTT_PASSWORD=…
   2. sudo street-gateway check -c $CONFIG --env-file $SECRETS
-  3. sudo systemctl restart $SERVICE && systemctl status $SERVICE
+  3. sudo systemctl restart $SERVICE
   4. journalctl -u $SERVICE -f
   5. Status page, from your laptop: ssh -L 9108:127.0.0.1:9108 ${SUDO_USER:-pi}@$(hostname), then open http://127.0.0.1:9108/
 EOF

@@ -25,6 +25,7 @@ def test_demo_without_mosquitto_uses_the_embedded_broker(tmp_path: Path, monkeyp
     out = capsys.readouterr().out
     assert rc == 0
     assert "amqtt (embedded) broker" in out and "summary:" in out
+    assert "status page: http://127.0.0.1:" in out
     config = (tmp_path / "demo.yaml").read_text()
     lines = [json.loads(x) for x in (tmp_path / "observations.jsonl").read_text().splitlines()]
     assert lines
@@ -37,3 +38,6 @@ def test_demo_without_mosquitto_uses_the_embedded_broker(tmp_path: Path, monkeyp
     mqtt_ids = {sid for sid, _, _, _ in DEMO_MQTT if sid in config}
     published = {plan.datastreams[o["Datastream"]["@iot.id"]].sensor_id for o in lines}
     assert published & mqtt_ids, "no observation from an MQTT device reached the file store"
+    from firmware_bridge.drivers import MESSAGE_DRIVERS
+
+    assert {d for _, d, _ in DEMO_MQTT} == set(MESSAGE_DRIVERS)  # every MQTT profile takes part

@@ -823,3 +823,18 @@ def test_install_from_the_lock_with_require_hashes_into_a_fresh_venv(tmp_path: P
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_next_steps_copy_paste_as_the_readme_says(installed: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """The commands install.sh prints after installing are the README's, with nothing to fill in
+    by hand (no `<user>`-style blanks), and `check` is given the secrets file as systemd is."""
+    _, proc = installed
+    steps = proc.stderr[proc.stderr.index("Next"):].split("\n\n")[0].splitlines()[1:]
+    commands = [re.sub(r"^\s*(\d\.)?\s*", "", line).split("  #")[0].strip() for line in steps]
+    readme = (REPO / "README.md").read_text()
+    check = next(c for c in commands if " check " in c)
+    assert check == "sudo street-gateway check -c /etc/street-gateway/gateway.yaml --env-file /etc/street-gateway/secrets.env"
+    for command in commands:
+        assert "<" not in command and "…" not in command.split("#")[0], command
+        if command.startswith(("sudo", "journalctl")):
+            assert command in readme, f"not in the README's install section: {command}"
