@@ -120,16 +120,22 @@ class Publisher:
     """Publishes `n` messages per sensor at `rate` messages/s in total, QoS 1, in a thread.
 
     Message i of sensor s carries value i and device time start_ms + i * step_ms, so the
-    expected series of every Datastream is known exactly."""
+    expected series of every Datastream is known exactly. The device times all lie in the past
+    (ending when publishing starts), as a real device's do however fast this one publishes: the
+    gateway keeps a device time only up to 1 s ahead of its own clock."""
 
     port: int
     n: int
     rate: float
     sensors: tuple[str, ...] = SENSORS
-    start_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    start_ms: int = -1  # default: n * step_ms before now
     step_ms: int = 10
     published: int = 0
     publish_times: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.start_ms < 0:
+            self.start_ms = int(time.time() * 1000) - self.n * self.step_ms
 
     def expected(self, sensor: str) -> list[tuple[int, float]]:
         return [(self.start_ms + i * self.step_ms, float(i)) for i in range(self.n)]
