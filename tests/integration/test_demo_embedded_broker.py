@@ -41,3 +41,23 @@ def test_demo_without_mosquitto_uses_the_embedded_broker(tmp_path: Path, monkeyp
     from firmware_bridge.drivers import MESSAGE_DRIVERS
 
     assert {d for _, d, _ in DEMO_MQTT} == set(MESSAGE_DRIVERS)  # every MQTT profile takes part
+
+
+def test_every_demo_mqtt_device_publishes_on_topics_its_sensor_subscribes_to() -> None:
+    import random
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from firmware_bridge.drivers import MESSAGE_DRIVERS
+
+    topics = [t for _, _, t in DEMO_MQTT]
+    assert len(set(topics)) == len(topics)
+    for sid, driver, topic in DEMO_MQTT:
+        sent = {t for n in range(0, 7200, 300)
+                for t, _ in MESSAGE_DRIVERS[driver].simulate(random.Random(n), time.time() + n, topic)}  # fmt: skip
+        assert sent, sid
+        for t in sent:
+            assert mqtt.topic_matches_sub(topic, t), f"{sid}: publishes on {t}, subscribed to {topic}"
+            others = [s for s, _, f in DEMO_MQTT if s != sid and mqtt.topic_matches_sub(f, t)]
+            assert not others, f"{sid}'s messages on {t} would also reach {others}"

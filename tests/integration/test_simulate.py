@@ -39,7 +39,8 @@ def test_every_mqtt_profile_publishes_what_its_driver_decodes(mosquitto: Mosquit
     client.loop_start()
     try:
         assert subscribed.wait(10)
-        specs = [f"--mqtt={name}:" for name in MESSAGE_DRIVERS]  # each on its default topic
+        topics = {name: (d.default_topic or "").replace("+", name, 1) for name, d in MESSAGE_DRIVERS.items()}
+        specs = [f"--mqtt={name}:{topic}" for name, topic in topics.items()]  # one device each
         proc = simulate(*specs, "--broker", f"127.0.0.1:{mosquitto.port}", "--period", "0.3", "--duration", "4",
                         cwd=tmp_path)  # fmt: skip
         out, err = proc.communicate(timeout=60)
@@ -49,8 +50,8 @@ def test_every_mqtt_profile_publishes_what_its_driver_decodes(mosquitto: Mosquit
         client.disconnect()
     for name, driver in MESSAGE_DRIVERS.items():
         assert f"{name}: publishes to 127.0.0.1:{mosquitto.port}" in out
-        mine = [(t, p) for t, p in received if mqtt.topic_matches_sub(driver.default_topic or "", t)]
-        assert mine, f"{name}: nothing published on {driver.default_topic}"
+        mine = [(t, p) for t, p in received if mqtt.topic_matches_sub(topics[name], t)]
+        assert mine, f"{name}: nothing published on {topics[name]}"
         decoder = driver.new_decoder(valid_options(driver))
         events = [e for t, p in mine for e in decoder.decode(t, p)]
         assert any(isinstance(e, Decoded) for e in events), f"{name}: no reading decoded"

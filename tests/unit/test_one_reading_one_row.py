@@ -33,7 +33,8 @@ def plan_with_every_driver() -> SitePlan:
     sensors = []
     for d in REGISTERED:
         transport = d.transports[0]
-        section = {"port": f"/dev/{d.name}"} if transport == "serial" else {"topic": d.default_topic}
+        topic = (getattr(d, "default_topic", None) or "x/+").replace("+", d.name, 1)  # one per sensor
+        section = {"port": f"/dev/{d.name}"} if transport == "serial" else {"topic": topic}
         sensors.append({"id": d.name, "driver": d.name, transport: section, "options": base_options(d)})
     doc = {"gateway": {"id": "g", "borough": "camden", "location": {"lat": 51.5, "lon": -0.1}},
            "privacy": {"window": "10s", "min_count": 1}, "inputs": {"mqtt": {}}, "sinks": {"file": {}},
@@ -41,24 +42,26 @@ def plan_with_every_driver() -> SitePlan:
     return build_plan(parse_config(yaml.safe_dump(doc), "gw.yaml", {}))
 
 
-def bursts(driver: SerialDriver | MessageDriver, rounds: int) -> list[list[Event]]:
-    """What the driver's simulator sends, decoded, one list per burst read at once."""
+def bursts(driver: SerialDriver | MessageDriver) -> list[tuple[float, list[Event]]]:
+    """(when it is read, what the driver's simulator sent, decoded): one burst read at once.
+    Message devices every 2 minutes over 2 hours (the chargers' simulated session cycle)."""
     rng = random.Random(7)
     options = valid_options(driver)
     if isinstance(driver, MessageDriver):
         decoder = driver.new_decoder(options)
-        topic = driver.default_topic or f"{driver.name}/x"
+        topic = (driver.default_topic or "x/+").replace("+", driver.name, 1)
         out = []
-        for n in range(rounds):
+        for n in range(60):
+            sent = T0 + 120 * n
             burst: list[Event] = []
-            for t, payload in driver.simulate(rng, T0 + 3 * n, topic):
+            for t, payload in driver.simulate(rng, sent, topic):
                 burst += decoder.decode(t, payload)
-            out.append(burst)
+            out.append((sent + 0.05, burst))
         return out
     stream, poller = driver.session(options)
     device = driver.new_device(rng)
-    events = exchange(device, poller, stream, start=100.0, step=0.1, steps=40 * rounds)  # type: ignore[arg-type]
-    return [events[i : i + 5] for i in range(0, len(events), 5)]
+    events = exchange(device, poller, stream, start=100.0, step=0.1, steps=500)  # type: ignore[arg-type]
+    return [(T0 + 3 * n, events[i : i + 5]) for n, i in enumerate(range(0, len(events), 5))]
 
 
 def instants(obs: Observation) -> tuple[float, float]:
@@ -78,8 +81,7 @@ def test_one_reading_yields_at_most_one_observation_per_datastream_never_before_
     stamper = Stamper()
     produced = 0
     now = T0
-    for burst in bursts(driver, rounds=12):
-        now += 3.0
+    for now, burst in bursts(driver):
         for ev in burst:
             if not isinstance(ev, Decoded):
                 continue

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from gateway.configtypes import Duration, Size, Strict
+from gateway.configtypes import Duration, PositiveDuration, Size, Strict
 
 Subprotocol = Literal["ocpp1.6", "ocpp2.0.1"]
 SUBPROTOCOLS: tuple[Subprotocol, ...] = ("ocpp1.6", "ocpp2.0.1")
@@ -233,7 +233,7 @@ class InputsOcpp(Strict):
     upstream_backoff_max: Duration = Field(
         60, gt=0, description="Longest pause between upstream attempts for one charger."
     )
-    ping_interval: Duration | None = Field(
+    ping_interval: PositiveDuration | None = Field(
         20, description="WebSocket ping to each peer, to find dead links; null: none."
     )
 
