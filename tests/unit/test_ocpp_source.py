@@ -359,8 +359,9 @@ def test_check_finds_ocpp_mistakes_with_their_lines(tmp_path: Path) -> None:
         ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9}}", "sensors[2].ocpp"),
         ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9, mode: standalone, upstrem: x}}", "sensors[2].ocpp.upstrem"),
         ("  - {id: ev-x, driver: pms5003, ocpp: {charge_box_id: CB-9, mode: standalone}}", "sensors[2].ocpp"),
-        # the loader says it cannot read the file, and then that the password is missing
-        ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9, mode: standalone, auth: {password_file: /nonexistent}}}", "sensors[2].ocpp.auth.password sensors[2].ocpp.auth.password_file"),
+        # the loader says it cannot read the file (the missing password that follows is its
+        # effect, not a second problem, and is not repeated)
+        ("  - {id: ev-x, driver: ocpp16j, ocpp: {charge_box_id: CB-9, mode: standalone, auth: {password_file: /nonexistent}}}", "sensors[2].ocpp.auth.password_file"),
     ]:
         with pytest.raises(ConfigError) as e:
             parse_config(ev_config(tmp_path, bad), "ev.yaml", {})
