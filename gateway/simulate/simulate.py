@@ -39,7 +39,12 @@ def parse_mqtt(spec: str) -> tuple[str, str]:
     driver, _, topic = spec.partition(":")
     if driver not in MESSAGE_DRIVERS:
         raise UsageError(f"--mqtt {spec!r}: expected DRIVER:TOPIC with DRIVER one of {', '.join(sorted(MESSAGE_DRIVERS))}")
-    topic = topic or MESSAGE_DRIVERS[driver].default_topic or ""
+    if not topic:  # the topic a sensor with the driver's example options subscribes to
+        profile = MESSAGE_DRIVERS[driver]
+        try:
+            topic = profile.topic(profile.options.model_validate(profile.example_options)) or ""
+        except ValueError:
+            topic = profile.default_topic or ""
     if not topic:
         raise UsageError(f"--mqtt {spec!r}: {driver} has no default topic: give one")
     return driver, topic

@@ -41,8 +41,13 @@ def test_every_mqtt_profile_publishes_what_its_driver_decodes(mosquitto: Mosquit
     client.loop_start()
     try:
         assert subscribed.wait(10)
-        topics = {name: (d.default_topic or "").replace("+", name, 1) for name, d in MESSAGE_DRIVERS.items()}
-        specs = [f"--mqtt={name}:{topic}" for name, topic in topics.items()]  # one device each
+        topics: dict[str, str] = {}
+        for name, d in MESSAGE_DRIVERS.items():  # as a sensor with the example options subscribes,
+            levels = (d.topic(valid_options(d)) or "").split("/")  # its device level named after it
+            if "+" in levels[:-1]:
+                levels[levels.index("+")] = name
+            topics[name] = "/".join(levels)
+        specs = [f"--mqtt={name}:{topic}" for name, topic in topics.items()]
         proc = simulate(*specs, "--broker", f"127.0.0.1:{mosquitto.port}", "--period", "0.3", "--duration", "4",
                         cwd=tmp_path)  # fmt: skip
         out, err = proc.communicate(timeout=60)
