@@ -98,7 +98,7 @@ class SensorThingsSettings(SinkSettings):
     concurrency: int = Field(4, ge=1, le=32, description="Parallel POSTs when one by one.")
     timeout: Duration = Field(30, gt=0)
     park_retry: Duration = Field(
-        3600, description="How often Observations the server cannot take (see docs) are tried again.")
+        3600, gt=0, description="How often Observations the server cannot take (see docs) are tried again.")
     park_max: int = Field(100_000, ge=0, le=10_000_000, description="Parked Observations kept at most.")
     verify_tls: bool = True
     ca_file: Path | None = None
