@@ -44,7 +44,7 @@ def _start() -> float:
     return boundary + 0.5 if boundary > t0 else t0
 
 
-T0 = _start()
+T0 = _start()  # set again when the test starts (below): collection may be minutes earlier
 # device -> DevEUI (ChirpStack topics carry it in lower case; TTS device ids are eui-<lower>)
 EUI = {"cs-pax": "70b3d57ed0051a01", "cs-lpp": "70b3d57ed0051a02", "cs-aq": "70b3d57ed0051a03",
        "tts-pax": "70B3D57ED0051A04", "tts-lpp": "70B3D57ED0051A05", "tts-aq": "70B3D57ED0051A06"}  # fmt: skip
@@ -163,6 +163,8 @@ def iso(t: float) -> str:
 def test_lorawan_uplinks_become_the_right_observations_once_and_nothing_identifying_leaves(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
+    global T0
+    T0 = _start()
     data = tmp_path / "data"
     sensors = "\n".join(f"  - {{id: {sid}, driver: {driver}, mqtt: {{}}, "
                         f"options: {json.dumps({'dev_eui': EUI[sid], **opts})}}}"

@@ -251,7 +251,7 @@ def test_the_catalogue_is_the_codecs_and_the_mapping_with_their_roles() -> None:
     assert cat.field("wifi_devices").role is Role.PERSON_COUNT
     assert cat.field("wifi_devices_max").aggregation is Aggregation.MAX
     assert cat.field("pm2_5").role is Role.READING and cat.field("battery_voltage").unit == "V"
-    assert cat.personal_at_source
+    assert not cat.personal_at_source  # counts identify nobody: the durable broker (docs/privacy.md)
 
 
 def test_registered_in_the_mqtt_registry() -> None:
