@@ -1,5 +1,7 @@
 """Safe loading of MQTT payloads for the JSON/text device profiles, shared so that every profile
-rejects the same things the same way: too large, not UTF-8, not JSON, NaN/Infinity, too deep.
+rejects the same things the same way: too large, not UTF-8, not JSON, NaN/Infinity, too deep,
+and strings the gateway could not carry safely (lone surrogates, which cannot be encoded as UTF-8
+again; NUL and other control characters, which split a line-protocol line or a log line).
 
 Every failure comes back as a `DecodeError` whose detail is a fixed sentence: nothing from the
 payload is ever echoed, because payloads may carry identifiers (MACs, RFID UIDs).
@@ -21,6 +23,11 @@ _MAX_NUMBER_CHARS = 64
 
 JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
 
+# C0 controls (NUL included), DEL, C1 controls and UTF-16 surrogates: never in a device's word
+_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# literal DEL/C1 in JSON text can only sit inside a string (JSON forbids literal C0 there)
+_BAD_LITERAL = re.compile("[\x7f-\x9f]")
+
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -29,8 +36,34 @@ def too_large(limit: int) -> DecodeError:
     return DecodeError("too_large", f"payload exceeds the {limit} byte limit")
 
 
-def load_text(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str | DecodeError:
-    """Size-check and UTF-8-decode a plain-text payload (e.g. one OpenEVSE value per topic)."""
+def bad_string() -> DecodeError:
+    return DecodeError("bad_string", "a string holds a control character, NUL or a lone surrogate")
+
+
+def clean_string(text: str) -> bool:
+    """No NUL, no control character, no lone surrogate: safe in every sink and log line."""
+    return _BAD_CHAR.search(text) is None
+
+
+def clean_strings(value: object) -> bool:
+    """Every string in a parsed JSON value (object keys included) is `clean_string`."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _BAD_CHAR.search(v):
+                return False
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if _BAD_CHAR.search(k):
+                    return False
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)
+    return True
+
+
+def _decode_utf8(payload: bytes, limit: int) -> str | DecodeError:
     if len(payload) > limit:
         return too_large(limit)
     try:
@@ -39,13 +72,25 @@ def load_text(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str | D
         return DecodeError("not_utf8", "payload is not valid UTF-8 text")
 
 
+def load_text(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str | DecodeError:
+    """Size-check and UTF-8-decode a plain-text payload (e.g. one OpenEVSE value per topic).
+    Surrounding whitespace (a trailing newline from `mosquitto_pub -l`) is stripped; any other
+    control character is refused."""
+    text = _decode_utf8(payload, limit)
+    if isinstance(text, DecodeError):
+        return text
+    text = text.strip()
+    return text if clean_string(text) else bad_string()
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError("non-finite constant")
 
 
 def load_json(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JsonValue | DecodeError:
-    """Parse a JSON payload; NaN/Infinity and absurd nesting are rejected like syntax errors."""
-    text = load_text(payload, limit)
+    """Parse a JSON payload; NaN/Infinity and absurd nesting are rejected like syntax errors,
+    strings holding control characters, NUL or lone surrogates as `bad_string`."""
+    text = _decode_utf8(payload, limit)
     if isinstance(text, DecodeError):
         return text
     try:
@@ -54,6 +99,10 @@ def load_json(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JsonVal
         return DecodeError("not_json", "payload is nested too deeply to parse")
     except ValueError:  # JSONDecodeError, and int digit-limit errors, are ValueErrors
         return DecodeError("not_json", "payload is not valid JSON")
+    # JSON text has no literal C0 inside strings, and valid UTF-8 holds no surrogates: only an
+    # escape (`\u0000`, `\ud800`, `\n`) or a literal DEL/C1 can bring a bad character in
+    if ("\\" in text or _BAD_LITERAL.search(text)) and not clean_strings(value):
+        return bad_string()
     return value
 
 

@@ -5,12 +5,22 @@ through the privacy stage (the only road from `Reading` to `Observation`), check
 with the egress guard, appends the group to the outbox in one transaction and only then runs the
 readings' acknowledgement callbacks (MQTT PUBACK). A reading whose fields are all personal is
 absorbed into the RAM privacy window and acknowledged without touching disk, on purpose.
+
+Poison isolation: one bad reading never costs the others. Each reading is staged on its own
+(privacy stage, serialisation, guard), so one that fails there is quarantined alone; a group the
+outbox refuses for a row's sake (a constraint, a value SQLite cannot bind) is bisected until the
+refused rows are found. Quarantined readings are counted per sensor and reason, logged without
+their content, and acknowledged: redelivering them would only fail again. A failure of the
+outbox itself (disk full, I/O error) is no verdict on any reading: the group is kept and retried
+with backoff, so nothing is quarantined or acknowledged for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +38,22 @@ log = logging.getLogger("gateway.committer")
 
 INGEST_QUEUE = 1_000  # readings waiting for the committer; sources wait when it is full
 COMMIT_BATCH = 1_000
+APPEND_BACKOFF_MAX = 30.0  # an outbox that cannot write is retried at least this often
+LATEST_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: beyond it no sink can format a time
 Item = tuple[Reading | None, Ack | None]
+# what an outbox row can be refused for (a verdict on the row, not on the database)
+ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError,
+              sqlite3.ProgrammingError, OverflowError, TypeError, ValueError)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One outbox row and whose it is (for counting, never for logging content)."""
+
+    sensor: str
+    ds: int
+    t: float
+    body: bytes
 
 
 @dataclass
@@ -37,6 +62,7 @@ class Stats:
 
     readings: int = 0
     committed: int = 0
+    quarantined: int = 0
     delivered: dict[str, int] = field(default_factory=dict)
     last_values: dict[tuple[str, str], Any] = field(default_factory=dict)
 
@@ -64,24 +90,34 @@ class Committer:
         self.outbox: AsyncOutbox | None = None  # set when the pipeline opens it
         self.queue: asyncio.Queue[Item] = asyncio.Queue(INGEST_QUEUE)
         self.throttle = Throttle()
+        self.failing: str | None = None  # why the outbox refuses appends right now, if it does
+        self._inflight: list[Item] = []  # taken from the queue, not yet committed and acked
         self.m_readings: Metric = metrics.counter("gateway_readings_total", "Readings from sensors")
         self.m_obs: Metric = metrics.counter(
             "gateway_observations_committed_total", "Observations in the outbox"
         )
+        self.m_quarantined: Metric = metrics.counter(
+            "gateway_quarantined_total",
+            "Poison readings (stage privacy) or observations (serialise, time, outbox) set aside "
+            "and acknowledged, by sensor and stage",
+        )
+        self.m_append_failures: Metric = metrics.counter(
+            "gateway_outbox_append_failures_total", "Outbox appends that failed and were retried"
+        )
 
     async def submit(self, reading: Reading, ack: Ack | None = None) -> None:
-        """Hand a reading over; `ack` runs after it is durable (or absorbed)."""
+        """Hand a reading over; `ack` runs after it is durable (or absorbed, or quarantined)."""
         await self.queue.put((reading, ack))
 
     async def run(self) -> None:
+        """Group, commit, acknowledge, forever. A group taken from the queue is kept until it is
+        committed, so if this task dies and the supervisor restarts it, the group is not lost."""
         while True:
-            items = await self._gather()
-            try:
-                await self.commit_items(items)
-            except Exception:
-                # never let one bad batch stop ingestion; unacked MQTT messages are redelivered
-                log.exception("commit of a batch failed", extra={"readings": len(items)})
-                await asyncio.sleep(1.0)
+            if not self._inflight:
+                self._inflight = await self._gather()
+            items = self._inflight
+            await self.commit_items(items)
+            self._inflight = []
             for _ in items:
                 self.queue.task_done()
 
@@ -114,10 +150,15 @@ class Committer:
                     break
         return items
 
+    # ------------------------------------------------------------------ one group
+
     async def commit_items(self, items: list[Item]) -> None:
+        """Stage every reading on its own, append what staged in one transaction (bisected on a
+        row the outbox refuses), then run every acknowledgement: committed, absorbed and
+        quarantined readings alike."""
         now = self.clock()
         clock_flags = getattr(self.clock, "quality_flags", None)  # GatewayClock: provisional stamps
-        observations: list[Observation] = []
+        records: list[Record] = []
         for reading, _ in items:
             if reading is None:
                 continue
@@ -125,8 +166,13 @@ class Committer:
                 reading = Reading(reading.sensor_id, reading.time, reading.values, (*reading.flags, *extra))
             self.stats.readings += 1
             self.m_readings.inc(sensor=reading.sensor_id)
-            observations.extend(self.privacy.process(reading, now))
-        await self.commit(observations)
+            try:
+                observations = self.privacy.process(reading, now)
+            except Exception as e:  # a reading the privacy stage chokes on is poison, alone
+                self.quarantine(reading.sensor_id, "privacy", e)
+                continue
+            records.extend(self.stage(observations))
+        await self.append(records)
         for _, ack in items:
             if ack is not None:
                 try:
@@ -135,27 +181,73 @@ class Committer:
                     log.exception("acknowledgement failed")
 
     async def commit(self, observations: list[Observation]) -> None:
-        """Guard and durably append observations (one transaction)."""
-        if not observations:
-            return
-        assert self.outbox is not None
-        records: list[tuple[int, float, bytes]] = []
+        """Guard and durably append observations (closed windows; no acknowledgements)."""
+        await self.append(self.stage(observations))
+
+    def stage(self, observations: list[Observation]) -> list[Record]:
+        """Each observation as an outbox row, guarded. One that cannot be serialised, or whose
+        time no sink could write, is quarantined alone; the guard's refusals are its own."""
+        out: list[Record] = []
         for obs in observations:
-            body = obs.to_record()
+            try:
+                body = obs.to_record()
+            except Exception as e:  # e.g. a lone surrogate in a category word: UnicodeEncodeError
+                self.quarantine(obs.sensor_id, "serialise", e)
+                continue
+            if not _times_ok(obs):
+                self.quarantine(obs.sensor_id, "time", None)
+                continue
             verdict = self.guard.check_record(body)
             if not verdict.ok:
                 n = self.throttle.should_log(("guard", verdict.reason), time.monotonic())
                 if n is not None:
                     log.error("egress guard blocked an observation", extra={"sensor": obs.sensor_id, "property": obs.property, "reason": verdict.reason, "suppressed_since_last": n})  # fmt: skip
                 continue
-            records.append((obs.datastream_id, obs.phenomenon_time, body))
+            out.append(Record(obs.sensor_id, obs.datastream_id, obs.phenomenon_time, body))
             self.stats.last_values[(obs.sensor_id, obs.property)] = obs.result
+        return out
+
+    async def append(self, records: list[Record]) -> None:
+        """Durably append `records`. A row the outbox refuses is found by bisection and
+        quarantined; a failing outbox is retried with backoff until it takes the rows."""
         if not records:
             return
-        await self.outbox.append(records)
+        assert self.outbox is not None
+        backoff = 0.5
+        while True:
+            try:
+                await self.outbox.append([(r.ds, r.t, r.body) for r in records])
+                break
+            except ROW_ERRORS as e:
+                if len(records) == 1:
+                    self.quarantine(records[0].sensor, "outbox", e)
+                    return
+                mid = len(records) // 2
+                await self.append(records[:mid])
+                await self.append(records[mid:])
+                return
+            except (sqlite3.Error, OSError) as e:  # the database, not a row: keep and retry
+                self.failing = f"outbox append failing: {type(e).__name__}"
+                self.m_append_failures.inc()
+                if self.throttle.should_log(("append", type(e).__name__), time.monotonic()) is not None:
+                    log.error("outbox append failed; retrying, nothing acknowledged meanwhile",
+                              extra={"error": type(e).__name__, "rows": len(records), "retry_s": backoff})  # fmt: skip
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, APPEND_BACKOFF_MAX)
+        self.failing = None
         self.stats.committed += len(records)
         self.m_obs.inc(len(records))
         self.on_commit()
+
+    def quarantine(self, sensor: str, stage: str, error: BaseException | None) -> None:
+        """Count and log a poison reading or observation: its sensor, stage and the kind of
+        error, never its content (it may be personal, and it is what broke things)."""
+        self.stats.quarantined += 1
+        self.m_quarantined.inc(sensor=sensor, stage=stage)
+        n = self.throttle.should_log(("poison", f"{sensor}/{stage}"), time.monotonic())
+        if n is not None:
+            log.error("poison reading quarantined and acknowledged",
+                      extra={"sensor": sensor, "stage": stage, "error": type(error).__name__ if error else "out_of_range", "suppressed_since_last": n})  # fmt: skip
 
     async def flush(self, timeout: float) -> bool:
         """Wait until every queued reading is committed; False if that took too long."""
@@ -165,3 +257,9 @@ class Committer:
         except TimeoutError:
             return False
         return True
+
+
+def _times_ok(obs: Observation) -> bool:
+    """Every time of the observation is one every sink can format (ISO 8601, milliseconds)."""
+    times = (obs.phenomenon_time, obs.result_time, obs.phenomenon_end)
+    return all(t is None or (math.isfinite(t) and 0.0 <= t <= LATEST_TIME) for t in times)

@@ -178,10 +178,11 @@ ops: {{http: null}}
     async def run() -> None:
         p = Pipeline(cfg, clock=clock, sinks=[])
 
-        async def capture(obs: list[Observation]) -> None:
+        def capture(obs: list[Observation]) -> list[object]:
             committed.extend(obs)
+            return []
 
-        p.committer.commit = capture  # type: ignore[method-assign]
+        p.committer.stage = capture  # type: ignore[method-assign,assignment]
         values = {"pm2_5": 12, "pm10": 20, "pm1_0": 5}
         await p.committer.commit_items([(Reading("pm-north", clock.now(), values), None)])
         f.wall, f.synced = REAL_NOW, True

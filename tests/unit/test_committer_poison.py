@@ -1,0 +1,165 @@
+"""Poison isolation in the committer, against a real privacy stage, guard and SQLite outbox.
+
+Random groups of readings with random poison at random places: a category word with a lone
+surrogate (cannot be serialised), a time no sink could format, and a word the outbox itself
+refuses (a SQLite trigger on the real outbox aborts the row, as a constraint would): every good
+reading is committed, every acknowledgement runs exactly once, every poison is counted per sensor
+and stage, and the log names the sensor and stage but never the poison's content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.committer import Committer, Stats
+from gateway.config import parse_config
+from gateway.model import Reading
+from gateway.ops.metrics import Registry
+from gateway.outbox import AsyncOutbox, Outbox
+from gateway.plan import build_plan
+from gateway.privacy.guard import EgressGuard
+from gateway.privacy.stage import PrivacyStage
+
+T0 = 1_800_000_000.0
+REFUSED = "refused-by-outbox"
+CONFIG = """
+gateway: {id: poison-test, borough: camden, location: {lat: 51.5, lon: -0.14}, data_dir: /tmp/unused}
+inputs: {mqtt: {}}
+sensors:
+  - {id: s1, driver: generic_json, mqtt: {topic: a/+}, options: {fields: [
+      {path: v, property: pm2_5, unit: ug/m3}, {path: w, property: state, type: category}]}}
+  - {id: s2, driver: generic_json, mqtt: {topic: b/+}, options: {fields: [
+      {path: v, property: pm2_5, unit: ug/m3}, {path: w, property: state, type: category}]}}
+sinks: {file: {}}
+"""
+
+# (kind, the word in the category field, the reading's time)
+GOOD = "good"
+POISON = {
+    "surrogate": ("bad\ud800word", None),  # UnicodeEncodeError in Observation.to_record
+    "time": ("fine", math.nan),  # no sink could write this time
+    "outbox": (REFUSED, None),  # the outbox refuses the row: found by bisection
+}
+STAGE = {"surrogate": "serialise", "time": "time", "outbox": "outbox"}
+
+
+def make(tmp: Path) -> tuple[Committer, Outbox, Registry]:
+    plan = build_plan(parse_config(CONFIG, "t.yaml", {}))
+    metrics = Registry()
+    privacy = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=86400, started_at=T0)
+    c = Committer(privacy=privacy, guard=EgressGuard(frozenset(plan.datastreams)), clock=lambda: T0,
+                  group_commit_s=0.0, metrics=metrics, stats=Stats())  # fmt: skip
+    ob = Outbox(tmp / "outbox.sqlite", sinks=["file"])
+    # a real constraint on the real outbox: rows carrying this word are refused (IntegrityError)
+    ob.db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON obs WHEN instr(CAST(NEW.body AS TEXT), '{REFUSED}') "
+                  "BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
+    return c, ob, metrics
+
+
+items_strategy = st.lists(
+    st.tuples(st.sampled_from(["s1", "s2"]), st.sampled_from([GOOD, GOOD, GOOD, *POISON])),
+    min_size=1, max_size=120,
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(groups=st.lists(items_strategy, min_size=1, max_size=4))
+def test_random_poison_costs_no_good_reading_and_every_ack_runs_once(
+    tmp_path_factory: pytest.TempPathFactory, groups: list[list[tuple[str, str]]]
+) -> None:
+    tmp = tmp_path_factory.mktemp("poison")
+    c, ob, metrics = make(tmp)
+    acks: dict[int, int] = {}
+    good: set[int] = set()
+    poison: dict[tuple[str, str], int] = {}
+
+    async def run() -> None:
+        c.outbox = AsyncOutbox(ob)
+        n = 0
+        for group in groups:
+            items = []
+            for sensor, kind in group:
+                n += 1
+                i = n
+                word, t = (f"w{i}", None) if kind == GOOD else POISON[kind]
+                reading = Reading(sensor, T0 + i if t is None else t, {"pm2_5": float(i), "state": word})
+
+                def ack(i: int = i) -> None:
+                    acks[i] = acks.get(i, 0) + 1
+
+                items.append((reading, ack))
+                if kind == GOOD:
+                    good.add(i)
+                else:
+                    key = (sensor, STAGE[kind])
+                    poison[key] = poison.get(key, 0) + (2 if kind == "time" else 1)
+            await c.commit_items(items)
+        await c.outbox.close()
+
+    asyncio.run(run())
+    total = sum(len(g) for g in groups)
+    assert acks == {i: 1 for i in range(1, total + 1)}, "every acknowledgement runs, exactly once"
+    db = sqlite3.connect(tmp / "outbox.sqlite")
+    bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM obs ORDER BY seq")]
+    db.close()
+    # a good reading: both of its observations; a poison one: what of it is not poison
+    values = sorted(int(b["r"]) for b in bodies if b["p"] == "pm2_5")
+    words = {b["r"] for b in bodies if b["p"] == "state"}
+    assert {f"w{i}" for i in good} <= words
+    assert set(values) >= good
+    assert REFUSED not in words and not any("\ud800" in w for w in words)
+    counted = metrics.counter("gateway_quarantined_total", "")
+    got = {(dict(k)["sensor"], dict(k)["stage"]): int(v) for k, v in counted.values.items()}
+    assert got == poison
+
+
+def test_a_poison_is_logged_once_without_its_content(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    c, ob, _ = make(tmp_path)
+
+    async def run() -> None:
+        c.outbox = AsyncOutbox(ob)
+        secret = "AB12 CDE\ud800"
+        await c.commit_items([(Reading("s1", T0, {"pm2_5": 1.0, "state": secret}), None)] * 5)
+        await c.outbox.close()
+
+    with caplog.at_level(logging.ERROR, logger="gateway.committer"):
+        asyncio.run(run())
+    poison_lines = [r for r in caplog.records if "poison" in r.getMessage()]
+    assert len(poison_lines) == 1
+    text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "AB12" not in text and "\ud800" not in text
+    assert poison_lines[0].__dict__["sensor"] == "s1" and poison_lines[0].__dict__["stage"] == "serialise"
+
+
+def test_an_outbox_that_cannot_write_is_retried_and_nothing_is_quarantined(tmp_path: Path) -> None:
+    """A failure of the database (here: a read-only handle, as on a remounted read-only card)
+    is no verdict on the readings: nothing is quarantined or acknowledged until it writes."""
+    c, ob, metrics = make(tmp_path)
+    acked: list[int] = []
+
+    async def run() -> None:
+        c.outbox = AsyncOutbox(ob)
+        ob.db.execute("PRAGMA query_only = ON")  # every write now fails with OperationalError
+        task = asyncio.create_task(c.commit_items([(Reading("s1", T0, {"pm2_5": 1.0, "state": "x"}), lambda: acked.append(1))]))
+        while metrics.counter("gateway_outbox_append_failures_total", "").total() < 2:
+            await asyncio.sleep(0.05)
+        assert not acked and c.failing is not None
+        await c.outbox.call(ob.db.execute, "PRAGMA query_only = OFF")
+        await asyncio.wait_for(task, 10)
+        await c.outbox.close()
+
+    asyncio.run(run())
+    assert acked == [1] and c.failing is None
+    assert metrics.counter("gateway_quarantined_total", "").total() == 0
+    db = sqlite3.connect(tmp_path / "outbox.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM obs").fetchone()[0] == 2
+    db.close()
