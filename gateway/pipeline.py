@@ -2,7 +2,9 @@
 
 The parts each have one job (gateway/committer.py, gateway/sinkrunner.py, the source and sink
 registries, gateway/ops/pipeline_metrics.py); this module only builds them from the plan,
-starts them in order and stops them in the reverse order without losing what was received.
+starts them in order under one supervisor (gateway/supervisor.py: a task that crashes is logged,
+shown on /readyz and restarted) and stops them in the reverse order without losing what was
+received.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from gateway.sinks import SINKS
 from gateway.sinks.base import Sink, SinkContext
 from gateway.sources import SOURCES
 from gateway.sources.base import Ack, Runnable, SourceContext
+from gateway.supervisor import Supervisor, cancel_and_wait
+
+__all__ = ["Pipeline", "build_sinks", "build_sources", "cancel_and_wait"]
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -47,20 +52,6 @@ def build_sources(cfg: Config, plan: SitePlan, ctx_for: Callable[[str], SourceCo
         if plans:
             out += spec.build(ctx_for(name), plans)
     return out
-
-
-async def cancel_and_wait(tasks: list[asyncio.Task[Any]], timeout: float, what: str) -> None:
-    """Cancel and wait, bounded. On Python 3.11 a cancellation can be swallowed inside
-    `asyncio.wait_for` (libraries use it: aiomqtt's publish does), so a task may survive one
-    cancel(): it is asked again, and shutdown never hangs on it."""
-    pending = {t for t in tasks if not t.done()}
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-    if pending:
-        log.error("tasks did not stop in time", extra={"what": what, "count": len(pending)})
 
 
 class Pipeline:
@@ -91,8 +82,8 @@ class Pipeline:
         self.outbox: AsyncOutbox | None = None
         self.runners: list[SinkRunner] = []
         self.sources: list[Runnable] = []
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._source_tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = Supervisor(self.metrics)
+        self.housekeeping_s = 5.0
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -121,7 +112,7 @@ class Pipeline:
     async def _housekeeping(self) -> None:
         assert self.outbox is not None
         while True:
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(self.housekeeping_s)
             await self.outbox.call(self.outbox.sync.enforce_bounds, self.clock())
             while await self.outbox.call(self.outbox.sync.reclaim):
                 await asyncio.sleep(0)  # chunks, so no long pause
@@ -146,23 +137,33 @@ class Pipeline:
         return SourceContext(self.cfg.gateway.id, self.submit, self.metrics, self.clock,
                              inputs=self.cfg.input(name))  # fmt: skip
 
-    def add_source(self, coro: Any) -> None:
-        self._source_tasks.append(asyncio.create_task(coro))
-
     async def start(self) -> None:
         self.outbox = self.committer.outbox = self.open_outbox()
         self.runners = [SinkRunner(s, self.outbox, self.stats, self.metrics, self._stopping) for s in self.sinks]
-        self._tasks = [
-            asyncio.create_task(self.committer.run(), name="committer"),
-            asyncio.create_task(self._windows(), name="windows"),
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            *(asyncio.create_task(r.run(), name=r.name) for r in self.runners),
-        ]
+        sup = self.supervisor
+        sup.start("committer", self.committer.run)
+        sup.start("windows", self._windows)
+        sup.start("housekeeping", self._housekeeping)
+        for r in self.runners:
+            sup.start(r.name, r.run)
         self.sources = build_sources(self.cfg, self.plan, self._source_context)
         for src in self.sources:
-            self._source_tasks.append(asyncio.create_task(src.run(), name=src.name))
+            sup.start(src.name, src.run)
         self.ready.set()
         log.info("gateway started", extra={"gateway": self.cfg.gateway.id, "sensors": len(self.plan.sensors), "sinks": ",".join(s.name for s in self.sinks)})  # fmt: skip
+
+    def problems(self) -> list[str]:
+        """What keeps data from getting through right now (empty: ready), for /readyz."""
+        out = self.supervisor.problems()
+        if self.committer.failing:
+            out.append(self.committer.failing)
+        out += [p for r in self.runners if (p := r.problem)]
+        return out
+
+    @property
+    def committer_alive(self) -> bool:
+        """False while the committer task is down: the systemd watchdog must not be fed."""
+        return self.supervisor.up("committer")
 
     def source(self, name: str) -> Runnable | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -174,7 +175,7 @@ class Pipeline:
     async def stop(self, drain_timeout: float = 3.0) -> None:
         """Stop sources, commit what was received, close windows, deliver what we can."""
         log.info("gateway stopping")
-        await cancel_and_wait(self._source_tasks, drain_timeout, "sources")
+        await self.supervisor.stop([s.name for s in self.sources], drain_timeout)
         if self.outbox is not None:
             if not await self.committer.flush(drain_timeout):
                 log.error("readings still queued at shutdown; unacknowledged ones will be redelivered")
@@ -183,10 +184,10 @@ class Pipeline:
         # twice), then stop the rest; whatever is left is drained below or waits in the outbox
         self._stopping.set()
         self._wake_sinks()
-        sink_tasks = [t for t in self._tasks if t.get_name().startswith("sink-")]
+        sink_tasks = [self.supervisor.tasks[r.name] for r in self.runners]
         if sink_tasks:
             await asyncio.wait(sink_tasks, timeout=drain_timeout)
-        await cancel_and_wait(self._tasks, drain_timeout, "pipeline tasks")
+        await self.supervisor.stop(None, drain_timeout)
         if self.outbox is not None:
             deadline = time.monotonic() + drain_timeout
             for r in self.runners:

@@ -18,6 +18,7 @@ from gateway.model import iso
 from gateway.ops.clock import GatewayClock
 from gateway.ops.http import OpsServer
 from gateway.pipeline import Pipeline
+from gateway.supervisor import Supervisor
 
 log = logging.getLogger("gateway.service")
 
@@ -53,7 +54,7 @@ STALE_S = 120.0  # a sensor silent this long is shown as a fault
 SINK_BEHIND_S = 60.0  # a sink whose oldest undelivered observation is older is "behind"
 # Sink state -> the colour the status page shows it in: ok green, warn amber, fault red. A state
 # not listed here (a new one, e.g. a supervisor's "blocked") shows red until it is placed.
-SINK_LEVELS = {"ok": "ok", "behind": "warn", "blocked": "fault"}
+SINK_LEVELS = {"ok": "ok", "behind": "warn", "holding": "warn", "blocked": "fault", "down": "fault"}
 
 
 def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
@@ -102,12 +103,18 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
     oldest = _by_label(p, "gateway_sink_oldest_pending_age_seconds", "sink")
     failures = _by_label(p, "gateway_sink_failures_total", "sink")
     sinks = {}
+    runners = {r.sink.name: r for r in p.runners}
     for s in p.sinks:
         behind = oldest.get(s.name, 0.0) > SINK_BEHIND_S
-        state = "behind" if behind else "ok"
+        runner = runners.get(s.name)
+        blocked = runner.blocked if runner is not None else None
+        state = "blocked" if blocked is not None else "behind" if behind else "ok"
+        if runner is not None and not p.supervisor.up(runner.name) and p.supervisor.down:
+            state = "down" if runner.name in p.supervisor.down else state
         sinks[s.name] = {
             "state": state,
             "level": SINK_LEVELS.get(state, "fault"),
+            "reason": str(blocked) if blocked is not None else None,
             "delivered": p.stats.delivered.get(s.name, 0),
             "lag": int(lag.get(s.name, 0)),
             "oldest_pending_age_s": round(oldest.get(s.name, 0.0), 1),
@@ -127,18 +134,29 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
         "outbox": {"observations": int(sum(_values(p, "gateway_outbox_observations").values()))},
         "readings": p.stats.readings,
         "committed": p.stats.committed,
+        "quarantined": p.stats.quarantined,
+        "problems": p.problems(),
     }
 
 
 class _Live:
     """The pipeline the ops server answers for; replaced at every reload."""
 
-    def __init__(self) -> None:
+    def __init__(self, supervisor: Supervisor) -> None:
         self.pipeline: Pipeline | None = None
         self.switching = False
+        self.supervisor = supervisor  # the service's own tasks: ops, clock, watchdog
 
-    def ready(self) -> bool:
-        return self.pipeline is not None and self.pipeline.ready.is_set() and not self.switching
+    def ready(self) -> list[str]:
+        """What keeps the gateway from being ready (empty: ready), for /readyz."""
+        if self.pipeline is None or not self.pipeline.ready.is_set() or self.switching:
+            return ["starting"]
+        return self.supervisor.problems() + self.pipeline.problems()
+
+    def alive(self) -> bool:
+        """Feed the systemd watchdog? Not while the committer is down: if it cannot be
+        restarted, systemd restarts the whole service."""
+        return self.pipeline is None or self.switching or self.pipeline.committer_alive
 
 
 def _outbox_collector(p: Pipeline) -> Callable[[], None]:
@@ -175,10 +193,13 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     if clock is None:
         clock = GatewayClock(state_file=cfg.gateway.data_dir / "clock.json")
-    live = _Live()
+    # the service's own long-running tasks, beside each pipeline's (which it supervises itself)
+    sup = Supervisor()
+    live = _Live(sup)
     ops: OpsServer | None = None
     ops_addr: object = None
-    background = [asyncio.create_task(_watchdog()), asyncio.create_task(_clock_upkeep(clock))]
+    sup.start("watchdog", lambda: _watchdog(live))
+    sup.start("clock", lambda: _clock_upkeep(clock))
     try:
         while True:
             pipeline = Pipeline(cfg, clock=clock)
@@ -189,8 +210,10 @@ async def serve(
             ops_key = (cfg.ops.http, cfg.ops.token, tuple(cfg.ops.allowed_hosts))
             if ops_key != ops_addr:
                 if ops is not None:
-                    await ops.close()
+                    await sup.stop(["ops"])
                 ops, ops_addr = await _start_ops(cfg.ops.http, live, clock), ops_key
+                if ops is not None:
+                    sup.start("ops", ops.run)
             sd_notify(
                 f"READY=1\nSTATUS=running: {len(pipeline.plan.sensors)} sensors, clock {clock.mode}"
             )
@@ -212,9 +235,7 @@ async def serve(
             cfg = reloaded
             log.info("config reloaded")
     finally:
-        for t in background:
-            t.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await sup.stop()
         if ops is not None:
             await ops.close()
         clock.persist(force=True)
@@ -254,7 +275,9 @@ async def _start_ops(address: str | None, live: _Live, clock: GatewayClock) -> O
         return live.pipeline.metrics.render() if live.pipeline is not None else ""
 
     def status() -> dict[str, Any]:
-        return status_of(live.pipeline, clock) if live.pipeline is not None else {}
+        if live.pipeline is None:
+            return {}
+        return {**status_of(live.pipeline, clock), "problems": live.ready()}
 
     cfg = live.pipeline.cfg if live.pipeline is not None else None
     token = cfg.ops.token.get_secret_value() if cfg is not None and cfg.ops.token is not None else None
@@ -277,12 +300,19 @@ async def _clock_upkeep(clock: GatewayClock) -> None:
         await asyncio.sleep(10.0)
 
 
-async def _watchdog() -> None:
-    """WATCHDOG=1 from the event loop itself, at half the interval systemd expects."""
+async def _watchdog(live: _Live) -> None:
+    """WATCHDOG=1 from the event loop itself, at half the interval systemd expects, and only
+    while the committer is alive: a gateway that cannot commit is restarted by systemd."""
     usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
     pid = os.environ.get("WATCHDOG_PID")
     if not usec or (pid and pid != str(os.getpid())):
-        return
+        await asyncio.Event().wait()  # no watchdog asked for: idle, not finished
+    withheld = False
     while True:
-        sd_notify("WATCHDOG=1")
+        if live.alive():
+            sd_notify("WATCHDOG=1")
+            withheld = False
+        elif not withheld:
+            log.error("committer down: systemd watchdog not fed until it is back")
+            withheld = True
         await asyncio.sleep(usec / 2e6)

@@ -1,8 +1,13 @@
 """One runner per sink: read the sink's next rows from the outbox, write them, move its cursor.
 
 The cursor moves only after the sink reports the write done, so an outage, a crash or a restart
-repeats at most the batch in flight and loses nothing. A batch the destination refuses for good
-is quarantined (counted, logged, skipped); a retryable failure backs off with jitter.
+repeats at most the batch in flight and loses nothing. Three kinds of failure, three answers:
+- retryable (network down, 5xx): back off with jitter up to SINK_BACKOFF_MAX and try again;
+- blocked (credentials refused, no permission, no such bucket): the destination refuses the
+  gateway, not the rows. Nothing is quarantined; the runner backs off up to BLOCKED_BACKOFF_MAX
+  and shows the sink as blocked, with the reason, on /readyz, the status page and
+  `gateway_sink_blocked`, until a write succeeds;
+- a verdict on specific rows (the sink reports them `rejected`): only those are quarantined.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from gateway.committer import Stats
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
 from gateway.outbox import AsyncOutbox, Row
-from gateway.sinks.base import PermanentError, RetryableError, Sink
+from gateway.sinks.base import BlockedError, PermanentError, RetryableError, Sink
 
 log = logging.getLogger("gateway.sinkrunner")
 
 SINK_BACKOFF_MAX = 15.0  # a store back after an outage is written to within ~15 s
+BLOCKED_BACKOFF_MAX = 60.0  # a fixed credential is noticed within a minute
 
 
 class SinkRunner:
@@ -37,6 +43,32 @@ class SinkRunner:
         self.m_delivered = metrics.counter("gateway_sink_delivered_total", "Observations delivered")
         self.m_failures = metrics.counter("gateway_sink_failures_total", "Failed sink writes")
         self.m_quarantined = metrics.counter("gateway_sink_quarantined_total", "Rows refused for good")
+        self.m_blocked = metrics.gauge(
+            "gateway_sink_blocked", "1 while the destination refuses the gateway (reason: why)"
+        )
+        self.blocked: BlockedError | None = None
+        self._show_blocked(None)
+
+    def _show_blocked(self, error: BlockedError | None) -> None:
+        """Log and show a change of blocked state; one gauge series per sink, with its reason."""
+        name = self.sink.name
+        if error is not None and (self.blocked is None or str(self.blocked) != str(error)):
+            log.error("sink blocked: the destination refuses the gateway; the backlog is kept",
+                      extra={"sink": name, "reason": error.code, "detail": str(error)})  # fmt: skip
+        elif error is None and self.blocked is not None:
+            log.warning("sink unblocked; delivering the backlog", extra={"sink": name})
+        self.blocked = error
+        for key in [k for k in self.m_blocked.values if ("sink", name) in k]:
+            del self.m_blocked.values[key]
+        if error is None:
+            self.m_blocked.set(0, sink=name, reason="")
+        else:
+            self.m_blocked.set(1, sink=name, reason=error.code)
+
+    @property
+    def problem(self) -> str | None:
+        """Why this sink cannot deliver right now, for /readyz and the status page."""
+        return f"sink {self.sink.name} blocked ({self.blocked})" if self.blocked is not None else None
 
     async def run(self) -> None:
         sink = self.sink
@@ -47,6 +79,11 @@ class SinkRunner:
                 try:
                     await sink.start()
                     started = True
+                except BlockedError as e:
+                    self._show_blocked(e)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BLOCKED_BACKOFF_MAX)
+                    continue
                 except (RetryableError, OSError) as e:
                     log.warning("sink not started, retrying", extra={"sink": sink.name, "reason": str(e)})  # fmt: skip
                     await asyncio.sleep(backoff)
@@ -61,6 +98,12 @@ class SinkRunner:
                 continue
             try:
                 await self.deliver(rows)
+            except BlockedError as e:
+                self.m_failures.inc(sink=sink.name)
+                self._show_blocked(e)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, BLOCKED_BACKOFF_MAX)
+                continue
             except RetryableError as e:
                 self.m_failures.inc(sink=sink.name)
                 n = self.throttle.should_log(("sink", sink.name), time.monotonic())
@@ -69,6 +112,8 @@ class SinkRunner:
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, SINK_BACKOFF_MAX)
                 continue
+            if self.blocked is not None:
+                self._show_blocked(None)
             backoff = 1.0
 
     async def deliver(self, rows: list[Row]) -> None:
@@ -97,5 +142,5 @@ class SinkRunner:
             try:
                 async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
                     await self.deliver(rows)
-            except (RetryableError, TimeoutError):
+            except (RetryableError, BlockedError, TimeoutError):
                 return

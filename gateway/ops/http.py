@@ -1,8 +1,9 @@
 """Health, metrics and a commissioning page over plain HTTP on localhost. No framework.
 
 `/healthz` answers 200 while the event loop runs; `/readyz` 200 once the pipeline started and
-the outbox is open; `/metrics` is Prometheus text; `/` is a small status page; `/status.json`
-the same data for scripts.
+the outbox is open, and while nothing stops data from getting through (503 with one line per
+problem otherwise: a task down, a sink blocked, the outbox not writable); `/metrics` is
+Prometheus text; `/` is a small status page; `/status.json` the same data for scripts.
 
 Two gates before any route: the `Host` header must name this server (loopback names, the bound
 address, or `allowed_hosts`), so a web page in an engineer's browser cannot reach the page by
@@ -47,7 +48,7 @@ class OpsServer:
         *,
         metrics: Callable[[], str],
         status: Callable[[], dict[str, Any]],
-        ready: Callable[[], bool],
+        ready: Callable[[], list[str]],  # what keeps the gateway from being ready; [] = ready
         token: str | None = None,
         allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
@@ -64,11 +65,25 @@ class OpsServer:
         self.port = sock[1]
         log.info("ops http listening", extra={"address": f"{self.host}:{self.port}"})
 
+    async def run(self) -> None:
+        """Serve until cancelled (the supervisor's task `ops`). A listener that stops serving
+        raises here, so the supervisor logs it and starts the server again on the same port."""
+        if self._server is None or not self._server.is_serving():
+            await self.start()
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                if self._server is None or not self._server.is_serving():
+                    raise RuntimeError("ops http listener stopped serving")
+        finally:
+            await self.close()
+
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
             with contextlib.suppress(Exception):
-                await self._server.wait_closed()
+                await server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -122,8 +137,10 @@ class OpsServer:
         if path == "/healthz":
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":
-            ok = self.ready()
-            return (200 if ok else 503), "text/plain", (b"ready\n" if ok else b"starting\n")
+            problems = self.ready()
+            if not problems:
+                return 200, "text/plain", b"ready\n"
+            return 503, "text/plain", "".join(f"not ready: {p}\n" for p in problems).encode()
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4", self.metrics().encode()
         if path == "/status.json":

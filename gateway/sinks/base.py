@@ -38,7 +38,20 @@ class RetryableError(SinkError):
 
 
 class PermanentError(SinkError):
-    """The destination refused these rows for good (e.g. 400 bad point): quarantine them."""
+    """The destination's verdict on these rows themselves (e.g. 400 with a parse error): split
+    the batch until the refused rows are found, and quarantine only those."""
+
+
+class BlockedError(SinkError):
+    """The destination refuses *us*, not the rows: credentials refused (HTTP 401, MQTT
+    not-authorised), no permission (403), no such bucket or path (404), a read-only target.
+    Nothing is quarantined: the backlog stays, the runner backs off to a cap and shows the sink
+    as blocked, with `code` (a short word for metrics) and the message, until it writes again.
+    An expired token must never throw away what was queued while it was expired."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass

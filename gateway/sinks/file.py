@@ -9,6 +9,7 @@ batch but never lose it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from gateway.configtypes import Size
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import (
+    BlockedError,
     Destination,
     RetryableError,
     SinkContext,
@@ -100,6 +102,8 @@ class FileSink:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise BlockedError("forbidden", f"cannot write {self.path.name}: {e.strerror}") from e
             raise RetryableError(f"cannot write {self.path.name}: {e.strerror}") from e
         return WriteResult(len(rows) - blocked, blocked=blocked)
 

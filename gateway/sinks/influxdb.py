@@ -4,9 +4,11 @@ The client's synchronous write API runs on a worker thread rather than its aioht
 client: same requests, but ~9 MiB less resident memory on a Pi (no aiohttp), and a blocking
 HTTP call never touches the event loop anyway.
 
-Works against InfluxDB 2.x and VictoriaMetrics (`/api/v2/write`). Network errors, 5xx and 429
-are retried by the runner with backoff; a 4xx rejects the batch, which is bisected to quarantine
-only the bad points. Writes are idempotent: the same series and timestamp overwrite.
+Works against InfluxDB 2.x and VictoriaMetrics (`/api/v2/write`). Network errors, 5xx, 408 and
+429 are retried by the runner with backoff. Only the store's verdict on the points themselves (a
+400 that says it could not parse them, 413, 422) splits the batch to quarantine the bad points;
+every other refusal (401, 403, 404, a 400 from a proxy…) means the sink is *blocked*: nothing is
+quarantined, the backlog waits. Writes are idempotent: the same series and timestamp overwrite.
 
 Encoding a batch is CPU work (~20 us per row on one core), so it runs on a worker thread and the
 event loop keeps committing live data meanwhile. The measurement-and-tags prefix of a line is
@@ -32,6 +34,7 @@ from gateway.model import Observation
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard, find_identifier
 from gateway.sinks.base import (
+    BlockedError,
     Destination,
     Loc,
     Offer,
@@ -96,6 +99,22 @@ def _import_client() -> Any:
         if block:
             del sys.modules["numpy"]
     return InfluxDBClient
+
+
+BLOCKED = {401: ("unauthorised", "credentials refused"), 403: ("forbidden", "no permission to write"),
+           404: ("not_found", "no such org, bucket or path")}  # fmt: skip
+
+
+def classify(status: int, body: object) -> Exception:
+    """What an HTTP answer means for the rows. Only a verdict on the points themselves
+    quarantines anything; a refusal of the gateway leaves the backlog where it is."""
+    if status in (0, 408, 429) or status >= 500:
+        return RetryableError(f"store answered HTTP {status}")
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    if status in (413, 422) or (status == 400 and "parse" in text.lower()):
+        return PermanentError(f"store refused the points: HTTP {status}")
+    code, why = BLOCKED.get(status, ("refused", "the store refuses the gateway's writes"))
+    return BlockedError(code, f"HTTP {status}: {why}")
 
 
 class InfluxSink:
@@ -205,10 +224,7 @@ class InfluxSink:
                 self._write.write, bucket=self.cfg.bucket, record=lines, write_precision=WritePrecision.MS
             )
         except ApiException as e:
-            status = int(e.status or 0)
-            if status == 429 or status >= 500 or status == 0:
-                raise RetryableError(f"store answered HTTP {status}") from e
-            raise PermanentError(f"store rejected the batch with HTTP {status}") from e
+            raise classify(int(e.status or 0), e.body) from e
         except (TimeoutError, OSError) as e:
             raise RetryableError(f"store unreachable: {type(e).__name__}") from e
         except Exception as e:  # urllib3's connection errors, without importing urllib3 here

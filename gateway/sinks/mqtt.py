@@ -25,6 +25,7 @@ from gateway.configtypes import MqttBroker
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import (
+    BlockedError,
     Destination,
     Loc,
     Offer,
@@ -43,6 +44,18 @@ if TYPE_CHECKING:
     from gateway.plan import SitePlan
 
 log = logging.getLogger("gateway.sinks.mqtt")
+
+
+# CONNACK codes that refuse the gateway itself (MQTT 3.1.1: 4, 5; MQTT 5: 134, 135, 138, 140)
+REFUSED = {4: "unauthorised", 5: "unauthorised", 134: "unauthorised", 135: "unauthorised",
+           138: "forbidden", 140: "unauthorised"}  # fmt: skip
+
+
+def refusal(error: BaseException) -> str | None:
+    """A short code if the broker refused the gateway's credentials or rights, else None."""
+    rc = getattr(error, "rc", None)
+    value = getattr(rc, "value", rc)
+    return REFUSED.get(value) if isinstance(value, int) else None
 
 
 class Settings(SinkSettings, MqttBroker):
@@ -106,6 +119,8 @@ class MqttSink:
                 await self._publish_entities(client)
         except (aiomqtt.MqttError, OSError) as e:
             await stack.aclose()
+            if (code := refusal(e)) is not None:
+                raise BlockedError(code, f"city broker refused the gateway: {e}") from e
             raise RetryableError(f"city broker unavailable: {e}") from e
         self._client, self._stack = client, stack
         log.info("connected to city broker", extra={"host": self.cfg.host, "port": self.cfg.port})
