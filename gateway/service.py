@@ -177,6 +177,7 @@ async def serve(
     on_started: Callable[[Pipeline], Any] | None = None,
     reload: Callable[[], Config | None] | None = None,
     clock: GatewayClock | None = None,
+    supervisor: Supervisor | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or `until`); SIGHUP reloads the config without losing data.
 
@@ -194,7 +195,7 @@ async def serve(
     if clock is None:
         clock = GatewayClock(state_file=cfg.gateway.data_dir / "clock.json")
     # the service's own long-running tasks, beside each pipeline's (which it supervises itself)
-    sup = Supervisor()
+    sup = supervisor or Supervisor()
     live = _Live(sup)
     ops: OpsServer | None = None
     ops_addr: object = None

@@ -47,6 +47,7 @@ class Supervisor:
     def __init__(self, metrics: Registry | None = None, *, restart_min: float = RESTART_MIN,
                  restart_max: float = RESTART_MAX) -> None:  # fmt: skip
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.runs: dict[str, Callable[[], Awaitable[Any]]] = {}  # what each task runs
         self.down: dict[str, str] = {}  # task name -> why it is not running
         self.restarts: dict[str, int] = {}
         self.restart_min, self.restart_max = restart_min, restart_max
@@ -57,6 +58,7 @@ class Supervisor:
     def start(self, name: str, run: Callable[[], Awaitable[Any]]) -> asyncio.Task[None]:
         """Run `run()` as the task `name`, restarting it whenever it raises."""
         self.m_up.set(1, task=name)
+        self.runs[name] = run
         task = asyncio.create_task(self._keep(name, run), name=name)
         self.tasks[name] = task
         return task
@@ -69,7 +71,7 @@ class Supervisor:
         return [f"task {name} down ({why})" for name, why in sorted(self.down.items())]
 
     async def _keep(self, name: str, run: Callable[[], Awaitable[Any]]) -> None:
-        delay = self.restart_min
+        delay: float | None = None
         while True:
             started = time.monotonic()
             try:
@@ -78,7 +80,7 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                if time.monotonic() - started >= HEALTHY_AFTER:
+                if delay is None or time.monotonic() - started >= HEALTHY_AFTER:
                     delay = self.restart_min
                 self.down[name] = f"crashed: {type(e).__name__}, restarting in {delay:g} s"
                 self.restarts[name] = self.restarts.get(name, 0) + 1
