@@ -3,8 +3,14 @@
 Durability: `PRAGMA synchronous=FULL` in WAL mode fsyncs the WAL at every commit, so a batch
 that `append` returned for survives power loss; batching many observations per commit (group
 commit) pays the fsync once per batch. Bounds: `max_bytes` (payload bytes) and `max_age`; when
-either is exceeded the oldest rows go first, counted per Datastream and reason in `drops`.
-Delivered rows (below every sink's cursor) are deleted in small chunks to avoid long pauses.
+either is exceeded the oldest rows go first. Delivered rows (below every sink's cursor) are
+deleted in small chunks to avoid long pauses.
+
+Honest accounting, per sink, in the same transactions as the changes it counts (so it survives
+a crash or restart): a row removed at a bound counts as *dropped* only for the sinks that had
+not delivered it (`sink_drops`, per sink, Datastream and reason); a row a sink's cursor moves
+over while it is still stored counts as *delivered* for that sink (`ledger`). For every sink,
+delivered + dropped + pending == committed (rows appended since the sink's cursor was made).
 
 This class is synchronous and not thread-safe: `AsyncOutbox` runs it on one worker thread.
 """
@@ -38,8 +44,12 @@ CREATE TABLE IF NOT EXISTS obs(
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cursor(sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS drops(
-    ds INTEGER NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY(ds, reason)
+CREATE TABLE IF NOT EXISTS sink_drops(
+    sink TEXT NOT NULL, ds INTEGER NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY(sink, ds, reason)
+);
+CREATE TABLE IF NOT EXISTS ledger(
+    sink TEXT PRIMARY KEY, base INTEGER NOT NULL, delivered INTEGER NOT NULL
 );
 """
 
@@ -156,12 +166,19 @@ class Outbox:
 
     def _init_cursors(self) -> None:
         existing = dict(self.db.execute("SELECT sink, seq FROM cursor").fetchall())
+        ledgers = {r[0] for r in self.db.execute("SELECT sink FROM ledger")}
         start = self.db.execute("SELECT COALESCE(MIN(seq) - 1, 0) FROM obs").fetchone()[0]
         for sink in self.sinks:
             if sink not in existing:
                 self.db.execute("INSERT INTO cursor VALUES (?, ?)", (sink, start))
+                existing[sink] = start
+            if sink not in ledgers:
+                # a new sink owns every row still stored: committed counts from its cursor
+                # (for an outbox made before the ledger existed, likewise from now on)
+                self.db.execute("INSERT INTO ledger VALUES (?, ?, 0)", (sink, existing[sink]))
         for sink in set(existing) - set(self.sinks):
-            self.db.execute("DELETE FROM cursor WHERE sink = ?", (sink,))
+            for table in ("cursor", "ledger", "sink_drops"):
+                self.db.execute(f"DELETE FROM {table} WHERE sink = ?", (sink,))
             self.events.append(f"cursor of removed sink {sink!r} dropped")
 
     # ------------------------------------------------------------------ writes
@@ -205,8 +222,31 @@ class Outbox:
             raise OutboxError(f"no cursor for sink {sink!r}")
         return int(row[0])
 
-    def advance(self, sink: str, seq: int) -> None:
-        self.db.execute("UPDATE cursor SET seq = MAX(seq, ?) WHERE sink = ?", (seq, sink))
+    def advance(self, sink: str, seq: int) -> int:
+        """Move `sink`'s cursor to `seq`; the rows it passes that are still stored count as
+        delivered (rows dropped before were counted as dropped). Returns how many."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            old = self.cursor(sink)
+            n = 0
+            if seq > old:
+                n = int(db.execute("SELECT COUNT(*) FROM obs WHERE seq > ? AND seq <= ?", (old, seq)).fetchone()[0])
+                db.execute("UPDATE cursor SET seq = ? WHERE sink = ?", (seq, sink))
+                db.execute("UPDATE ledger SET delivered = delivered + ? WHERE sink = ?", (n, sink))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n
+
+    def ledger(self, sink: str) -> dict[str, int]:
+        """committed, delivered, dropped, pending for one sink: delivered + dropped + pending
+        == committed, always."""
+        base, delivered = self.db.execute("SELECT base, delivered FROM ledger WHERE sink = ?", (sink,)).fetchone()
+        dropped = self.db.execute("SELECT COALESCE(SUM(n), 0) FROM sink_drops WHERE sink = ?", (sink,)).fetchone()[0]
+        return {"committed": max(0, self.head() - base), "delivered": int(delivered),
+                "dropped": int(dropped), "pending": self.lag(sink)}  # fmt: skip
 
     def _min_seq(self) -> int | None:
         row = self.db.execute("SELECT seq FROM obs ORDER BY seq LIMIT 1").fetchone()
@@ -317,28 +357,36 @@ class Outbox:
         return self._delete(rows, reason, oldest_first=True)
 
     def _delete(self, rows: list[Any], reason: str, *, oldest_first: bool) -> int:
-        """Delete `rows` (seq, ds, size), counting each per Datastream and reason in `drops`.
-        `oldest_first`: they are the head of the queue, so one range delete keeps sequence
-        numbers contiguous; otherwise they are picked out and counts become exact queries."""
-        per_ds = Counter(ds for _, ds, _ in rows)
+        """Delete `rows` (seq, ds, size). Each counts as dropped, per Datastream and reason, for
+        every sink whose cursor had not passed it; a row every sink had delivered is reclaimed
+        early, not lost. `oldest_first`: the rows are the head of the queue, so one range delete
+        keeps sequence numbers contiguous; otherwise counts become exact queries."""
+        cursors = dict(self.db.execute("SELECT sink, seq FROM cursor").fetchall())
+        per = Counter((sink, ds) for seq, ds, _ in rows for sink, c in cursors.items() if seq > c)
         self.db.execute("BEGIN IMMEDIATE")
         if oldest_first:
             self.db.execute("DELETE FROM obs WHERE seq <= ?", (rows[-1][0],))
         else:
             self.db.executemany("DELETE FROM obs WHERE seq = ?", [(r[0],) for r in rows])
         self.db.executemany(
-            "INSERT INTO drops VALUES (?, ?, ?) ON CONFLICT(ds, reason) DO UPDATE SET n = n + excluded.n",
-            [(ds, reason, n) for ds, n in per_ds.items()],
+            "INSERT INTO sink_drops VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(sink, ds, reason) DO UPDATE SET n = n + excluded.n",
+            [(sink, ds, reason, n) for (sink, ds), n in per.items()],
         )
         self.db.execute("COMMIT")
         if not oldest_first:
             self._contiguous = False
         self.payload_bytes -= sum(r[2] for r in rows) + ROW_OVERHEAD * len(rows)
-        log.warning("outbox bound reached: %d observations removed (reason=%s)", len(rows), reason)
+        lost = {sink: 0 for sink in cursors}
+        for (sink, _), n in per.items():
+            lost[sink] += n
+        log.warning("outbox bound reached: %d observations removed (reason=%s); undelivered: %s",
+                    len(rows), reason, ", ".join(f"{k}={v}" for k, v in sorted(lost.items())) or "none")  # fmt: skip
         return len(rows)
 
-    def drops(self) -> dict[tuple[int, str], int]:
-        return {(ds, r): n for ds, r, n in self.db.execute("SELECT ds, reason, n FROM drops")}
+    def drops(self) -> dict[tuple[str, int, str], int]:
+        """Rows dropped before a sink had them: (sink, Datastream, reason) -> count."""
+        return {(sink, ds, r): n for sink, ds, r, n in self.db.execute("SELECT sink, ds, reason, n FROM sink_drops")}
 
     def checkpoint(self) -> None:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -372,8 +420,9 @@ class AsyncOutbox:
         rows: list[Row] = await self.call(self.sync.read, sink, limit, after)
         return rows
 
-    async def advance(self, sink: str, seq: int) -> None:
-        await self.call(self.sync.advance, sink, seq)
+    async def advance(self, sink: str, seq: int) -> int:
+        n: int = await self.call(self.sync.advance, sink, seq)
+        return n
 
     async def close(self) -> None:
         await self.call(self.sync.close)

@@ -102,6 +102,7 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
     lag = _by_label(p, "gateway_sink_lag_observations", "sink")
     oldest = _by_label(p, "gateway_sink_oldest_pending_age_seconds", "sink")
     failures = _by_label(p, "gateway_sink_failures_total", "sink")
+    dropped = _by_label(p, "gateway_outbox_dropped_total", "sink")
     sinks = {}
     runners = {r.sink.name: r for r in p.runners}
     for s in p.sinks:
@@ -119,6 +120,7 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
             "lag": int(lag.get(s.name, 0)),
             "oldest_pending_age_s": round(oldest.get(s.name, 0.0), 1),
             "failures": int(failures.get(s.name, 0)),
+            "dropped": int(dropped.get(s.name, 0)),
         }
     if clock is not None:
         cs = clock.state()

@@ -25,7 +25,8 @@ class PipelineMetrics:
         self.m_oldest = m.gauge("gateway_sink_oldest_pending_age_seconds", "Age of the oldest undelivered")
         self.m_depth = m.gauge("gateway_outbox_observations", "Rows in the outbox")
         self.m_bytes = m.gauge("gateway_outbox_bytes", "Approximate payload bytes in the outbox")
-        self.m_drops = m.counter("gateway_outbox_dropped_total", "Observations dropped at a bound")
+        self.m_drops = m.counter("gateway_outbox_dropped_total",
+                                 "Observations a sink never got: removed at a bound before it delivered them")  # fmt: skip
         m.collectors.append(self.collect)
 
     def collect(self) -> None:
@@ -58,8 +59,8 @@ class PipelineMetrics:
             self.m_oldest.set(max(0.0, now - t) if t else 0, sink=name)
         self.m_depth.set(r["count"])
         self.m_bytes.set(r["bytes"])
-        by_reason: dict[str, int] = {}
-        for (_, reason), n in r["drops"].items():
-            by_reason[reason] = by_reason.get(reason, 0) + n
-        for reason, n in by_reason.items():
-            self.m_drops.set(n, reason=reason)
+        by_reason: dict[tuple[str, str], int] = {}
+        for (sink, _, reason), n in r["drops"].items():
+            by_reason[(sink, reason)] = by_reason.get((sink, reason), 0) + n
+        for (sink, reason), n in by_reason.items():
+            self.m_drops.set(n, sink=sink, reason=reason)

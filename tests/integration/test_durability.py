@@ -441,9 +441,9 @@ def test_outbox_bound_drops_oldest_counts_them_and_delivers_the_newest(
         wait_until(lambda: outbox_state(tmp_path / "data")["head"] >= total, 30, "every message committed")
         time.sleep(6)  # one more housekeeping pass, after the last commit
         metrics = metric_values(ops_port, "gateway_outbox_dropped_total")
-        assert list(metrics) == ['gateway_outbox_dropped_total{reason="max_bytes"}']
+        assert list(metrics) == ['gateway_outbox_dropped_total{reason="max_bytes",sink="influxdb"}']
         db = sqlite3.connect(f"file:{tmp_path / 'data' / 'outbox.sqlite'}?mode=ro", uri=True)
-        drops = db.execute("SELECT reason, SUM(n) FROM drops GROUP BY reason").fetchall()
+        drops = db.execute("SELECT reason, SUM(n) FROM sink_drops GROUP BY reason").fetchall()
         kept = db.execute("SELECT COUNT(*), SUM(LENGTH(body)) FROM obs").fetchone()
         db.close()
         assert drops[0][0] == "max_bytes" and drops[0][1] == metrics[next(iter(metrics))]

@@ -62,14 +62,14 @@ def test_byte_bound_drops_oldest_and_counts_per_datastream(tmp_path: Path) -> No
     assert dropped == {"max_age": 0, "max_bytes": 20, "downsampled": 0}
     assert ob.count() == 50
     assert [r.seq for r in ob.read("a", 1)] == [21]  # the oldest went first
-    assert ob.drops() == {(1, "max_bytes"): 20}
+    assert ob.drops() == {("a", 1, "max_bytes"): 20}
 
 
 def test_age_bound_drops_old_rows(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite", sinks=["a"], max_age_s=50)
     ob.append(rows(100))  # t = 1000..1099
     assert ob.enforce_bounds(now=1100.0)["max_age"] == 50
-    assert ob.drops() == {(7, "max_age"): 50}
+    assert ob.drops() == {("a", 7, "max_age"): 50}
 
 
 def test_new_sink_starts_at_the_oldest_retained_row_and_removed_sink_is_forgotten(tmp_path: Path) -> None:
@@ -111,5 +111,5 @@ def test_downsample_thins_the_oldest_rows_per_datastream_and_counts_them(tmp_pat
     seqs = [r.seq for r in ob.read("a", 200)]
     assert seqs[0] == 1 and seqs[-1] == 100  # the oldest period is kept, thinner; newest intact
     assert sum(ob.drops().values()) == dropped["downsampled"]
-    assert {reason for _, reason in ob.drops()} == {"downsampled"}
+    assert {reason for _, _, reason in ob.drops()} == {"downsampled"}
     assert ob.lag("a") == ob.count()
