@@ -49,6 +49,11 @@ class Role(StrEnum):
     CONTEXT = "context"  # personal-at-source side data an estimator reads (RSSI, random-MAC bit)
 
 
+# The physical range a numeric field mapped by configuration (generic_json, senml) gets when its
+# mapping states none: beyond it a value is withheld. It keeps the store's other values exact
+# (VictoriaMetrics holds ~12 significant digits per block: 1e300 zeroes its neighbours).
+DEFAULT_LIMIT = 1e9
+
 # Fields with these roles never leave raw: only through windowed aggregates under disclosure
 # control (docs/privacy.md).
 PERSONAL_ROLES = frozenset(

@@ -18,6 +18,7 @@ from pydantic import ValidationInfo, field_validator, model_validator
 
 from firmware_bridge import units
 from firmware_bridge.base import (
+    DEFAULT_LIMIT,
     Aggregation,
     Decoded,
     DecodeError,
@@ -108,6 +109,9 @@ class FieldMapping(DriverOptions):
         "the only words that may leave (free text never does)."
     )
     description: str = ""
+    minimum: float | None = Opt(None, allow_inf_nan=False, description="Physical range, after "
+                                "scaling: a value outside it is withheld (default ±1e9).")
+    maximum: float | None = Opt(None, allow_inf_nan=False)
 
     @field_validator("path")
     @classmethod
@@ -131,6 +135,10 @@ class FieldMapping(DriverOptions):
             raise ValueError("scale/offset: only numeric fields can be scaled")
         if self.allowed is not None and self.type != "category":
             raise ValueError("allowed: a vocabulary is for category fields only")
+        if (self.minimum is not None or self.maximum is not None) and not numeric:
+            raise ValueError("minimum/maximum: only numeric fields have a range")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError("minimum: must not exceed maximum")
         if self.role is not None and self.personal and self.role is Role.READING:
             raise ValueError("role: `personal: true` contradicts `role: reading`")
         if self.type == "category" and self.allowed is None and not self.to_field().personal:
@@ -138,13 +146,17 @@ class FieldMapping(DriverOptions):
         return self
 
     def to_field(self) -> Field:
+        numeric = self.type in ("measurement", "count")
+        low = self.minimum if self.minimum is not None else (-DEFAULT_LIMIT if numeric else None)
+        high = self.maximum if self.maximum is not None else (DEFAULT_LIMIT if numeric else None)
         role = self.role or Role.READING
         if self.personal and self.role is None:
             role = Role.IDENTIFIER if self.type in ("category", "truth") else Role.PERSON_EVENT
         unit = self.unit if self.unit is not None or self.type != "count" else "{count}"
         return Field(key=self.property, unit=unit, observation_type=TYPES[self.type],
                      description=self.description, role=role,
-                     vocabulary=frozenset(self.allowed) if self.allowed is not None else None)  # fmt: skip
+                     vocabulary=frozenset(self.allowed) if self.allowed is not None else None,
+                     minimum=low, maximum=high)  # fmt: skip
 
 
 class AggregateMapping(DriverOptions):

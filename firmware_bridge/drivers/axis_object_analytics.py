@@ -85,9 +85,10 @@ def _fields() -> tuple[Field, ...]:
         what = _WHAT[cls]
         p = Field(f"passages{_suffix(cls)}", "{count}", ObservationType.COUNT,
                   f"{what} that crossed the line, running total since the counter reset",
-                  role=Role.RUNNING_TOTAL, minimum=0)  # fmt: skip
+                  role=Role.RUNNING_TOTAL, minimum=0, maximum=2**32 - 1)  # fmt: skip
         o = Field(f"occupancy{_suffix(cls)}", "{count}", ObservationType.COUNT,
-                  f"{what} in the area now", role=Role.PERSON_COUNT, minimum=0)  # fmt: skip
+                  f"{what} in the area now", role=Role.PERSON_COUNT, minimum=0,
+                  maximum=10_000)  # fmt: skip
         passages.append(p)
         occupancy.append(o)
         increments.append(Field(f"{p.key}_increment", "{count}", ObservationType.COUNT,

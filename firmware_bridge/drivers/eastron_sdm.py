@@ -95,10 +95,11 @@ CATALOGUE = Catalogue(
               "Active power (SDM630: total system power)", minimum=-250000, maximum=250000),
         Field("frequency", "Hz", ObservationType.MEASUREMENT, "Supply frequency",
               minimum=45, maximum=65),
+        # the registers' display range: 9,999,999.9 kWh on an SDM630
         Field("energy_import", "kW.h", ObservationType.MEASUREMENT, "Imported active energy",
-              minimum=0),
+              minimum=0, maximum=1e7),
         Field("energy_total", "kW.h", ObservationType.MEASUREMENT, "Total active energy",
-              minimum=0),
+              minimum=0, maximum=1e7),
     ),
 )
 

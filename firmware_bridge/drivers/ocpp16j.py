@@ -113,7 +113,8 @@ CATALOGUE = Catalogue(
             vocabulary=CONNECTOR_WORDS,
         ),
         Field("error_code", None, C, "OCPP 1.6 ChargePointErrorCode", vocabulary=ERROR_CODES),
-        Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0),
+        Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0,
+              maximum=1e8),  # a 350 kW charger running flat out for 30 years: 9.2e7 kWh
         Field("power", "W", M, "Power.Active.Import", minimum=0, maximum=400000),
         Field("session_start", None, T, "A charging session started", role=Role.PERSON_EVENT),
         Field("session_end", None, T, "A charging session ended", role=Role.PERSON_EVENT),
@@ -124,6 +125,7 @@ CATALOGUE = Catalogue(
             "Energy of one finished session (meterStop - meterStart)",
             role=Role.PERSON_EVENT,
             minimum=0,
+            maximum=1000,  # the largest vehicle batteries hold well under 1 MWh
         ),
         Field(
             "sessions_started",

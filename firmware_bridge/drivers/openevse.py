@@ -93,13 +93,13 @@ CATALOGUE = Catalogue(
               vocabulary=FIRMWARE_STATUSES),
         Field("total_energy", "kW.h", M,
               "Lifetime energy register of the charger: its steps are the sessions' energy",
-              role=Role.RUNNING_TOTAL, minimum=0),
+              role=Role.RUNNING_TOTAL, minimum=0, maximum=1e7),
         Field("session_energy", "kW.h", M, "Energy of the current session so far",
-              role=Role.RUNNING_TOTAL, minimum=0),
+              role=Role.RUNNING_TOTAL, minimum=0, maximum=500),  # no car battery holds more
         Field("energy_increment", "kW.h", M, "Session energy since the previous report",
-              role=Role.PERSON_EVENT, minimum=0),
+              role=Role.PERSON_EVENT, minimum=0, maximum=500),
         Field("elapsed", "s", M, "Duration of the current session", role=Role.PERSON_EVENT,
-              minimum=0),
+              minimum=0, maximum=30 * 86400),
         Field("rfid_uid", None, C, "RFID card UID the firmware publishes: never decoded or kept, "
               "declared so the raw stream is treated as personal at source", role=Role.IDENTIFIER),
         Field("rfid_auth", None, T, "A new RFID card was accepted (the UID is never kept)",

@@ -21,6 +21,7 @@ from pydantic import field_validator, model_validator
 
 from firmware_bridge import units
 from firmware_bridge.base import (
+    DEFAULT_LIMIT,
     Catalogue,
     Decoded,
     DecodeError,
@@ -62,6 +63,9 @@ class NameMapping(DriverOptions):
         "the only words that may leave (free text never does)."
     )
     description: str = ""
+    minimum: float | None = Opt(None, allow_inf_nan=False, description="Physical range, after "
+                                "scaling: a value outside it is withheld (default ±1e9).")
+    maximum: float | None = Opt(None, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> NameMapping:
@@ -78,15 +82,23 @@ class NameMapping(DriverOptions):
             raise ValueError("allowed: a vocabulary is for category fields only")
         if self.type == "category" and self.allowed is None and not self.personal:
             raise ValueError(VOCABULARY_NEEDED)
+        if (self.minimum is not None or self.maximum is not None) and self.type not in ("measurement", "count"):
+            raise ValueError("minimum/maximum: only numeric fields have a range")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError("minimum: must not exceed maximum")
         return self
 
     def to_field(self) -> Field:
+        numeric = self.type in ("measurement", "count")
+        low = self.minimum if self.minimum is not None else (-DEFAULT_LIMIT if numeric else None)
+        high = self.maximum if self.maximum is not None else (DEFAULT_LIMIT if numeric else None)
         unit = self.unit if self.unit is not None or self.type != "count" else "{count}"
         role = Role.READING
         if self.personal:
             role = Role.IDENTIFIER if self.type in ("category", "truth") else Role.PERSON_EVENT
         return Field(self.property, unit, TYPES[self.type], self.description, role=role,
-                     vocabulary=frozenset(self.allowed) if self.allowed is not None else None)  # fmt: skip
+                     vocabulary=frozenset(self.allowed) if self.allowed is not None else None,
+                     minimum=low, maximum=high)  # fmt: skip
 
 
 class Options(PayloadOptions):

@@ -4,6 +4,12 @@ Pure: time comes in as `now`, the pseudonym key from an injected factory (os.ura
 shell). Default deny: a field leaves only if its driver's catalogue declares it non-personal and
 the sensor's policy selects it; personal fields feed windowed aggregates and are forgotten. A
 text value leaves only if it is a word of its field's declared vocabulary.
+
+Physical ranges are enforced here, where every Observation is made and the catalogue is at
+hand, so every sink gets the same answer: a number outside its field's `minimum`/`maximum` is
+withheld (result null, quality `out_of_range`, counted as `out_of_range`), never published as a
+number, and never absorbed into an aggregate. One absurd value would otherwise reach the store
+(`1e300` W flattens its neighbours in VictoriaMetrics) and every consumer.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ ALLOWED_PARAMETERS = frozenset(
     {"quality", "aggregation", "period", "samples", "suppressed", "min_count", "window"}
 )
 Result = float | int | str | bool | None
+# reading flags an aggregate carries on if any reading in its window had them
+INHERITED_FLAGS = frozenset({"clock_unsynced"})
 
 
 NOT_IN_VOCABULARY = "not_in_vocabulary"
@@ -40,6 +48,10 @@ def round_result(v: float) -> float:
     """Round to 4 decimals: sensors are not more precise, and long digit runs look like ids."""
     r = round(v, 4)
     return 0.0 if r == 0 else r
+
+
+def out_of_range(f: Field, value: float) -> bool:
+    return (f.minimum is not None and value < f.minimum) or (f.maximum is not None and value > f.maximum)
 
 
 def _number(value: Value) -> float | None:
@@ -59,6 +71,7 @@ class _Window:
     n: int = 0
     last: Value | None = None
     peak: float | None = None
+    flags: set[str] = field(default_factory=set)  # quality inherited from the readings in it
 
 
 @dataclass(frozen=True)
@@ -264,7 +277,7 @@ class PrivacyStage:
         self, sp: SensorPlan, f: Field, value: Value, t: float, now: float, quality: list[str]
     ) -> Observation | None:
         ds = sp.datastreams[f.key]
-        result: float | int | str | bool
+        result: float | int | str | bool | None
         flags = list(quality)
         if isinstance(value, str) and not in_vocabulary(f, value):
             self.dropped[(sp.id, NOT_IN_VOCABULARY)] += 1
@@ -276,10 +289,10 @@ class PrivacyStage:
                 self.dropped[(sp.id, "not_finite")] += 1
                 return None
             result = round_result(value) if isinstance(value, float) else value
-            if (f.minimum is not None and value < f.minimum) or (
-                f.maximum is not None and value > f.maximum
-            ):
+            if out_of_range(f, value):  # withheld: the window is visible, the number is not
+                self.dropped[(sp.id, "out_of_range")] += 1
                 flags.append("out_of_range")
+                result = None
         else:
             self.dropped[(sp.id, "wrong_type")] += 1
             return None
@@ -310,6 +323,12 @@ class PrivacyStage:
         if agg.field.aggregation is Aggregation.LAST and isinstance(value, str) and not in_vocabulary(agg.field, value):
             self.dropped[(agg.sensor.id, NOT_IN_VOCABULARY)] += 1  # `last` publishes the word itself
             return out
+        source = agg.sensor.catalogue.field(src)
+        number = _number(value)
+        if source is not None and number is not None and out_of_range(source, number):
+            self.dropped[(agg.sensor.id, "out_of_range")] += 1
+            return out
+        w.flags.update(fl for fl in reading.flags if fl in INHERITED_FLAGS)
         if agg.estimator is not None:
             inputs = {k: reading.values[k] for k in agg.field.inputs if k in reading.values}
             agg.estimator.observe(self._pseudonym(value), reading.time, value, inputs)
@@ -381,8 +400,9 @@ class PrivacyStage:
             "aggregation": f.aggregation.value,
             "period": iso_duration(sp.window_s),
         }
-        if w.partial:
-            params["quality"] = "partial_window"
+        quality = set(w.flags) | ({"partial_window"} if w.partial else set())
+        if quality:
+            params["quality"] = ",".join(sorted(quality))
         result: Result
         contributors: int | None = None  # devices actually heard, when the result is an estimate
         if agg.estimator is not None:

@@ -175,7 +175,7 @@ class InfluxSink:
     def _fast(prefix: str, rec: dict[str, Any]) -> str:
         r = rec["r"]
         if r is None:
-            fields = "suppressed=true"
+            fields = "suppressed=true" if rec.get("pa", {}).get("suppressed") else "withheld=true"
         elif isinstance(r, str):
             fields = "state=" + lineprotocol._field(r)
         else:
@@ -185,20 +185,26 @@ class InfluxSink:
             fields += f",samples={float(samples)!r}"
         return f"{prefix} {fields} {round(float(rec['t']) * 1000)}"
 
-    def _encode_unguarded(self, rows: Sequence[Row]) -> tuple[list[tuple[int, str]], bool, list[str]]:
-        """Lines for a batch, whether the one-pass identifier scan found anything, and the
-        sensors of the rows whose text result is outside their Datastream's vocabulary (left
-        out of the lines; counted by `_guard` on the loop thread)."""
+    def _encode_unguarded(self, rows: Sequence[Row]) -> tuple[list[tuple[int, str]], bool, list[str], list[int]]:
+        """Lines for a batch, whether the one-pass identifier scan found anything, the sensors
+        of the rows whose text result is outside their Datastream's vocabulary (left out of the
+        lines; counted by `_guard` on the loop thread), and the seqs of rows no line can carry
+        (refused by the encoder: quarantined, never sent split)."""
         lines: list[tuple[int, str]] = []
         off: list[str] = []
+        unencodable: list[int] = []
         for row in rows:
             sensor = self.guard.record_off_vocabulary(row.body)
             if sensor is not None:
                 off.append(sensor)
                 continue
-            lines.append((row.seq, self._line(row.body)))
-        suspect = find_identifier("\n".join(line for _, line in lines)) is not None
-        return lines, suspect, off
+            try:
+                lines.append((row.seq, self._line(row.body)))
+            except lineprotocol.LineProtocolError:
+                unencodable.append(row.seq)
+        suspect = find_identifier("
+".join(line for _, line in lines)) is not None
+        return lines, suspect, off, unencodable
 
     def _guard(self, lines: list[tuple[int, str]], suspect: bool,
                off: Sequence[str] = ()) -> tuple[list[tuple[int, str]], int]:  # fmt: skip
@@ -213,7 +219,8 @@ class InfluxSink:
         return kept, len(lines) - len(kept) + len(off)
 
     def encode(self, rows: Sequence[Row]) -> tuple[list[tuple[int, str]], int]:
-        return self._guard(*self._encode_unguarded(rows))
+        lines, suspect, off, _ = self._encode_unguarded(rows)
+        return self._guard(lines, suspect, off)
 
     async def _post(self, lines: list[str]) -> None:
         from influxdb_client.domain.write_precision import WritePrecision
@@ -242,13 +249,13 @@ class InfluxSink:
 
     async def write(self, rows: Sequence[Row]) -> WriteResult:
         # encode off the event loop; guard counters are touched on the loop thread only
-        lines, blocked = self._guard(*await asyncio.to_thread(self._encode_unguarded, rows))
-        rejected: list[int] = []
+        encoded, suspect, off, rejected = await asyncio.to_thread(self._encode_unguarded, rows)
+        lines, blocked = self._guard(encoded, suspect, off)
         if lines:
             await self._pace(len(lines))
             await self._bisect(lines, rejected)
         self.quarantined += len(rejected)
-        return WriteResult(len(lines) - len(rejected), rejected, blocked)
+        return WriteResult(len(rows) - blocked - len(rejected), rejected, blocked)
 
     async def _bisect(self, lines: list[tuple[int, str]], rejected: list[int]) -> None:
         try:
