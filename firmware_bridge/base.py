@@ -177,6 +177,17 @@ class FrameCounters:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class PollCounters:
+    """Per-poller counters the serial source exports: every request answered or timed out,
+    and cycles that could not start on time because the previous one was still running."""
+
+    requests: int = 0
+    answered: int = 0
+    timeouts: int = 0
+    late_cycles: int = 0
+
+
 class StreamDecoder(Protocol):
     """A serial decoder: feed it any split of the byte stream, get events back."""
 

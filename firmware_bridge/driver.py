@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from firmware_bridge.base import Catalogue, MessageDecoder, StreamDecoder, Value
+from firmware_bridge.base import Catalogue, MessageDecoder, PollCounters, StreamDecoder, Value
 from firmware_bridge.options import DriverOptions, NoOptions
 
 
@@ -27,6 +27,17 @@ class Poller(Protocol):
     def due(self, now: float) -> list[bytes]: ...
 
     def on_close(self) -> list[bytes]: ...
+
+
+@runtime_checkable
+class PacedPoller(Poller, Protocol):
+    """A request/response poller that tracks each request: the serial source wakes it at
+    `next_due(now)` (not on a fixed tick, which would stretch its timing) and exports its
+    `counters` (requests answered, timed out, cycles started late) per sensor."""
+
+    counters: PollCounters
+
+    def next_due(self, now: float) -> float: ...
 
 
 class SimulatedDevice(Protocol):

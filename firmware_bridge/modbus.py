@@ -8,15 +8,20 @@ and byte count, checks the CRC, and after a rejected candidate drops exactly one
 again, so a real frame hiding behind noise is still found. An incomplete candidate that has a
 complete CRC-valid frame after its start is given up at once (a polled device goes quiet after
 each answer, so waiting for the missing bytes would hold the good frame until the next poll).
+
+Polling (`CyclePoller`): one request on the bus at a time; the next goes once the answer came
+(or `timeout` passed) plus a short silence; a cycle of requests always completes before the
+next cycle begins. The poller and the decoder share one `Transaction` (the request in flight),
+so the poller knows when its answer arrived and a late answer is rejected, not misread.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
-from firmware_bridge.base import Decoded, DecodeError, Event, FrameCounters
+from firmware_bridge.base import Decoded, DecodeError, Event, FrameCounters, PollCounters
 
 READ_HOLDING_REGISTERS = 0x03
 READ_INPUT_REGISTERS = 0x04
@@ -293,6 +298,107 @@ class MeterDecoder:
 
     def decode(self, response: Response) -> Decoded:
         raise NotImplementedError
+
+
+INTER_FRAME_S = 0.01  # RTU needs 3.5 characters of silence between frames (3.6 ms at 9600 baud)
+
+
+class Transaction:
+    """The request in flight, shared by one poller (which sets it) and one decoder (which
+    takes it when the answer arrives). Pure and single-threaded: the serial source calls both
+    from one task. Only one request is ever outstanding on an RS-485 bus."""
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, Hashable] | None = None
+
+    def sent(self, address: int, key: Hashable) -> None:
+        self.pending = (address, key)
+
+    def take(self) -> tuple[int, Hashable] | None:
+        pending, self.pending = self.pending, None
+        return pending
+
+
+def cycle_seconds(requests: int, timeout: float, gap: float = INTER_FRAME_S) -> float:
+    """The longest a cycle of `requests` can take: every one timing out. The shortest poll
+    interval that always lets a cycle finish."""
+    return requests * (timeout + gap)
+
+
+class CyclePoller:
+    """Sends `requests` ((address, key, frame) each) in turn every `interval` seconds. Each
+    waits for its answer (the decoder takes the transaction) or `timeout`, then `gap` of
+    silence, then the next: no request is ever skipped. A cycle that cannot start on time
+    because the previous one is still running starts when it ends, counted as late."""
+
+    def __init__(self, requests: Sequence[tuple[int, Hashable, bytes]], interval: float,
+                 transaction: Transaction, timeout: float, gap: float = INTER_FRAME_S) -> None:  # fmt: skip
+        self.requests = tuple(requests)
+        self.interval = interval
+        self.transaction = transaction
+        self.timeout = timeout
+        self.gap = gap
+        self.counters = PollCounters()
+        self._queue: list[tuple[int, Hashable, bytes]] = []
+        self._next_cycle = 0.0
+        self._ready_at = 0.0
+        self._sent_at: float | None = None  # set while a request waits for its answer
+
+    def _settle(self, now: float) -> None:
+        """Has the request in flight been answered, or timed out?"""
+        if self._sent_at is None:
+            return
+        if self.transaction.pending is None:
+            self.counters.answered += 1
+        elif now >= self._sent_at + self.timeout:
+            self.transaction.take()  # a late answer is now unsolicited
+            self.counters.timeouts += 1
+        else:
+            return
+        self._sent_at = None
+        self._ready_at = now + self.gap
+
+    def _send(self, now: float) -> list[bytes]:
+        address, key, frame = self._queue.pop(0)
+        self.transaction.sent(address, key)
+        self.counters.requests += 1
+        self._sent_at = now
+        return [frame]
+
+    def on_open(self, now: float) -> list[bytes]:
+        self.transaction.take()
+        self._sent_at = None
+        self._queue = list(self.requests)
+        self._next_cycle = now + self.interval
+        return self._send(now)
+
+    def due(self, now: float) -> list[bytes]:
+        self._settle(now)
+        if self._sent_at is not None:
+            return []
+        if not self._queue and now >= self._next_cycle:
+            # more than a timeout behind schedule: held up by the previous cycle, not by jitter
+            if now - self._next_cycle > self.timeout:
+                self.counters.late_cycles += 1
+            missed = int((now - self._next_cycle) // self.interval)
+            self._next_cycle += self.interval * (missed + 1)
+            self._queue = list(self.requests)
+        if self._queue and now >= self._ready_at:
+            return self._send(now)
+        return []
+
+    def next_due(self, now: float) -> float:
+        """When `due` next has something to do if no byte arrives first."""
+        if self._sent_at is not None:
+            if self.transaction.pending is None:
+                return now  # answered: settle at once
+            return self._sent_at + self.timeout
+        if self._queue:
+            return self._ready_at
+        return self._next_cycle
+
+    def on_close(self) -> list[bytes]:
+        return []
 
 
 class SimulatedServer:

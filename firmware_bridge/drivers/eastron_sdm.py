@@ -3,13 +3,17 @@
 Input registers hold big-endian IEEE-754 float32 pairs. The Poller reads a few register blocks
 in turn; each response yields one `Decoded` with that block's fields.
 
+Polling: `modbus.CyclePoller` reads the blocks one at a time, each after the previous one was
+answered (or timed out), and finishes a cycle before the next begins, so no block is ever
+skipped; `interval_s` below the longest possible cycle is refused at `check`.
+
 Matching responses to requests: a Modbus response does not name the registers it carries.
 Two mechanisms, one always on:
 - every block in every read plan has a distinct byte count (checked at import), so a response
   identifies its block by itself. This is all `DRIVER.new_decoder()` (a listen-only decoder,
   e.g. for a bus sniffer or tests) relies on;
 - the serial source builds decoder and poller with `new_session(options)`, which makes them share
-  one pure `Transaction` (the request in flight). The decoder then also checks the slave address
+  one pure `modbus.Transaction` (the request in flight). The decoder then also checks the slave address
   and rejects responses that arrive with no request outstanding (late answers from a meter that
   timed out).
 """
@@ -38,7 +42,9 @@ from firmware_bridge.options import DriverOptions
 
 DEFAULT_ADDRESS = 1
 DEFAULT_INTERVAL_S = 10.0
-REQUEST_GAP_S = 0.3  # between block reads: a response at 9600 baud takes ~35 ms + meter latency
+# a block's answer takes ~35 ms at 9600 baud plus the meter's latency; one that has not come
+# within this is counted as timed out and the next block is read
+RESPONSE_TIMEOUT_S = 0.29
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,29 +110,10 @@ CATALOGUE = Catalogue(
 )
 
 
-class Transaction:
-    """The read in flight, shared by one Poller (which sets it) and one Decoder (which takes it).
-
-    Pure and single-threaded: the serial source calls the poller and the decoder from one task.
-    Only one request is ever outstanding on an RS-485 bus, so a new request replaces an old one
-    that got no answer.
-    """
-
-    def __init__(self) -> None:
-        self.pending: tuple[int, Block] | None = None
-
-    def sent(self, address: int, block: Block) -> None:
-        self.pending = (address, block)
-
-    def take(self) -> tuple[int, Block] | None:
-        pending, self.pending = self.pending, None
-        return pending
-
-
 class Decoder(modbus.MeterDecoder):
     """Feed any split of the byte stream; get one `Decoded` per block response."""
 
-    def __init__(self, transaction: Transaction | None = None) -> None:
+    def __init__(self, transaction: modbus.Transaction | None = None) -> None:
         super().__init__(byte_counts=BLOCKS_BY_BYTES, addresses=range(1, 248))
         self.transaction = transaction
 
@@ -142,7 +129,7 @@ class Decoder(modbus.MeterDecoder):
                 return self.reject(DecodeError(
                     "unexpected_response",
                     f"response from device {frame.address} does not match the request to "
-                    f"device {pending[0]} for block {pending[1].name}",
+                    f"device {pending[0]} for block {getattr(pending[1], 'name', pending[1])}",
                 ))  # fmt: skip
         return super().answer(frame)
 
@@ -162,55 +149,32 @@ class Options(DriverOptions):
 
     @model_validator(mode="after")
     def _room_for_every_block(self) -> Options:
-        minimum = REQUEST_GAP_S * len(PLANS[self.model])
+        blocks = len(PLANS[self.model])
+        minimum = round(modbus.cycle_seconds(blocks, RESPONSE_TIMEOUT_S), 3)
         if self.interval_s < minimum:
             raise ValueError(
-                f"interval_s: a {self.model} cycle reads {len(PLANS[self.model])} register blocks "
-                f"{REQUEST_GAP_S:g} s apart, so it must be at least {minimum:g}"
+                f"interval_s: a {self.model} cycle reads {blocks} register blocks one at a time "
+                f"and may take {minimum:g} s when the meter is slow to answer, so it must be at "
+                f"least {minimum:g}"
             )
         return self
 
 
-class Poller:
-    """Reads the model's register blocks in turn every `interval_s` (default 10), spaced by
-    REQUEST_GAP_S so that only one request is on the bus at a time."""
+class Poller(modbus.CyclePoller):
+    """Reads the model's register blocks in turn every `interval_s` (default 10), one request
+    on the bus at a time, every block every cycle."""
 
-    def __init__(self, options: Options, transaction: Transaction | None = None) -> None:
-        self.address = options.address
-        self.plan = PLANS[options.model]
-        self.interval = options.interval_s
-        self.transaction = transaction
-        self._queue: list[Block] = []
-        self._next_cycle = 0.0
-        self._next_request = 0.0
-
-    def _request(self, block: Block) -> bytes:
-        if self.transaction is not None:
-            self.transaction.sent(self.address, block)
-        return modbus.read_input_registers(self.address, block.start, block.count)
-
-    def on_open(self, now: float) -> list[bytes]:
-        self._queue = list(self.plan[1:])
-        self._next_cycle = now + self.interval
-        self._next_request = now + REQUEST_GAP_S
-        return [self._request(self.plan[0])]
-
-    def due(self, now: float) -> list[bytes]:
-        if now >= self._next_cycle:
-            self._queue = list(self.plan)
-            self._next_cycle = max(self._next_cycle + self.interval, now)
-        if self._queue and now >= self._next_request:
-            self._next_request = now + REQUEST_GAP_S
-            return [self._request(self._queue.pop(0))]
-        return []
-
-    def on_close(self) -> list[bytes]:
-        return []
+    def __init__(self, options: Options, transaction: modbus.Transaction | None = None) -> None:
+        address = options.address
+        requests = [(address, b, modbus.read_input_registers(address, b.start, b.count))
+                    for b in PLANS[options.model]]  # fmt: skip
+        super().__init__(requests, options.interval_s, transaction or modbus.Transaction(),
+                         timeout=RESPONSE_TIMEOUT_S)  # fmt: skip
 
 
 def new_session(options: Options) -> tuple[Decoder, Poller]:
     """A Decoder and Poller that share one Transaction: what the serial source runs per port."""
-    transaction = Transaction()
+    transaction = modbus.Transaction()
     return Decoder(transaction), Poller(options, transaction)
 
 

@@ -3,6 +3,8 @@
 The host reads input registers IR1..IR4 (meter status, alarm status, output status, CO2) or
 IR4 alone; the response's byte count (8 or 2) says which, so the decoder needs no request
 context. A non-zero meter status under the error mask 0x007F flags the reading "sensor_fault".
+The serial source runs decoder and poller as one session (`new_session`) sharing the request in
+flight: every request is counted answered or timed out, and a late answer is rejected.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from firmware_bridge import modbus
 from firmware_bridge.base import (
     Catalogue,
     Decoded,
+    DecodeError,
+    Event,
     Field,
     ObservationType,
     Value,
@@ -29,6 +33,9 @@ STATUS_ERROR_MASK = 0x007F
 STATUS_BYTES = 8  # IR1..IR4
 CO2_BYTES = 2  # IR4 only
 DEFAULT_INTERVAL_S = 4.0  # the S8 updates its CO2 value every 2 s; 4 s halves bus chatter
+# an answer takes ~15 ms at 9600 baud plus the sensor's latency; later counts as timed out
+RESPONSE_TIMEOUT_S = 0.19
+MIN_INTERVAL_S = round(modbus.cycle_seconds(1, RESPONSE_TIMEOUT_S), 3)  # 0.2
 
 CMD_READ_ALL = modbus.read_input_registers(ANY_ADDRESS, IR_STATUS, 4)
 CMD_READ_CO2 = modbus.read_input_registers(ANY_ADDRESS, IR_CO2, 1)
@@ -50,8 +57,14 @@ CATALOGUE = Catalogue(
 class Decoder(modbus.MeterDecoder):
     """Feed any split of the byte stream; get `Decoded`/`DecodeError` events."""
 
-    def __init__(self) -> None:
+    def __init__(self, transaction: modbus.Transaction | None = None) -> None:
         super().__init__(byte_counts=(CO2_BYTES, STATUS_BYTES))
+        self.transaction = transaction
+
+    def answer(self, frame: modbus.Response | modbus.ExceptionResponse) -> Event:
+        if self.transaction is not None and self.transaction.take() is None:
+            return self.reject(DecodeError("unsolicited", "response with no request outstanding"))
+        return super().answer(frame)
 
     def decode(self, response: modbus.Response) -> Decoded:
         regs = modbus.registers(response.data)
@@ -67,38 +80,31 @@ class Options(DriverOptions):
         ANY_ADDRESS, ge=1, le=0xFE, description="Modbus address; 254 (0xFE) reaches any S8."
     )
     interval_s: float = Opt(
-        DEFAULT_INTERVAL_S, ge=0.2, le=3600,
-        description="Seconds between reads (the S8 updates its CO2 value every 2 s; a read "
-        "takes ~40 ms at 9600 baud, so 0.2 s is the floor).",
+        DEFAULT_INTERVAL_S, ge=MIN_INTERVAL_S, le=3600,
+        description="Seconds between reads (the S8 updates its CO2 value every 2 s; a read is "
+        f"answered or given up within {MIN_INTERVAL_S:g} s, so that is the floor).",
     )  # fmt: skip
     read_status: bool = Opt(True, description="Also read the status/alarm registers IR1-IR3.")
 
 
-class Poller:
+class Poller(modbus.CyclePoller):
     """Reads IR1..IR4 every `interval_s` (default 4), or IR4 alone with `read_status: false`.
     `address` defaults to 0xFE, which every S8 answers."""
 
-    def __init__(self, options: Options) -> None:
-        self.interval = options.interval_s
+    def __init__(self, options: Options, transaction: modbus.Transaction | None = None) -> None:
         address = options.address
         if options.read_status:
-            self.request = modbus.read_input_registers(address, IR_STATUS, 4)
+            request = modbus.read_input_registers(address, IR_STATUS, 4)
         else:
-            self.request = modbus.read_input_registers(address, IR_CO2, 1)
-        self._next = 0.0
+            request = modbus.read_input_registers(address, IR_CO2, 1)
+        super().__init__([(address, "co2", request)], options.interval_s,
+                         transaction or modbus.Transaction(), timeout=RESPONSE_TIMEOUT_S)  # fmt: skip
 
-    def on_open(self, now: float) -> list[bytes]:
-        self._next = now + self.interval
-        return [self.request]
 
-    def due(self, now: float) -> list[bytes]:
-        if now < self._next:
-            return []
-        self._next = max(self._next + self.interval, now)
-        return [self.request]
-
-    def on_close(self) -> list[bytes]:
-        return []
+def new_session(options: Options) -> tuple[Decoder, Poller]:
+    """A Decoder and Poller that share the request in flight: what the serial source runs."""
+    transaction = modbus.Transaction()
+    return Decoder(transaction), Poller(options, transaction)
 
 
 class Device(modbus.SimulatedServer):
@@ -137,5 +143,6 @@ DRIVER = SerialDriver(
     new_device=Device,
     options=Options,
     new_poller=Poller,
+    new_session=new_session,
     doc="docs/drivers/senseair_s8.md",
 )

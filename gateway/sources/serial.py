@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import serial
 from pydantic import Field, field_validator
 
-from firmware_bridge.base import Decoded, DecodeError
-from firmware_bridge.driver import Poller, SerialDriver
+from firmware_bridge.base import Decoded, DecodeError, PollCounters
+from firmware_bridge.driver import PacedPoller, Poller, SerialDriver
 from gateway.configtypes import Strict
 from gateway.model import Reading
 from gateway.ops.logs import Throttle
@@ -36,7 +36,7 @@ log = logging.getLogger("gateway.sources.serial")
 
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 30.0
-TICK = 0.25  # how often pollers are asked for due commands
+TICK = 0.25  # how often pollers are asked for due commands (paced pollers say when themselves)
 IDLE_TICK = 5.0  # listen-only drivers: wake only for data
 
 
@@ -91,6 +91,13 @@ class SerialSource:
         self.m_last_seen = metrics.gauge(
             "gateway_sensor_last_seen_timestamp_seconds", "Time of the last good reading"
         )
+        self.m_polls = metrics.counter(
+            "gateway_poll_requests_total", "Requests to a polled device, by outcome (answered, timeout)"
+        )
+        self.m_late = metrics.counter(
+            "gateway_poll_late_cycles_total", "Poll cycles that started late: the previous one was still running"
+        )
+        self._polled = PollCounters()  # what has been exported of the current session's counters
 
     async def run(self) -> None:
         """Supervisor: open, pump, and on any port failure back off and reopen. Never returns."""
@@ -132,13 +139,18 @@ class SerialSource:
         # a fresh session per open: no half-frame or request in flight survives a replug
         poller: Poller | None
         self.decoder, poller = self.driver.session(self.plan.options)
+        paced = poller if isinstance(poller, PacedPoller) else None
+        self._polled = PollCounters()
         try:
             if poller is not None:
                 self._send(ser, poller.on_open(time.monotonic()))
             while True:
+                wait = IDLE_TICK if poller is None else TICK
+                if paced is not None:  # wake exactly when its next request or timeout is due
+                    wait = min(TICK, max(0.0, paced.next_due(time.monotonic()) - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
-                    # not wait_for: see pipeline._committer; a listen-only driver needs no tick
-                    async with asyncio.timeout(TICK if poller is not None else IDLE_TICK):
+                    # not wait_for: see committer._gather; a listen-only driver needs no tick
+                    async with asyncio.timeout(wait):
                         await readable.wait()
                 if readable.is_set():
                     readable.clear()
@@ -147,11 +159,27 @@ class SerialSource:
                         await self._handle(data)
                 if poller is not None:
                     self._send(ser, poller.due(time.monotonic()))
+                if paced is not None:
+                    self._count_polls(paced.counters)
         finally:
             loop.remove_reader(fd)
             if poller is not None:  # e.g. SDS011 sleep, SPS30 stop: spare the laser and fan
                 with contextlib.suppress(serial.SerialException, OSError):
                     self._send(ser, poller.on_close())
+
+    def _count_polls(self, c: PollCounters) -> None:
+        """Export what the poller counted since the last look (answered, timed out, late)."""
+        seen, sid = self._polled, self.plan.id
+        if c.answered != seen.answered:
+            self.m_polls.inc(c.answered - seen.answered, sensor=sid, outcome="answered")
+        if c.timeouts != seen.timeouts:
+            self.m_polls.inc(c.timeouts - seen.timeouts, sensor=sid, outcome="timeout")
+            n = self.throttle.should_log((sid, "poll_timeout"), time.monotonic())
+            if n is not None:
+                log.warning("polled device did not answer in time", extra={"sensor": sid, "suppressed_since_last": n})  # fmt: skip
+        if c.late_cycles != seen.late_cycles:
+            self.m_late.inc(c.late_cycles - seen.late_cycles, sensor=sid)
+        self._polled = PollCounters(c.requests, c.answered, c.timeouts, c.late_cycles)
 
     def _send(self, ser: serial.Serial, commands: list[bytes]) -> None:
         for cmd in commands:

@@ -75,7 +75,8 @@ def test_with_a_shared_transaction_an_exception_answers_the_request_in_flight() 
     assert decoder.transaction is not None and decoder.transaction.pending is None
 
 
-def test_poller_reads_the_blocks_in_turn_spaced_and_repeats_every_interval() -> None:
+def test_poller_reads_the_blocks_one_at_a_time_and_repeats_every_interval() -> None:
+    """No answer at all: each block waits its timeout (plus the RTU silence), none is skipped."""
     poller = sdm.Poller(sdm.Options.model_validate({"address": 3, "interval_s": 10}))
     sent = [(0.0, poller.on_open(0.0))]
     for step in range(1, 120):
@@ -84,10 +85,39 @@ def test_poller_reads_the_blocks_in_turn_spaced_and_repeats_every_interval() -> 
     requests = [(round(t, 1), modbus.parse_request(c)) for t, cmds in sent for c in cmds]
     assert requests[:4] == [
         (0.0, (3, 4, 0x0000, 14)),
-        (0.3, (3, 4, 0x0046, 4)),
-        (0.6, (3, 4, 0x0156, 2)),
+        (0.4, (3, 4, 0x0046, 4)),  # 0.29 s timeout + 0.01 s silence, seen on the 0.1 s grid
+        (0.8, (3, 4, 0x0156, 2)),
         (10.0, (3, 4, 0x0000, 14)),
     ]
+    assert poller.counters.timeouts == 6 and poller.counters.answered == 0  # two cycles
+
+
+def test_an_answered_block_is_followed_at_once_and_a_long_cycle_is_finished_not_cut() -> None:
+    """The bug of issue 14: at interval_s 1 a slow cycle lost its last block (0x0156) to the
+    next cycle. Now the cycle always completes; the next one starts late and is counted."""
+    decoder, poller = sdm.new_session(sdm.Options.model_validate({"interval_s": 0.9}))
+    device = sdm.Device(random.Random(1))
+    wire: list[tuple[float, int]] = []
+
+    def talk(t: float, frames: list[bytes]) -> None:
+        for f in frames:
+            wire.append((round(t, 3), modbus.parse_request(f)[2]))  # type: ignore[index]
+            if t < 2.0 or len(wire) % 4:  # the meter ignores every fourth request from t=2 s
+                decoder.feed(device.receive(f, t))
+
+    talk(0.0, poller.on_open(0.0))
+    t = 0.0
+    while t < 20.0:
+        t = max(t + 0.001, poller.next_due(t))
+        talk(t, poller.due(t))
+    blocks = [w[1] for w in wire]
+    full = len(blocks) // 3 * 3  # the loop may stop mid-cycle
+    assert blocks[:full] == [0x0000, 0x0046, 0x0156] * (full // 3), "every block, every cycle, in order"
+    assert full >= 3 * 20
+    assert wire[1][0] <= 0.012 and wire[2][0] <= 0.024, "an answered block is followed after the silence"
+    c = poller.counters
+    assert c.requests == len(wire) == c.answered + c.timeouts and c.timeouts > 0
+    assert c.late_cycles == 0  # a 0.9 s interval has room for three timeouts
 
 
 def test_sdm630_reads_system_values() -> None:
