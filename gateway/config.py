@@ -273,6 +273,15 @@ class CatalogueSection(Strict):
     access_rights: Literal["PUBLIC", "RESTRICTED", "NON_PUBLIC"] = "PUBLIC"
 
 
+class ClockSection(Strict):
+    max_hold: Duration = Field(
+        3600,
+        description="How long sinks hold observations stamped while the clock was not yet "
+        "synchronised, waiting to re-stamp them with the true time; after that they are sent "
+        "as they are, flagged clock_unsynced.",
+    )
+
+
 class Ops(Strict):
     http: str | None = Field("127.0.0.1:9108", description="host:port for health/metrics, or null.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -309,6 +318,7 @@ class Config(Strict):
         "(`influxdb:`, `mqtt:`, `file:`) may leave `type` out.",
     )
     outbox: OutboxSection = OutboxSection()
+    clock: ClockSection = ClockSection()
     ops: Ops = Ops()
     catalogue: CatalogueSection = CatalogueSection()
 

@@ -26,7 +26,7 @@ from gateway.outbox import AsyncOutbox, Outbox
 from gateway.plan import SitePlan, build_plan
 from gateway.privacy.guard import EgressGuard
 from gateway.privacy.stage import PrivacyStage
-from gateway.sinkrunner import SinkRunner
+from gateway.sinkrunner import ClockGate, SinkRunner
 from gateway.sinks import SINKS
 from gateway.sinks.base import Sink, SinkContext
 from gateway.sources import SOURCES
@@ -139,7 +139,10 @@ class Pipeline:
 
     async def start(self) -> None:
         self.outbox = self.committer.outbox = self.open_outbox()
-        self.runners = [SinkRunner(s, self.outbox, self.stats, self.metrics, self._stopping) for s in self.sinks]
+        # a clock that knows provisional stamps (GatewayClock) gets them re-stamped before they leave
+        gate = ClockGate(self.clock, self.cfg.clock.max_hold) if hasattr(self.clock, "restamp") else None  # type: ignore[arg-type]
+        self.runners = [SinkRunner(s, self.outbox, self.stats, self.metrics, self._stopping, gate)
+                        for s in self.sinks]  # fmt: skip
         sup = self.supervisor
         sup.start("committer", self.committer.run)
         sup.start("windows", self._windows)

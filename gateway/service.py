@@ -110,6 +110,8 @@ def status_of(p: Pipeline, clock: GatewayClock | None = None) -> dict[str, Any]:
         runner = runners.get(s.name)
         blocked = runner.blocked if runner is not None else None
         state = "blocked" if blocked is not None else "behind" if behind else "ok"
+        if state == "ok" and runner is not None and runner.holding:
+            state = "holding"  # provisional rows wait for the clock to synchronise
         if runner is not None and not p.supervisor.up(runner.name) and p.supervisor.down:
             state = "down" if runner.name in p.supervisor.down else state
         sinks[s.name] = {

@@ -8,17 +8,25 @@ repeats at most the batch in flight and loses nothing. Three kinds of failure, t
   and shows the sink as blocked, with the reason, on /readyz, the status page and
   `gateway_sink_blocked`, until a write succeeds;
 - a verdict on specific rows (the sink reports them `rejected`): only those are quarantined.
+
+Exact clocks: rows stamped while the gateway clock was provisional (`clock_unsynced`) are held
+back until the clock synchronises, then re-stamped with their exact true time before they
+leave (`ClockGate`); a row held `clock.max_hold` is sent as it is, flagged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from gateway.committer import Stats
+from gateway.ops.clock import CORRECTED
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
 from gateway.outbox import AsyncOutbox, Row
@@ -30,14 +38,74 @@ SINK_BACKOFF_MAX = 15.0  # a store back after an outage is written to within ~15
 BLOCKED_BACKOFF_MAX = 60.0  # a fixed credential is noticed within a minute
 
 
+class RestampingClock(Protocol):
+    """What the gate needs of the gateway clock (gateway/ops/clock.py: GatewayClock)."""
+
+    def __call__(self) -> float: ...
+
+    def provisional(self, t: float) -> bool: ...
+
+    def restamp(self, t: float) -> float | None: ...
+
+    def quality_flags(self, t: float) -> tuple[str, ...]: ...
+
+
+FLAG = b"clock_unsynced"
+
+
+class ClockGate:
+    """Rows on their way to a sink: provisional stamps re-stamped with their true time once the
+    clock knows it; until then a provisional row, and every row after it, waits (the cursor is
+    in order), for at most `max_hold` of the row's age. Rows without the flag pass untouched."""
+
+    def __init__(self, clock: RestampingClock, max_hold: float) -> None:
+        self.clock = clock
+        self.max_hold = max_hold
+
+    def prepare(self, rows: Sequence[Row]) -> tuple[list[Row], bool]:
+        """(rows to send now, held): `held` means the rows after those wait for the clock."""
+        out: list[Row] = []
+        for row in rows:
+            if FLAG not in row.body:
+                out.append(row)
+                continue
+            rec = json.loads(row.body)
+            times = {k: rec[k] for k in ("t", "rt", "te") if isinstance(rec.get(k), int | float)}
+            if any(self.clock.provisional(t) for t in times.values()):
+                age = self.clock() - float(rec.get("rt", rec["t"]))  # both provisional: exact
+                if age < self.max_hold:
+                    return out, True
+                out.append(row)  # held long enough: out as it is, flagged
+                continue
+            out.append(self._restamped(row, rec, times))
+        return out, False
+
+    def _restamped(self, row: Row, rec: dict[str, Any], times: dict[str, float]) -> Row:
+        true = {k: self.clock.restamp(t) for k, t in times.items()}
+        if all(v is None for v in true.values()):
+            return row  # flagged, but not ours to correct (held time, or an earlier run)
+        for k, v in true.items():
+            if v is not None:
+                rec[k] = round(v, 6)
+        pa = rec.setdefault("pa", {})
+        flags = [f for f in str(pa.get("quality", "")).split(",") if f and f != FLAG.decode()]
+        if any(true[k] is None and self.clock.quality_flags(t) for k, t in times.items()):
+            flags.append(FLAG.decode())  # a time that could not be corrected keeps the flag
+        pa["quality"] = ",".join(sorted({*flags, CORRECTED}))
+        body = json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode()
+        return Row(row.seq, row.ds, float(rec["t"]), body)
+
+
 class SinkRunner:
     def __init__(self, sink: Sink, outbox: AsyncOutbox, stats: Stats, metrics: Registry,
-                 stopping: asyncio.Event) -> None:  # fmt: skip
+                 stopping: asyncio.Event, gate: ClockGate | None = None) -> None:  # fmt: skip
         self.sink = sink
         self.name = f"sink-{sink.name}"
         self.outbox = outbox
         self.stats = stats
         self.stopping = stopping
+        self.gate = gate
+        self.holding = False  # provisional rows wait for the clock
         self.wake = asyncio.Event()
         self.throttle = Throttle()
         self.m_delivered = metrics.counter("gateway_sink_delivered_total", "Observations delivered")
@@ -90,6 +158,8 @@ class SinkRunner:
                     backoff = min(backoff * 2, SINK_BACKOFF_MAX)
                     continue
             rows = await self.outbox.read(sink.name, sink.batch_size)
+            if rows and self.gate is not None:
+                rows = self._gated(rows)
             if not rows:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -116,6 +186,16 @@ class SinkRunner:
                 self._show_blocked(None)
             backoff = 1.0
 
+    def _gated(self, rows: list[Row]) -> list[Row]:
+        assert self.gate is not None
+        ready, held = self.gate.prepare(rows)
+        if held != self.holding:
+            log.info("sink holding provisional rows until the clock synchronises" if held
+                     else "sink delivering: provisional rows re-stamped or held long enough",
+                     extra={"sink": self.sink.name})  # fmt: skip
+        self.holding = held
+        return ready
+
     async def deliver(self, rows: list[Row]) -> None:
         """Write one batch and move the cursor past it (RetryableError leaves the cursor)."""
         sink = self.sink
@@ -137,6 +217,8 @@ class SinkRunner:
         """Best effort at shutdown: what is not delivered by `deadline` stays for next time."""
         while time.monotonic() < deadline:
             rows = await self.outbox.read(self.sink.name, self.sink.batch_size)
+            if rows and self.gate is not None:
+                rows = self._gated(rows)
             if not rows:
                 return
             try:

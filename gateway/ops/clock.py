@@ -6,9 +6,14 @@ some seconds — or, at a site without network, days — later. Readings must ne
 
 - until the system clock is known to be synchronised, time is *provisional*: the best lower bound
   we have (the last trusted time persisted in `clock.json`, or the release date of this code)
-  plus the monotonic time elapsed since start. It is never in the future and never 1970; every
-  stamp handed out this way is remembered so the pipeline can flag its observations
-  (`parameters.quality` contains `clock_unsynced`);
+  plus the monotonic time elapsed since start — or the system clock, when there is no sync
+  evidence but it is later than that (a container or a PC off a Pi keeps good time while the
+  kernel says "unsynchronised"; a Pi restores fake-hwclock's saved time). It is never 1970 and
+  never earlier than a plausible system clock. Every stamp handed out this way is remembered, in
+  a *segment* that moves with the monotonic clock, so the pipeline flags its observations
+  (`parameters.quality` contains `clock_unsynced`) and, once the clock synchronises, knows the
+  true time of each exactly: sync time minus the monotonic time elapsed since the stamp
+  (`restamp`). Sinks hold provisional rows until then (up to `clock.max_hold`);
 - once synchronised, the system clock is used as is; a step of more than `max_step` seconds
   while running (a bad NTP answer, someone running `date -s`) is refused: time continues from the
   last trusted reading on the monotonic clock (*held*, also flagged) until the clock agrees again
@@ -30,6 +35,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,29 @@ SYNC_FILE = Path("/run/systemd/timesync/synchronized")  # systemd-timesyncd crea
 TIME_ERROR = 5  # adjtimex() return value while the kernel clock is unsynchronised (STA_UNSYNC)
 
 Probe = Callable[[], bool | None]  # True synchronised, False not, None cannot tell
+CORRECTED = "clock_corrected"  # a provisional stamp re-stamped with the true time
+
+
+@dataclass
+class Segment:
+    """Stamps handed out while untrusted, all `anchor_t + (monotonic - anchor_m)`: one constant
+    offset from the monotonic clock, so one sync gives all of them their true time exactly.
+    `held` segments (a refused step) are flagged but already continue trusted time."""
+
+    lo: float
+    hi: float
+    anchor_t: float
+    anchor_m: float
+    held: bool = False
+
+
+def _iso(t: float) -> str:
+    from gateway.model import iso
+
+    try:
+        return iso(t)
+    except (OverflowError, ValueError, OSError):
+        return str(t)
 
 
 def adjtimex_synchronised() -> bool | None:
@@ -112,8 +141,9 @@ class GatewayClock:
         self.ceiling = self.lower_bound + max_offline
         self.mode = "provisional"  # provisional -> synchronised <-> held
         self._anchor = (self.lower_bound, monotonic())  # (gateway time, monotonic) to extrapolate
-        self._untrusted: deque[list[float]] = deque(maxlen=64)  # [lo, hi] of flagged stamps
+        self._segments: deque[Segment] = deque(maxlen=64)  # where flagged stamps lie
         self._open_interval = False
+        self.sync_offset: float | None = None  # wall - monotonic at the first sync
         self._probe_at = -math.inf
         self._probe_result: bool | None = None
         self._persisted_at = -math.inf
@@ -121,6 +151,9 @@ class GatewayClock:
         self.correction: float | None = None  # how far the first sync moved time forward
         self.refused_steps = 0
         self.last_wall = 0.0
+        source = "clock.json" if persisted is not None and persisted >= floor else "release floor"
+        log.info("clock starting provisional", extra={"lower_bound": _iso(self.lower_bound), "bound_from": source,
+                                                       "system_clock": _iso(wall())})  # fmt: skip
 
     # ------------------------------------------------------------------ time
 
@@ -139,9 +172,18 @@ class GatewayClock:
         if self.mode == "provisional":
             if self._acceptable_first(w, m):
                 self.correction = w - expected
-                log.info("system clock synchronised; stamping with wall time",
+                self.sync_offset = w - m
+                log.info("system clock synchronised; stamping with wall time, provisional stamps re-stamped exactly",
                          extra={"correction_s": round(self.correction, 3)})  # fmt: skip
                 return self._trust(w, m)
+            if self.floor <= w <= self.ceiling and w > expected + 0.001:
+                # no sync evidence, but the system clock is later than what we know: prefer it,
+                # still provisional (a new segment: its offset from monotonic time changed)
+                log.info("clock provisional, following the unsynchronised system clock (later than the lower bound)",
+                         extra={"system_clock": _iso(w), "ahead_s": round(w - expected, 3)})  # fmt: skip
+                self._anchor = (w, m)
+                self._open_interval = False
+                expected = w
             return self._untrusted_stamp(expected)
         step = w - expected
         if abs(step) <= self.max_step and self.floor <= w <= self.ceiling:
@@ -185,24 +227,40 @@ class GatewayClock:
         return w
 
     def _untrusted_stamp(self, t: float) -> float:
-        if self._open_interval and self._untrusted:
-            iv = self._untrusted[-1]
-            iv[0], iv[1] = min(iv[0], t), max(iv[1], t)
+        if self._open_interval and self._segments:
+            seg = self._segments[-1]
+            seg.lo, seg.hi = min(seg.lo, t), max(seg.hi, t)
         else:
-            self._untrusted.append([t, t])
+            self._segments.append(Segment(t, t, *self._anchor, held=self.mode == "held"))
             self._open_interval = True
         return t
 
-    def quality_flags(self, t: float) -> tuple[str, ...]:
-        """('clock_unsynced',) for a stamp this clock handed out while not synchronised.
+    def _segment(self, t: float) -> Segment | None:
+        """The segment a stamp came from, newest first. Stamps get up to a second of slack
+        (sources add milliseconds to keep them increasing)."""
+        for seg in reversed(self._segments):
+            if seg.lo - 1e-6 <= t <= seg.hi + 1.0:
+                return seg
+        return None
 
-        Stamps get up to a second of slack (sources add milliseconds to keep them increasing);
-        an overlap errs on the side of flagging.
-        """
-        for lo, hi in self._untrusted:
-            if lo - 1e-6 <= t <= hi + 1.0:
-                return (FLAG,)
-        return ()
+    def quality_flags(self, t: float) -> tuple[str, ...]:
+        """('clock_unsynced',) for a stamp this clock handed out while not synchronised; an
+        overlap errs on the side of flagging."""
+        return (FLAG,) if self._segment(t) is not None else ()
+
+    def provisional(self, t: float) -> bool:
+        """A provisional stamp whose true time is not known yet (the clock has not synced)."""
+        seg = self._segment(t)
+        return seg is not None and not seg.held and self.sync_offset is None
+
+    def restamp(self, t: float) -> float | None:
+        """The true time of a provisional stamp, exactly, once the clock synchronised: the
+        sync's wall time minus the monotonic time elapsed since the stamp. None for a stamp that
+        was not provisional (or whose segment is forgotten, or before the sync)."""
+        seg = self._segment(t)
+        if seg is None or seg.held or self.sync_offset is None:
+            return None
+        return t + self.sync_offset - (seg.anchor_t - seg.anchor_m)
 
     # ------------------------------------------------------------------ persistence
 

@@ -41,11 +41,13 @@ def test_a_1970_wall_clock_never_produces_a_1970_time() -> None:
     assert not c.synchronised
 
 
-def test_an_unsynchronised_plausible_wall_clock_is_not_trusted() -> None:
+def test_an_unsynchronised_plausible_wall_clock_is_preferred_but_not_trusted() -> None:
+    """No sync evidence, but the system clock is later than the lower bound: stamp with it
+    (a month in the past is worse), still provisional and flagged."""
     f = Fake(wall=REAL_NOW, synced=False)  # fake-hwclock restored something that looks fine
     c = f.clock()
-    assert c.now() == RELEASE_FLOOR
-    assert c.mode == "provisional"
+    t = c.now()
+    assert t == REAL_NOW and c.mode == "provisional" and c.quality_flags(t) == (FLAG,)
 
 
 def test_provisional_time_is_last_trusted_plus_monotonic_elapsed(tmp_path: Path) -> None:
