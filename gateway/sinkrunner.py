@@ -81,7 +81,16 @@ class ClockGate:
         return out, False
 
     def _restamped(self, row: Row, rec: dict[str, Any], times: dict[str, float]) -> Row:
+        """The row with its provisional times replaced by their true times. An instant's times
+        are stamps the clock handed out, each corrected on its own; an aggregate's interval
+        (`t`..`te`: window bounds computed from provisional readings, not stamps themselves)
+        moves as a whole with the correction of its era."""
         true = {k: self.clock.restamp(t) for k, t in times.items()}
+        if "te" in times:
+            probes = [times.get("rt"), times["t"], times["te"], (times["t"] + times["te"]) / 2]
+            shift = next((c - x for x in probes if x is not None and (c := self.clock.restamp(x)) is not None), None)
+            if shift is not None:
+                true["t"], true["te"] = times["t"] + shift, times["te"] + shift
         if all(v is None for v in true.values()):
             return row  # flagged, but not ours to correct (held time, or an earlier run)
         for k, v in true.items():

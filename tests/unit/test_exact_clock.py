@@ -88,13 +88,14 @@ def test_boot_at_fake_hwclock_time_then_sync_hours_later_restamps_every_provisio
         p = Pipeline(config(tmp_path), clock=clock, sinks=None)
         p.supervisor.restart_min = 0.1
         await p.start()
-        # three hours of readings every 20 minutes, unsynchronised
+        # an aggregate's window on provisional time, then three hours of readings every 20 min
+        await p.submit(Reading("gj", clock.now(), {"pm2_5": 4.5}))
         for i in range(10):
             t = clock.now()
             await p.submit(Reading("pm", t, {"pm2_5": float(i), "pm10": 100.0 + i, "pm1_0": 200.0 + i}))
             truth[float(i)] = f.true
             f.advance(1200.0)
-        await until(lambda: p.stats.committed >= 30, "provisional rows committed")
+        await until(lambda: p.stats.committed >= 31, "provisional rows committed")
         await asyncio.sleep(1.5)  # the sink runner has looked at them: held, not sent
         assert file_rows(tmp_path) == [] and p.runners[0].holding
         # NTP answers: the wall clock jumps to the true time
@@ -104,7 +105,7 @@ def test_boot_at_fake_hwclock_time_then_sync_hours_later_restamps_every_provisio
             await p.submit(Reading("pm", t, {"pm2_5": float(i), "pm10": 100.0 + i, "pm1_0": 200.0 + i}))
             truth[float(i)] = f.true
             f.advance(60.0)
-        await until(lambda: len(file_rows(tmp_path)) >= 39, "every row delivered")
+        await until(lambda: len(file_rows(tmp_path)) >= 40, "every row delivered")
         assert not p.runners[0].holding
         await p.stop()
 
@@ -118,6 +119,10 @@ def test_boot_at_fake_hwclock_time_then_sync_hours_later_restamps_every_provisio
             assert CORRECTED in quality and FLAG not in quality
         else:
             assert quality == ""
+    (mean,) = [o for o in file_rows(tmp_path) if o["result"] == 4.5 and "/" in o["phenomenonTime"]]
+    start = SAVED // 60 * 60 + (TRUE_START - SAVED)  # the provisional window, moved as a whole
+    assert mean["phenomenonTime"] == f"{iso(start)}/{iso(start + 60)}"
+    assert CORRECTED in mean["parameters"]["quality"] and FLAG not in mean["parameters"]["quality"]
     log = " ".join(r.getMessage() for r in caplog.records)
     assert "clock starting provisional" in log and "following the unsynchronised system clock" in log
     assert "system clock synchronised" in log
