@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -193,3 +194,44 @@ def test_what_each_http_answer_means() -> None:
     assert isinstance(classify(422, ""), PermanentError) and isinstance(classify(413, ""), PermanentError)
     for s in (0, 408, 429, 500, 502, 503):
         assert isinstance(classify(s, ""), RetryableError), s
+
+
+def test_mqtt_not_authorised_is_blocked_not_refused(tmp_path: Path) -> None:
+    """A real Mosquitto that admits no anonymous client refuses the city-broker sink's CONNECT
+    (not authorised): that is BlockedError, so the runner keeps the backlog."""
+    import subprocess
+
+    from gateway.model import Observation
+    from gateway.outbox import Row
+    from gateway.plan import build_plan
+    from gateway.privacy.guard import EgressGuard
+    from gateway.sinks.mqtt import MqttSink
+    from gateway.sinks.mqtt import Settings as MqttSettings
+    from tests.conftest import require_binary, wait_port
+
+    binary = require_binary("mosquitto", "mosquitto")
+    port = free_port()
+    conf = tmp_path / "closed.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\n" + ("user root\n" if os.geteuid() == 0 else ""))
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        cfg = parse_config(config(tmp_path, 9, free_port()), "t.yaml", {})
+        plan = build_plan(cfg)
+        sink = MqttSink(MqttSettings(host="127.0.0.1", port=port, tls=False), plan, guard=EgressGuard(),
+                        data_dir=tmp_path)  # fmt: skip
+        rows = [Row(1, 1, 1.8e9, Observation(1, "pm-x", "pm2_5", 1.8e9, 1.8e9, 3.0).to_record())]
+
+        async def write() -> None:
+            await sink.start()
+            try:
+                await sink.write(rows)
+            finally:
+                await sink.close()
+
+        with pytest.raises(BlockedError) as e:
+            asyncio.run(write())
+        assert e.value.code == "unauthorised"
+    finally:
+        proc.terminate()
+        proc.wait(10)
