@@ -62,19 +62,34 @@ class PtyCable:
         return self.ends[1][1]
 
     def _relay(self) -> None:
+        """Non-blocking both ways, with what the far end has not taken yet kept in order: a
+        blocking write to a pty whose other side is not open (yet) would stall the cable."""
         (a, _), (b, _) = self.ends
+        for fd in (a, b):
+            os.set_blocking(fd, False)
         peer = {a: b, b: a}
+        pending = {a: bytearray(), b: bytearray()}  # bytes waiting to be written to that fd
         while not self._stop.is_set():
-            ready, _, _ = select.select([a, b], [], [], 0.05)
+            writers = [fd for fd, buf in pending.items() if buf]
+            ready, writable, _ = select.select([a, b], writers, [], 0.05)
             hung_up = False
+            for fd in writable:
+                try:
+                    del pending[fd][: os.write(fd, pending[fd])]
+                except BlockingIOError:
+                    pass
+                except OSError:  # nobody at that end: the bytes fall off the cable
+                    pending[fd].clear()
+                    hung_up = True
             for fd in ready:
                 try:
                     data = os.read(fd, 4096)
+                except BlockingIOError:
+                    continue
                 except OSError:  # that end is not open (yet): a hang-up, not data
                     hung_up = True
                     continue
-                with contextlib.suppress(OSError):
-                    os.write(peer[fd], data)
+                pending[peer[fd]] += data
             if hung_up:  # a hung-up master stays "readable": do not spin on it
                 time.sleep(0.005)
 
