@@ -15,7 +15,8 @@ ids cannot be links there. The sink therefore:
   `kill -9` between the server's commit and the cursor's advance never leaves two copies.
 
 Errors: an unreachable server, 5xx, 408/425/429, 401/403 and 404 keep the rows
-(RetryableError); a 4xx about one Observation, once the map is known to be current, quarantines
+(RetryableError; 401/403, and 404 at the service root, as BlockedError: the sink shows
+blocked); a 4xx about one Observation, once the map is known to be current, quarantines
 that Observation only. Payloads pass the egress guard in the gateway's own id space (as the MQTT
 sink publishes them); the server's own ids are swapped in afterwards.
 
@@ -47,11 +48,13 @@ from gateway.model import Observation, iso
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import (
+    BlockedError,
     Destination,
     Loc,
     Offer,
     RetryableError,
     SinkContext,
+    SinkError,
     SinkSettings,
     SinkSpec,
     WriteResult,
@@ -487,10 +490,14 @@ class SensorThingsSink:
             self._suspect = True
             raise RetryableError(f"SensorThings server unreachable: {e}") from e
 
-    def _retry(self, what: str, resp: Response) -> RetryableError:
+    def _retry(self, what: str, resp: Response, *, root: bool = False) -> SinkError:
+        """Keep the rows. A refusal of the gateway itself (401, 403; 404 for the service root,
+        i.e. a wrong URL) is BlockedError: the runner shows the sink blocked until it writes."""
         self._suspect = True
-        hint = " (check the credentials)" if resp.status in (401, 403) else ""
-        return RetryableError(f"{what}: HTTP {resp.status}{hint}: {resp.detail()[:200]}")
+        if resp.status in (401, 403) or (root and resp.status == 404):
+            code = {401: "unauthorised", 403: "forbidden", 404: "not_found"}[resp.status]
+            return BlockedError(code, f"{what}: HTTP {resp.status}: {resp.detail()[:200]}")
+        return RetryableError(f"{what}: HTTP {resp.status}: {resp.detail()[:200]}")
 
     async def _pages(self, path: str) -> list[Json]:
         """Every entity of a collection read, following `@iot.nextLink`."""
@@ -531,7 +538,7 @@ class SensorThingsSink:
             return
         resp = await self._call("GET", "/")
         if resp.status != 200:
-            raise self._retry("reading the service root", resp)
+            raise self._retry("reading the service root", resp, root=True)
         doc = resp.json()
         settings = doc.get("serverSettings") if isinstance(doc, dict) else None
         conformance = settings.get("conformance", []) if isinstance(settings, dict) else []
@@ -765,7 +772,7 @@ class SensorThingsSink:
         if self.parked.items and time.monotonic() >= self._next_parked_try:
             try:
                 await self._try_parked()
-            except (RetryableError, ValueError, KeyError, TypeError, AttributeError) as e:
+            except (RetryableError, BlockedError, ValueError, KeyError, TypeError, AttributeError) as e:
                 log.warning("parked observations not tried", extra={"sink": self.name, "reason": str(e)})
         return WriteResult(out.written, sorted(out.rejected), blocked)
 

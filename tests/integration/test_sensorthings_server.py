@@ -31,7 +31,7 @@ from gateway.model import Observation, Reading
 from gateway.pipeline import Pipeline
 from gateway.plan import build_plan
 from gateway.privacy.guard import EgressGuard
-from gateway.sinks.base import RetryableError
+from gateway.sinks.base import BlockedError, RetryableError
 from gateway.sinks.sensorthings import KEY, SensorThingsSettings, SensorThingsSink, observation_key
 from gateway.standards import sensorthings
 from tests.integration.sta_helpers import (
@@ -366,10 +366,11 @@ def test_basic_and_bearer_auth_from_secret_files(tmp_path: Path, kind: str) -> N
         assert written == 30
         assert _server_count(srv) == 30
 
-        # a wrong credential keeps the rows: it is no verdict on the observations
+        # a wrong credential keeps the rows: it is no verdict on the observations, the sink
+        # is blocked (BlockedError: the runner backs off and shows it, nothing quarantined)
         secret_file.write_text("wrong\n")
         sink = make_sink(cfg, plan, srv.url, **auth)
-        with pytest.raises(RetryableError, match="HTTP 401"):
+        with pytest.raises(BlockedError, match="HTTP 401"):
             run(sink.start())
     finally:
         srv.stop()
