@@ -202,8 +202,7 @@ class InfluxSink:
                 lines.append((row.seq, self._line(row.body)))
             except lineprotocol.LineProtocolError:
                 unencodable.append(row.seq)
-        suspect = find_identifier("
-".join(line for _, line in lines)) is not None
+        suspect = find_identifier("\n".join(line for _, line in lines)) is not None
         return lines, suspect, off, unencodable
 
     def _guard(self, lines: list[tuple[int, str]], suspect: bool,
