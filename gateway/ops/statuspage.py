@@ -108,7 +108,8 @@ def _sink_card(name: str, v: dict[str, Any]) -> str:
         f'<section class="card {level}" data-sink="{e(name)}" data-level="{level}">'
         f'<h3>{e(name)} <span class="kind">sink</span></h3>'
         f'<span class="level">{LEVEL_WORD[level]}</span> <span class="state">{e(state)}</span>'
-        f'<dl><dt>delivered</dt><dd class="delivered">{int(v.get("delivered", 0))}</dd>'
+        + (f' <span class="reason">{e(str(v["reason"]))}</span>' if v.get("reason") else "")
+        + f'<dl><dt>delivered</dt><dd class="delivered">{int(v.get("delivered", 0))}</dd>'
         f'<dt>waiting</dt><dd class="lag">{int(v.get("lag", 0))}</dd>'
         f'<dt>oldest waiting</dt><dd>{e(str(v.get("oldest_pending_age_s", 0)))} s</dd>'
         f'<dt>failed writes</dt><dd>{int(v.get("failures", 0))}</dd></dl></section>'
@@ -150,6 +151,12 @@ def _datastreams(sensors: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
+def _problems(problems: list[Any]) -> str:
+    """What /readyz says keeps the gateway from being ready: a task down, a sink blocked."""
+    items = "".join(f"<li>{html.escape(str(p))}</li>" for p in problems)
+    return f'<ul id="problems" class="card fault">{items}</ul>' if items else ""
+
+
 def render_status_page(st: dict[str, Any]) -> str:
     """The page; it refreshes itself every 5 s."""
     e = html.escape
@@ -164,6 +171,7 @@ def render_status_page(st: dict[str, Any]) -> str:
 <title>street-gateway {gateway}</title><style>{CSS}</style></head>
 <body><h1>street-gateway <span id="gateway">{gateway}</span></h1>
 <p class="summary">{counts}</p>
+{_problems(st.get("problems", []))}
 <p class="muted">Clock: {_clock_line(st.get("clock", ""))}</p>
 <p class="muted">Outbox: <span id="outbox">{st.get("outbox", {}).get("observations", 0)}</span> observations waiting · readings since start: <span id="readings">{st.get("readings", 0)}</span></p>
 <h2>Sensors</h2>
