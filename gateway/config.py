@@ -278,7 +278,7 @@ class ClockSection(Strict):
         3600,
         description="How long sinks hold observations stamped while the clock was not yet "
         "synchronised, waiting to re-stamp them with the true time; after that they are sent "
-        "as they are, flagged clock_unsynced.",
+        "as they are, flagged clock_unsynced (0: send them at once).",
     )
 
 

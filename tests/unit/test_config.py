@@ -195,6 +195,7 @@ ZERO_MEANS = {
     "SensorPrivacy.delay": "publish without holding back",
     "PrivacyZone.delay": "publish without holding back",
     "OutboxSection.group_commit": "commit each reading at once",
+    "ClockSection.max_hold": "send provisional rows at once, flagged, without waiting for a sync",
 }
 
 
