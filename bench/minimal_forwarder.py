@@ -13,6 +13,7 @@ Usage: python bench/minimal_forwarder.py --port P --filter 'bench/run/+/json' --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import signal
@@ -93,9 +94,18 @@ def main() -> None:
     c.on_connect = lambda client, *a: client.subscribe(args.filter, qos=1)
     w = threading.Thread(target=writer, daemon=True)
     w.start()
-    signal.signal(signal.SIGTERM, lambda *a: c.disconnect())
+    class Stop(BaseException):  # not swallowed by paho's `except Exception`
+        pass
+
+    def on_term(*_: object) -> None:
+        raise Stop  # unwinds loop_forever even while it retries a lost broker
+
+    signal.signal(signal.SIGTERM, on_term)
     c.connect("127.0.0.1", args.port)
-    c.loop_forever()
+    # paho's own loop in the main thread: with loop_start() (a network thread) the same work
+    # measured about twice the CPU per reading here
+    with contextlib.suppress(Stop):
+        c.loop_forever()
     time.sleep(args.flush_ms / 1000 * 2)
     stop.set()
     w.join(5)
