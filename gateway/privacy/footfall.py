@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.privacy.sketch import record_key
+
 DEFAULT_RSSI_MIN_DBM = -71.0
 DEFAULT_DWELL_MAX_S = 1800.0
 DEFAULT_RANDOMISED_FACTOR = 1.0
@@ -121,6 +123,7 @@ class FootfallCount:
     dwellers: int  # devices removed as long dwellers
     weak: int  # probes ignored as too weak
     probes: int  # probes seen in the window
+    cell_key: int = 0  # record keys of the counted devices summed mod 256 (disclosure control)
 
 
 @dataclass
@@ -177,8 +180,9 @@ class FootfallEstimator:
         rand = [p for p in self._random if not self._dweller(p)]
         dwellers = len(self._fixed) + len(self._random) - len(fixed) - len(rand)
         estimate = len(fixed) + round(self.options.randomised_factor * len(rand))
+        cell_key = sum(record_key(p) for p in (*fixed, *rand)) % 256
         out = FootfallCount(estimate, len(fixed) + len(rand), len(fixed), len(rand), dwellers,
-                            self._weak, self._probes)  # fmt: skip
+                            self._weak, self._probes, cell_key)  # fmt: skip
         self._fixed.clear()
         self._random.clear()
         self._weak = self._probes = 0
