@@ -8,8 +8,10 @@ fixed size and keeps counting there: memory stops growing, and the count says it
 HyperLogLog: P. Flajolet, É. Fusy, O. Gandouet, F. Meunier, "HyperLogLog: the analysis of a
 near-optimal cardinality estimation algorithm", AofA 2007. Register index from the low `p` bits
 of a 64-bit hash, rank from the rest (the same layout as the `datasketch` library, which the
-tests check register for register); raw estimate with the linear-counting correction below
-2.5·m. Relative standard error 1.04/√m (m = 2^p): 0.81 % at the default p = 14 (16 KiB).
+tests check register for register). Estimate: O. Ertl's improved estimator ("New cardinality
+estimation algorithms for HyperLogLog sketches", arXiv:1702.01284, 2017), which needs no
+empirical bias tables and has no bias bump where the classic one switches from linear counting.
+Relative standard error 1.04/√m (m = 2^p): 0.81 % at the default p = 14 (16 KiB).
 
 Pure. Items are pseudonyms: keyed hashes (HMAC-SHA-256) made by the privacy stage, so their
 bytes are already uniform and serve as the hash. Nothing here is written anywhere.
@@ -41,27 +43,44 @@ def _hash64(item: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(item, digest_size=8).digest(), "little")
 
 
-def _alpha(m: int) -> float:
-    if m == 16:
-        return 0.673
-    if m == 32:
-        return 0.697
-    if m == 64:
-        return 0.709
-    return 0.7213 / (1.0 + 1.079 / m)
+def _sigma(x: float) -> float:
+    """σ(x) = x + Σ_{k≥1} x^(2^k)·2^(k-1) (Ertl 2017, for the registers still at zero)."""
+    if x == 1.0:
+        return math.inf
+    y, z = 1.0, x
+    while True:
+        x *= x
+        before = z
+        z += x * y
+        y += y
+        if z == before:
+            return z
+
+
+def _tau(x: float) -> float:
+    """τ(x) = (1 − x − Σ_{k≥1} (1 − x^(2^-k))²·2^-k) / 3 (Ertl 2017, for saturated registers)."""
+    if x in (0.0, 1.0):
+        return 0.0
+    y, z = 1.0, 1.0 - x
+    while True:
+        x = math.sqrt(x)
+        before = z
+        y *= 0.5
+        z -= (1.0 - x) ** 2 * y
+        if z == before:
+            return z / 3.0
 
 
 class HyperLogLog:
     """A fixed-size cardinality sketch: m = 2^p one-byte registers, whatever is added."""
 
-    __slots__ = ("_alpha", "m", "p", "registers")
+    __slots__ = ("m", "p", "registers")
 
     def __init__(self, p: int = DEFAULT_PRECISION) -> None:
         if not 4 <= p <= 16:
             raise ValueError("HyperLogLog precision must be from 4 to 16")
         self.p = p
         self.m = 1 << p
-        self._alpha = _alpha(self.m)
         self.registers = bytearray(self.m)
 
     @property
@@ -81,15 +100,20 @@ class HyperLogLog:
         self.add_hash(_hash64(item))
 
     def estimate(self) -> float:
-        """Raw HyperLogLog estimate, linear counting below 2.5·m while registers are empty."""
-        regs = self.registers
-        total = math.fsum(2.0 ** -r for r in regs)
-        e = self._alpha * self.m * self.m / total
-        if e <= 2.5 * self.m:
-            zeros = regs.count(0)
-            if zeros:
-                return self.m * math.log(self.m / zeros)
-        return e
+        """Ertl's improved estimator: unbiased over the whole range without bias tables (the
+        classic raw estimate is biased between 2.5·m and 5·m, where linear counting stops)."""
+        q = 64 - self.p
+        hist = [0] * (q + 2)
+        for r in self.registers:
+            hist[r] += 1
+        m = self.m
+        if hist[0] == m:
+            return 0.0
+        z = m * _tau(1.0 - hist[q + 1] / m)
+        for k in range(q, 0, -1):
+            z = 0.5 * (z + hist[k])
+        z += m * _sigma(hist[0] / m)
+        return m * m / (2.0 * math.log(2.0) * z)
 
     def digest(self) -> int:
         """One byte (0..255) determined by the registers, i.e. by the set of items: the cell key

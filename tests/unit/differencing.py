@@ -22,7 +22,6 @@ published mechanism itself (`protect_count` over all 256 cell keys), as a real a
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ class Attacker:
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self._reach: dict[int, frozenset[Out]] = {}
+        self._consistent: dict[tuple[Out, Out], frozenset[int]] = {}
 
     def reachable(self, n: int) -> frozenset[Out]:
         """Every output the policy can give a set of n people (over all cell keys)."""
@@ -56,16 +56,19 @@ class Attacker:
             self._reach[n] = r
         return r
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one attacker per test, kept small
     def consistent_differences(self, a: Out, b: Out) -> frozenset[int]:
         """Every number of people c ≥ 0 by which B may exceed A, given outputs a and b."""
+        known = self._consistent.get((a, b))
+        if known is not None:
+            return known
         top = (b if b is not None else self.rule.threshold) + 12
         out = {0} if a == b else set()
         sizes_a = [n for n in range(top + 1) if a in self.reachable(n)]
         for c in range(1, top + 1):
             if any(b in self.reachable(n + c) for n in sizes_a):
                 out.add(c)
-        return frozenset(out)
+        self._consistent[(a, b)] = frozenset(out)
+        return self._consistent[(a, b)]
 
 
 def _as_int(v: int | float | None) -> Out:
