@@ -26,7 +26,7 @@ distinct people, devices or sessions, never samples — and leaves only through 
 
 Sources (see docs/privacy.md "Disclosure control"): ONS, "Protecting personal data in Census 2021
 results" (methodology, 2022/23); ONS Statistical Methods Library, `cell-key-perturbation`
-(github.com/ONSdigital/cell-key-perturbation, docs/CellKeyPerturbation_Py.md: record keys 0-255,
+(github.com/ONSdigital/cell-key-perturbation, documentation/CellKeyPerturbation_Py.md: record keys 0-255,
 cell key = sum mod 256, ptable rows by (pcv, ckey), rows 501-750 reused above 750, the 10-5
 ptable); the perturbation table follows the maximum-entropy design of T. Enderle's `ptable`
 package (Giessing 2016, doi:10.1007/978-3-319-45381-1_18); magnitudes follow Thompson,
