@@ -304,6 +304,56 @@ class Rule:
         return self.ptable.expected_abs_noise()
 
 
+_CONTRIBUTOR_WORDS = {
+    Statistic.DISTINCT_COUNT: "distinct devices",
+    Statistic.COUNT: "people or sessions",
+    Statistic.SUM: "sessions or people with a part in it",
+    Statistic.MEAN: "sessions or people with a part in it",
+    Statistic.INCREMENT: "events or sessions in the window",
+    Statistic.MAX: "devices counted at one moment",
+}
+
+
+def describe(rule: Rule, statistic: Statistic, contributors: str | None = None) -> str:
+    """The rule of one Datastream in plain words, for the privacy report and a DPIA."""
+    who = contributors or _CONTRIBUTOR_WORDS.get(statistic, "contributors")
+    is_sum = statistic in (Statistic.SUM, Statistic.MEAN)
+    parts = [f"Published only when at least {rule.threshold} {who} stand behind the figure; "
+             "otherwise the window is published without a number (suppressed)."]  # fmt: skip
+    if is_sum and rule.dominance is not None:
+        parts.append(f"Also withheld when one of them makes up more than {rule.dominance:.0%} of it.")
+    if rule.policy is Policy.CELL_KEY:
+        if is_sum:
+            parts.append(
+                f"The figure is adjusted by the magnitude form of the ONS cell key method: by up to "
+                f"±{rule.magnitude:.0%} of the largest single part (on average "
+                f"{rule.magnitude / 2:.0%} of it), the same every time for the same people.")  # fmt: skip
+        else:
+            parts.append(
+                f"Counts are adjusted by the ONS Census 2021 cell key method: a fixed adjustment "
+                f"of at most ±{rule.ptable.max_noise} (mean error "
+                f"{rule.ptable.expected_abs_noise():.2f}), the same every time for the same people.")  # fmt: skip
+        if is_sum:
+            parts.append("Subtracting two published sums does not give one person's part, "
+                         "only a value blurred by both adjustments.")  # fmt: skip
+        else:
+            p_max = rule.ptable.probabilities()[rule.ptable.max_noise]
+            parts.append(
+                "Comparing two published figures does not show that they differ by one person "
+                f"(with certainty only in 1 pair in {round(1 / (p_max * p_max)):,}); someone who "
+                "already knows everyone else in a figure can often tell whether one more was there.")  # fmt: skip
+    elif rule.policy is Policy.TEN_FIVE:
+        if is_sum:
+            parts.append("The figure itself is exact: two published sums can be subtracted.")
+        else:
+            parts.append("Counts are rounded to the nearest 5 (mean error 1.2, at most 2): a "
+                         "difference of one person does not show.")  # fmt: skip
+    else:
+        parts.append("The figure is exact: two published figures can be subtracted, so only "
+                     "small figures are protected.")  # fmt: skip
+    return " ".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Protected:
     """What may leave for one window. Carries no pseudonym, record key or cell key."""
@@ -486,7 +536,9 @@ class Contributions:
         return max(parts)
 
     def cell_key(self) -> int:
-        ck = sum(record_key(c) for c, v in self._by.items() if v != 0)
+        """Record keys of everyone named in the window, summed mod 256 (plus the sketch of any
+        beyond the cap): a function of the set, so the same people get the same noise."""
+        ck = sum(record_key(c) for c in self._by)
         if self._overflow is not None:
             ck += self._overflow.digest()
         return ck % KEY_RANGE

@@ -30,6 +30,7 @@ from gateway.privacy.disclosure import (
     RunningTotal,
     Statistic,
     build_ptable,
+    describe,
     magnitude_noise,
     protect_count,
     protect_mean,
@@ -426,3 +427,18 @@ def test_same_people_get_the_same_noise_wherever_they_appear() -> None:
     rule = Rule()
     assert protect_count(zone.count(), zone.contributors(), zone.cell_key(), rule) == \
         protect_count(total.count(), total.contributors(), total.cell_key(), rule)  # fmt: skip
+
+
+def test_each_rule_is_described_in_plain_words_with_its_threshold_and_error() -> None:
+    for policy in Policy:
+        rule = Rule(policy, min_count=12)
+        count = describe(rule, Statistic.DISTINCT_COUNT)
+        assert "at least 12 distinct devices" in count
+        total = describe(rule, Statistic.SUM)
+        assert "more than 50%" in total
+        if policy is Policy.CELL_KEY:
+            assert "mean error 0.73" in count and "±20%" in total
+        elif policy is Policy.TEN_FIVE:
+            assert "nearest 5" in count and "subtracted" in total
+        else:
+            assert "subtracted" in count
