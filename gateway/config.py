@@ -39,6 +39,7 @@ from gateway.configtypes import (
     parse_duration,
     parse_size,
 )
+from gateway.privacy.disclosure import validate_cap, validate_min_count
 from gateway.sinks import SINKS
 from gateway.sinks.base import SinkSettings
 from gateway.sources import SOURCES
@@ -68,6 +69,16 @@ class GatewaySection(Strict):
     )
 
 
+Policy = Literal["cell_key", "ten_five", "suppress"]
+
+
+def _min_count(v: int | None) -> int | None:
+    """min_count below 3 is refused: it would let a published number describe one person."""
+    if v is not None and (problem := validate_min_count(v)):
+        raise ValueError(problem)
+    return v
+
+
 class SensorPrivacy(Strict):
     """Per-sensor overrides of the gateway privacy defaults."""
 
@@ -75,8 +86,17 @@ class SensorPrivacy(Strict):
         None, description="Subset of the driver's non-personal properties to publish."
     )
     window: PositiveDuration | None = None
-    min_count: int | None = Field(None, ge=1)
+    min_count: int | None = Field(None, description="Contributors needed behind a published value (3 or more).")
     delay: Duration | None = Field(None, description="Hold observations back this long.")
+    disclosure: Policy | None = Field(
+        None, description="cell_key, ten_five or suppress: how figures of personal data are "
+        "protected against differencing (docs/privacy.md).")
+    residential: bool = Field(
+        False, description="A home's EV bay: status leaves only as the last per hour, an hour "
+        "late, with occupancy states published as UNKNOWN; other per-reading fields only if "
+        "listed in publish.")
+
+    _check_min_count = field_validator("min_count")(_min_count)
 
 
 class SensorBase(Strict):
@@ -186,18 +206,26 @@ class PrivacyZone(Strict):
     sensors: list[str] | None = Field(None, description="Sensor ids it applies to; all if unset.")
     grid_m: float | None = Field(None, ge=0)
     window: PositiveDuration | None = None
-    min_count: int | None = Field(None, ge=1)
+    min_count: int | None = None
     delay: Duration | None = None
     last_per_window: bool = Field(
         False, description="Per-reading properties leave only as the last value per window."
     )
 
+    _check_min_count = field_validator("min_count")(_min_count)
+
 
 class PrivacySection(Strict):
     window: PositiveDuration = Field(900, description="Aggregation window (default 15m).")
-    min_count: int = Field(10, ge=1, description="Counts below this are not published.")
+    min_count: int = Field(10, description="Nothing derived from personal data leaves with fewer "
+                           "contributors (people, devices, sessions) behind it; 3 or more.")
+    disclosure: Policy = Field("cell_key", description="cell_key (ONS Census 2021 cell key method), "
+                               "ten_five (ONS 10-5 rule) or suppress (threshold only).")
+    distinct_cap: int = Field(10_000, description="Exact pseudonyms kept per open window, then a "
+                              "HyperLogLog sketch (16 KiB) and the figure is flagged an estimate.")
     location_grid_m: float = Field(100, ge=0, description="Published locations snap to this grid.")
-    salt_rotation: PositiveDuration = Field(86400, description="Pseudonym key lifetime.")
+    salt_rotation: PositiveDuration = Field(86400, description="Pseudonym key lifetime: a new key "
+                                            "every period on the clock; a whole multiple of every window.")
     governance: Governance = Governance()
     footfall: FootfallMethod = FootfallMethod()
     zones: list[PrivacyZone] = Field(default_factory=list)
@@ -207,6 +235,14 @@ class PrivacySection(Strict):
     street_segment_publish: Literal["snapped", "midpoint"] = Field(
         "snapped", description="snapped: along the line to location_grid_m; midpoint: the middle."
     )
+
+    _check_min_count = field_validator("min_count")(_min_count)
+
+    @model_validator(mode="after")
+    def _cap(self) -> PrivacySection:
+        if problem := validate_cap(self.distinct_cap, self.min_count):
+            raise ValueError(f"distinct_cap: {problem}")
+        return self
 
 
 class OutboxSection(Strict):

@@ -20,8 +20,17 @@ from firmware_bridge.options import DriverOptions
 from gateway.checks import publishable_site_keys
 from gateway.config import Config, PrivacyZone, Problem, Sensor, problem_at
 from gateway.model import Datastream, stable_id
+from gateway.privacy.disclosure import (
+    DEFAULT_POLICY,
+    RESIDENTIAL_DELAY_S,
+    RESIDENTIAL_WINDOW_S,
+    is_evse_status,
+    validate_aggregation,
+    validate_rotation,
+)
 from gateway.privacy.estimators import ESTIMATORS
 from gateway.privacy.location import LonLat, coarsen, in_zone, polygon, snap_to_grid
+from gateway.privacy.sketch import DEFAULT_CAP
 from gateway.sources import SOURCES
 
 Loc = tuple[str | int, ...]
@@ -46,6 +55,9 @@ class SensorPlan:
     suppressed: bool = False  # inside a `suppress` privacy zone: nothing leaves
     zones: tuple[str, ...] = ()  # names of the privacy zones that apply
     estimators: tuple[tuple[str, Any], ...] = ()  # (aggregate key, the estimator's settings)
+    disclosure: str = DEFAULT_POLICY.value  # policy for aggregates of personal fields
+    distinct_cap: int = DEFAULT_CAP  # exact pseudonyms per open set, then a sketch
+    residential: bool = False  # a home's EV bay: coarse status, per hour, an hour late
 
     @property
     def id(self) -> str:
@@ -110,7 +122,10 @@ def build_plan(cfg: Config) -> SitePlan:
     for i, s in enumerate(cfg.sensors):
         sp = _sensor_plan(cfg, ("sensors", i), s, problems)
         if sp is not None:
-            sensors[s.id] = _apply_zones(sp, [z for z in zones if z.sensors is None or s.id in z.sensors])
+            sp = _apply_zones(sp, [z for z in zones if z.sensors is None or s.id in z.sensors])
+            sp = _apply_residential(sp)
+            _check_keys(cfg, ("sensors", i), sp, problems)
+            sensors[s.id] = sp
     index = {s.id: i for i, s in enumerate(cfg.sensors)}
     for name, spec in SOURCES.items():
         plans = [sp for sp in sensors.values() if sp.transport == name]
@@ -175,6 +190,51 @@ def _apply_zones(sp: SensorPlan, zones: list[PrivacyZone]) -> SensorPlan:
                    window_s=window, min_count=min_count, delay_s=delay, zones=names)  # fmt: skip
 
 
+def _apply_residential(sp: SensorPlan) -> SensorPlan:
+    """A home's EV bay (`privacy.residential`): its status says when the household is in.
+    Per-reading fields leave only as the last value per hour, an hour late; by default only the
+    EVSE status (coarsened by the stage: occupancy states become UNKNOWN); other fields only if
+    `publish` lists them."""
+    if not sp.residential or sp.suppressed:
+        return sp
+    keep = sp.published
+    if sp.sensor.privacy.publish is None:
+        keep = tuple(f for f in sp.published if is_evse_status(f.vocabulary))
+    datastreams = {k: ds for k, ds in sp.datastreams.items()
+                   if k not in {f.key for f in sp.published} or k in {f.key for f in keep}}  # fmt: skip
+    lasts = tuple(replace(f, aggregation=Aggregation.LAST, source=f.key) for f in keep)
+    for f in lasts:
+        datastreams[f.key] = replace(datastreams[f.key], aggregation=Aggregation.LAST.value)
+    dropped = tuple(f for f in sp.published if f not in keep)
+    return replace(sp, published=(), aggregates=(*sp.aggregates, *lasts), datastreams=datastreams,
+                   withheld=(*sp.withheld, *dropped), window_s=max(sp.window_s, RESIDENTIAL_WINDOW_S),
+                   delay_s=max(sp.delay_s, RESIDENTIAL_DELAY_S))  # fmt: skip
+
+
+def personal_aggregates(sp: SensorPlan) -> tuple[Field, ...]:
+    """The aggregates that are derived from personal-at-source data (disclosure control)."""
+    out = []
+    for f in sp.aggregates:
+        source = sp.catalogue.field(f.source) if f.source is not None else None
+        if f.estimator is not None or (source is not None and source.personal):
+            out.append(f)
+    return tuple(out)
+
+
+def _check_keys(cfg: Config, loc: Loc, sp: SensorPlan, problems: list[Problem]) -> None:
+    """Windows of personal data each need one key epoch: the rotation a whole multiple of the
+    window, and the publication delay shorter than the rotation (the key lives that long)."""
+    if not personal_aggregates(sp):
+        return
+    rotation = cfg.privacy.salt_rotation
+    for message in validate_rotation(rotation, [sp.window_s]):
+        problems.append(problem_at(cfg, ("privacy", "salt_rotation"), f"sensor {sp.id}: {message}"))
+    if sp.delay_s >= rotation:
+        where = (*loc, "privacy", "delay") if sp.sensor.privacy.delay is not None else ("privacy", "salt_rotation")
+        problems.append(problem_at(cfg, where, f"sensor {sp.id}: a delay of {sp.delay_s:g}s is not shorter "
+                                   f"than the key rotation ({rotation:g}s): the key would outlive its epoch"))  # fmt: skip
+
+
 def _site_location(cfg: Config, zones: list[PrivacyZone], problems: list[Problem]) -> tuple[LonLat | None, float]:
     """The site position as published: coarsened, coarser inside a zone, withheld if a
     site-wide `suppress` zone contains it."""
@@ -231,6 +291,40 @@ def _datastreams(cfg: Config, loc: Loc, s: Sensor, fields: list[Field], problems
     return out
 
 
+def _where_declared(s: Sensor, key: str) -> Loc:
+    """Where in the sensor's options an aggregate `key` is declared (a mapping entry with
+    `property: key`), e.g. ("options", "aggregates", 0, "aggregation"); the driver if the
+    driver's own catalogue declares it."""
+
+    def walk(value: Any, at: Loc) -> Loc | None:
+        if isinstance(value, dict):
+            if value.get("property") == key and "aggregation" in value:
+                return (*at, "aggregation")
+            for k, v in value.items():
+                found = walk(v, (*at, k))
+                if found:
+                    return found
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                found = walk(v, (*at, i))
+                if found:
+                    return found
+        return None
+
+    return walk(s.options.model_dump(), ("options",)) or ("driver",)
+
+
+def _check_aggregates(cfg: Config, loc: Loc, s: Sensor, cat: Catalogue, aggregates: list[Field],
+                      problems: list[Problem]) -> None:  # fmt: skip
+    """An aggregate of a personal field must not publish one person's value (last, max, …)."""
+    for f in aggregates:
+        source = cat.field(f.source) if f.source is not None else None
+        if source is None or not source.personal or f.estimator is not None:
+            continue
+        if problem := validate_aggregation(source.role.value, f.aggregation.value):
+            problems.append(problem_at(cfg, (*loc, *_where_declared(s, f.key)), f"{f.key}: {problem}"))
+
+
 def _estimators(cfg: Config, loc: Loc, s: Sensor, aggregates: list[Field], problems: list[Problem]) -> tuple[tuple[str, Any], ...]:
     out: list[tuple[str, Any]] = []
     for f in aggregates:
@@ -254,6 +348,7 @@ def _sensor_plan(cfg: Config, loc: Loc, s: Sensor, problems: list[Problem]) -> S
         return None
     catalogue = driver.catalogue_for(s.options)
     public, aggregates = _select(cfg, loc, s, catalogue, problems)
+    _check_aggregates(cfg, loc, s, catalogue, aggregates, problems)
     leaving = {f.key for f in (*public, *aggregates)}
     return SensorPlan(
         sensor=s,
@@ -270,4 +365,7 @@ def _sensor_plan(cfg: Config, loc: Loc, s: Sensor, problems: list[Problem]) -> S
         min_count=s.privacy.min_count if s.privacy.min_count is not None else cfg.privacy.min_count,
         delay_s=s.privacy.delay or 0.0,
         estimators=_estimators(cfg, loc, s, aggregates, problems),
+        disclosure=s.privacy.disclosure or cfg.privacy.disclosure,
+        distinct_cap=cfg.privacy.distinct_cap,
+        residential=s.privacy.residential,
     )

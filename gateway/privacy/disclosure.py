@@ -92,6 +92,31 @@ ROLE_STATISTICS: dict[str, frozenset[Statistic]] = {
 }
 
 
+# EV connector status of a residential bay (a home's charger on the street): its occupancy says
+# when the household is in, so the occupancy states become OCPI's own word for "no status
+# information available"; whether the bay is out of order or taken out of service (what a
+# borough maintains) stays. Public bays publish the OCPI status as it is.
+OCPI_EVSE_STATUSES = frozenset({"AVAILABLE", "BLOCKED", "CHARGING", "INOPERATIVE", "OUTOFORDER",
+                                "PLANNED", "REMOVED", "RESERVED", "UNKNOWN"})  # fmt: skip
+RESIDENTIAL_STATUS: dict[str, str] = {
+    "AVAILABLE": "UNKNOWN", "BLOCKED": "UNKNOWN", "CHARGING": "UNKNOWN", "RESERVED": "UNKNOWN",
+    "UNKNOWN": "UNKNOWN", "INOPERATIVE": "INOPERATIVE", "OUTOFORDER": "OUTOFORDER",
+    "PLANNED": "PLANNED", "REMOVED": "REMOVED",
+}  # fmt: skip
+RESIDENTIAL_WINDOW_S = 3600.0  # a residential bay's status leaves as the last per hour …
+RESIDENTIAL_DELAY_S = 3600.0  # … an hour after the hour
+
+
+def is_evse_status(vocabulary: frozenset[str] | None) -> bool:
+    """A category field that carries an OCPI EVSE status (its declared vocabulary is OCPI's)."""
+    return vocabulary is not None and bool(vocabulary) and vocabulary <= OCPI_EVSE_STATUSES
+
+
+def residential_status(value: str) -> str:
+    """The coarse status of a residential bay; anything unexpected says nothing."""
+    return RESIDENTIAL_STATUS.get(value, "UNKNOWN")
+
+
 # ---------------------------------------------------------------------------- validation
 # Helpers the config calls; each returns a readable message, or None / [] when fine.
 
@@ -594,7 +619,9 @@ class RunningTotal:
     _open: dict[int, Contributions] = field(default_factory=dict)
     _range: dict[int, tuple[float, float]] = field(default_factory=dict)  # first, last total
     _resets: dict[int, int] = field(default_factory=dict)
+    _closed_below: int | None = None
     out_of_order: int = 0
+    late: int = 0  # steps that fell in a window already published (the baseline still moves)
 
     def observe(self, value: float, t: float, session: bytes | None = None) -> None:
         if not math.isfinite(value):
@@ -606,6 +633,9 @@ class RunningTotal:
         if prev is None:
             return  # the first reading is the baseline: no step yet
         w = math.floor(t / self.window_s)
+        if self._closed_below is not None and w < self._closed_below:
+            self.late += 1  # its window is published: never reopened
+            return
         if value < prev:
             step = value  # restarted from zero
             self._resets[w] = self._resets.get(w, 0) + 1
@@ -625,7 +655,10 @@ class RunningTotal:
         return sorted(self._open)
 
     def close(self, index: int, key: bytes | bytearray | None = None) -> Increment | None:
-        """End window `index`; `key` (its epoch's key) makes the events' cell key."""
+        """End window `index`; `key` (its epoch's key) makes the events' cell key. A closed
+        window is never reopened: later steps that fall in it are counted in `late`."""
+        if self._closed_below is None or index + 1 > self._closed_below:
+            self._closed_below = index + 1
         acc = self._open.pop(index, None)
         first, last = self._range.pop(index, (0.0, 0.0))
         resets = self._resets.pop(index, 0)
@@ -641,14 +674,18 @@ class RunningTotal:
         acc.wipe()
         return inc
 
-    def wipe(self) -> None:
-        """Key rotation: session parts of open windows go (the register baseline stays: it is
-        a meter reading, not a person)."""
-        for acc in self._open.values():
-            acc.wipe()
-        self._open.clear()
-        self._range.clear()
-        self._resets.clear()
+    def held(self) -> int:
+        """Session pseudonyms held in the open windows."""
+        return sum(acc.present() for acc in self._open.values())
+
+    def wipe(self, below: int | None = None) -> None:
+        """Key rotation: session parts of open windows go — every window, or only those with
+        an index below `below` (the windows of a retired epoch). The register baseline stays:
+        it is a meter reading, not a person."""
+        for w in [w for w in self._open if below is None or w < below]:
+            self._open.pop(w).wipe()
+            self._range.pop(w, None)
+            self._resets.pop(w, None)
 
 
 @dataclass(slots=True)

@@ -90,6 +90,20 @@ class EpochKeys:
             return None
         return hmac.new(k, str(identifier).lower().encode(), hashlib.sha256).digest()[:16]
 
+    def live_key(self, epoch: int) -> bytearray | None:
+        """The key of an epoch if it exists now (never makes one): for closing a window."""
+        return self._keys.get(epoch)
+
+    def wipe_all(self) -> int:
+        """Zero and drop every key now (an operator's emergency rotation, or shutdown). The
+        epochs stay open: the next use makes a fresh key. Returns how many keys went."""
+        n = len(self._keys)
+        for k in self._keys.values():
+            k[:] = bytes(len(k))
+        self._keys.clear()
+        self.rotations += n
+        return n
+
     def advance(self, now: float) -> list[int]:
         """Retire every epoch that ended at least `grace_s` before `now`: zero and drop its key.
         Returns the retired epochs (oldest first) so their holders wipe what they made."""
@@ -153,8 +167,20 @@ class Windows(Generic[T]):
         self._open.clear()
         return out
 
+    def discard(self, below: int | None = None) -> list[tuple[int, T]]:
+        """Remove and return the open windows with an index below `below` (all if None),
+        unpublished: key rotation drops what a retired key made."""
+        gone = sorted(i for i in self._open if below is None or i < below)
+        return [(i, self._open.pop(i)) for i in gone]
+
     def open_indices(self) -> list[int]:
         return sorted(self._open)
+
+    def open_items(self) -> list[tuple[int, T]]:
+        return sorted(self._open.items(), key=lambda item: item[0])
+
+    def open_values(self) -> list[T]:
+        return list(self._open.values())
 
     def __len__(self) -> int:
         return len(self._open)

@@ -20,27 +20,45 @@ from gateway.privacy.footfall import (
     FootfallCount,
     FootfallEstimator,
     FootfallOptions,
+    FootfallWindow,
     is_locally_administered,
 )
+from gateway.privacy.sketch import DEFAULT_CAP
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """A closed window: `value` is published; `contributors` (distinct people or devices behind
-    it) is what the disclosure rules look at; `details` feed the report and metrics only."""
+    it) is what the disclosure rules look at; `cell_key` is their record keys summed mod 256;
+    `sketched` says a set was past its cap (the count is an estimate); `details` feed the
+    report and metrics only."""
 
     value: int
     contributors: int
     details: Mapping[str, int]
+    cell_key: int = 0
+    sketched: bool = False
 
 
 class Estimator(Protocol):
+    """One per (sensor, aggregate, key epoch): state kept across windows (a dwell table) lives
+    here and is dropped with the epoch; each open window has its own accumulator."""
+
     @property
-    def holds_pseudonyms(self) -> bool: ...
+    def tracked(self) -> int:
+        """Pseudonyms kept across windows right now."""
+        ...
 
-    def observe(self, pseudonym: bytes, t: float, source: Value, inputs: Mapping[str, Value]) -> None: ...
+    def open_window(self) -> Any: ...
 
-    def close(self, now: float) -> Estimate: ...
+    def observe(self, window: Any, pseudonym: bytes, t: float, source: Value,
+                inputs: Mapping[str, Value]) -> None: ...  # fmt: skip
+
+    def close(self, window: Any, now: float) -> Estimate: ...
+
+    def held(self, window: Any) -> int:
+        """Pseudonyms a window holds right now."""
+        ...
 
     def forget(self) -> None: ...
 
@@ -50,35 +68,43 @@ class EstimatorSpec:
     name: str
     # the method's settings: the gateway-wide section and a sensor's driver options (overrides)
     configure: Callable[[Mapping[str, Any], Any], Any]
-    new: Callable[[Any], Estimator]
+    new: Callable[[Any, int], Estimator]  # (settings, cap of exact pseudonyms per window set)
     describe: Callable[[Any], dict[str, Any]]
 
 
 class WifiFootfall:
     """Adapter from the stage's call to the footfall method (gateway/privacy/footfall.py)."""
 
-    def __init__(self, options: FootfallOptions) -> None:
-        self.method = FootfallEstimator(options)
+    def __init__(self, options: FootfallOptions, cap: int = DEFAULT_CAP) -> None:
+        self.method = FootfallEstimator(options, cap)
 
     @property
-    def holds_pseudonyms(self) -> bool:
-        return self.method.holds_pseudonyms
+    def tracked(self) -> int:
+        return self.method.tracked
 
-    def observe(self, pseudonym: bytes, t: float, source: Value, inputs: Mapping[str, Value]) -> None:
+    def open_window(self) -> FootfallWindow:
+        return self.method.open_window()
+
+    def observe(self, window: Any, pseudonym: bytes, t: float, source: Value,
+                inputs: Mapping[str, Value]) -> None:  # fmt: skip
         rssi = inputs.get("rssi")
         flag = inputs.get("randomised")
-        self.method.observe(
+        self.method.observe_in(
+            window,
             pseudonym,
             t,
             float(rssi) if isinstance(rssi, int | float) and not isinstance(rssi, bool) else None,
             flag if isinstance(flag, bool) else is_locally_administered(str(source)),
         )
 
-    def close(self, now: float) -> Estimate:
-        c: FootfallCount = self.method.close(now)
+    def close(self, window: Any, now: float) -> Estimate:
+        c: FootfallCount = self.method.close_window(window, now)
         return Estimate(c.estimate, c.distinct, {"fixed": c.fixed, "randomised": c.randomised,
                                                  "dwellers": c.dwellers, "weak": c.weak,
-                                                 "probes": c.probes})  # fmt: skip
+                                                 "probes": c.probes}, c.cell_key, c.sketched)  # fmt: skip
+
+    def held(self, window: Any) -> int:
+        return int(window.held)
 
     def forget(self) -> None:
         self.method.forget()

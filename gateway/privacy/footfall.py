@@ -17,7 +17,8 @@ under-counts when passers-by linger less. See docs/privacy.md and bench/bench_fo
 
 Pure: time comes in as arguments, pseudonyms are opaque bytes made by the privacy stage. The
 dwell table holds pseudonyms across windows (RAM only, bounded) and must be forgotten at every
-key rotation: `forget()`.
+key rotation: `forget()`. A window's devices are bounded too (`DistinctSet`): exact up to a cap,
+then a fixed-size sketch, so a flood of random MACs cannot exhaust memory (issue 12).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.privacy.sketch import record_key
+from gateway.privacy.sketch import DEFAULT_CAP, DistinctSet, record_key
 
 DEFAULT_RSSI_MIN_DBM = -71.0
 DEFAULT_DWELL_MAX_S = 1800.0
@@ -124,37 +125,76 @@ class FootfallCount:
     weak: int  # probes ignored as too weak
     probes: int  # probes seen in the window
     cell_key: int = 0  # record keys of the counted devices summed mod 256 (disclosure control)
+    sketched: bool = False  # a flood filled a set past its cap: the count is a sketch estimate
+
+
+@dataclass(slots=True)
+class FootfallWindow:
+    """The devices of one open window: bounded sets (exact to a cap, then a HyperLogLog)."""
+
+    fixed: DistinctSet
+    random: DistinctSet
+    weak: int = 0
+    probes: int = 0
+
+    @classmethod
+    def new(cls, cap: int = DEFAULT_CAP) -> FootfallWindow:
+        return cls(DistinctSet(cap), DistinctSet(cap))
+
+    @property
+    def held(self) -> int:
+        """Pseudonyms held in RAM for this window."""
+        return self.fixed.held + self.random.held
+
+    def wipe(self) -> None:
+        self.fixed.wipe()
+        self.random.wipe()
+        self.weak = self.probes = 0
 
 
 @dataclass
 class FootfallEstimator:
-    """Per (sensor, aggregate): the open window's devices and a dwell table across windows."""
+    """Per (sensor, aggregate, key epoch): a dwell table across windows, and the windows' sets.
+
+    The stage gives each window its own `FootfallWindow` (`open_window`, `observe_in`,
+    `close_window`), so a window still open during its delay and the next one never mix. The
+    single-window calls (`observe`, `close`) serve the benches and simple uses.
+    """
 
     options: FootfallOptions = field(default_factory=FootfallOptions)
-    _fixed: set[bytes] = field(default_factory=set)
-    _random: set[bytes] = field(default_factory=set)
+    cap: int = DEFAULT_CAP
     _seen: OrderedDict[bytes, _Seen] = field(default_factory=OrderedDict)
-    _weak: int = 0
-    _probes: int = 0
+    _window: FootfallWindow | None = None
 
     @property
     def holds_pseudonyms(self) -> bool:
-        """Pseudonyms of the open window (the key may only rotate when this is False)."""
-        return bool(self._fixed or self._random)
+        """Pseudonyms of the default open window (the single-window calls)."""
+        return self._window is not None and self._window.held > 0
 
     @property
     def tracked(self) -> int:
         return len(self._seen)
 
+    def open_window(self) -> FootfallWindow:
+        return FootfallWindow.new(self.cap)
+
     def observe(self, pseudonym: bytes, t: float, rssi: float | None, randomised: bool) -> bool:
-        """Absorb one probe; True if it counts towards the open window.
+        """Absorb one probe into the default window; True if it counts towards it."""
+        if self._window is None:
+            self._window = self.open_window()
+        return self.observe_in(self._window, pseudonym, t, rssi, randomised)
+
+    def observe_in(
+        self, window: FootfallWindow, pseudonym: bytes, t: float, rssi: float | None, randomised: bool
+    ) -> bool:
+        """Absorb one probe; True if it counts towards the window.
 
         Every probe, weak or not, extends the dwell table: a shop worker's phone behind glass
         is often just below the threshold and must still be recognised as a dweller. A probe
         without a signal strength cannot be placed and is counted (the field of measurement is
         then the radio's range).
         """
-        self._probes += 1
+        window.probes += 1
         seen = self._seen.get(pseudonym)
         if seen is None:
             self._seen[pseudonym] = _Seen(t, t)
@@ -165,28 +205,43 @@ class FootfallEstimator:
             seen.last = max(seen.last, t)
             self._seen.move_to_end(pseudonym)
         if rssi is not None and (not math.isfinite(rssi) or rssi < self.options.rssi_min_dbm):
-            self._weak += 1
+            window.weak += 1
             return False
-        (self._random if randomised else self._fixed).add(pseudonym)
+        (window.random if randomised else window.fixed).add(pseudonym)
         return True
 
     def _dweller(self, p: bytes) -> bool:
         s = self._seen.get(p)
         return s is not None and s.last - s.first > self.options.dwell_max_s
 
-    def close(self, now: float) -> FootfallCount:
-        """End the open window: count, clear its pseudonyms, expire absent devices."""
-        fixed = [p for p in self._fixed if not self._dweller(p)]
-        rand = [p for p in self._random if not self._dweller(p)]
-        dwellers = len(self._fixed) + len(self._random) - len(fixed) - len(rand)
-        estimate = len(fixed) + round(self.options.randomised_factor * len(rand))
-        cell_key = sum(record_key(p) for p in (*fixed, *rand)) % 256
-        out = FootfallCount(estimate, len(fixed) + len(rand), len(fixed), len(rand), dwellers,
-                            self._weak, self._probes, cell_key)  # fmt: skip
-        self._fixed.clear()
-        self._random.clear()
-        self._weak = self._probes = 0
+    def _part(self, devices: DistinctSet) -> tuple[int, int, int, int]:
+        """(devices counted, dwellers removed, cell key part, contributors) of one set. Once a
+        flood pushed the set past its cap it is a sketch: dwellers (a handful, against at least
+        `cap` devices) can no longer be picked out and stay in the count."""
+        if devices.is_estimate:
+            return devices.count(), 0, devices.cell_key(), devices.contributors()
+        kept = [p for p in devices.members() if not self._dweller(p)]
+        ck = sum(record_key(p) for p in kept)
+        return len(kept), devices.held - len(kept), ck, len(kept)
+
+    def close_window(self, window: FootfallWindow, now: float) -> FootfallCount:
+        """End a window: count, wipe its pseudonyms, expire absent devices."""
+        fixed, fixed_dw, fixed_ck, fixed_c = self._part(window.fixed)
+        rand, rand_dw, rand_ck, rand_c = self._part(window.random)
+        estimate = fixed + round(self.options.randomised_factor * rand)
+        out = FootfallCount(estimate, fixed_c + rand_c, fixed, rand, fixed_dw + rand_dw,
+                            window.weak, window.probes, (fixed_ck + rand_ck) % 256,
+                            window.fixed.is_estimate or window.random.is_estimate)  # fmt: skip
+        window.wipe()
         self._expire(now)
+        return out
+
+    def close(self, now: float) -> FootfallCount:
+        """End the default window (the single-window calls)."""
+        if self._window is None:
+            self._window = self.open_window()
+        out = self.close_window(self._window, now)
+        self._window = None
         return out
 
     def _expire(self, now: float) -> None:
@@ -199,11 +254,9 @@ class FootfallEstimator:
             del self._seen[p]
 
     def forget(self) -> None:
-        """Key rotation: the dwell table (pseudonyms across windows) goes with the old key.
-
-        The open window's sets are kept: the stage rotates only between windows, when they are
-        empty; a forced rotation mid-window keeps them until that window closes (at most one
-        window), so its count is not lost, at the price of counting twice a device heard on
-        both sides of the rotation.
-        """
+        """Key rotation: the dwell table and the default window go with the old key (the
+        stage keeps one estimator per key epoch and drops it whole when the epoch ends)."""
         self._seen.clear()
+        if self._window is not None:
+            self._window.wipe()
+            self._window = None
