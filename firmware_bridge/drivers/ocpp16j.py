@@ -3,8 +3,11 @@
 Frames: `[2, id, Action, body]` CALL, `[3, id, body]` CALLRESULT, `[4, id, code, text, details]`
 CALLERROR. Only StatusNotification, MeterValues, StartTransaction and StopTransaction yield
 readings; other known actions, results and errors are protocol traffic and yield nothing.
-idTag, transactionId and SoC are never put into a reading; session data only as personal fields.
-Details in errors use the gateway's words, never the device's, so no payload text can leak.
+idTag and SoC are never put into a reading. Session data are personal fields (issue 12): the
+energy register is a running total whose steps are sessions' energy, power and session energy
+are person events, and the transactionId rides along as an identifier so that the privacy stage
+can tell sessions apart (pseudonymised in RAM, never published). Details in errors use the
+gateway's words, never the device's, so no payload text can leak.
 """
 
 from __future__ import annotations
@@ -109,13 +112,35 @@ CATALOGUE = Catalogue(
             "connector_id",
             None,
             C,
-            'Connector the status or meter reading belongs to ("0" = whole charge point)',
+            'Connector the status belongs to ("0" = whole charge point)',
             vocabulary=CONNECTOR_WORDS,
         ),
         Field("error_code", None, C, "OCPP 1.6 ChargePointErrorCode", vocabulary=ERROR_CODES),
-        Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0,
-              maximum=1e8),  # a 350 kW charger running flat out for 30 years: 9.2e7 kWh
-        Field("power", "W", M, "Power.Active.Import", minimum=0, maximum=400000),
+        Field(
+            "energy",
+            "kW.h",
+            M,
+            "Energy.Active.Import.Register: the charger's register; its steps are sessions' energy",
+            role=Role.RUNNING_TOTAL,
+            minimum=0,
+            maximum=1e8,  # a 350 kW charger running flat out for 30 years: 9.2e7 kWh
+        ),
+        Field(
+            "power",
+            "W",
+            M,
+            "Power.Active.Import: one vehicle's charging power during its session",
+            role=Role.PERSON_EVENT,
+            minimum=0,
+            maximum=400000,
+        ),
+        Field(
+            "transaction_id",
+            None,
+            C,
+            "OCPP transactionId: tells sessions apart in RAM (pseudonymised), never published",
+            role=Role.IDENTIFIER,
+        ),
         Field("session_start", None, T, "A charging session started", role=Role.PERSON_EVENT),
         Field("session_end", None, T, "A charging session ended", role=Role.PERSON_EVENT),
         Field(
@@ -150,6 +175,14 @@ CATALOGUE = Catalogue(
             "Energy of the sessions that ended in the window",
             aggregation=Aggregation.SUM,
             source="session_energy",
+        ),
+        Field(
+            "energy_metered",
+            "kW.h",
+            M,
+            "Increase of the energy register in the window, by the sessions that drew it",
+            aggregation=Aggregation.INCREMENT,
+            source="energy",
         ),
     ),
 )
@@ -283,10 +316,10 @@ class Decoder(PayloadDecoder):
             return []
         events: list[Event] = []
         for reading in readings:
-            events.extend(self._one_reading(connector, reading))
+            events.extend(self._one_reading(connector, reading, txid))
         return events
 
-    def _one_reading(self, connector: int, reading: object) -> list[Event]:
+    def _one_reading(self, connector: int, reading: object, txid: int | None = None) -> list[Event]:
         if not isinstance(reading, dict) or not isinstance(reading.get("sampledValue"), list):
             return _err("wrong_type", "a meter reading is not an object holding a list")
         values: dict[str, Value] = {}
@@ -310,7 +343,10 @@ class Decoder(PayloadDecoder):
             else:
                 values[field] = round(number * factor, 6)
         if values:
-            values["connector_id"] = str(connector)
+            # all personal now (issue 12): no connector id rides along, or it would leave alone
+            # per reading, stamped with the times a session was drawing power
+            if txid is not None:
+                values["transaction_id"] = str(txid)
             when = parse_rfc3339(reading.get("timestamp"))
             flags = () if when is not None else ("no_device_time",)
             events.insert(0, Decoded(values, device_time=when, flags=flags))
@@ -348,7 +384,7 @@ class Decoder(PayloadDecoder):
         connector = session[0] if session is not None else None
         if self.connector is not None and connector != self.connector:
             return []  # cannot attribute this stop to the configured connector
-        values: dict[str, Value] = {"session_end": True}
+        values: dict[str, Value] = {"session_end": True, "transaction_id": str(txid)}
         flags: tuple[str, ...] = ()
         if session is None:
             flags = ("session_energy_unknown",)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 OBSERVATION_KEYS = frozenset({"phenomenonTime", "resultTime", "result", "Datastream", "parameters"})
 PARAMETER_KEYS = frozenset(
-    {"quality", "aggregation", "period", "samples", "suppressed", "min_count", "window"}
-)
+    {"quality", "aggregation", "period", "samples", "suppressed", "min_count", "window",
+     "disclosure", "estimate"}
+)  # fmt: skip
 
 _HEX = "[0-9A-Fa-f]"
 _SEP = r"[:\-. _]"  # between the bytes of a MAC: colon, dash, dot, space, underscore

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event
+from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event, Role
 from firmware_bridge.drivers import ocpp16j
 
 SAMPLES = json.loads((Path(__file__).parents[1] / "data" / "mqtt_devices.json").read_text())
@@ -54,7 +54,7 @@ def test_start_transaction_yields_only_a_personal_marker_never_the_id_tag() -> N
 
 def test_meter_values_convert_energy_to_kwh_and_power_to_w_and_drop_soc() -> None:
     event = only(feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), MESSAGES[2]))
-    assert event.values == {"energy": 123.15, "power": 7200.0, "connector_id": "1"}
+    assert event.values == {"energy": 123.15, "power": 7200.0, "transaction_id": "5531"}
     assert event.device_time == epoch("2026-03-14T10:27:30")
 
 
@@ -62,14 +62,22 @@ def test_stop_transaction_after_the_sample_sequence_yields_session_energy() -> N
     events = feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), *MESSAGES)
     stop = events[-1]
     assert isinstance(stop, Decoded)
-    assert stop.values == {"session_end": True, "session_energy": pytest.approx(11.42)}
+    assert stop.values == {"session_end": True, "session_energy": pytest.approx(11.42),
+                           "transaction_id": "5531"}  # fmt: skip
     assert stop.device_time == epoch("2026-03-14T11:40:02")
 
 
-def test_no_id_tag_or_transaction_id_ever_appears_in_a_reading() -> None:
+def test_no_id_tag_ever_appears_and_the_transaction_id_only_as_a_declared_identifier() -> None:
     events = feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), *MESSAGES)
-    text = repr(events)
-    assert "04A1B2C3D4E5F6" not in text and "5531" not in text
+    assert "04A1B2C3D4E5F6" not in repr(events)
+    for e in events:
+        assert isinstance(e, Decoded)
+        assert all("5531" not in str(v) for k, v in e.values.items() if k != "transaction_id")
+    cat = ocpp16j.CATALOGUE
+    assert cat.field("transaction_id").role is Role.IDENTIFIER  # type: ignore[union-attr]
+    assert cat.field("energy").role is Role.RUNNING_TOTAL  # type: ignore[union-attr]
+    assert {f.key for f in cat.fields if f.role is Role.PERSON_EVENT} == {
+        "power", "session_start", "session_end", "session_energy"}  # fmt: skip
 
 
 STATUS_TABLE = [
@@ -107,7 +115,7 @@ def test_kwh_and_kw_units_are_converted_and_phase_values_skipped() -> None:
                 {"value": "2400", "measurand": "Power.Active.Import", "phase": "L1"},
                 {"value": "16", "measurand": "Current.Import", "unit": "A"}]}]}  # fmt: skip
     event = only(feed(ocpp16j.Decoder(ocpp16j.Options.model_validate({})), call("MeterValues", body)))
-    assert event.values == {"energy": 12.5, "power": 7200.0, "connector_id": "1"}
+    assert event.values == {"energy": 12.5, "power": 7200.0}  # no transaction, no connector
     assert event.device_time == epoch("2026-03-14T09:00:00")
 
 
@@ -141,7 +149,7 @@ def test_stop_is_linked_to_its_start_through_the_call_result() -> None:
             ),
         )
     )
-    assert stop.values == {"session_end": True, "session_energy": 3.5}
+    assert stop.values == {"session_end": True, "session_energy": 3.5, "transaction_id": "77"}
 
 
 def test_redelivered_start_and_stop_count_once() -> None:
@@ -150,13 +158,14 @@ def test_redelivered_start_and_stop_count_once() -> None:
     stop = call("StopTransaction", {"transactionId": 1, "meterStop": 2000}, "e")
     events = feed(dec, start, start, stop, stop)
     assert [e.values for e in events if isinstance(e, Decoded)] == [
-        {"session_start": True}, {"session_end": True, "session_energy": 2.0}]  # fmt: skip
+        {"session_start": True}, {"session_end": True, "session_energy": 2.0, "transaction_id": "1"}]  # fmt: skip
 
 
 def test_stop_without_a_known_start_still_counts_the_session_end() -> None:
     dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({}))
     stop = only(feed(dec, call("StopTransaction", {"transactionId": 9, "meterStop": 10})))
-    assert stop.values == {"session_end": True} and stop.flags == ("session_energy_unknown",)
+    assert stop.values == {"session_end": True, "transaction_id": "9"}
+    assert stop.flags == ("session_energy_unknown",)
 
 
 def test_sessions_on_other_charge_boxes_are_not_confused() -> None:
@@ -213,13 +222,14 @@ def test_remembered_sessions_are_bounded() -> None:
 
 def test_catalogue_keeps_session_data_personal_and_declares_aggregates() -> None:
     cat = ocpp16j.DRIVER.catalogue_for({})
-    assert {f.key for f in cat.personal_fields} == {"session_start", "session_end",
-                                                    "session_energy"}  # fmt: skip
+    assert {f.key for f in cat.personal_fields} == {"session_start", "session_end", "session_energy",
+                                                    "energy", "power", "transaction_id"}  # fmt: skip
     aggregates = {f.key: (f.aggregation, f.source) for f in cat.fields if f.source}
     assert aggregates == {
         "sessions_started": (Aggregation.COUNT, "session_start"),
         "sessions_ended": (Aggregation.COUNT, "session_end"),
         "energy_delivered": (Aggregation.SUM, "session_energy"),
+        "energy_metered": (Aggregation.INCREMENT, "energy"),
     }
 def test_a_simulated_two_hour_cycle_yields_a_whole_session() -> None:
     dec = ocpp16j.Decoder(ocpp16j.Options.model_validate({}))
