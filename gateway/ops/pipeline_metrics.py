@@ -20,7 +20,12 @@ class PipelineMetrics:
         self.m_blocked_sensor = m.counter("gateway_guard_blocked_by_sensor_total",
                                           "Observations blocked by the egress guard, by sensor and reason")  # fmt: skip
         self.m_privacy = m.counter("gateway_privacy_dropped_total", "Fields withheld by the privacy stage")
-        self.m_suppressed = m.counter("gateway_privacy_suppressed_windows_total", "Small counts not published")
+        self.m_suppressed = m.counter("gateway_privacy_suppressed_windows_total",
+                                      "Windows of personal data published without a number")
+        self.m_sketched = m.counter("gateway_privacy_sketch_windows_total",
+                                    "Windows published as a sketch estimate: a set passed distinct_cap (a flood?)")
+        self.m_rotations = m.counter("gateway_privacy_key_rotations_total", "Pseudonym keys zeroed and dropped")
+        self.m_held = m.gauge("gateway_privacy_pseudonyms_held", "Pseudonyms in RAM now (open windows, dwell tables)")
         self.m_lag = m.gauge("gateway_sink_lag_observations", "Observations not yet delivered")
         self.m_oldest = m.gauge("gateway_sink_oldest_pending_age_seconds", "Age of the oldest undelivered")
         self.m_depth = m.gauge("gateway_outbox_observations", "Rows in the outbox")
@@ -38,6 +43,10 @@ class PipelineMetrics:
             self.m_privacy.set(n, sensor=sensor, reason=reason)
         for sensor, n in self.privacy.suppressed.items():
             self.m_suppressed.set(n, sensor=sensor)
+        for sensor, n in self.privacy.sketched.items():
+            self.m_sketched.set(n, sensor=sensor)
+        self.m_rotations.set(self.privacy.keys.rotations)
+        self.m_held.set(self.privacy.holding().pseudonyms)
 
     async def refresh_outbox(self, outbox: AsyncOutbox, sinks: list[str]) -> None:
         ob = outbox.sync

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from firmware_bridge.base import Aggregation, Field
+from firmware_bridge.base import Aggregation, Field, Role
 from gateway.config import Config
 from gateway.model import iso
 from gateway.model import iso_duration as iso_period
-from gateway.plan import SensorPlan, SitePlan
+from gateway.plan import SensorPlan, SitePlan, personal_aggregates
+from gateway.privacy.disclosure import Statistic, describe
 from gateway.privacy.estimators import ESTIMATORS
+from gateway.privacy.stage import contributors_of, counts_events, rule_of
 from gateway.sinks import SINKS
 from gateway.sources import SOURCES
 
@@ -80,6 +82,10 @@ def _field_transform(sp: SensorPlan, f: Field) -> tuple[str, bool]:
     if f in sp.published:
         return "published as-is, per reading", True
     users = [a for a in sp.aggregates if a.source == f.key]
+    if f.role is Role.RUNNING_TOTAL and users:
+        names = ", ".join(f"`{a.key}`" for a in users)
+        return (f"a running total: never leaves as it is, only its increase per window as {names}, "
+                "under the disclosure rule"), False  # fmt: skip
     if users:
         names = ", ".join(f"`{a.key}` ({_AGG_WORDS[a.aggregation]})" for a in users)
         if f.personal and any(a.aggregation is Aggregation.DISTINCT_COUNT for a in users):
@@ -92,9 +98,39 @@ def _field_transform(sp: SensorPlan, f: Field) -> tuple[str, bool]:
     if readers:
         names = ", ".join(f"`{a.key}` ({a.estimator})" for a in readers)
         return f"read in RAM by the estimator of {names}, then forgotten; never leaves", False
+    if f.role is Role.IDENTIFIER and personal_aggregates(sp):
+        names = ", ".join(f"`{a.key}`" for a in personal_aggregates(sp))
+        return (f"pseudonymised in RAM (HMAC-SHA-256, RAM-only key) only to tell people or sessions "
+                f"apart in {names}; never leaves, forgotten at the window's end"), False  # fmt: skip
     if f.personal:
         return "personal: dropped on arrival, never leaves", False
     return "not selected in privacy.publish: dropped on arrival", False
+
+
+def disclosure_of(sp: SensorPlan, f: Field) -> dict[str, Any] | None:
+    """The disclosure rule of one aggregate Datastream, in figures and in plain words; None
+    when it is not derived from personal data."""
+    if f not in personal_aggregates(sp):
+        return None
+    rule = rule_of(sp)
+    source = sp.catalogue.field(f.source) if f.source is not None else None
+    statistic = Statistic(f.aggregation.value)
+    if f.aggregation is Aggregation.INCREMENT:
+        statistic = Statistic.COUNT if counts_events(source) else Statistic.SUM
+    who, how = contributors_of(f, source)
+    words = describe(rule, statistic, who)
+    if how:
+        words += f" {how}"
+    if f.estimator is not None:
+        words += (" The figure is the footfall method's estimate (an index of passing devices, "
+                  "not of people); the threshold applies to the devices actually heard.")  # fmt: skip
+    if f.aggregation in (Aggregation.DISTINCT_COUNT, Aggregation.COUNT) or f.estimator is not None:
+        words += (f" Above {sp.distinct_cap:,} of them in one window they are counted by a "
+                  "fixed-size sketch (HyperLogLog, standard error 0.81 %), and the figure says "
+                  "`estimate: true`.")  # fmt: skip
+    return {"policy": rule.policy.value, "threshold": rule.threshold, "contributors": who,
+            "expected_abs_error": round(rule.expected_abs_error(), 2) if statistic not in
+            (Statistic.SUM, Statistic.MEAN) else None, "rule": words}  # fmt: skip
 
 
 def _sensor(sp: SensorPlan) -> dict[str, Any]:
@@ -109,19 +145,22 @@ def _sensor(sp: SensorPlan) -> dict[str, Any]:
         })  # fmt: skip
     words = {f.key: f.vocabulary for f in (*sp.published, *sp.aggregates)}
     datastreams = []
+    by_key = {f.key: f for f in (*sp.published, *sp.aggregates)}
     for key, ds in sorted(sp.datastreams.items()):
         agg = ds.aggregation
         windowed = agg != Aggregation.NONE.value
+        rule = disclosure_of(sp, by_key[key]) if key in by_key else None
         datastreams.append({
             "id": ds.id, "property": key, "unit": ds.unit,
             "observation_type": ds.observation_type.value.rsplit("/", 1)[-1],
             "aggregation": agg,
             "window": iso_period(sp.window_s) if windowed else None,
-            "min_count": sp.min_count if agg in ("distinct_count", "count") else None,
+            "min_count": rule["threshold"] if rule else None,
             "delay_s": sp.delay_s if windowed else None,
             "description": ds.description,
             # the only words a text result may be; none: no text leaves (default deny)
             "vocabulary": sorted(words.get(key) or ()) if ds.observation_type.name == "CATEGORY" else None,
+            "disclosure": rule,
         })  # fmt: skip
     out: dict[str, Any] = {
         "id": s.id,
@@ -137,6 +176,8 @@ def _sensor(sp: SensorPlan) -> dict[str, Any]:
         "window_s": sp.window_s,
         "min_count": sp.min_count,
         "delay_s": sp.delay_s,
+        "disclosure": sp.disclosure,
+        "residential": sp.residential,
     }
     estimators = []
     for key, opts in sp.estimators:
@@ -171,7 +212,9 @@ def _on_device(cfg: Config, plan: SitePlan) -> list[dict[str, str]]:
                      f"(oldest dropped first: {ob.when_full})"},
         {"what": "Pseudonym key (HMAC-SHA-256)",
          "where": "RAM only, never on disk; from os.urandom, new at every start",
-         "how_long": f"rotated every {_dur(p.salt_rotation)} (between windows)"},
+         "how_long": f"one key per {_dur(p.salt_rotation)} on the clock, zeroed when its period ends "
+                     "whatever the traffic; every pseudonym, dwell entry and record key made with it "
+                     "goes with it"},
         {"what": "Raw personal readings (MAC addresses, signal strengths, session data)",
          "where": "RAM only, never on disk, not even for durability",
          "how_long": f"at most one window (up to {longest} including delay); lost on a crash"},
@@ -183,7 +226,8 @@ def _on_device(cfg: Config, plan: SitePlan) -> list[dict[str, str]]:
         items.append({
             "what": "Footfall dwell table (pseudonyms with first/last seen times)",
             "where": "RAM only, never on disk; bounded in size",
-            "how_long": f"until absent for {_dur(dwell)}; all forgotten at every key rotation",
+            "how_long": f"until absent for {_dur(dwell)}; all forgotten at every key rotation "
+                        f"(every {_dur(cfg.privacy.salt_rotation)})",
         })  # fmt: skip
     for d in _destinations(cfg):
         if d["on_device"]:
@@ -222,6 +266,7 @@ def build_report(cfg: Config, plan: SitePlan, *, generated_at: float, source: st
         "governance": {k: (getattr(gov, k) or NOT_SET) for k in GOVERNANCE_LABELS},
         "privacy_defaults": {
             "window": iso_period(cfg.privacy.window), "min_count": cfg.privacy.min_count,
+            "disclosure": cfg.privacy.disclosure, "distinct_cap": cfg.privacy.distinct_cap,
             "location_grid_m": cfg.privacy.location_grid_m,
             "salt_rotation": _dur(cfg.privacy.salt_rotation),
         },
@@ -253,7 +298,7 @@ def data_flow_mermaid(cfg: Config, plan: SitePlan) -> str:
         lines.append(f'    {_mid("s_", sp.id)}["{_label(sp.id)} ({sp.driver.name})<br/>{tag}"] --> privacy')
     lines += [
         '    privacy["Privacy stage (RAM): drop personal fields,<br/>pseudonymise, aggregate, '
-        'suppress small counts"]',
+        'disclosure control<br/>(threshold on contributors, cell key / 10-5)"]',
         '    privacy --> guard["Egress guard: blocks identifier-shaped values"]',
         f'    guard --> outbox[("Outbox on disk: non-personal only,<br/>max {_dur(cfg.outbox.max_age)}")]',
         '    privacy -. "dropped: personal raw values" .-> bin(["forgotten"])',
@@ -310,8 +355,8 @@ def to_markdown(report: dict[str, Any], mermaid: str) -> str:
     for z in loc.get("zones", []):
         out.append(f"- Privacy zone `{z['name']}`: {z['action']}, sensors: {z['sensors']}")
     d = r["privacy_defaults"]
-    out.append(f"- Defaults: window {d['window']}, min_count {d['min_count']}, "
-               f"key rotation {d['salt_rotation']}")  # fmt: skip
+    out.append(f"- Defaults: window {d['window']}, min_count {d['min_count']}, disclosure policy "
+               f"`{d['disclosure']}`, key rotation {d['salt_rotation']}")  # fmt: skip
     out += ["", "## Data flow", "", "```mermaid", mermaid, "```", "", "Plain text:", "", "```",
             r["data_flow"], "```"]  # fmt: skip
     out += ["", "## Sensors"]
@@ -323,6 +368,11 @@ def to_markdown(report: dict[str, Any], mermaid: str) -> str:
                         "from this sensor leaves the device.**"]  # fmt: skip
         elif s["privacy_zones"]:
             out += ["", f"Coarsened by privacy zone {', '.join(s['privacy_zones'])}."]
+        if s["residential"]:
+            out += ["", "Residential bay: per-reading properties leave only as the last value of "
+                        f"each {_dur(s['window_s'])} window, {_dur(s['delay_s'])} after it ends; "
+                        "the EVSE status with its occupancy states (available, charging, reserved, "
+                        "blocked) published as UNKNOWN, so it does not show when the household is in."]  # fmt: skip
         out += ["", "What is collected and what happens to it:", "",
                 "| field | unit | personal | transform | leaves the device |",
                 "| --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -344,12 +394,22 @@ def to_markdown(report: dict[str, Any], mermaid: str) -> str:
                 if ds["vocabulary"] is not None:
                     words = ", ".join(f"`{w}`" for w in ds["vocabulary"]) or "none: no text leaves"
                     out.append(f"\n`{ds['property']}` leaves only as one of these words: {words}.")
+        rules = [ds for ds in s["datastreams"] if ds["disclosure"]]
+        if rules:
+            out += ["", "Disclosure rule per Datastream (what a single person can and cannot be "
+                        "inferred from it):", ""]  # fmt: skip
+            for ds in rules:
+                rl = ds["disclosure"]
+                err = (f", expected error ±{rl['expected_abs_error']:g}"
+                       if rl["expected_abs_error"] else "")  # fmt: skip
+                out.append(f"- `{ds['property']}` ({ds['id']}; policy `{rl['policy']}`, threshold "
+                           f"{rl['threshold']} {rl['contributors']}{err}): {_cell(rl['rule'])}")  # fmt: skip
         for m in s.get("estimators", []):
             if m["estimator"] == "wifi_footfall":
                 out += ["", f"Footfall method: probes weaker than {m['rssi_min_dbm']:g} dBm ignored; "
                             f"devices seen across more than {_dur(m['dwell_max_s'])} removed as "
                             f"residents/staff; randomised MACs scaled by {m['randomised_factor']:g}. "
-                            "Counts below min_count are published as `result: null` with "
+                            "Windows below the threshold are published as `result: null` with "
                             "`parameters.suppressed: true`."]  # fmt: skip
             else:
                 out += ["", f"`{m['field']}` is estimated by `{m['estimator']}`: {m}"]
@@ -369,8 +429,8 @@ def to_markdown(report: dict[str, Any], mermaid: str) -> str:
             "checked; anything matching the following is blocked, counted and logged without "
             "its value (fail closed):", ""]  # fmt: skip
     out += [f"- {b}" for b in r["egress_guard_blocks"]]
-    out += ["", "See docs/privacy.md for the method, small-count suppression and the crash "
-                "trade-off.", ""]  # fmt: skip
+    out += ["", "See docs/privacy.md for the method, disclosure control (thresholds, the cell key "
+                "and 10-5 policies, measured errors and attack rates) and the crash trade-off.", ""]  # fmt: skip
     return "\n".join(out)
 
 

@@ -257,23 +257,28 @@ def rule_of(sp: SensorPlan) -> Rule:
     return Rule(Policy(sp.disclosure), sp.min_count)
 
 
-def contributors_of(f: Field, source: Field | None) -> str:
-    """Who the contributors behind an aggregate are, in words (for the privacy report)."""
+def contributors_of(f: Field, source: Field | None) -> tuple[str, str]:
+    """Who the contributors behind an aggregate are: (a few words, one sentence), for the
+    privacy report. Decided from the source's role, as the stage decides."""
     role = source.role if source is not None else Role.READING
     if f.estimator is not None or role is Role.IDENTIFIER:
-        return "distinct devices or people"
+        return "distinct devices", "Each device counts once per window, however often it is heard."
     if role is Role.PERSON_EVENT:
-        return "distinct people or sessions (each event, unless the device names the session)"
+        return "sessions or people", ("A session the device names (e.g. an OCPP transaction) counts "
+                                      "once however many readings it sends; an unnamed event counts as one.")  # fmt: skip
     if role is Role.RUNNING_TOTAL:
-        if _counts_events(source):
-            return "events (each step of the counter; one person passing twice counts twice)"
-        return "charging sessions named by the device (steps it cannot attribute never count)"
+        if counts_events(source):
+            return "events", ("Each step of the device's counter is one event (one person passing "
+                              "twice counts twice: the device does not say who passed).")  # fmt: skip
+        return "charging sessions", ("Each step of the register counts for the session the device "
+                                     "names; steps it does not attribute never count towards the threshold.")  # fmt: skip
     if role is Role.PERSON_COUNT:
-        return "devices counted at one moment (the largest count the device reported)"
-    return "contributors"
+        return "devices at one moment", ("The device counts people itself; the largest count it "
+                                         "reported in the window is the number behind the figure.")  # fmt: skip
+    return "contributors", ""
 
 
-def _counts_events(source: Field | None) -> bool:
+def counts_events(source: Field | None) -> bool:
     """A running total of person events (crossings: a `{count}`), not a quantity register."""
     return source is not None and (
         source.observation_type is ObservationType.COUNT or (source.unit or "").startswith("{")
@@ -463,7 +468,7 @@ class _Register(_Aggregate):
 
     def __init__(self, stage: PrivacyStage, sp: SensorPlan, f: Field) -> None:
         super().__init__(stage, sp, f)
-        self.events = _counts_events(self.source)
+        self.events = counts_events(self.source)
         self.total = RunningTotal(sp.window_s, self.events, sp.distinct_cap)
 
     def absorb(self, r: _Reading, value: Value) -> None:

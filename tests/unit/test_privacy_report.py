@@ -51,6 +51,16 @@ def check_report(md: str, data: dict[str, object], plan_datastreams: set[int]) -
                 assert f["leaves"] is False, (s["id"], f["key"])
                 assert f"| `{f['key']}` |" in md and "| **no** |" in md
         listed |= {ds["id"] for ds in s["datastreams"]}
+        personal = {f["key"] for f in s["fields"] if f["personal"]}
+        for ds in s["datastreams"]:
+            rule = ds["disclosure"]
+            derived = next(f for f in s["fields"] if f["key"] == ds["property"])
+            if rule is None:
+                assert ds["property"] not in personal
+                continue
+            assert derived["derived"] and ds["min_count"] == rule["threshold"] >= 3
+            assert rule["rule"].startswith(f"Published only when at least {rule['threshold']} ")
+            assert rule["rule"] in md.replace("\\|", "|")
     assert listed == plan_datastreams
     for ds_id in plan_datastreams:
         assert str(ds_id) in md
@@ -100,3 +110,25 @@ def test_cli_bad_config_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("gateway: {id: x}\n")
     assert main(["privacy-report", "-c", str(bad), "--out", str(tmp_path)]) == 2
+
+
+def test_each_datastream_of_personal_data_states_its_rule_in_plain_words(env: dict[str, str]) -> None:
+    cfg = parse_config(WIFI_EV.replace("zones: [", "disclosure: ten_five\n  zones: [").replace(
+        "  - {id: bay-3, driver: openevse, mqtt: {topic: openevse/bay3/+}}",
+        "  - {id: bay-3, driver: openevse, mqtt: {topic: openevse/bay3/+}}\n"
+        "  - {id: hub, driver: ocpp16j, mqtt: {topic: ocpp/hub/in}, privacy: {disclosure: cell_key, window: 1d}}"))
+    plan = build_plan(cfg)
+    md, data = render(cfg, plan, generated_at=0, source="wifi.yaml")
+    check_report(md, data, set(plan.datastreams))
+    foot = {ds["property"]: ds for ds in data["sensors"][0]["datastreams"]}
+    hub = {ds["property"]: ds for ds in data["sensors"][2]["datastreams"]}
+    rule = foot["footfall"]["disclosure"]
+    assert (rule["policy"], rule["threshold"], rule["expected_abs_error"]) == ("ten_five", 10, 1.2)
+    assert "rounded to the nearest 5" in rule["rule"] and "index of passing devices" in rule["rule"]
+    assert hub["connector_status"]["disclosure"] is None  # open data, as OCPI feeds publish it
+    energy = hub["energy_delivered"]["disclosure"]
+    assert energy["policy"] == "cell_key" and energy["contributors"] == "sessions or people"
+    assert "more than 50% of it" in energy["rule"] and "does not give one person's part" in energy["rule"]
+    metered = hub["energy_metered"]["disclosure"]
+    assert "steps it does not attribute never count" in metered["rule"]
+    assert "Disclosure rule per Datastream" in md and "whatever the traffic" in md

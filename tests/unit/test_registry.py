@@ -27,6 +27,7 @@ from firmware_bridge.lorawan_profile import LorawanOptions
 from firmware_bridge.options import DriverOptions
 from gateway.config import ConfigError, json_schema, parse_config
 from gateway.plan import build_plan
+from gateway.privacy.disclosure import validate_aggregation
 from gateway.privacy.estimators import ESTIMATORS
 from gateway.sinks import SINKS
 from gateway.sources import SOURCES
@@ -237,6 +238,18 @@ def test_every_driver_has_a_doc_a_strict_options_model_and_a_consistent_catalogu
             assert f.unit is None, f"identifier {f.key} has a unit"
     described = driver.describe(valid_options(driver))
     assert described["driver"] == driver.name and len(described["fields"]) == len(cat.fields)
+
+
+@pytest.mark.parametrize("driver", REGISTERED, ids=IDS)
+def test_no_catalogue_aggregate_publishes_one_persons_value(driver: Driver) -> None:
+    """Disclosure control (issue 12): an aggregate of a personal field must be one the privacy
+    stage can protect in contributors (e.g. an increment of a running total, the max of a
+    device-made people count), never the last, min or max of a person's value."""
+    cat = driver.catalogue_for(valid_options(driver))
+    for f in cat.fields:
+        source = cat.field(f.source) if f.source is not None else None
+        if f.derived and source is not None and source.personal and f.estimator is None:
+            assert validate_aggregation(source.role.value, f.aggregation.value) is None, (f.key, source.role)
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
