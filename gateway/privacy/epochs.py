@@ -14,7 +14,6 @@ Pure: `now` comes in; keys come from an injected factory (`os.urandom(32)` in th
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 from collections.abc import Callable
@@ -63,7 +62,10 @@ class EpochKeys:
         """The key of the epoch containing `t`, made on first use; None if that epoch is
         retired (too late) or has not begun by `now` (+ grace, for a device clock a little
         ahead)."""
-        e = self.epoch(t)
+        e = math.floor(t / self.rotation_s)
+        k = self._keys.get(e)
+        if k is not None and (e + 1) * self.rotation_s + self.grace_s > now:
+            return k  # the common case: a live key, its epoch not over
         if self._retired_below is not None and e < self._retired_below:
             self.refused_late += 1
             return None
@@ -74,7 +76,6 @@ class EpochKeys:
         if e > self.epoch(now + self.grace_s):
             self.refused_future += 1
             return None
-        k = self._keys.get(e)
         if k is None:
             k = self._keys[e] = bytearray(self._factory())
             if len(k) < 16:
@@ -88,7 +89,7 @@ class EpochKeys:
         k = self.key(t, now)
         if k is None:
             return None
-        return hmac.new(k, str(identifier).lower().encode(), hashlib.sha256).digest()[:16]
+        return hmac.digest(k, str(identifier).lower().encode(), "sha256")[:16]
 
     def live_key(self, epoch: int) -> bytearray | None:
         """The key of an epoch if it exists now (never makes one): for closing a window."""

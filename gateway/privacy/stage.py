@@ -324,6 +324,7 @@ class _Aggregate:
 
     def __init__(self, stage: PrivacyStage, sp: SensorPlan, f: Field) -> None:
         self.stage, self.sp, self.field = stage, sp, f
+        self.source_key = f.source
         self.source = sp.catalogue.field(f.source) if f.source is not None else None
         self.table = AGGREGATIONS[f.aggregation]
         self.rule = rule_of(sp)
@@ -622,6 +623,25 @@ class _Estimated(_Aggregate):
                             for i, w in self.windows.open_items() if w.est is not None)  # fmt: skip
 
 
+def _fates(sp: SensorPlan) -> dict[str, Field | tuple[str, str]]:
+    """Per decoded key: the field it leaves as, or the (sensor, reason) it is dropped for, or
+    ("", "") when it leaves only as an aggregate (e.g. last per window in a zone)."""
+    out: dict[str, Field | tuple[str, str]] = {}
+    sources = {f.source for f in sp.aggregates}
+    for f in sp.catalogue.fields:
+        if f.derived:
+            continue
+        if f.personal:
+            out[f.key] = (sp.id, "personal")
+        elif f.key in sources:
+            out[f.key] = ("", "")
+        else:
+            out[f.key] = (sp.id, "not_selected")
+    for f in sp.published:
+        out[f.key] = f
+    return out
+
+
 def _withheld(rule: Rule, reason: str) -> Protected:
     return Protected(None, True, None, False, rule.policy, rule.threshold, reason)
 
@@ -677,9 +697,9 @@ class PrivacyStage:
         self._aggs: dict[str, list[_Aggregate]] = {
             sid: [_aggregate(self, sp, f) for f in sp.aggregates] for sid, sp in plan.sensors.items()
         }
-        # per sensor, fixed by the plan: computed once, not for every reading
-        self._published = {sid: {f.key: f for f in sp.published} for sid, sp in plan.sensors.items()}
-        self._sources = {sid: {f.source for f in sp.aggregates} for sid, sp in plan.sensors.items()}
+        # per sensor and decoded key, fixed by the plan: the field it leaves as, or why it does not
+        # ("" when it leaves only as an aggregate, e.g. last per window in a zone)
+        self._fates = {sid: _fates(sp) for sid, sp in plan.sensors.items()}
         self._identifiers = {sid: tuple(f.key for f in sp.catalogue.fields if f.role is Role.IDENTIFIER)
                              for sid, sp in plan.sensors.items()}  # fmt: skip
 
@@ -701,27 +721,28 @@ class PrivacyStage:
             return []
         out: list[Observation] = []
         quality = list(reading.flags)
-        published = self._published[sp.id]
-        sources = self._sources[sp.id]
+        fates = self._fates[reading.sensor_id]
+        dropped = self.dropped
         for key, value in reading.values.items():
-            f = published.get(key)
+            f = fates.get(key)
             if f is None:
-                declared = sp.catalogue.field(key)
-                if declared is not None and not declared.personal and key in sources:
-                    continue  # leaves as an aggregate (e.g. last per window in a zone)
-                reason = ("personal" if declared.personal else "not_selected") if declared else "undeclared"
-                self.dropped[(sp.id, reason)] += 1
+                dropped[(reading.sensor_id, "undeclared")] += 1
+                continue
+            if isinstance(f, tuple):
+                if f[0]:
+                    dropped[f] += 1
                 continue
             obs = self._observation(sp, f, value, reading.time, now, quality)
             if obs is not None:
                 out.append(obs)
-        aggs = self._aggs[sp.id]
+        aggs = self._aggs[reading.sensor_id]
         if aggs:
             r = _Reading(self, sp, reading, now)
+            values = reading.values
             for agg in aggs:
-                src = agg.field.source
-                if src is not None and src in reading.values:
-                    agg.absorb(r, reading.values[src])
+                src = agg.source_key
+                if src is not None and src in values:
+                    agg.absorb(r, values[src])
         return out
 
     def _observation(

@@ -57,7 +57,7 @@ def config(tmp: Path, port: int, sensors: list[tuple[str, str, str, str]], extra
         lines.append(f"  - {{id: {sid}, driver: {driver}, mqtt: {section}{opts}}}")
     lines += [
         f"inputs: {{mqtt: {{host: 127.0.0.1, port: {port}}}}}",
-        "privacy: {window: 1m, min_count: 1}",
+        "privacy: {window: 1m, min_count: 3}",
         "sinks: {file: {path: observations.jsonl}}",
         "ops: {http: null}",
         extra,

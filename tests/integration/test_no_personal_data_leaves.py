@@ -154,7 +154,7 @@ gateway: {{id: camden-lc-0423, borough: camden, location: {{lat: 51.539, lon: -0
 sensors:
 {SENSORS}
 inputs: {{mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, client_id: leak-{tmp.name}}}}}
-privacy: {{window: 1m, min_count: 1}}
+privacy: {{window: 1m, min_count: 3}}
 sinks:
   file: {{path: observations.jsonl}}
   influxdb: {{url: '{victoria.url}', org: london, bucket: street, token: not-a-secret}}

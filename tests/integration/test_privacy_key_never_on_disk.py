@@ -37,7 +37,7 @@ gateway: {{id: t-gw, borough: camden, location: {{lat: 51.539, lon: -0.1426}}, d
 sensors:
   - {{id: footfall-1, driver: wifi_probe_sniffer, mqtt: {{topic: footfall/+/probes}}}}
 inputs: {{mqtt: {{host: 127.0.0.1}}}}
-privacy: {{window: 1m, min_count: 1, salt_rotation: 1h}}
+privacy: {{window: 1m, min_count: 3, salt_rotation: 1h, disclosure: suppress}}
 sinks: {{file: {{path: observations.jsonl}}}}
 outbox: {{sync: normal}}
 ops: {{http: null}}

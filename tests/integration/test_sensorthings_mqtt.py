@@ -34,7 +34,7 @@ sensors:
   - {{id: pax-1, driver: paxcounter, mqtt: {{topic: paxout/+}}}}
   - {{id: ev-hub-1, driver: ocpp16j, mqtt: {{topic: ocpp/CB-1/in}}}}
 inputs: {{mqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}}}
-privacy: {{window: 1m, min_count: 1}}
+privacy: {{window: 1m, min_count: 3}}
 sinks:
   mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: false}}
 ops: {{http: null}}
