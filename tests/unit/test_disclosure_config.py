@@ -147,7 +147,8 @@ sensors:
     sp = build_plan(parse_config(text, "gw.yaml", {})).sensors["ev"]
     lasts = {f.key for f in sp.aggregates if f.aggregation.value == "last"}
     assert lasts == {"connector_status", "connector_id", "error_code"}
-    assert all(not sp.catalogue.field(f.source).personal for f in sp.aggregates if f.key in lasts)  # type: ignore[union-attr]
+    sources = [sp.catalogue.field(f.source or "") for f in sp.aggregates if f.key in lasts]
+    assert all(f is not None and not f.personal for f in sources)
 
 
 def test_a_residential_bay_publishes_a_coarse_status_per_hour_an_hour_late() -> None:

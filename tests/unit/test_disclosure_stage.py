@@ -96,10 +96,13 @@ event = st.tuples(
 )
 
 
-def readings(events: list[tuple[float, str, int, int | None, float, int]]) -> list[tuple[float, dict[str, object], dict[str, object] | None]]:
+Stream = list[tuple[float, dict[str, object], dict[str, object] | None]]
+
+
+def readings(events: list[tuple[float, str, int, int | None, float, int]]) -> Stream:
     """(time, values for a/b/c, values for the sniffer) in time order; the crossing counter
     moves by 0-3 per reading and restarts from zero now and then."""
-    out = []
+    out: Stream = []
     counter = 100
     for t, kind, person, session, value, rssi in sorted(events):
         if kind == "probe":
@@ -119,7 +122,7 @@ def readings(events: list[tuple[float, str, int, int | None, float, int]]) -> li
     return out
 
 
-def run(stage: PrivacyStage, stream: list[tuple[float, dict[str, object], dict[str, object] | None]]) -> list[Observation]:
+def run(stage: PrivacyStage, stream: Stream) -> list[Observation]:
     out: list[Observation] = []
     for t, values, probe in stream:
         out += stage.due(t)
@@ -131,8 +134,7 @@ def run(stage: PrivacyStage, stream: list[tuple[float, dict[str, object], dict[s
     return out
 
 
-def truth(stream: list[tuple[float, dict[str, object], dict[str, object] | None]], window: float,
-          ) -> dict[tuple[str, int], int]:  # fmt: skip
+def truth(stream: Stream, window: float) -> dict[tuple[str, int], int]:
     """Contributors behind each (property, window), from the stream alone: distinct devices;
     distinct sessions (or single unnamed events); sessions with a non-zero part; counter steps;
     the largest device-made count; phones heard above the footfall threshold."""
@@ -275,7 +277,7 @@ sensors:
         stage.process(Reading("b", t + 2, {"mac": rng.randbytes(6).hex(":")}), t + 2)  # x
         for o in stage.due(t + 60):
             assert o.result is None or isinstance(o.result, int)
-            outputs[(o.sensor_id, o.phenomenon_time)] = o.result  # type: ignore[assignment]
+            outputs[(o.sensor_id, o.phenomenon_time)] = o.result
     attacker = differencing.Attacker(Rule(Policy.CELL_KEY, min_count=10))
     published = certain = guessed = noise_same = 0
     for t, n in sizes.items():
