@@ -618,9 +618,12 @@ class _Estimated(_Aggregate):
         return len(gone)
 
     def held(self) -> int:
-        tables = sum(m.tracked for m in self.methods.values())
-        return tables + sum(self._method(self._epoch_of(i)).held(w.est)
-                            for i, w in self.windows.open_items() if w.est is not None)  # fmt: skip
+        held = sum(m.tracked for m in self.methods.values())
+        for i, w in self.windows.open_items():
+            m = self.methods.get(self._epoch_of(i))
+            if m is not None and w.est is not None:
+                held += m.held(w.est)
+        return held
 
 
 def _fates(sp: SensorPlan) -> dict[str, Field | tuple[str, str]]:
