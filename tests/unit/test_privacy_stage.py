@@ -10,8 +10,11 @@ from firmware_bridge.drivers import generic_json
 from firmware_bridge.options import NoOptions
 from gateway.config import SensorBase
 from gateway.model import Datastream, Observation, Reading
+from gateway.ops.metrics import Registry
+from gateway.ops.pipeline_metrics import PipelineMetrics
 from gateway.plan import SensorPlan, SitePlan
-from gateway.privacy.stage import PrivacyStage
+from gateway.privacy.guard import PARAMETER_KEYS, EgressGuard
+from gateway.privacy.stage import ALLOWED_PARAMETERS, PrivacyStage
 from gateway.sources.mqtt import MqttTopic
 
 C, N = ObservationType.CATEGORY, ObservationType.COUNT
@@ -237,6 +240,26 @@ def test_force_rotate_wipes_every_key_and_open_personal_window() -> None:
     s.force_rotate(12.0)
     assert s.keys.live == () and s.holding().pseudonyms == 0 and s.dropped[("s1", "rotated")] == 1
     assert s.due(60.0) == []  # the wiped window publishes nothing
+
+
+def test_the_guard_allows_exactly_the_parameters_the_stage_writes() -> None:
+    assert ALLOWED_PARAMETERS == PARAMETER_KEYS >= {"disclosure", "estimate", "suppressed", "samples"}
+
+
+def test_metrics_show_sketched_windows_rotations_and_pseudonyms_held() -> None:
+    s = stage(plan(min_count=3, cap=100))
+    registry = Registry()
+    PipelineMetrics(registry, EgressGuard(), s, lambda: 0.0)
+    for i in range(500):
+        feed(s, i / 10, mac=f"02:00:00:00:{i // 256:02x}:{i % 256:02x}", temperature=20.0)
+    s.due(60.0)
+    feed(s, 61.0, mac="aa")
+    text = registry.render()
+    assert 'gateway_privacy_sketch_windows_total{sensor="s1"} 1' in text
+    assert "gateway_privacy_pseudonyms_held 1" in text
+    s.due(3600.0)
+    text = registry.render()
+    assert "gateway_privacy_key_rotations_total 1" in text and "gateway_privacy_pseudonyms_held 0" in text
 
 
 def test_repr_of_a_reading_shows_no_values() -> None:
