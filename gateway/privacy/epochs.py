@@ -30,7 +30,12 @@ class EpochKeys:
     """One random pseudonym key per epoch; a retired epoch's key is zeroed and gone."""
 
     def __init__(
-        self, rotation_s: float, key_factory: Callable[[], bytes], *, grace_s: float = 0.0
+        self,
+        rotation_s: float,
+        key_factory: Callable[[], bytes],
+        *,
+        grace_s: float = 0.0,
+        ahead_s: float = 0.0,
     ) -> None:
         if not rotation_s > 0:
             raise ValueError("rotation must be positive")
@@ -38,6 +43,7 @@ class EpochKeys:
             raise ValueError("grace must be at least 0 and shorter than the rotation")
         self.rotation_s = rotation_s
         self.grace_s = grace_s
+        self.ahead_s = ahead_s  # a device clock this far ahead still gets its epoch's key
         self._factory = key_factory
         self._keys: dict[int, bytearray] = {}
         self._retired_below: int | None = None  # every epoch below this is gone
@@ -73,7 +79,7 @@ class EpochKeys:
         if end + self.grace_s <= now:
             self.refused_late += 1  # its epoch is over even if advance() has not run yet
             return None
-        if e > self.epoch(now + self.grace_s):
+        if e > self.epoch(now + max(self.grace_s, self.ahead_s)):
             self.refused_future += 1
             return None
         if k is None:

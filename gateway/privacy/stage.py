@@ -62,6 +62,7 @@ ALLOWED_PARAMETERS = frozenset(
      "disclosure", "estimate"}
 )  # fmt: skip
 Result = float | int | str | bool | None
+DEVICE_AHEAD_S = 300.0  # a device time this far ahead is trusted (DEVICE_CLOCK_TOLERANCE, gateway/sources/stamp.py)
 Closed = tuple[Result, dict[str, ParamValue]]
 
 
@@ -688,7 +689,7 @@ class PrivacyStage:
             problems.append("a publication delay must be shorter than the key rotation")
         if problems:
             raise ValueError("; ".join(problems))  # the plan refuses such a config first
-        self.keys = EpochKeys(salt_rotation_s, key_factory, grace_s=grace)
+        self.keys = EpochKeys(salt_rotation_s, key_factory, grace_s=grace, ahead_s=DEVICE_AHEAD_S)
         self._started_at = started_at
         self._now = started_at
         self._events = 0
@@ -778,7 +779,7 @@ class PrivacyStage:
         """A reading for a window already published, or whose key epoch is over (or not begun:
         a device clock far ahead): dropped and counted, never reopening anything."""
         self.late[sensor] += 1
-        future = r is not None and r.reading.time > r.now + self.keys.grace_s
+        future = r is not None and r.reading.time > r.now + max(self.keys.grace_s, self.keys.ahead_s)
         self.dropped[(sensor, "future" if future else "late")] += 1
 
     def _protected(self, sensor: str, p: Protected | None) -> Closed | None:
