@@ -28,7 +28,15 @@ from firmware_bridge import (
     lpp,
     paxcounter_payload,
 )
-from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event, Ignored, ObservationType, Role
+from firmware_bridge.base import (
+    Aggregation,
+    Decoded,
+    DecodeError,
+    Event,
+    Ignored,
+    ObservationType,
+    Role,
+)
 from firmware_bridge.driver import MessageDriver
 from firmware_bridge.drivers import MESSAGE_DRIVERS
 from tests.unit.firmware_data import load, payload_bytes
