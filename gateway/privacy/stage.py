@@ -264,6 +264,12 @@ def contributors_of(f: Field, source: Field | None) -> tuple[str, str]:
     role = source.role if source is not None else Role.READING
     if f.estimator is not None or role is Role.IDENTIFIER:
         return "distinct devices", "Each device counts once per window, however often it is heard."
+    if role is Role.PERSON_EVENT and f.aggregation in (Aggregation.SUM, Aggregation.MEAN):
+        return "named sessions or people", (
+            "Only parts the device attributes to a session or person (e.g. an OCPP transaction) "
+            "count, each session once however many readings it sends; parts it does not attribute "
+            "add to the figure but never towards the threshold (a device reporting one session's "
+            "energy every few seconds is one person, not many).")  # fmt: skip
     if role is Role.PERSON_EVENT:
         return "sessions or people", ("A session the device names (e.g. an OCPP transaction) counts "
                                       "once however many readings it sends; an unnamed event counts as one.")  # fmt: skip
@@ -444,10 +450,19 @@ class _Personal(_Aggregate):
 
     def absorb(self, r: _Reading, value: Value) -> None:
         assert self.source is not None
-        who = r.pseudonym(value) if self.source.role is Role.IDENTIFIER else r.named() or r.event()
-        if who is None:
+        if r.stage.keys.key(r.reading.time, r.now) is None:
             self.stage._late(self.sp.id, r)  # its key epoch is over
             return
+        who: bytes | None
+        if self.source.role is Role.IDENTIFIER:
+            who = r.pseudonym(value)
+        elif self.table.statistic in (Statistic.SUM, Statistic.MEAN):
+            # a part of a sum is someone's only if the reading names them: a device may report
+            # one session's energy many times (every few seconds), and those parts are one
+            # person, not many; unnamed parts add to the figure, never towards the threshold
+            who = r.named()
+        else:
+            who = r.named() or r.event()  # a count: each unnamed event is one event
         w = self._open(r)
         if w is not None:
             self.table.absorb(w, value, who)

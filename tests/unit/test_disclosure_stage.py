@@ -104,7 +104,7 @@ def readings(events: list[tuple[float, str, int, int | None, float, int]]) -> St
     moves by 0-3 per reading and restarts from zero now and then."""
     out: Stream = []
     counter = 100
-    for t, kind, person, session, value, rssi in sorted(events):
+    for t, kind, person, session, value, rssi in sorted(events, key=lambda e: e[:3]):
         if kind == "probe":
             m = mac(person)
             out.append((T0 + t, {"mac": m}, {"mac": m, "rssi": rssi, "randomised": is_locally_administered(m), "ch": 6}))
@@ -136,7 +136,7 @@ def run(stage: PrivacyStage, stream: Stream) -> list[Observation]:
 
 def truth(stream: Stream, window: float) -> dict[tuple[str, int], int]:
     """Contributors behind each (property, window), from the stream alone: distinct devices;
-    distinct sessions (or single unnamed events); sessions with a non-zero part; counter steps;
+    distinct sessions (or single unnamed events); named sessions with a non-zero part; counter steps;
     the largest device-made count; phones heard above the footfall threshold."""
     macs: dict[int, set[str]] = defaultdict(set)
     strong: dict[int, set[str]] = defaultdict(set)
@@ -153,8 +153,9 @@ def truth(stream: Stream, window: float) -> dict[tuple[str, int], int]:
             strong[w].add(str(probe["mac"]))
         if "kwh" in values:
             who = values.get("session", ("event", n))
-            named[w].add(who)
-            parts[w][who] += float(values["kwh"])  # type: ignore[arg-type]
+            named[w].add(who)  # a count: each unnamed event counts once
+            if "session" in values:  # a sum: only the parts a reading attributes to a session
+                parts[w][who] += float(values["kwh"])  # type: ignore[arg-type]
         if "crossings" in values:
             x = float(values["crossings"])  # type: ignore[arg-type]
             if prev is not None:

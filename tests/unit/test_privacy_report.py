@@ -127,7 +127,7 @@ def test_each_datastream_of_personal_data_states_its_rule_in_plain_words(env: di
     assert "rounded to the nearest 5" in rule["rule"] and "index of passing devices" in rule["rule"]
     assert hub["connector_status"]["disclosure"] is None  # open data, as OCPI feeds publish it
     energy = hub["energy_delivered"]["disclosure"]
-    assert energy["policy"] == "cell_key" and energy["contributors"] == "sessions or people"
+    assert energy["policy"] == "cell_key" and energy["contributors"] == "named sessions or people"
     assert "more than 50% of it" in energy["rule"] and "does not give one person's part" in energy["rule"]
     metered = hub["energy_metered"]["disclosure"]
     assert "steps it does not attribute never count" in metered["rule"]

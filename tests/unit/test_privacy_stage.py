@@ -122,6 +122,16 @@ def test_a_sum_needs_min_count_sessions_not_readings() -> None:
     assert o.result == 10.0 and o.parameters["samples"] == 3  # samples: sessions, not readings
 
 
+def test_parts_of_a_sum_count_only_for_the_sessions_the_readings_name() -> None:
+    """A device reporting one session's energy every few seconds (OpenEVSE's energy since the
+    last report) must not pass for many people: unnamed parts never count towards the threshold."""
+    s = stage(plan(min_count=3))
+    for i in range(30):
+        feed(s, 1.0 + i, session_energy=0.05)
+    (o,) = s.due(60.0)
+    assert o.property == "energy" and o.result is None and o.parameters["suppressed"] is True
+
+
 def test_samples_and_sums_leave_protected_under_the_cell_key_policy() -> None:
     s = stage(plan(min_count=3, disclosure="cell_key"))
     parts = [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0]
