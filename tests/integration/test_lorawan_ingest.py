@@ -174,7 +174,7 @@ gateway: {{id: camden-lc-0423, borough: camden, location: {{lat: 51.539, lon: -0
 sensors:
 {sensors}
 inputs: {{mqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}}}
-privacy: {{window: 1h, min_count: 1}}
+privacy: {{window: 1h, min_count: 3, disclosure: suppress}}
 sinks:
   file: {{path: observations.jsonl}}
   mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: false}}

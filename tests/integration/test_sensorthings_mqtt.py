@@ -118,7 +118,7 @@ sensors:
   - {{id: pm-north, driver: pms5003, serial: {{port: '{tmp_path / "no-such-port"}'}}}}
   - {{id: ev-hub-1, driver: ocpp16j, mqtt: {{topic: ocpp/CB-1/in}}}}
 inputs: {{mqtt: {{host: 127.0.0.1, port: {port}}}}}
-privacy: {{window: 1m, min_count: 1}}
+privacy: {{window: 1m, min_count: 3}}
 sinks:
   st: {{type: mqtt, host: 127.0.0.1, port: {port}, tls: false}}
   sm: {{type: mqtt, host: 127.0.0.1, port: {port}, tls: false, format: senml}}
