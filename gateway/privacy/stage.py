@@ -2,7 +2,8 @@
 
 Pure: time comes in as `now`, pseudonym keys from an injected factory (os.urandom in the shell).
 Default deny: a field leaves only if its driver's catalogue declares it non-personal and the
-sensor's policy selects it; personal fields feed windowed aggregates and are forgotten.
+sensor's policy selects it; personal fields feed windowed aggregates and are forgotten. A text
+value leaves only if it is a word of its field's declared vocabulary.
 
 Every aggregate of a personal field (`Field.role` in PERSONAL_ROLES) leaves only through
 gateway/privacy/disclosure.py, stated in contributors — the people, devices or sessions behind
@@ -64,6 +65,24 @@ ALLOWED_PARAMETERS = frozenset(
 Result = float | int | str | bool | None
 DEVICE_AHEAD_S = 300.0  # a device time this far ahead is trusted (DEVICE_CLOCK_TOLERANCE, gateway/sources/stamp.py)
 Closed = tuple[Result, dict[str, ParamValue]]
+
+
+NOT_IN_VOCABULARY = "not_in_vocabulary"
+
+
+def in_vocabulary(f: Field, text: str) -> bool:
+    """Default deny for free text: a word leaves only if the field's catalogue (or the config's
+    `allowed:` list) declares it. A field that declares no vocabulary lets no text out: a name,
+    a plate or a message typed into a device's status field must not reach open data."""
+    return f.vocabulary is not None and text in f.vocabulary
+
+
+def _result_time(now: float, phenomenon_end: float) -> float:
+    """A result exists only once its phenomenon has happened: resultTime is never before the
+    (end of the) phenomenonTime. Stamps can lie a few milliseconds ahead of `now` (the sources
+    keep them strictly increasing per sensor, so a burst of messages read at once is pushed
+    forward) or a device clock within its tolerance ahead of ours."""
+    return max(now, phenomenon_end)
 
 
 def round_result(v: float) -> float:
@@ -364,6 +383,10 @@ class _Aggregate:
     def absorb(self, r: _Reading, value: Value) -> None:
         if self._coarse and isinstance(value, str):
             value = residential_status(value)
+        if (self.field.aggregation is Aggregation.LAST and isinstance(value, str)
+                and not in_vocabulary(self.field, value)):  # fmt: skip
+            self.stage.dropped[(self.sp.id, NOT_IN_VOCABULARY)] += 1  # `last` publishes the word itself
+            return
         if self.field.aggregation is Aggregation.INCREMENT:
             x = _number(value)
             if x is None or r.reading.time < self._prev_t:
@@ -405,7 +428,8 @@ class _Aggregate:
         if params.get("suppressed"):
             self.stage.suppressed[self.sp.id] += 1
         ds = self.sp.datastreams[self.field.key]
-        return [Observation(ds.id, self.sp.id, self.field.key, start, now, result, stop, params)]
+        return [Observation(ds.id, self.sp.id, self.field.key, start, _result_time(now, stop), result,
+                            stop, params)]  # fmt: skip
 
     def due(self, now: float) -> list[Observation]:
         out: list[Observation] = []
@@ -762,7 +786,23 @@ class PrivacyStage:
                 src = agg.source_key
                 if src is not None and src in values:
                     agg.absorb(r, values[src])
-        return out
+        return self._one_per_datastream(sp.id, out)
+
+    def _one_per_datastream(self, sensor: str, out: list[Observation]) -> list[Observation]:
+        """One reading, at most one observation per Datastream: a second one
+        (two aliased device keys mapped onto one property) would be a double write downstream."""
+        if len(out) < 2:
+            return out
+        seen: set[int] = set()
+        kept = []
+        for obs in out:
+            key = obs.datastream_id
+            if key in seen:
+                self.dropped[(sensor, "duplicate_datastream")] += 1
+                continue
+            seen.add(key)
+            kept.append(obs)
+        return kept
 
     def _observation(
         self, sp: SensorPlan, f: Field, value: Value, t: float, now: float, quality: list[str]
@@ -770,6 +810,9 @@ class PrivacyStage:
         ds = sp.datastreams[f.key]
         result: float | int | str | bool
         flags = list(quality)
+        if isinstance(value, str) and not in_vocabulary(f, value):
+            self.dropped[(sp.id, NOT_IN_VOCABULARY)] += 1
+            return None
         if isinstance(value, bool | str):
             result = residential_status(value) if (
                 sp.residential and isinstance(value, str) and is_evse_status(f.vocabulary)) else value  # fmt: skip
@@ -788,7 +831,7 @@ class PrivacyStage:
         params: dict[str, ParamValue] = {}
         if flags:
             params["quality"] = ",".join(sorted(set(flags)))
-        return Observation(ds.id, sp.id, f.key, t, now, result, None, params)
+        return Observation(ds.id, sp.id, f.key, t, _result_time(now, t), result, None, params)
 
     def _late(self, sensor: str, r: _Reading | None = None) -> None:
         """A reading for a window already published, or whose key epoch is over (or not begun:
