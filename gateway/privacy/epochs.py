@@ -129,7 +129,9 @@ class Windows(Generic[T]):
     """The open windows of one aggregate, keyed by window index, each with its accumulator.
 
     A window [i·w, (i+1)·w) is due at its end + `grace_s`; a reading for a window that was
-    already closed is refused (counted in `late`), never reopened.
+    already published (or one before it) is refused (counted in `late`), never reopened. A
+    reading for a past window that was never opened (a device clock a little behind) opens it,
+    and it is published at the next `due`.
     """
 
     def __init__(self, window_s: float, factory: Callable[[], T], *, grace_s: float = 0.0) -> None:
@@ -163,15 +165,18 @@ class Windows(Generic[T]):
         """Remove and return, oldest first, every window that ended by `now` − grace."""
         ready = sorted(i for i in self._open if (i + 1) * self.window_s + self.grace_s <= now)
         out = [(i, self._open.pop(i)) for i in ready]
-        limit = _floor_div(now - self.grace_s, self.window_s)
-        if self._closed_below is None or limit > self._closed_below:
-            self._closed_below = limit
+        self._published_up_to(ready)
         return out
+
+    def _published_up_to(self, indices: list[int]) -> None:
+        if indices and (self._closed_below is None or indices[-1] + 1 > self._closed_below):
+            self._closed_below = indices[-1] + 1
 
     def drain(self) -> list[tuple[int, T]]:
         """Every open window (shutdown: publish them flagged partial)."""
         out = sorted(self._open.items())
         self._open.clear()
+        self._published_up_to([i for i, _ in out])
         return out
 
     def discard(self, below: int | None = None) -> list[tuple[int, T]]:

@@ -150,7 +150,7 @@ sensors:
   - {{id: sniff-1, driver: wifi_probe_sniffer, mqtt: {{topic: 'footfall/sniffer-1/probes'}}}}
   - {{id: ocpp-1, driver: ocpp16j, mqtt: {{topic: 'ocpp/ocpp-1/in'}}}}
 inputs: {{mqtt: {{host: 127.0.0.1, port: {main.port}, personal_port: {personal.port}, username: gateway, password: '{gateway_pw}'}}}}
-privacy: {{window: 1m, min_count: 1}}
+privacy: {{window: 1m, min_count: 3}}
 sinks: {{file: {{path: observations.jsonl}}}}
 ops: {{http: null}}
 """, "t.yaml", {})

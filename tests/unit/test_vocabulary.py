@@ -164,10 +164,11 @@ def test_the_guard_blocks_per_observation_in_every_encoding_a_sink_sends() -> No
     format), and counted per sensor."""
     plan = plan_for(ocpp.DRIVER)
     sp = plan.sensors["s"]
-    status, energy = sp.datastreams["connector_status"].id, sp.datastreams["energy"].id
+    # a number: the energy of the window's sessions (the register itself is personal, issue 12)
+    status, energy = sp.datastreams["connector_status"].id, sp.datastreams["energy_delivered"].id
     batch = [Observation(status, "s", "connector_status", 10.0, 10.0, "CHARGING"),
              Observation(status, "s", "connector_status", 11.0, 11.0, "Priya Patel"),
-             Observation(energy, "s", "energy", 12.0, 12.0, 4.5)]  # fmt: skip
+             Observation(energy, "s", "energy_delivered", 12.0, 12.0, 4.5)]  # fmt: skip
     rows = [Row(i + 1, o.datastream_id, o.phenomenon_time, o.to_record()) for i, o in enumerate(batch)]
 
     guard = guard_of(plan)
@@ -305,6 +306,6 @@ def test_the_privacy_report_lists_the_words_each_category_may_leave_as() -> None
     md, data = render(cfg, build_plan(cfg), generated_at=0.0)
     (sensor,) = data["sensors"]
     by_key = {d["property"]: d["vocabulary"] for d in sensor["datastreams"]}
-    assert by_key["connector_status"] == sorted(ocpp.STATUS_WORDS) and by_key["energy"] is None
+    assert by_key["connector_status"] == sorted(ocpp.STATUS_WORDS) and by_key["energy_delivered"] is None
     assert "`connector_status` leaves only as one of these words: `AVAILABLE`, `CHARGING`" in md
     assert any("declared vocabulary" in line for line in data["egress_guard_blocks"])
