@@ -5,6 +5,12 @@ Default deny: a field leaves only if its driver's catalogue declares it non-pers
 sensor's policy selects it; personal fields feed windowed aggregates and are forgotten. A text
 value leaves only if it is a word of its field's declared vocabulary.
 
+Physical ranges are enforced here, where every Observation is made and the catalogue is at
+hand, so every sink gets the same answer: a number outside its field's `minimum`/`maximum` is
+withheld (result null, quality `out_of_range`, counted as `out_of_range`), never published as a
+number, and never absorbed into an aggregate. One absurd value would otherwise reach the store
+(`1e300` W flattens its neighbours in VictoriaMetrics) and every consumer.
+
 Every aggregate of a personal field (`Field.role` in PERSONAL_ROLES) leaves only through
 gateway/privacy/disclosure.py, stated in contributors — the people, devices or sessions behind
 it, never samples: a threshold, then the sensor's policy against differencing (issue 12). How
@@ -30,7 +36,7 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_bridge.base import Aggregation, Field, ObservationType, Role, Value
@@ -63,6 +69,8 @@ ALLOWED_PARAMETERS = frozenset(
      "disclosure", "estimate"}
 )  # fmt: skip
 Result = float | int | str | bool | None
+# reading flags an aggregate carries on if any reading in its window had them
+INHERITED_FLAGS = frozenset({"clock_unsynced"})
 DEVICE_AHEAD_S = 300.0  # a device time this far ahead is trusted (DEVICE_CLOCK_TOLERANCE, gateway/sources/stamp.py)
 Closed = tuple[Result, dict[str, ParamValue]]
 
@@ -91,6 +99,10 @@ def round_result(v: float) -> float:
     return 0.0 if r == 0 else r
 
 
+def out_of_range(f: Field, value: float) -> bool:
+    return (f.minimum is not None and value < f.minimum) or (f.maximum is not None and value > f.maximum)
+
+
 def _number(value: Value) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
@@ -107,6 +119,7 @@ class _Window:
     """One open window of one aggregate: what every aggregation needs, in RAM only."""
 
     partial: bool  # began before this process started (a crash or restart lost part of it)
+    flags: set[str] = field(default_factory=set)  # quality inherited from the readings in it
     distinct: DistinctSet | None = None  # distinct_count: pseudonyms, bounded
     parts: Contributions | None = None  # personal sources: each contributor's part, bounded
     total: float = 0.0
@@ -375,6 +388,7 @@ class _Aggregate:
             self.stage._late(self.sp.id)
             return None
         w.partial = w.partial or self._began_before_start(self.windows.index(r.reading.time))
+        w.flags.update(fl for fl in r.reading.flags if fl in INHERITED_FLAGS)
         return w
 
     def _began_before_start(self, index: int) -> bool:
@@ -412,7 +426,7 @@ class _Aggregate:
         return closed
 
     def _emit(self, index: int, partial: bool, closed: Closed | None, now: float,
-              end: float | None = None) -> list[Observation]:  # fmt: skip
+              end: float | None = None, flags: set[str] | None = None) -> list[Observation]:  # fmt: skip
         if closed is None:
             return []
         result, extra = closed
@@ -422,8 +436,9 @@ class _Aggregate:
             "aggregation": self.field.aggregation.value,
             "period": iso_duration(self.sp.window_s),
         }
-        if partial or end is not None:
-            params["quality"] = "partial_window"
+        quality = set(flags or ()) | ({"partial_window"} if partial or end is not None else set())
+        if quality:
+            params["quality"] = ",".join(sorted(quality))
         params.update(extra)
         if params.get("suppressed"):
             self.stage.suppressed[self.sp.id] += 1
@@ -434,14 +449,16 @@ class _Aggregate:
     def due(self, now: float) -> list[Observation]:
         out: list[Observation] = []
         for index, w in self.windows.due(now):
-            out.extend(self._emit(index, w.partial, self.result(w, index), now))
+            flags = set(w.flags)
+            out.extend(self._emit(index, w.partial, self.result(w, index), now, flags=flags))
         return out
 
     def drain(self, now: float) -> list[Observation]:
         out: list[Observation] = []
         for index, w in self.windows.drain():
             end = min(now, (index + 1) * self.sp.window_s)
-            out.extend(self._emit(index, True, self.result(w, index), now, end))
+            flags = set(w.flags)
+            out.extend(self._emit(index, True, self.result(w, index), now, end, flags))
         return out
 
     def wipe(self, before: float | None) -> int:
@@ -511,6 +528,7 @@ class _Register(_Aggregate):
         super().__init__(stage, sp, f)
         self.events = counts_events(self.source)
         self.total = RunningTotal(sp.window_s, self.events, sp.distinct_cap)
+        self._flags: dict[int, set[str]] = {}  # window index -> quality inherited from readings
 
     def absorb(self, r: _Reading, value: Value) -> None:
         x = _number(value)
@@ -523,10 +541,15 @@ class _Register(_Aggregate):
         self.total.observe(x, r.reading.time, None if self.events else r.named())
         if self.total.late > late:
             self.stage._late(self.sp.id)
+            return
+        inherited = {fl for fl in r.reading.flags if fl in INHERITED_FLAGS}
+        if inherited:
+            self._flags.setdefault(self.windows.index(r.reading.time), set()).update(inherited)
 
     def _close(self, index: int, now: float, end: float | None = None) -> list[Observation]:
         key = self.stage.keys.live_key(self.stage.keys.epoch(index * self.sp.window_s))
         inc = self.total.close(index, key)
+        flags = self._flags.pop(index, set())
         if inc is None:
             return []
         if key is None and self.events:  # no key left to make the events' cell key
@@ -534,7 +557,7 @@ class _Register(_Aggregate):
         else:
             p = inc.protect(self.rule, as_count=self.events)
         return self._emit(index, self._began_before_start(index), self.stage._protected(self.sp.id, p),
-                          now, end)  # fmt: skip
+                          now, end, flags)  # fmt: skip
 
     def due(self, now: float) -> list[Observation]:
         out: list[Observation] = []
@@ -785,7 +808,12 @@ class PrivacyStage:
             for agg in aggs:
                 src = agg.source_key
                 if src is not None and src in values:
-                    agg.absorb(r, values[src])
+                    value = values[src]
+                    number = _number(value)
+                    if number is not None and agg.source is not None and out_of_range(agg.source, number):
+                        self.dropped[(reading.sensor_id, "out_of_range")] += 1
+                        continue
+                    agg.absorb(r, value)
         return self._one_per_datastream(sp.id, out)
 
     def _one_per_datastream(self, sensor: str, out: list[Observation]) -> list[Observation]:
@@ -808,7 +836,7 @@ class PrivacyStage:
         self, sp: SensorPlan, f: Field, value: Value, t: float, now: float, quality: list[str]
     ) -> Observation | None:
         ds = sp.datastreams[f.key]
-        result: float | int | str | bool
+        result: float | int | str | bool | None
         flags = list(quality)
         if isinstance(value, str) and not in_vocabulary(f, value):
             self.dropped[(sp.id, NOT_IN_VOCABULARY)] += 1
@@ -821,10 +849,10 @@ class PrivacyStage:
                 self.dropped[(sp.id, "not_finite")] += 1
                 return None
             result = round_result(value) if isinstance(value, float) else value
-            if (f.minimum is not None and value < f.minimum) or (
-                f.maximum is not None and value > f.maximum
-            ):
+            if out_of_range(f, value):  # withheld: the reading is visible, the number is not
+                self.dropped[(sp.id, "out_of_range")] += 1
                 flags.append("out_of_range")
+                result = None
         else:
             self.dropped[(sp.id, "wrong_type")] += 1
             return None
