@@ -55,7 +55,7 @@ sensors:
   - {{id: pm, driver: pms5003, serial: {{port: /dev/null-no-such}}}}
   - {{id: gj, driver: generic_json, mqtt: {{topic: a/+}}, options: {{fields: [{{path: v, property: pm2_5, unit: ug/m3}}],
       aggregates: [{{property: pm2_5_mean, of: pm2_5, aggregation: mean}}]}}}}
-privacy: {{window: 1m, min_count: 1}}
+privacy: {{window: 1m, min_count: 3}}
 sinks: {{file: {{path: obs.jsonl}}}}
 clock: {{max_hold: {max_hold}}}
 {extra}""", "t.yaml", {})  # fmt: skip
