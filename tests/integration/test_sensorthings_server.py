@@ -700,7 +700,7 @@ def test_parked_observations_land_once_the_server_takes_them(tmp_path: Path, sta
         # as a single POST (`"result":v,`) or inside a dataArray row (`,v,{`)
         mark = re.compile(rb"[:,](" + rb"|".join(re.escape(json.dumps(v).encode()) for v in poison) + rb")[,}]")
         front.fail = lambda method, body: method == "POST" and mark.search(body) is not None
-        sink = make_sink(cfg, plan, front.url, batch_size=50, park_retry=0)
+        sink = make_sink(cfg, plan, front.url, batch_size=50, park_retry=0.001)  # 1 ms: the next write tries parked rows again
         assert runner(sink, rows_of(expected)) == (198, [])
         assert len(sink.parked.items) == 2 and len(server_observations(sta_server)) == 198
 
