@@ -1,7 +1,8 @@
 """Real services for integration tests: VictoriaMetrics and Mosquitto on free ports.
 
-Under CI (CI=true) a missing service binary fails the test loudly; locally it skips with the
-apt command to install it. Nothing is mocked.
+A missing service binary fails the test loudly with the apt command to install it
+(SG_ALLOW_MISSING=1 makes it a skip, for a partial local run only). Nothing is mocked.
+Ports come from a slice per pytest-xdist worker, so parallel workers never collide.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -26,10 +29,40 @@ from tests.integration.sta_server import StaServer
 DATA = Path(__file__).parent / "data"
 
 
+def _port_range() -> range:
+    """Ports this test process may hand out: below Linux's ephemeral range (32768+), so no
+    client connection takes one between our check and the service's bind, and one slice per
+    pytest-xdist worker, so two workers never pick the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = 10_000 + (index % 11) * 2_000
+    return range(start, start + 2_000)
+
+
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, not handed out before in this process."""
+    candidates = [p for p in _port_range() if p not in _ports_given]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {_port_range()}")
+
+
+def missing(msg: str) -> NoReturn:
+    """A tool or service the tests need is missing: fail loudly (scripts/test installs all of
+    them). SG_ALLOW_MISSING=1 turns this into a skip for a partial local run."""
+    if os.environ.get("SG_ALLOW_MISSING") == "1":
+        pytest.skip(msg)
+    pytest.fail(msg)
 
 
 def require_binary(name: str, package: str, extra_dirs: tuple[str, ...] = ("/usr/sbin",)) -> str:
@@ -41,10 +74,7 @@ def require_binary(name: str, package: str, extra_dirs: tuple[str, ...] = ("/usr
                 path = candidate
                 break
     if path is None:
-        msg = f"{name} not found: install it with `apt-get install -y {package}` (scripts/test does)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{name} not found: install it with `apt-get install -y {package}` (scripts/test does)")
     return path
 
 
@@ -204,3 +234,9 @@ def sta_server(tmp_path: Path) -> Iterator[StaServer]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` first: with pytest-xdist a long test collected last would run alone
+    at the end while the other workers sit idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import free_port, missing
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "raspberrypi"
 INSTALL = DEPLOY / "install.sh"
@@ -31,25 +33,19 @@ EXE = "/opt/street-gateway/bin/street-gateway"
 
 
 def need(tool: str, apt_package: str) -> str:
-    """Path of `tool`; skip without it, but fail under CI so a missing package is noticed."""
+    """Path of `tool`; without it the test fails (tests.conftest.missing)."""
     path = shutil.which(tool)
     if path is None:
-        msg = f"{tool} not found: apt-get install {apt_package}"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{tool} not found: apt-get install {apt_package}")
     return path
 
 
 def need_module(name: str) -> Any:
-    """Import `name`; skip without it, fail under CI (as `need`)."""
+    """Import `name`; without it the test fails (as `need`)."""
     try:
         return importlib.import_module(name)
     except ImportError as err:
-        msg = f"{name} not importable ({err}): pip install the project with its test extras"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{name} not importable ({err}): pip install the project with its test extras")
 
 
 def run_install(
@@ -643,12 +639,6 @@ def test_uninstall_keeps_config_and_data_unless_purged(
 # ------------------------------------------------------------------------------ real broker
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_broker_config_authenticates_and_confines_devices(
     installed: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -774,6 +764,7 @@ def test_the_lock_pins_every_dependency_within_the_pyproject_ranges() -> None:
     assert all("--hash=sha256:" in b for b in blocks if "==" in b), "every pin carries its hashes"
 
 
+@pytest.mark.slow
 def test_install_from_the_lock_with_require_hashes_into_a_fresh_venv(tmp_path: Path) -> None:
     """install.sh --with-venv builds a fresh venv from requirements.lock with --require-hashes
     (the path a Pi takes), the gateway runs from it, and the same lock resolves to hashed

@@ -260,6 +260,7 @@ def city_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 # ---------------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_store_outage_loses_nothing_and_keeps_order_per_datastream(
     tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics
 ) -> None:
@@ -297,6 +298,7 @@ def test_store_outage_loses_nothing_and_keeps_order_per_datastream(
         assert len(times) == n and times == sorted(set(times))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_three_times_loses_nothing_and_duplicates_overwrite(
     tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics
 ) -> None:
@@ -367,6 +369,7 @@ class Subscriber:
         self.client.disconnect()
 
 
+@pytest.mark.slow
 def test_mqtt_sink_loses_nothing_when_the_city_broker_restarts(
     tmp_path: Path, mosquitto: Mosquitto, city_broker: Mosquitto
 ) -> None:
@@ -412,6 +415,7 @@ def metric_values(port: int, name: str) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 def test_outbox_bound_drops_oldest_counts_them_and_delivers_the_newest(
     tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics
 ) -> None:

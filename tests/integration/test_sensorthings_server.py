@@ -164,6 +164,7 @@ def test_entities_survive_a_crash_between_creates_without_duplicates(tmp_path: P
 
 
 @pytest.mark.parametrize("data_array", ["auto", "never"])
+@pytest.mark.slow
 def test_observations_read_back_value_for_value(tmp_path: Path, sta_server: StaServer, data_array: str) -> None:
     cfg, plan = load(tmp_path / "data")
     expected = numeric_observations(plan, 600 if data_array == "auto" else 240)
@@ -234,6 +235,7 @@ def _finish(data_dir: Path, url: str, data_array: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("data_array", ["auto", "never"])
+@pytest.mark.slow
 def test_kill_9_after_the_server_committed_leaves_no_duplicates(tmp_path: Path, sta_server: StaServer, data_array: str) -> None:
     """The child SIGKILLs itself after a batch was written and before the cursor moved: the
     restart resends that batch, finds every key on the server, and posts none of it again."""
@@ -251,6 +253,7 @@ def test_kill_9_after_the_server_committed_leaves_no_duplicates(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("data_array", ["auto", "never"])
+@pytest.mark.slow
 def test_kill_9_at_a_random_point_mid_post_leaves_no_duplicates_and_loses_nothing(
     tmp_path: Path, sta_server: StaServer, data_array: str
 ) -> None:
@@ -715,6 +718,7 @@ def test_parked_observations_land_once_the_server_takes_them(tmp_path: Path, sta
         front.close()
 
 
+@pytest.mark.slow
 def test_a_server_that_takes_no_writes_parks_nothing_and_keeps_every_row(tmp_path: Path, sta_server: StaServer) -> None:
     """Every write failing (a database gone read-only) is an outage, not a verdict on the rows:
     nothing is parked however often the batch is tried, and it lands once writes work again."""

@@ -103,6 +103,7 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> N
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_each_supervised_task_restarts_after_an_injected_exception_and_readyz_flips(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:

