@@ -91,19 +91,16 @@ def resolve(document: object, path: tuple[PathPart, ...]) -> object:
     return current
 
 
-class FieldMapping(DriverOptions):
-    """One payload path mapped to a property."""
+class PropertyMapping(DriverOptions):
+    """What one value of a device's document is: its property, type, unit, role, vocabulary and
+    range. Shared by every declarative mapping (a JSON path here, a SenML name in `senml`)."""
 
-    path: str = Opt(description="Dotted keys and list indices, e.g. data.sensors[0].pm25")
     property: str = Opt(pattern=PROPERTY_PATTERN, description="snake_case property name")
     type: Literal["measurement", "count", "category", "truth"] = "measurement"
     unit: str | None = Opt(None, description="UCUM code; required for measurements")
-    scale: float = Opt(1.0, allow_inf_nan=False, description="value x scale + offset")
-    offset: float = Opt(0.0, allow_inf_nan=False)
     personal: bool = Opt(False, description="Never published raw; only through aggregates.")
     role: Role | None = Opt(None, description="What the value is as far as people are concerned; "
                             "`personal: true` means identifier (category) or person_event.")
-    optional: bool = Opt(False, description="A missing value is not an error.")
     allowed: Vocabulary | None = Opt(
         None, description="Category vocabulary, required for a category that is published: "
         "the only words that may leave (free text never does)."
@@ -113,29 +110,22 @@ class FieldMapping(DriverOptions):
                                 "scaling: a value outside it is withheld (default ±1e9).")
     maximum: float | None = Opt(None, allow_inf_nan=False)
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if parse_path(v) is None:
-            raise ValueError("must look like `data.pm25` or `sensors[0].value`")
-        return v
+    def numeric(self) -> bool:
+        return self.type in ("measurement", "count")
 
     @model_validator(mode="after")
-    def _consistent(self) -> FieldMapping:
-        numeric = self.type in ("measurement", "count")
+    def _property_consistent(self) -> PropertyMapping:
         if self.type == "measurement" and self.unit is None:
             raise ValueError("unit: a measurement needs a UCUM unit, e.g. ug/m3")
         if self.unit is not None:
-            if not numeric:
+            if not self.numeric():
                 raise ValueError(f"unit: a {self.type} field has no unit")
             problem = units.problem(self.unit)
             if problem:
                 raise ValueError(f"unit: {problem}")
-        if (self.scale != 1.0 or self.offset != 0.0) and not numeric:
-            raise ValueError("scale/offset: only numeric fields can be scaled")
         if self.allowed is not None and self.type != "category":
             raise ValueError("allowed: a vocabulary is for category fields only")
-        if (self.minimum is not None or self.maximum is not None) and not numeric:
+        if (self.minimum is not None or self.maximum is not None) and not self.numeric():
             raise ValueError("minimum/maximum: only numeric fields have a range")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError("minimum: must not exceed maximum")
@@ -146,9 +136,8 @@ class FieldMapping(DriverOptions):
         return self
 
     def to_field(self) -> Field:
-        numeric = self.type in ("measurement", "count")
-        low = self.minimum if self.minimum is not None else (-DEFAULT_LIMIT if numeric else None)
-        high = self.maximum if self.maximum is not None else (DEFAULT_LIMIT if numeric else None)
+        low = self.minimum if self.minimum is not None else (-DEFAULT_LIMIT if self.numeric() else None)
+        high = self.maximum if self.maximum is not None else (DEFAULT_LIMIT if self.numeric() else None)
         role = self.role or Role.READING
         if self.personal and self.role is None:
             role = Role.IDENTIFIER if self.type in ("category", "truth") else Role.PERSON_EVENT
@@ -157,6 +146,28 @@ class FieldMapping(DriverOptions):
                      description=self.description, role=role,
                      vocabulary=frozenset(self.allowed) if self.allowed is not None else None,
                      minimum=low, maximum=high)  # fmt: skip
+
+
+class FieldMapping(PropertyMapping):
+    """One payload path mapped to a property."""
+
+    path: str = Opt(description="Dotted keys and list indices, e.g. data.sensors[0].pm25")
+    scale: float = Opt(1.0, allow_inf_nan=False, description="value x scale + offset")
+    offset: float = Opt(0.0, allow_inf_nan=False)
+    optional: bool = Opt(False, description="A missing value is not an error.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if parse_path(v) is None:
+            raise ValueError("must look like `data.pm25` or `sensors[0].value`")
+        return v
+
+    @model_validator(mode="after")
+    def _scaled(self) -> FieldMapping:
+        if (self.scale != 1.0 or self.offset != 0.0) and not self.numeric():
+            raise ValueError("scale/offset: only numeric fields can be scaled")
+        return self
 
 
 class AggregateMapping(DriverOptions):

@@ -118,6 +118,27 @@ def _envelope(payload: bytes, limit: int) -> dict[str, Any] | DecodeError:
     return message
 
 
+def _frame(
+    message: Mapping[str, Any], port: str, count: str, payload: str, decoded: str
+) -> tuple[int, int, bytes, Mapping[str, Any] | None] | DecodeError:
+    """(fPort, fCnt, FRMPayload, decoded object) of an uplink, under each network's key names."""
+    f_port = _u32(message.get(port), port)
+    if isinstance(f_port, DecodeError):
+        return f_port
+    f_cnt = _u32(message.get(count), count)
+    if isinstance(f_cnt, DecodeError):
+        return f_cnt
+    data = _bytes(message.get(payload), payload)
+    if isinstance(data, DecodeError):
+        return data
+    obj = _object(message.get(decoded), decoded)
+    if isinstance(obj, DecodeError):
+        return obj
+    if f_port > 255:
+        return _error("wrong_type", f"{port} is not a LoRaWAN port")
+    return f_port, f_cnt, data, obj
+
+
 def chirpstack_event(topic: str) -> tuple[str, str, str] | None:
     """(application id, DevEUI, event) from a ChirpStack event topic, whatever its prefix."""
     levels = topic.split("/")
@@ -152,20 +173,10 @@ def parse_chirpstack(
     app = info.get("applicationId", application)
     if app != application:
         return _error("identity_mismatch", "application in the topic and in the event differ")
-    f_port = _u32(message.get("fPort"), "fPort")
-    if isinstance(f_port, DecodeError):
-        return f_port
-    f_cnt = _u32(message.get("fCnt"), "fCnt")
-    if isinstance(f_cnt, DecodeError):
-        return f_cnt
-    data = _bytes(message.get("data"), "data")
-    if isinstance(data, DecodeError):
-        return data
-    decoded = _object(message.get("object"), "object")
-    if isinstance(decoded, DecodeError):
-        return decoded
-    if f_port > 255:
-        return _error("wrong_type", "fPort is not a LoRaWAN port")
+    frame = _frame(message, "fPort", "fCnt", "data", "object")
+    if isinstance(frame, DecodeError):
+        return frame
+    f_port, f_cnt, data, decoded = frame
     dev_addr = message.get("devAddr", "")
     if not isinstance(dev_addr, str) or not _HEX.fullmatch(dev_addr):
         return _error("wrong_type", "devAddr is not a hex device address")
@@ -230,20 +241,10 @@ def parse_tts(
     up = message.get("uplink_message")
     if not isinstance(up, dict):
         return _error("missing_field", "uplink has no uplink_message object")
-    f_port = _u32(up.get("f_port"), "f_port")
-    if isinstance(f_port, DecodeError):
-        return f_port
-    f_cnt = _u32(up.get("f_cnt"), "f_cnt")
-    if isinstance(f_cnt, DecodeError):
-        return f_cnt
-    data = _bytes(up.get("frm_payload"), "frm_payload")
-    if isinstance(data, DecodeError):
-        return data
-    decoded = _object(up.get("decoded_payload"), "decoded_payload")
-    if isinstance(decoded, DecodeError):
-        return decoded
-    if f_port > 255:
-        return _error("wrong_type", "f_port is not a LoRaWAN port")
+    frame = _frame(up, "f_port", "f_cnt", "frm_payload", "decoded_payload")
+    if isinstance(frame, DecodeError):
+        return frame
+    f_port, f_cnt, data, decoded = frame
     session = up.get("session_key_id", "")
     if not isinstance(session, str) or len(session) > 128:
         return _error("wrong_type", "session_key_id is not an identifier")

@@ -14,91 +14,43 @@ import json
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field as Opt
 from pydantic import field_validator, model_validator
 
 from firmware_bridge import units
 from firmware_bridge.base import (
-    DEFAULT_LIMIT,
     Catalogue,
     Decoded,
     DecodeError,
     Event,
     Field,
-    ObservationType,
-    Role,
     Value,
 )
 from firmware_bridge.driver import MessageDriver
+from firmware_bridge.jsonmapping import MAX_CATEGORY_CHARS, PropertyMapping
 from firmware_bridge.jsonpayload import PayloadDecoder, concrete_topic, is_number, load_json
-from firmware_bridge.options import VOCABULARY_NEEDED, DriverOptions, PayloadOptions, Vocabulary
+from firmware_bridge.options import PayloadOptions
 
 RELATIVE_LIMIT = 2**28  # RFC 8428 section 4.5.3
 LATEST_PLAUSIBLE = 2**33  # year 2242: anything later is a broken clock
 BASE_VERSION = 10
 KNOWN_FEATURES = 1 << 4  # RFC 9100 feature code 4: secondary units (so bver 26 = 10 + 16)
-MAX_CATEGORY_CHARS = 64
-
-TYPES: dict[str, ObservationType] = {
-    "measurement": ObservationType.MEASUREMENT,
-    "count": ObservationType.COUNT,
-    "category": ObservationType.CATEGORY,
-    "truth": ObservationType.TRUTH,
-}
 
 
-class NameMapping(DriverOptions):
+
+class NameMapping(PropertyMapping):
     """A SenML record name (full, or its ending) mapped to a property."""
 
     name: str | None = Opt(None, min_length=1, description="Full resolved SenML name (bn + n)")
     suffix: str | None = Opt(None, min_length=1, description="End of the resolved name")
-    property: str = Opt(pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    type: Literal["measurement", "count", "category", "truth"] = "measurement"
-    unit: str | None = None
-    personal: bool = Opt(False, description="Never published raw.")
-    allowed: Vocabulary | None = Opt(
-        None, description="Category vocabulary, required for a category that is published: "
-        "the only words that may leave (free text never does)."
-    )
-    description: str = ""
-    minimum: float | None = Opt(None, allow_inf_nan=False, description="Physical range, after "
-                                "scaling: a value outside it is withheld (default ±1e9).")
-    maximum: float | None = Opt(None, allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _consistent(self) -> NameMapping:
+    def _named(self) -> NameMapping:
         if (self.name is None) == (self.suffix is None):
             raise ValueError("give exactly one of name (full SenML name) or suffix")
-        if self.type == "measurement" and self.unit is None:
-            raise ValueError("unit: a measurement needs a UCUM unit, e.g. Cel")
-        if self.unit is not None:
-            if self.type not in ("measurement", "count"):
-                raise ValueError(f"unit: a {self.type} field has no unit")
-            if problem := units.problem(self.unit):
-                raise ValueError(f"unit: {problem}")
-        if self.allowed is not None and self.type != "category":
-            raise ValueError("allowed: a vocabulary is for category fields only")
-        if self.type == "category" and self.allowed is None and not self.personal:
-            raise ValueError(VOCABULARY_NEEDED)
-        if (self.minimum is not None or self.maximum is not None) and self.type not in ("measurement", "count"):
-            raise ValueError("minimum/maximum: only numeric fields have a range")
-        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
-            raise ValueError("minimum: must not exceed maximum")
         return self
-
-    def to_field(self) -> Field:
-        numeric = self.type in ("measurement", "count")
-        low = self.minimum if self.minimum is not None else (-DEFAULT_LIMIT if numeric else None)
-        high = self.maximum if self.maximum is not None else (DEFAULT_LIMIT if numeric else None)
-        unit = self.unit if self.unit is not None or self.type != "count" else "{count}"
-        role = Role.READING
-        if self.personal:
-            role = Role.IDENTIFIER if self.type in ("category", "truth") else Role.PERSON_EVENT
-        return Field(self.property, unit, TYPES[self.type], self.description, role=role,
-                     vocabulary=frozenset(self.allowed) if self.allowed is not None else None,
-                     minimum=low, maximum=high)  # fmt: skip
 
 
 class Options(PayloadOptions):
