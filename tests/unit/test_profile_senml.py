@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from firmware_bridge.base import Decoded, DecodeError, ObservationType
+from firmware_bridge.base import Decoded, DecodeError, ObservationType, Role
 from firmware_bridge.drivers import senml
 from gateway.config import ConfigError, parse_config
 
@@ -175,6 +175,20 @@ def test_catalogue_from_the_mapping() -> None:
     passes = cat.field("passes")
     assert passes is not None and passes.unit == "{count}"
     assert passes.observation_type is ObservationType.COUNT
+
+
+def test_a_mapped_role_makes_the_field_personal_as_for_generic_json() -> None:
+    opts = senml.Options.model_validate({"fields": [
+        {"suffix": ":people", "property": "people", "type": "count", "role": "person_count"},
+        {"suffix": ":card", "property": "card", "type": "category", "personal": True},
+    ]})  # fmt: skip
+    cat = senml.catalogue_for(opts)
+    people, card = cat.field("people"), cat.field("card")
+    assert people is not None and people.role is Role.PERSON_COUNT and people.personal
+    assert card is not None and card.role is Role.IDENTIFIER
+    problems = option_problems({"fields": [
+        {"suffix": ":x", "property": "x", "type": "count", "role": "reading", "personal": True}]})
+    assert any("contradicts" in p for p in problems), problems
 
 
 def test_simulated_pack_decodes() -> None:
