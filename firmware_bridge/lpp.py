@@ -110,43 +110,35 @@ def _check(payload: bytes) -> DecodeError | None:
     return None
 
 
-def parse_dynamic(payload: bytes) -> list[LppItem] | DecodeError:
-    """LPP 1.0: `channel, type, data` repeated to the end of the payload."""
+def _parse(payload: bytes, channels: bool) -> list[LppItem] | DecodeError:
+    """Items to the end of the payload: `channel, type, data` (LPP 1.0) or, packed, `type,
+    data` with the n-th item on channel n (LPP 2.0)."""
     bad = _check(payload)
     if bad is not None:
         return bad
     items: list[LppItem] = []
+    head = 2 if channels else 1
     pos = 0
     while pos < len(payload):
-        if pos + 2 > len(payload):
+        if pos + head > len(payload):
             return DecodeError("truncated", "LPP item is cut off after its channel byte")
-        channel, code = payload[pos], payload[pos + 1]
-        type_ = TYPES.get(code)
+        channel = payload[pos] if channels else len(items)
+        type_ = TYPES.get(payload[pos + head - 1])
         if type_ is None:
             return DecodeError("unknown_type", "an LPP type code is not a known type")
-        end = pos + 2 + type_.size
+        end = pos + head + type_.size
         if end > len(payload):
             return DecodeError("truncated", f"LPP {type_.name} item is cut off")
-        items.append(_item(channel, type_, payload[pos + 2 : end]))
+        items.append(_item(channel, type_, payload[pos + head : end]))
         pos = end
     return items
+
+
+def parse_dynamic(payload: bytes) -> list[LppItem] | DecodeError:
+    """LPP 1.0: `channel, type, data` repeated to the end of the payload."""
+    return _parse(payload, channels=True)
 
 
 def parse_packed(payload: bytes) -> list[LppItem] | DecodeError:
     """LPP 2.0 packed: `type, data` repeated; the n-th item is channel n."""
-    bad = _check(payload)
-    if bad is not None:
-        return bad
-    items: list[LppItem] = []
-    pos = 0
-    while pos < len(payload):
-        code = payload[pos]
-        type_ = TYPES.get(code)
-        if type_ is None:
-            return DecodeError("unknown_type", "an LPP type code is not a known type")
-        end = pos + 1 + type_.size
-        if end > len(payload):
-            return DecodeError("truncated", f"LPP {type_.name} item is cut off")
-        items.append(_item(len(items), type_, payload[pos + 1 : end]))
-        pos = end
-    return items
+    return _parse(payload, channels=False)
