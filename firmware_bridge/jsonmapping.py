@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field as Opt
 from pydantic import ValidationInfo, field_validator, model_validator
@@ -89,6 +89,19 @@ def resolve(document: object, path: tuple[PathPart, ...]) -> object:
                 return _MISSING
             current = current[part]
     return current
+
+
+M = TypeVar("M", bound="PropertyMapping")
+
+
+def unique_properties(mappings: list[M]) -> list[M]:
+    """A property is mapped once: the second mapping of a name is refused with its index."""
+    seen: set[str] = set()
+    for i, f in enumerate(mappings):
+        if f.property in seen:
+            raise ValueError(f"fields[{i}].property: `{f.property}` is already mapped")
+        seen.add(f.property)
+    return mappings
 
 
 class PropertyMapping(DriverOptions):
@@ -199,12 +212,7 @@ class Mapping(DriverOptions):
     @field_validator("fields")
     @classmethod
     def _unique(cls, v: list[FieldMapping]) -> list[FieldMapping]:
-        seen: set[str] = set()
-        for i, f in enumerate(v):
-            if f.property in seen:
-                raise ValueError(f"fields[{i}].property: `{f.property}` is already mapped")
-            seen.add(f.property)
-        return v
+        return unique_properties(v)
 
     @field_validator("time_path")
     @classmethod

@@ -29,7 +29,7 @@ from firmware_bridge.base import (
     Value,
 )
 from firmware_bridge.driver import MessageDriver
-from firmware_bridge.jsonmapping import MAX_CATEGORY_CHARS, PropertyMapping
+from firmware_bridge.jsonmapping import MAX_CATEGORY_CHARS, PropertyMapping, unique_properties
 from firmware_bridge.jsonpayload import PayloadDecoder, concrete_topic, is_number, load_json
 from firmware_bridge.options import PayloadOptions
 
@@ -60,12 +60,7 @@ class Options(PayloadOptions):
     @field_validator("fields")
     @classmethod
     def _unique(cls, v: list[NameMapping]) -> list[NameMapping]:
-        seen: set[str] = set()
-        for i, f in enumerate(v):
-            if f.property in seen:
-                raise ValueError(f"fields[{i}].property: `{f.property}` is already mapped")
-            seen.add(f.property)
-        return v
+        return unique_properties(v)
 
 
 @dataclass(frozen=True, slots=True)
