@@ -83,7 +83,8 @@ def load_text(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str | D
     return text if clean_string(text) else bad_string()
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
+    """`json.loads(..., parse_constant=reject_constant)`: NaN and Infinity are not JSON."""
     raise ValueError("non-finite constant")
 
 
@@ -94,7 +95,7 @@ def load_json(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JsonVal
     if isinstance(text, DecodeError):
         return text
     try:
-        value: JsonValue = json.loads(text, parse_constant=_reject_constant)
+        value: JsonValue = json.loads(text, parse_constant=reject_constant)
     except RecursionError:
         return DecodeError("not_json", "payload is nested too deeply to parse")
     except ValueError:  # JSONDecodeError, and int digit-limit errors, are ValueErrors

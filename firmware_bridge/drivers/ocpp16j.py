@@ -12,9 +12,7 @@ gateway's words, never the device's, so no payload text can leak.
 
 from __future__ import annotations
 
-import json
 import random
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field as Opt
@@ -23,7 +21,6 @@ from firmware_bridge.base import (
     Aggregation,
     Catalogue,
     Decoded,
-    DecodeError,
     Event,
     Field,
     ObservationType,
@@ -31,17 +28,21 @@ from firmware_bridge.base import (
     Value,
 )
 from firmware_bridge.driver import MessageDriver
-from firmware_bridge.jsonpayload import (
-    PayloadDecoder,
-    as_float,
-    concrete_topic,
-    load_json,
-    parse_rfc3339,
+from firmware_bridge.jsonpayload import PayloadDecoder, as_float, concrete_topic, parse_rfc3339
+from firmware_bridge.ocppj import (
+    Kind,
+    call,
+    err,
+    integer,
+    iso,
+    measurand,
+    nonneg_int,
+    read_frame,
+    remember,
 )
 from firmware_bridge.options import PayloadOptions
 
 MAX_STATE = 256  # open sessions remembered per decoder; oldest forgotten first
-MAX_UNIQUE_ID = 36  # OCPP-J: the message id is at most 36 characters
 
 # OCPP 1.6 ChargePointStatus -> OCPI 2.2.1 EVSE status. OCPI's CHARGING means "the EVSE is in
 # use", so every state in which the connector is taken by a user maps to it: Preparing (tag
@@ -88,13 +89,6 @@ QUIET_ACTIONS = frozenset({
     "GetInstalledCertificateIds", "GetLog", "InstallCertificate", "LogStatusNotification",
     "SignedFirmwareStatusNotification", "SignedUpdateFirmware",
 })  # fmt: skip
-
-# measurand -> (field, {unit: factor to the field's UCUM unit}, default unit)
-MEASURANDS: dict[str, tuple[str, dict[str, float], str]] = {
-    "Energy.Active.Import.Register": ("energy", {"Wh": 0.001, "kWh": 1.0}, "Wh"),
-    "Power.Active.Import": ("power", {"W": 1.0, "kW": 1000.0}, "W"),
-}
-DEFAULT_MEASURAND = "Energy.Active.Import.Register"
 
 M, C, T = ObservationType.MEASUREMENT, ObservationType.CATEGORY, ObservationType.TRUTH
 
@@ -188,24 +182,8 @@ CATALOGUE = Catalogue(
 )
 
 
-def _err(reason: str, detail: str) -> list[Event]:
-    return [DecodeError(reason, detail)]
-
-
 def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
-    store.pop(key, None)
-    store[key] = value
-    while len(store) > MAX_STATE:
-        del store[next(iter(store))]
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _nonneg_int(value: object) -> int | None:
-    number = _int(value)
-    return number if number is not None and number >= 0 else None
+    remember(store, key, value, MAX_STATE)
 
 
 class Options(PayloadOptions):
@@ -234,27 +212,16 @@ class Decoder(PayloadDecoder):
         self._seen: dict[tuple[str, str], None] = {}
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
-        frame = load_json(payload, self.limit)
-        if isinstance(frame, DecodeError):
-            return [frame]
-        if not isinstance(frame, list) or not frame:
-            return _err("wrong_type", "frame is not a non-empty JSON array")
+        frame = read_frame(payload, self.limit)
+        if isinstance(frame, list):
+            return frame
         box = topic.rsplit("/", 1)[0]
-        kind = frame[0]
-        if kind == 2 and not isinstance(kind, bool) and len(frame) == 4:
-            uid, name, body = frame[1], frame[2], frame[3]
-            if not isinstance(uid, str) or not 0 < len(uid) <= MAX_UNIQUE_ID:
-                return _err("bad_frame", "frame id is not a string of 1 to 36 characters")
-            if not isinstance(name, str) or not isinstance(body, dict):
-                return _err("bad_frame", "call frame lacks a name string and a body object")
-            return self._call(box, uid, name, body)
-        if kind == 3 and not isinstance(kind, bool) and len(frame) == 3:
-            if not isinstance(frame[1], str) or not isinstance(frame[2], dict):
-                return _err("bad_frame", "result frame lacks an id string and a body object")
-            return self._result(box, frame[1], frame[2])
-        if kind == 4 and not isinstance(kind, bool) and len(frame) == 5:
-            return []  # an error reply between charger and central system: no street data
-        return _err("bad_frame", "frame type or length is not an OCPP-J call, result or error")
+        if frame.kind is Kind.CALL:
+            assert frame.action is not None
+            return self._call(box, frame.uid, frame.action, frame.body)
+        if frame.kind is Kind.RESULT:
+            return self._result(box, frame.uid, frame.body)
+        return []  # an error reply between charger and central system: no street data
 
     def _call(self, box: str, uid: str, name: str, body: dict[str, Any]) -> list[Event]:
         if name == "StatusNotification":
@@ -270,18 +237,18 @@ class Decoder(PayloadDecoder):
             return self._stop(box, body)
         if name in QUIET_ACTIONS:
             return []
-        return _err("unknown_action", "call names an operation outside OCPP 1.6")
+        return err("unknown_action", "call names an operation outside OCPP 1.6")
 
     def _wanted(self, connector: int) -> bool:
         return self.connector is None or connector == self.connector
 
     def _status(self, body: dict[str, Any]) -> list[Event]:
-        connector = _nonneg_int(body.get("connectorId"))
+        connector = nonneg_int(body.get("connectorId"))
         if connector is None:
-            return _err("missing_field", "plug number absent or not a non-negative integer")
+            return err("missing_field", "plug number absent or not a non-negative integer")
         ocpp, code = body.get("status"), body.get("errorCode")
         if not isinstance(ocpp, str) or not isinstance(code, str):
-            return _err("missing_field", "plug state or fault code absent or not text")
+            return err("missing_field", "plug state or fault code absent or not text")
         if not self._wanted(connector):
             return []
         flags: list[str] = []
@@ -299,13 +266,13 @@ class Decoder(PayloadDecoder):
         return [Decoded(values, device_time=when, flags=tuple(flags))]
 
     def _meter_values(self, box: str, body: dict[str, Any]) -> list[Event]:
-        connector = _nonneg_int(body.get("connectorId"))
+        connector = nonneg_int(body.get("connectorId"))
         readings = body.get("meterValue")
         if connector is None:
-            return _err("missing_field", "plug number absent or not a non-negative integer")
+            return err("missing_field", "plug number absent or not a non-negative integer")
         if not isinstance(readings, list):
-            return _err("missing_field", "list of meter readings absent or not a list")
-        txid = _int(body.get("transactionId"))
+            return err("missing_field", "list of meter readings absent or not a list")
+        txid = integer(body.get("transactionId"))
         if (
             txid is not None
             and (box, connector) in self._open
@@ -321,25 +288,24 @@ class Decoder(PayloadDecoder):
 
     def _one_reading(self, connector: int, reading: object, txid: int | None = None) -> list[Event]:
         if not isinstance(reading, dict) or not isinstance(reading.get("sampledValue"), list):
-            return _err("wrong_type", "a meter reading is not an object holding a list")
+            return err("wrong_type", "a meter reading is not an object holding a list")
         values: dict[str, Value] = {}
         events: list[Event] = []
         for sample in reading["sampledValue"]:
             if not isinstance(sample, dict):
-                events += _err("wrong_type", "an item in a meter reading is not an object")
+                events += err("wrong_type", "an item in a meter reading is not an object")
                 continue
-            measurand = sample.get("measurand", DEFAULT_MEASURAND)
-            known = MEASURANDS.get(measurand) if isinstance(measurand, str) else None
-            if known is None or "phase" in sample or sample.get("location") == "EV":
+            known = measurand(sample)
+            if known is None:
                 continue  # SoC (personal), per-phase and vehicle-side values are not collected
             field, factors, default_unit = known
             unit = sample.get("unit", default_unit)
             factor = factors.get(unit) if isinstance(unit, str) else None
             number = as_float(sample.get("value"))
             if factor is None:
-                events += _err("wrong_unit", "a meter item has a unit this driver cannot use")
+                events += err("wrong_unit", "a meter item has a unit this driver cannot use")
             elif number is None:
-                events += _err("wrong_type", "a meter item value is not a decimal number")
+                events += err("wrong_type", "a meter item value is not a decimal number")
             else:
                 values[field] = round(number * factor, 6)
         if values:
@@ -353,10 +319,10 @@ class Decoder(PayloadDecoder):
         return events
 
     def _start(self, box: str, uid: str, body: dict[str, Any]) -> list[Event]:
-        connector = _nonneg_int(body.get("connectorId"))
-        meter = _nonneg_int(body.get("meterStart"))
+        connector = nonneg_int(body.get("connectorId"))
+        meter = nonneg_int(body.get("meterStart"))
         if connector is None or meter is None:
-            return _err("missing_field", "plug number or start meter reading absent or invalid")
+            return err("missing_field", "plug number or start meter reading absent or invalid")
         _remember(self._pending, (box, uid), (connector, meter))
         _remember(self._open, (box, connector), meter)
         if not self._wanted(connector):
@@ -365,15 +331,15 @@ class Decoder(PayloadDecoder):
 
     def _result(self, box: str, uid: str, body: dict[str, Any]) -> list[Event]:
         started = self._pending.pop((box, uid), None)
-        txid = _int(body.get("transactionId"))
+        txid = integer(body.get("transactionId"))
         if started is not None and txid is not None:
             _remember(self._sessions, (box, txid), started)
         return []
 
     def _stop(self, box: str, body: dict[str, Any]) -> list[Event]:
-        txid, meter = _int(body.get("transactionId")), _nonneg_int(body.get("meterStop"))
+        txid, meter = integer(body.get("transactionId")), nonneg_int(body.get("meterStop"))
         if txid is None or meter is None:
-            return _err("missing_field", "session number or stop meter reading absent or invalid")
+            return err("missing_field", "session number or stop meter reading absent or invalid")
         session = self._sessions.pop((box, txid), None)
         if session is None:
             open_here = [k for k in self._open if k[0] == box]
@@ -400,14 +366,6 @@ def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _frame(uid: int, name: str, body: dict[str, Any]) -> bytes:
-    return json.dumps([2, str(uid), name, body], separators=(",", ":")).encode()
-
-
 def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str, bytes]]:
     """A session on connector 1 as a charger reports it: status, start, meter values, stop.
     Which of these appear depends on where `now` falls in a simulated two-hour cycle."""
@@ -418,17 +376,17 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     txid = 5000 + cycle
     tag = f"04{random.Random(cycle).getrandbits(48):012X}"
     out: list[bytes] = []
-    ts = _iso(now)
+    ts = iso(now)
     if phase < 60:
         out.append(
-            _frame(
+            call(
                 uid,
                 "StatusNotification",
                 {"connectorId": 1, "errorCode": "NoError", "status": "Preparing", "timestamp": ts},
             )
         )
         out.append(
-            _frame(
+            call(
                 uid + 1,
                 "StartTransaction",
                 {"connectorId": 1, "idTag": tag, "meterStart": meter_start, "timestamp": ts},
@@ -438,7 +396,7 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
         energy = meter_start + int(phase / 3600 * 7200)
         power = 7200 + rng.randint(-150, 150)
         out.append(
-            _frame(
+            call(
                 uid + 2,
                 "MeterValues",
                 {
@@ -472,7 +430,7 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     elif phase < 5460:
         stop = meter_start + int(5400 / 3600 * 7200)
         out.append(
-            _frame(
+            call(
                 uid + 3,
                 "StopTransaction",
                 {
@@ -485,14 +443,14 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
             )
         )
         out.append(
-            _frame(
+            call(
                 uid + 4,
                 "StatusNotification",
                 {"connectorId": 1, "errorCode": "NoError", "status": "Available", "timestamp": ts},
             )
         )
     else:
-        out.append(_frame(uid + 5, "Heartbeat", {}))
+        out.append(call(uid + 5, "Heartbeat", {}))
     return [(topic, body) for body in out]
 
 

@@ -12,7 +12,7 @@ import pytest
 from ocpp.messages import Call, CallResult, _validate_payload
 from pydantic import ValidationError
 
-from gateway.sources.ocpp import frames
+from firmware_bridge import ocppj
 from gateway.sources.ocpp.settings import InputsOcpp, OcppSensor
 from gateway.sources.ocpp.standalone import (
     EMPTY_16,
@@ -81,7 +81,7 @@ def csms(allowed: set[str] | None = None) -> StandaloneCsms:
 
 def ask(c: StandaloneCsms, subprotocol: str, action: str, body: Any, uid: str = "m-1") -> list[Any]:
     text = json.dumps([2, uid, action, body])
-    reply = c.reply(frames.parse(text), text, subprotocol, NOW)
+    reply = c.reply(ocppj.parse(text), text, subprotocol, NOW)
     assert reply is not None
     return list(json.loads(reply))
 
@@ -141,7 +141,7 @@ def test_transaction_ids_count_up_from_the_clock() -> None:
      ("ocpp1.6", "not json", None), ("ocpp1.6", '{"a":1}', None), ("ocpp1.6", '[2,7,"Heartbeat",{}]', None)],
 )  # fmt: skip
 def test_what_it_does_not_offer_or_cannot_read_is_answered_with_an_error_or_not_at_all(subprotocol: str, text: str, reply: list[Any] | None) -> None:  # fmt: skip
-    got = csms().reply(frames.parse(text), text, subprotocol, NOW)
+    got = csms().reply(ocppj.parse(text), text, subprotocol, NOW)
     if reply is None:
         assert got is None
     else:
@@ -149,13 +149,13 @@ def test_what_it_does_not_offer_or_cannot_read_is_answered_with_an_error_or_not_
 
 
 def test_framing() -> None:
-    assert frames.parse('[2,"x","Heartbeat",{}]') == frames.Frame(frames.Kind.CALL, "x", "Heartbeat", {})  # fmt: skip
-    assert frames.parse('[3,"x",{"a":1}]') == frames.Frame(frames.Kind.RESULT, "x", None, {"a": 1})
-    assert frames.parse('[4,"x","GenericError","",{}]') == frames.Frame(frames.Kind.ERROR, "x", None, "GenericError")  # fmt: skip
+    assert ocppj.parse('[2,"x","Heartbeat",{}]') == ocppj.Frame(ocppj.Kind.CALL, "x", "Heartbeat", {})  # fmt: skip
+    assert ocppj.parse('[3,"x",{"a":1}]') == ocppj.Frame(ocppj.Kind.RESULT, "x", None, {"a": 1})
+    assert ocppj.parse('[4,"x","GenericError","",{}]') == ocppj.Frame(ocppj.Kind.ERROR, "x", None, "GenericError")  # fmt: skip
     for bad, why in [("[", "not_json"), ("[NaN]", "not_json"), ("[" * 100_000, "not_json"),
                      ("[2]", "not_ocpp"), ('[true,"x",{}]', "not_ocpp"), ('[2,"x",5,{}]', "not_ocpp"),
                      ('[3,"x",{},1]', "not_ocpp"), ('[2,"' + "x" * 37 + '","H",{}]', "not_ocpp")]:  # fmt: skip
-        assert frames.parse(bad) == why, bad
+        assert ocppj.parse(bad) == why, bad
 
 
 def test_the_flood_bucket_allows_the_burst_then_the_rate() -> None:

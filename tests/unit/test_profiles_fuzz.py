@@ -26,6 +26,7 @@ from firmware_bridge import (
     lorawan,
     lorawan_profile,
     lpp,
+    ocppj,
     paxcounter_payload,
 )
 from firmware_bridge.base import (
@@ -223,7 +224,7 @@ def _detail_templates() -> tuple[str, ...]:
     "status" or "device" into payloads; a detail repeating its own fixed wording is not a leak.
     Only text that is not part of any detail template counts as echoed from the payload.
     """
-    modules = [jsonpayload, jsonmapping, lorawan_profile, paxcounter_payload, lpp,
+    modules = [jsonpayload, jsonmapping, lorawan_profile, paxcounter_payload, lpp, ocppj,
                *(sys.modules[d.new_decoder.__module__] for d in MESSAGE_DRIVERS.values())]  # fmt: skip
     texts: set[str] = set()
     # the LoRaWAN envelope parser builds details from the names of the fields it checks
@@ -236,7 +237,7 @@ def _detail_templates() -> tuple[str, ...]:
             if not isinstance(node, ast.Call) or len(node.args) < 2:
                 continue
             name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-            if name in ("DecodeError", "_err", "_error", "_length_error"):
+            if name in ("DecodeError", "err", "_err", "_error", "_length_error"):
                 texts.update(
                     sub.value
                     for sub in ast.walk(node.args[1])

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.sources.ocpp import frames
-from gateway.sources.ocpp.frames import Frame, Kind
+from firmware_bridge import ocppj
+from firmware_bridge.ocppj import Frame, Kind
 
 EMPTY: dict[str, Any] = {}
 
@@ -72,21 +72,21 @@ class StandaloneCsms:
         """The answer to a frame from the charger: a CALLRESULT or CALLERROR for its calls;
         None for its results and errors (this CSMS never calls) and for what has no id."""
         if isinstance(frame, str):
-            uid = frames.call_id(text)
+            uid = ocppj.call_id(text)
             if uid is None:
                 return None
-            return frames.error(uid, FORMAT_ERROR[subprotocol], "frame is not a valid OCPP-J call")
+            return ocppj.error(uid, FORMAT_ERROR[subprotocol], "frame is not a valid OCPP-J call")
         if frame.kind is not Kind.CALL or frame.action is None:
             return None
         if not isinstance(frame.body, dict):
-            return frames.error(frame.uid, FORMAT_ERROR[subprotocol], "payload is not an object")
+            return ocppj.error(frame.uid, FORMAT_ERROR[subprotocol], "payload is not an object")
         handler = self._v16 if subprotocol == "ocpp1.6" else self._v201
         body = handler(frame.action, frame.body, now)
         if body is None:
-            return frames.error(frame.uid, "NotImplemented", "not offered by this standalone CSMS")
+            return ocppj.error(frame.uid, "NotImplemented", "not offered by this standalone CSMS")
         if isinstance(body, str):
-            return frames.error(frame.uid, FORMAT_ERROR[subprotocol], body)
-        return frames.result(frame.uid, body)
+            return ocppj.error(frame.uid, FORMAT_ERROR[subprotocol], body)
+        return ocppj.result(frame.uid, body)
 
     def _status(self, accepted: bool) -> dict[str, str]:
         return {"status": "Accepted" if accepted else "Invalid"}

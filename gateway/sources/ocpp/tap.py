@@ -50,9 +50,9 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Data, Subprotocol
 
+from firmware_bridge import ocppj
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
-from gateway.sources.ocpp import frames
 from gateway.sources.ocpp.settings import InputsOcpp, OcppSensor, UpstreamCredentials
 from gateway.sources.ocpp.standalone import StandaloneCsms
 
@@ -607,7 +607,7 @@ class OcppTap:
         await _hang_up(conn, end.code, end.reason)
         return end
 
-    def _seen(self, charger: _Charger, session: _Session, direction: Direction, message: Data) -> frames.Frame | str:  # fmt: skip
+    def _seen(self, charger: _Charger, session: _Session, direction: Direction, message: Data) -> ocppj.Frame | str:  # fmt: skip
         """Count a relayed message, sort it, and hand it to on_frame."""
         sid = charger.sensor_id
         self.m_frames.inc(sensor=sid, direction=direction.value)
@@ -616,7 +616,7 @@ class OcppTap:
             self.m_bad.inc(sensor=sid, direction=direction.value, reason="binary")
             self._warn(sid, "binary", "binary WebSocket message relayed (OCPP-J is text)")
             return "binary"
-        parsed = frames.parse(message)
+        parsed = ocppj.parse(message)
         if isinstance(parsed, str):
             self.m_bad.inc(sensor=sid, direction=direction.value, reason=parsed)
             self._warn(sid, parsed, "message that is not OCPP-J relayed unchanged")
