@@ -1,19 +1,19 @@
 """OCPP 2.0.1 (OCPP-J) frames from a charging station, as the OCPP tap or an MQTT relay hears them.
 
-Same framing as 1.6: `[2, id, Action, body]` CALL, `[3, id, body]` CALLRESULT,
-`[4, id, code, text, details]` CALLERROR. StatusNotification, MeterValues and TransactionEvent
-yield readings with the same properties as the `ocpp16j` driver; every other 2.0.1 action,
-result and error is protocol traffic and yields nothing. The idToken, the transactionId, the
-charging time and the SoC are read only to link a session's events, never put into a reading.
-Details in errors use the gateway's words, never the device's, so no payload text can leak.
+Same framing as 1.6 (`firmware_bridge.ocppj`). StatusNotification, MeterValues and
+TransactionEvent yield readings with the same properties and roles as the `ocpp16j` driver;
+every other 2.0.1 action, result and error is protocol traffic and yields nothing. Session data
+are personal (issue 12): the energy register is a running total whose steps are sessions'
+energy, power and session energy are person events, and the transactionId rides along in every
+reading of its transaction as an identifier, so that the privacy stage can tell sessions apart
+(pseudonymised in RAM, never published). The idToken, the charging time and the SoC are never
+put into a reading. Details in errors use the gateway's words, never the device's.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field as Opt
@@ -22,7 +22,6 @@ from firmware_bridge.base import (
     Aggregation,
     Catalogue,
     Decoded,
-    DecodeError,
     Event,
     Field,
     ObservationType,
@@ -30,18 +29,21 @@ from firmware_bridge.base import (
     Value,
 )
 from firmware_bridge.driver import MessageDriver
-from firmware_bridge.jsonpayload import (
-    PayloadDecoder,
-    as_float,
-    concrete_topic,
-    load_json,
-    parse_rfc3339,
+from firmware_bridge.jsonpayload import PayloadDecoder, as_float, concrete_topic, parse_rfc3339
+from firmware_bridge.ocppj import (
+    Kind,
+    call,
+    err,
+    iso,
+    measurand,
+    nonneg_int,
+    read_frame,
+    remember,
 )
 from firmware_bridge.options import PayloadOptions
 
 MAX_STATE = 256  # sessions, EVSEs and event numbers remembered per decoder; oldest forgotten first
 MAX_CONNECTORS = 16  # connectors remembered per EVSE
-MAX_UNIQUE_ID = 36  # OCPP-J: the message id is at most 36 characters
 MAX_TRANSACTION_ID = 36  # TransactionType.transactionId: string, maxLength 36
 MAX_MULTIPLIER = 9  # unitOfMeasure.multiplier is a power of ten; beyond 1e±9 it is nonsense
 
@@ -87,17 +89,6 @@ ACTIONS = frozenset({
     "TransactionEvent", "TriggerMessage", "UnlockConnector", "UnpublishFirmware", "UpdateFirmware",
 })  # fmt: skip
 
-# measurand -> (field, {unit: factor to the field's UCUM unit}, default unit)
-MEASURANDS: dict[str, tuple[str, dict[str, float], str]] = {
-    "Energy.Active.Import.Register": ("energy", {"Wh": 0.001, "kWh": 1.0}, "Wh"),
-    "Power.Active.Import": ("power", {"W": 1.0, "kW": 1000.0}, "W"),
-}
-DEFAULT_MEASURAND = "Energy.Active.Import.Register"
-# Samples taken at a session's first and last moment: published, they would stamp a person's
-# arrival and departure on a non-personal datastream. Read only for the session's energy, as
-# is every sample in a Started or Ended event, whatever its context says.
-SESSION_CONTEXTS = frozenset({"Transaction.Begin", "Transaction.End"})
-
 M, C, T = ObservationType.MEASUREMENT, ObservationType.CATEGORY, ObservationType.TRUTH
 
 CATALOGUE = Catalogue(
@@ -114,12 +105,27 @@ CATALOGUE = Catalogue(
             "connector_id",
             None,
             C,
-            'EVSE the status or meter reading belongs to ("0" = whole station)',
+            'EVSE the status belongs to ("0" = whole station)',
             vocabulary=EVSE_WORDS,
         ),
-        Field("energy", "kW.h", M, "Energy.Active.Import.Register meter reading", minimum=0,
-              maximum=1e8),  # a 350 kW charger running flat out for 30 years: 9.2e7 kWh
-        Field("power", "W", M, "Power.Active.Import", minimum=0, maximum=400000),
+        Field(
+            "energy",
+            "kW.h",
+            M,
+            "Energy.Active.Import.Register: the station's register; its steps are sessions' energy",
+            role=Role.RUNNING_TOTAL,
+            minimum=0,
+            maximum=1e8,  # a 350 kW charger running flat out for 30 years: 9.2e7 kWh
+        ),
+        Field(
+            "power",
+            "W",
+            M,
+            "Power.Active.Import: one vehicle's charging power during its session",
+            role=Role.PERSON_EVENT,
+            minimum=0,
+            maximum=400000,
+        ),
         Field("session_start", None, T, "A charging session started", role=Role.PERSON_EVENT),
         Field("session_end", None, T, "A charging session ended", role=Role.PERSON_EVENT),
         Field(
@@ -142,7 +148,7 @@ CATALOGUE = Catalogue(
             "transaction_id",
             None,
             C,
-            "transactionId: read at source to link a session's events, never put into a reading",
+            "transactionId: tells sessions apart in RAM (pseudonymised), never published",
             role=Role.IDENTIFIER,
         ),
         Field(
@@ -169,6 +175,14 @@ CATALOGUE = Catalogue(
             aggregation=Aggregation.SUM,
             source="session_energy",
         ),
+        Field(
+            "energy_metered",
+            "kW.h",
+            M,
+            "Increase of the energy register in the window, by the sessions that drew it",
+            aggregation=Aggregation.INCREMENT,
+            source="energy",
+        ),
     ),
 )
 
@@ -187,21 +201,8 @@ class _Sample:
     context: str
 
 
-def _err(reason: str, detail: str) -> list[Event]:
-    return [DecodeError(reason, detail)]
-
-
 def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
-    store.pop(key, None)
-    store[key] = value
-    while len(store) > MAX_STATE:
-        del store[next(iter(store))]
-
-
-def _nonneg_int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
+    remember(store, key, value, MAX_STATE)
 
 
 class Options(PayloadOptions):
@@ -227,38 +228,26 @@ class Decoder(PayloadDecoder):
         self._connectors: dict[tuple[str, int], dict[int, str]] = {}
 
     def _decode(self, topic: str, payload: bytes) -> list[Event]:
-        frame = load_json(payload, self.limit)
-        if isinstance(frame, DecodeError):
-            return [frame]
-        if not isinstance(frame, list) or not frame:
-            return _err("wrong_type", "frame is not a non-empty JSON array")
-        box = topic.rsplit("/", 1)[0]
-        kind = frame[0]
-        if kind == 2 and not isinstance(kind, bool) and len(frame) == 4:
-            uid, name, body = frame[1], frame[2], frame[3]
-            if not isinstance(uid, str) or not 0 < len(uid) <= MAX_UNIQUE_ID:
-                return _err("bad_frame", "frame id is not a string of 1 to 36 characters")
-            if not isinstance(name, str) or not isinstance(body, dict):
-                return _err("bad_frame", "call frame lacks a name string and a body object")
-            return self._call(box, name, body)
-        if kind == 3 and not isinstance(kind, bool) and len(frame) == 3:
-            if not isinstance(frame[1], str) or not isinstance(frame[2], dict):
-                return _err("bad_frame", "result frame lacks an id string and a body object")
-            return []  # results carry idTokenInfo, costs: nothing for the street
-        if kind == 4 and not isinstance(kind, bool) and len(frame) == 5:
-            return []  # an error reply between station and CSMS: no street data
-        return _err("bad_frame", "frame type or length is not an OCPP-J call, result or error")
+        frame = read_frame(payload, self.limit)
+        if isinstance(frame, list):
+            return frame
+        if frame.kind is Kind.CALL:
+            assert frame.action is not None
+            return self._call(topic.rsplit("/", 1)[0], frame.action, frame.body)
+        # results carry idTokenInfo, costs; errors are between station and CSMS: nothing for
+        # the street
+        return []
 
     def _call(self, box: str, name: str, body: dict[str, Any]) -> list[Event]:
         if name == "StatusNotification":
             return self._status(box, body)
         if name == "MeterValues":
-            return self._meter_values(body)
+            return self._meter_values(box, body)
         if name == "TransactionEvent":
             return self._transaction_event(box, body)
         if name in ACTIONS:
             return []
-        return _err("unknown_action", "call names an operation outside OCPP 2.0.1")
+        return err("unknown_action", "call names an operation outside OCPP 2.0.1")
 
     def _wanted(self, evse: int | None) -> bool:
         return self.evse is None or evse == self.evse
@@ -266,12 +255,12 @@ class Decoder(PayloadDecoder):
     # ------------------------------------------------------------------ status
 
     def _status(self, box: str, body: dict[str, Any]) -> list[Event]:
-        evse, connector = _nonneg_int(body.get("evseId")), _nonneg_int(body.get("connectorId"))
+        evse, connector = nonneg_int(body.get("evseId")), nonneg_int(body.get("connectorId"))
         if evse is None or connector is None:
-            return _err("missing_field", "EVSE or plug number absent or not a non-negative integer")
+            return err("missing_field", "EVSE or plug number absent or not a non-negative integer")
         ocpp = body.get("connectorStatus")
         if not isinstance(ocpp, str):
-            return _err("missing_field", "plug state absent or not text")
+            return err("missing_field", "plug state absent or not text")
         status = OCPP_TO_OCPI.get(ocpp, "UNKNOWN")
         known = self._connectors.get((box, evse))
         connectors = dict(known) if known is not None else {}
@@ -287,37 +276,41 @@ class Decoder(PayloadDecoder):
 
     # ------------------------------------------------------------------ metering
 
-    def _meter_values(self, body: dict[str, Any]) -> list[Event]:
-        evse = _nonneg_int(body.get("evseId"))
+    def _meter_values(self, box: str, body: dict[str, Any]) -> list[Event]:
+        evse = nonneg_int(body.get("evseId"))
         readings = body.get("meterValue")
         if evse is None:
-            return _err("missing_field", "EVSE number absent or not a non-negative integer")
+            return err("missing_field", "EVSE number absent or not a non-negative integer")
         if not isinstance(readings, list):
-            return _err("missing_field", "list of meter readings absent or not a list")
+            return err("missing_field", "list of meter readings absent or not a list")
         if not self._wanted(evse):
             return []
+        # 2.0.1 MeterValues name no transaction: a reading taken while one session is open on
+        # that EVSE belongs to it (clock-aligned values during a session)
+        open_here = [txid for (b, txid), s in self._sessions.items() if b == box and s.evse == evse]
+        txid = open_here[0] if len(open_here) == 1 else None
         events: list[Event] = []
         for reading in readings:
             samples, errors = _samples(reading)
-            events += _published(evse, reading, samples)
+            events += _meter_reading(reading, samples, txid)
             events += errors
         return events
 
     # ------------------------------------------------------------------ sessions
 
     def _transaction_event(self, box: str, body: dict[str, Any]) -> list[Event]:
-        kind, seq = body.get("eventType"), _nonneg_int(body.get("seqNo"))
+        kind, seq = body.get("eventType"), nonneg_int(body.get("seqNo"))
         info = body.get("transactionInfo")
         txid = info.get("transactionId") if isinstance(info, dict) else None
         if kind not in ("Started", "Updated", "Ended") or seq is None:
-            return _err("missing_field", "event type or sequence number absent or invalid")
+            return err("missing_field", "event type or sequence number absent or invalid")
         if not isinstance(txid, str) or not 0 < len(txid) <= MAX_TRANSACTION_ID:
-            return _err("missing_field", "session number absent or not text of 1 to 36 characters")
+            return err("missing_field", "session number absent or not text of 1 to 36 characters")
         evse_obj = body.get("evse")
-        evse = _nonneg_int(evse_obj.get("id")) if isinstance(evse_obj, dict) else None
+        evse = nonneg_int(evse_obj.get("id")) if isinstance(evse_obj, dict) else None
         readings = body.get("meterValue", [])
         if not isinstance(readings, list):
-            return _err("wrong_type", "list of meter readings is not a list")
+            return err("wrong_type", "list of meter readings is not a list")
         if (box, txid, seq) in self._seen:
             return []
         _remember(self._seen, (box, txid, seq), None)
@@ -328,7 +321,7 @@ class Decoder(PayloadDecoder):
         elif evse is not None:
             session.evse = evse
         events: list[Event] = []
-        published: list[Event] = []
+        metered: list[Event] = []
         for reading in readings:
             samples, errors = _samples(reading)
             events += errors
@@ -339,26 +332,24 @@ class Decoder(PayloadDecoder):
                     session.last_kwh = s.value
                 elif session.begin_kwh is None or s.context == "Transaction.Begin":
                     session.begin_kwh = s.value
-            if kind == "Updated" and self._wanted(session.evse) and session.evse is not None:
-                published += _published(session.evse, reading, samples)
+            metered += _meter_reading(reading, samples, txid)
 
         when = parse_rfc3339(body.get("timestamp"))
         marker: list[Event] = []
         if kind == "Ended":
             self._sessions.pop((box, txid), None)
-            if self._wanted(session.evse):
-                marker = [self._ended(session, when)]
+            marker = [self._ended(session, txid, when)]
         else:
             _remember(self._sessions, (box, txid), session)
-            if kind == "Started" and self._wanted(session.evse):
-                marker = [Decoded({"session_start": True}, device_time=when)]
-        if self.evse is not None and session.evse is None:
-            marker = []  # cannot attribute this session to the configured EVSE
-        return marker + published + events
+            if kind == "Started":
+                marker = [Decoded({"session_start": True, "transaction_id": txid}, device_time=when)]
+        if not self._wanted(session.evse):
+            return events  # cannot attribute this session to the configured EVSE
+        return marker + metered + events
 
     @staticmethod
-    def _ended(session: _Session, when: float | None) -> Decoded:
-        values: dict[str, Value] = {"session_end": True}
+    def _ended(session: _Session, txid: str, when: float | None) -> Decoded:
+        values: dict[str, Value] = {"session_end": True, "transaction_id": txid}
         flags: tuple[str, ...] = ()
         if session.begin_kwh is None or session.last_kwh is None:
             flags = ("session_energy_unknown",)
@@ -372,16 +363,15 @@ class Decoder(PayloadDecoder):
 def _samples(reading: object) -> tuple[list[_Sample], list[Event]]:
     """The energy and power samples of one MeterValueType, converted to kW.h and W."""
     if not isinstance(reading, dict) or not isinstance(reading.get("sampledValue"), list):
-        return [], _err("wrong_type", "a meter reading is not an object holding a list")
+        return [], err("wrong_type", "a meter reading is not an object holding a list")
     samples: list[_Sample] = []
     errors: list[Event] = []
     for sample in reading["sampledValue"]:
         if not isinstance(sample, dict):
-            errors += _err("wrong_type", "an item in a meter reading is not an object")
+            errors += err("wrong_type", "an item in a meter reading is not an object")
             continue
-        measurand = sample.get("measurand", DEFAULT_MEASURAND)
-        known = MEASURANDS.get(measurand) if isinstance(measurand, str) else None
-        if known is None or "phase" in sample or sample.get("location") == "EV":
+        known = measurand(sample)
+        if known is None:
             continue  # SoC (personal), per-phase and vehicle-side values are not collected
         field, factors, default_unit = known
         measure = sample.get("unitOfMeasure", {})
@@ -396,25 +386,26 @@ def _samples(reading: object) -> tuple[list[_Sample], list[Event]]:
             or not isinstance(multiplier, int)
             or abs(multiplier) > MAX_MULTIPLIER
         ):
-            errors += _err("wrong_unit", "a meter item has a unit this driver cannot use")
+            errors += err("wrong_unit", "a meter item has a unit this driver cannot use")
         elif number is None:
-            errors += _err("wrong_type", "a meter item value is not a decimal number")
+            errors += err("wrong_type", "a meter item value is not a decimal number")
         elif not isinstance(context, str):
-            errors += _err("wrong_type", "a meter item reading context is not text")
+            errors += err("wrong_type", "a meter item reading context is not text")
         else:
             value = round(number * factor * 10.0**multiplier, 6)
             samples.append(_Sample(field, value, context))
     return samples, errors
 
 
-def _published(evse: int, reading: object, samples: list[_Sample]) -> list[Event]:
-    """One reading of the samples that may leave: none taken at a session's first or last moment."""
-    values: dict[str, Value] = {
-        s.field: s.value for s in samples if s.context not in SESSION_CONTEXTS
-    }
+def _meter_reading(reading: object, samples: list[_Sample], txid: str | None) -> list[Event]:
+    """One reading of a MeterValueType's register and power, with the transaction it belongs
+    to. All personal now (issue 12): no EVSE id rides along, or it would leave alone per
+    reading, stamped with the times a session was drawing power."""
+    values: dict[str, Value] = {s.field: s.value for s in samples}
     if not values or not isinstance(reading, dict):
         return []
-    values["connector_id"] = str(evse)
+    if txid is not None:
+        values["transaction_id"] = txid
     when = parse_rfc3339(reading.get("timestamp"))
     flags = () if when is not None else ("no_device_time",)
     return [Decoded(values, device_time=when, flags=flags)]
@@ -422,14 +413,6 @@ def _published(evse: int, reading: object, samples: list[_Sample]) -> list[Event
 
 def catalogue_for(options: Options) -> Catalogue:
     return CATALOGUE
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _frame(uid: int, name: str, body: dict[str, Any]) -> bytes:
-    return json.dumps([2, str(uid), name, body], separators=(",", ":")).encode()
 
 
 def _meter(ts: str, energy_wh: int, power_w: int | None, context: str) -> dict[str, Any]:
@@ -452,11 +435,11 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     meter_start = 100_000 + cycle * 12_000
     txid = f"sim-{cycle:08d}"
     tag = {"idToken": f"04{random.Random(cycle).getrandbits(48):012X}", "type": "ISO14443"}
-    ts = _iso(now)
+    ts = iso(now)
     out: list[bytes] = []
     if phase < 60:
-        out.append(_frame(uid, "StatusNotification", {"timestamp": ts, "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}))  # fmt: skip
-        out.append(_frame(uid + 1, "TransactionEvent", {
+        out.append(call(uid, "StatusNotification", {"timestamp": ts, "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}))  # fmt: skip
+        out.append(call(uid + 1, "TransactionEvent", {
             "eventType": "Started", "timestamp": ts, "triggerReason": "Authorized", "seqNo": 0,
             "transactionInfo": {"transactionId": txid, "chargingState": "EVConnected"},
             "idToken": tag, "evse": {"id": 1, "connectorId": 1},
@@ -464,21 +447,21 @@ def simulate(rng: random.Random, now: float, base_topic: str) -> list[tuple[str,
     elif phase < 5400:
         energy = meter_start + int(phase / 3600 * 7200)
         power = 7200 + rng.randint(-150, 150)
-        out.append(_frame(uid + 2, "TransactionEvent", {
+        out.append(call(uid + 2, "TransactionEvent", {
             "eventType": "Updated", "timestamp": ts, "triggerReason": "MeterValuePeriodic",
             "seqNo": 1 + phase // 60, "transactionInfo": {"transactionId": txid,
                                                           "chargingState": "Charging"},
             "meterValue": [_meter(ts, energy, power, "Sample.Periodic")]}))  # fmt: skip
     elif phase < 5460:
         stop = meter_start + int(5400 / 3600 * 7200)
-        out.append(_frame(uid + 3, "TransactionEvent", {
+        out.append(call(uid + 3, "TransactionEvent", {
             "eventType": "Ended", "timestamp": ts, "triggerReason": "EVCommunicationLost",
             "seqNo": 200, "transactionInfo": {"transactionId": txid, "stoppedReason": "EVDisconnected",
                                               "timeSpentCharging": 5400},
             "idToken": tag, "meterValue": [_meter(ts, stop, None, "Transaction.End")]}))  # fmt: skip
-        out.append(_frame(uid + 4, "StatusNotification", {"timestamp": ts, "connectorStatus": "Available", "evseId": 1, "connectorId": 1}))  # fmt: skip
+        out.append(call(uid + 4, "StatusNotification", {"timestamp": ts, "connectorStatus": "Available", "evseId": 1, "connectorId": 1}))  # fmt: skip
     else:
-        out.append(_frame(uid + 5, "Heartbeat", {}))
+        out.append(call(uid + 5, "Heartbeat", {}))
     return [(topic, body) for body in out]
 
 

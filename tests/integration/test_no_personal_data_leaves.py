@@ -39,12 +39,16 @@ phones = st.integers(100000000, 999999999).map(lambda n: f"+447{n}")
 # A name has no identifier shape: only the vocabularies (default deny for free text) stop it.
 names = st.tuples(st.sampled_from(["Priya", "Oluwaseun", "Siobhan", "Tomasz"]),
                   st.sampled_from(["Ramanathan", "Adeyemi", "Gallagher", "Kowalczyk"])).map(" ".join)
+# An OCPP 2.0.1 transactionId: a string of up to 36 characters, often a UUID.
+tx_ids = st.uuids().map(str)
 identities = st.fixed_dictionaries({"mac": macs, "mac2": macs, "tag": id_tags, "plate": plates,
-                                    "email": emails, "phone": phones, "name": names})  # fmt: skip
+                                    "email": emails, "phone": phones, "name": names,
+                                    "txid": tx_ids})  # fmt: skip
 
 SENSORS = """\
   - {id: ev-1, driver: openevse, mqtt: {}, options: {base_topic: openevse-55ad}}
   - {id: ocpp-1, driver: ocpp16j, mqtt: {topic: 'ocpp/CB-1/in'}}
+  - {id: ocpp-2, driver: ocpp201j, mqtt: {topic: 'ocpp/CS-2/in'}}
   - {id: cam-1, driver: axis_object_analytics, mqtt: {}}
   - {id: sniff-1, driver: wifi_probe_sniffer, mqtt: {topic: 'footfall/sniffer-1/probes'}}
   - {id: pax-1, driver: paxcounter, mqtt: {topic: 'paxout/#'}}
@@ -56,7 +60,11 @@ SENSORS = """\
 
 
 def payloads(ids: dict[str, str]) -> list[tuple[str, str]]:
-    mac, mac2, tag, plate, email, phone, name = (ids[k] for k in ("mac", "mac2", "tag", "plate", "email", "phone", "name"))
+    mac, mac2, tag, plate, email, phone, name, txid = (ids[k] for k in ("mac", "mac2", "tag", "plate", "email", "phone", "name", "txid"))
+    token = {"idToken": tag, "type": "ISO14443"}
+    register = lambda wh, ctx: [{"timestamp": "2026-03-14T10:27:30Z", "sampledValue": [  # noqa: E731
+        {"value": wh, "context": ctx, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "Wh"}},
+        {"value": 54, "context": ctx, "measurand": "SoC", "location": "EV", "unitOfMeasure": {"unit": "Percent"}}]}]
     probe = lambda m, r: {"mac": m, "rssi": r, "seq": 7, "ch": 6}  # noqa: E731
     return [
         ("footfall/sniffer-1/probes", json.dumps(probe(mac, -50))),
@@ -73,6 +81,11 @@ def payloads(ids: dict[str, str]) -> list[tuple[str, str]]:
         ("ocpp/CB-1/in", json.dumps([2, "a3", "StopTransaction", {"transactionId": 5531, "idTag": email, "meterStop": 3000, "timestamp": "2026-03-14T11:40:02Z", "reason": plate}])),
         ("ocpp/CB-1/in", json.dumps([2, "a4", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging", "info": phone}])),
         ("ocpp/CB-1/in", json.dumps([2, "a5", "StatusNotification", {"connectorId": 1, "errorCode": name, "status": name, "info": name}])),
+        ("ocpp/CS-2/in", json.dumps([2, "b1", "TransactionEvent", {"eventType": "Started", "timestamp": "2026-03-14T10:12:30Z", "triggerReason": "Authorized", "seqNo": 0, "transactionInfo": {"transactionId": txid, "chargingState": "EVConnected"}, "idToken": token, "evse": {"id": 1, "connectorId": 1}, "meterValue": register(1000, "Transaction.Begin")}])),
+        ("ocpp/CS-2/in", json.dumps([2, "b2", "TransactionEvent", {"eventType": "Updated", "timestamp": "2026-03-14T10:27:30Z", "triggerReason": "MeterValuePeriodic", "seqNo": 1, "transactionInfo": {"transactionId": txid, "chargingState": "Charging"}, "meterValue": register(2000, "Sample.Periodic")}])),
+        ("ocpp/CS-2/in", json.dumps([2, "b3", "MeterValues", {"evseId": 1, "meterValue": register(2500, "Sample.Clock")}])),
+        ("ocpp/CS-2/in", json.dumps([2, "b4", "TransactionEvent", {"eventType": "Ended", "timestamp": "2026-03-14T11:40:02Z", "triggerReason": "StopAuthorized", "seqNo": 2, "transactionInfo": {"transactionId": txid, "stoppedReason": plate}, "idToken": {"idToken": email, "type": "eMAID"}, "meterValue": register(3000, "Transaction.End")}])),
+        ("ocpp/CS-2/in", json.dumps([3, "b4", {"idTokenInfo": {"status": "Accepted", "personalMessage": {"format": "UTF8", "content": name}}}])),
         (f"axis/{mac.replace(':', '').upper()}/event/CameraApplicationPlatform/ObjectAnalytics/Device1Scenario1",
          json.dumps({"topic": "axis:x", "timestamp": 1741946405123, "serial": mac.replace(":", "").upper(),
                      "message": {"source": {}, "key": {}, "data": {"scenario": plate, "reason": "human", "total": "3", "totalHuman": "3", "operator": email}}})),
@@ -223,6 +236,9 @@ ops: {{http: null}}
     assert 'gateway_mqtt_bad_messages_total{reason="not_in_vocabulary",sensor="gj-1"}' in metrics
     assert 'gateway_mqtt_bad_messages_total{reason="not_in_vocabulary",sensor="senml-1"}' in metrics
     assert 'gateway_mqtt_bad_messages_total{reason="bad_value",sensor="ev-1"}' in metrics  # not a firmware word
+    # the 2.0.1 session was read, idToken and transactionId with it: two markers, four meter readings
+    assert 'gateway_readings_total{sensor="ocpp-2"} 6' in metrics
+    assert 'sensor="ocpp-2"' not in metrics.split("gateway_mqtt_bad_messages_total", 1)[-1].split("# HELP", 1)[0]
     hits: list[str] = []
     for kind, value in ids.items():
         for form in variants(value):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from ocpp.messages import Call, _validate_payload
 from pydantic import ValidationError
 
-from firmware_bridge import jsonpayload
+from firmware_bridge import jsonpayload, ocppj
 from firmware_bridge.base import Aggregation, Decoded, DecodeError, Event, Role
 from firmware_bridge.drivers import ocpp201j
 
@@ -103,31 +103,46 @@ def test_a_microocpp_session_decodes_to_the_documented_readings() -> None:
     assert [e.device_time for _, e in got] == [epoch(w["device_time"]) for w in want]
 
 
-def test_no_id_token_or_transaction_id_ever_reaches_a_reading() -> None:
+def test_no_id_token_ever_appears_and_the_transaction_id_only_as_a_declared_identifier() -> None:
     dec = ocpp201j.Decoder(ocpp201j.Options())
-    text = repr([e for frame in FRAMES for e in feed(dec, frame)])
-    for ident in VECTORS["identifiers"]:
-        assert ident not in text
+    events = [e for frame in FRAMES for e in feed(dec, frame)]
+    token, txid = VECTORS["identifiers"]
+    assert token not in repr(events)
+    for e in decoded(events):
+        assert all(txid not in str(v) for k, v in e.values.items() if k != "transaction_id")
+        # every reading of the session names it, so the privacy stage counts sessions
+        if {"energy", "power", "session_start", "session_end"} & set(e.values):
+            assert e.values["transaction_id"] == txid
 
 
-def test_the_catalogue_declares_identifiers_and_session_data_personal() -> None:
+def test_the_catalogue_declares_session_data_personal_as_the_16_driver_does() -> None:
     cat = ocpp201j.catalogue_for(ocpp201j.Options())
     assert {f.key for f in cat.personal_fields} == {
-        "session_start", "session_end", "session_energy", "id_token", "transaction_id"}  # fmt: skip
+        "session_start", "session_end", "session_energy", "energy", "power", "id_token",
+        "transaction_id"}  # fmt: skip
     assert {f.key for f in cat.fields if f.role is Role.IDENTIFIER} == {"id_token", "transaction_id"}
+    assert cat.field("energy").role is Role.RUNNING_TOTAL  # type: ignore[union-attr]
+    assert {f.key for f in cat.fields if f.role is Role.PERSON_EVENT} == {
+        "power", "session_start", "session_end", "session_energy"}  # fmt: skip
     aggregates = {f.key: (f.aggregation, f.source) for f in cat.fields if f.source}
     assert aggregates == {
         "sessions_started": (Aggregation.COUNT, "session_start"),
         "sessions_ended": (Aggregation.COUNT, "session_end"),
         "energy_delivered": (Aggregation.SUM, "session_energy"),
+        "energy_metered": (Aggregation.INCREMENT, "energy"),
     }
-    # the same properties, units and types as the 1.6 driver, so both feed the same datastreams
+    # the same properties, units, types and roles as the 1.6 driver, so both feed the same
+    # datastreams under the same disclosure rules
     from firmware_bridge.drivers import ocpp16j
 
-    old = {f.key: (f.unit, f.observation_type, f.aggregation) for f in ocpp16j.CATALOGUE.fields}
+    def shape(f: Any) -> tuple[Any, ...]:
+        return (f.unit, f.observation_type, f.aggregation, f.source, f.role)
+
+    old = {f.key: shape(f) for f in ocpp16j.CATALOGUE.fields}
+    assert {f.key for f in cat.fields if f.key != "id_token"} <= set(old)
     for f in cat.fields:
         if f.key in old:
-            assert old[f.key] == (f.unit, f.observation_type, f.aggregation), f.key
+            assert old[f.key] == shape(f), f.key
 
 
 # --------------------------------------------------------------------------- status
@@ -182,19 +197,27 @@ def test_units_multipliers_and_what_is_never_collected() -> None:
     ]
     body = {"evseId": 1, "meterValue": [{"timestamp": "2025-03-14T10:00:00+01:00", "sampledValue": samples}]}  # fmt: skip
     [event] = decoded(feed(ocpp201j.Decoder(ocpp201j.Options()), call("MeterValues", body)))
-    assert event.values == {"energy": 12.5, "power": 7200.0, "connector_id": "1"}
+    assert event.values == {"energy": 12.5, "power": 7200.0}  # no session open, no EVSE id
     assert event.device_time == epoch("2025-03-14T09:00:00+00:00")
 
 
-def test_samples_at_a_sessions_first_and_last_moment_are_not_published() -> None:
+def test_every_meter_reading_of_a_session_names_it_and_none_names_its_evse() -> None:
+    """The register at a session's first and last moment included: it is never published per
+    reading, and the privacy stage needs it to credit the session's last step to that session."""
     dec = ocpp201j.Decoder(ocpp201j.Options())
     events = decoded(feed(dec, tx("Started", 0, [sample(1000, context="Transaction.Begin")], evse=1),
                           tx("Updated", 1, [sample(1500), sample(1600, context="Sample.Clock")]),
+                          call("MeterValues", {"evseId": 1, "meterValue": [{"timestamp": "2025-03-14T10:00:00Z", "sampledValue": [sample(1700, context="Sample.Clock")]}]}),
+                          call("MeterValues", {"evseId": 2, "meterValue": [{"timestamp": "2025-03-14T10:00:00Z", "sampledValue": [sample(40, context="Sample.Clock")]}]}),
                           tx("Ended", 2, [sample(3000, context="Transaction.End")])))  # fmt: skip
     assert [dict(e.values) for e in events] == [
-        {"session_start": True},
-        {"energy": 1.6, "connector_id": "1"},  # one reading per meterValue: the last sample wins
-        {"session_end": True, "session_energy": 2.0},
+        {"session_start": True, "transaction_id": "T1"},
+        {"energy": 1.0, "transaction_id": "T1"},
+        {"energy": 1.6, "transaction_id": "T1"},  # one reading per meterValue: the last sample wins
+        {"energy": 1.7, "transaction_id": "T1"},  # MeterValues on the session's EVSE: its reading
+        {"energy": 0.04},  # another EVSE, no session open there
+        {"session_end": True, "session_energy": 2.0, "transaction_id": "T1"},
+        {"energy": 3.0, "transaction_id": "T1"},
     ]
 
 
@@ -217,32 +240,35 @@ def test_a_retried_transaction_event_counts_once() -> None:
     end = tx("Ended", 1, [sample(2000, context="Transaction.End")])
     events = decoded(feed(dec, start, start, end, [3, "x", {}], end))
     assert [dict(e.values) for e in events] == [
-        {"session_start": True}, {"session_end": True, "session_energy": 2.0}]  # fmt: skip
+        {"session_start": True, "transaction_id": "T1"}, {"energy": 0.0, "transaction_id": "T1"},
+        {"session_end": True, "session_energy": 2.0, "transaction_id": "T1"},
+        {"energy": 2.0, "transaction_id": "T1"}]  # fmt: skip
 
 
 def test_session_energy_unknown_or_backwards_is_flagged_not_guessed() -> None:
     dec = ocpp201j.Decoder(ocpp201j.Options())
-    [end] = decoded(feed(dec, tx("Ended", 5, [sample(9000, context="Transaction.End")], txid="never-started")))  # fmt: skip
-    assert end.values == {"session_end": True} and end.flags == ("session_energy_unknown",)
+    [end, _] = decoded(feed(dec, tx("Ended", 5, [sample(9000, context="Transaction.End")], txid="never-started")))  # fmt: skip
+    assert end.values == {"session_end": True, "transaction_id": "never-started"}
+    assert end.flags == ("session_energy_unknown",)
     feed(dec, tx("Started", 0, None, txid="no-meter", evse=1))  # a station sending no start register
-    [end] = decoded(feed(dec, tx("Ended", 1, [sample(500)], txid="no-meter")))
+    [end, _] = decoded(feed(dec, tx("Ended", 1, [sample(500)], txid="no-meter")))
     assert end.flags == ("session_energy_unknown",)
     feed(dec, tx("Started", 0, [sample(5000)], txid="replaced-meter", evse=1))
-    events = decoded(feed(dec, tx("Ended", 1, [sample(10, context="Transaction.End")], txid="replaced-meter")))  # fmt: skip
-    assert events[-1].flags == ("meter_went_backwards",) and "session_energy" not in events[-1].values  # fmt: skip
+    [end, _] = decoded(feed(dec, tx("Ended", 1, [sample(10, context="Transaction.End")], txid="replaced-meter")))  # fmt: skip
+    assert end.flags == ("meter_went_backwards",) and "session_energy" not in end.values
 
 
 def test_the_last_register_of_the_session_closes_it_when_ended_has_none() -> None:
     dec = ocpp201j.Decoder(ocpp201j.Options())
     events = decoded(feed(dec, tx("Started", 0, [sample(1000)], evse=1),
                           tx("Updated", 1, [sample(1800)]), tx("Ended", 2)))  # fmt: skip
-    assert events[-1].values == {"session_end": True, "session_energy": 0.8}
+    assert events[-1].values == {"session_end": True, "session_energy": 0.8, "transaction_id": "T1"}
 
 
 def test_sessions_on_other_stations_are_not_confused() -> None:
     dec = ocpp201j.Decoder(ocpp201j.Options())
     feed(dec, tx("Started", 0, [sample(0)], evse=1), topic="ocpp/OTHER/in")
-    [end] = decoded(feed(dec, tx("Ended", 1, [sample(10)])))
+    [end, _] = decoded(feed(dec, tx("Ended", 1, [sample(10)])))
     assert end.flags == ("session_energy_unknown",)
 
 
@@ -318,11 +344,11 @@ def test_a_simulated_two_hour_cycle_yields_one_whole_valid_session() -> None:
 def _details() -> set[str]:
     """Every fixed DecodeError detail written in the driver and the JSON loader."""
     texts: set[str] = set()
-    for module in (ocpp201j, jsonpayload):
+    for module in (ocpp201j, ocppj, jsonpayload):
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if isinstance(node, ast.Call) and len(node.args) >= 2:
                 name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-                if name in ("DecodeError", "_err") and isinstance(node.args[1], ast.Constant):
+                if name in ("DecodeError", "err") and isinstance(node.args[1], ast.Constant):
                     texts.add(node.args[1].value)
     texts.add(jsonpayload.too_large(jsonpayload.DEFAULT_MAX_PAYLOAD_BYTES).detail)
     return texts
@@ -374,9 +400,10 @@ def test_mutated_vectors_never_raise_or_echo_or_leak(data: st.DataObject) -> Non
     frame = mutate(data, data.draw(st.sampled_from(FRAMES)))
     events = dec.decode(TOPIC, json.dumps(frame).encode())
     check(events)
+    token, txid = VECTORS["identifiers"]
     for e in events:
         if isinstance(e, Decoded):
             assert set(e.values) <= {f.key for f in ocpp201j.CATALOGUE.fields}
-            assert not {"id_token", "transaction_id"} & set(e.values)
-            for ident in VECTORS["identifiers"]:
-                assert ident not in repr(e.values)
+            assert "id_token" not in e.values and token not in repr(e.values)
+            # the transaction id only ever in its declared identifier field
+            assert all(txid not in str(v) for k, v in e.values.items() if k != "transaction_id")
