@@ -11,6 +11,11 @@ Valid topics this profile does not use are `Ignored`, not errors: the always-ret
 housekeeping documents (`config`, `claim`, `override`, `schedule`, `limit`, `config_version`),
 command and RAPI topics, `openevse/announce/<id>`, and keys not collected (diagnostics, vehicle
 state of charge, the deprecated `wattsec`/`watthour` duplicates).
+
+The firmware names no charging session, so the decoder tells sessions apart from the firmware's
+own session boundaries (`_Sessions`) and puts a RAM-only session label into the readings of
+each session, as an identifier: the privacy stage then counts sessions, not reports, behind an
+energy figure, and never publishes the label.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ CATALOGUE = Catalogue(
               minimum=0, maximum=30 * 86400),
         Field("rfid_uid", None, C, "RFID card UID the firmware publishes: never decoded or kept, "
               "declared so the raw stream is treated as personal at source", role=Role.IDENTIFIER),
+        Field("session", None, C, "The charging session a reading belongs to, told apart in RAM "
+              "from the firmware's session boundaries: never published", role=Role.IDENTIFIER),
         Field("rfid_auth", None, T, "A new RFID card was accepted (the UID is never kept)",
               role=Role.PERSON_EVENT),
         Field("total_energy_increment", "kW.h", M,
@@ -169,10 +176,70 @@ class Options(PayloadOptions):
     )
 
 
+class _Sessions:
+    """Which charging session a reading belongs to, from the firmware's own boundaries (firmware
+    5.x: `EvseMonitor` fires "session complete" when the vehicle-connected flag drops, src/
+    evse_monitor.cpp lines 75-76 and 317; `EvseManager` then calls `EnergyMeter::clearSession()`,
+    src/evse_man.cpp lines 368-375, which zeroes session energy and time and publishes them,
+    src/energy_meter.cpp lines 209-216; both only grow while charging, lines 228-270).
+
+    A session begins when the vehicle is heard connected with no session open (a connect, or
+    the first word after start-up), or when session energy or time counts on with no session
+    open (heard mid-way: after the gateway started, or with the connect lost), or restarts from
+    a reset whose zero was lost. It ends when the vehicle leaves or a counter is reset to zero. A counter that drops to
+    a value above zero begins a new session only if that counter was already seen in the open
+    one, so one reset seen through both counters, or a connect heard before the reset it
+    follows, gives one session, not two. A counter unchanged since its session ended (the
+    unplug's report before the clear) and register steps after it ended (the clear's report
+    carries the last step) still belong to it: energy only flows while a vehicle charges.
+    Labels are RAM-only and never leave (the privacy stage pseudonymises them); a label is the
+    charger's topic and a count, so two chargers never share one."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None  # the open session's label
+        self.latest: str | None = None  # the open or the most recent session's label
+        self._seen: set[str] = set()  # counters read in the open session
+        self._last: dict[str, float] = {}  # counter -> its previous value
+        self._count = 0
+
+    def _begin(self, box: str) -> None:
+        self._count += 1
+        self.current = self.latest = f"{box}#{self._count}"
+        self._seen = set()
+
+    def vehicle(self, box: str, connected: bool) -> None:
+        if connected and self.current is None:
+            self._begin(box)  # a new vehicle; or the first word after start-up, mid-session
+        elif not connected:
+            self.current = None
+        # connected with a session open: the same vehicle (a session heard mid-way through its
+        # counters, its connect lost, then the 30 s burst repeating the flag). A new vehicle
+        # whose unplug was lost shows as its counters' reset, which `counter` sees.
+
+    def counter(self, box: str, name: str, value: float) -> str | None:
+        """Note a session counter (energy or time); the label of the session it belongs to."""
+        prev = self._last.get(name)
+        self._last[name] = value
+        if prev is not None and value < prev:  # the firmware's clearSession(), or a missed one
+            if value == 0:
+                self.current = None
+                return None
+            if self.current is None or name in self._seen:
+                self._begin(box)
+        elif self.current is None and value > 0:
+            if value == prev:
+                return self.latest  # the session that just ended, its counter not cleared yet
+            self._begin(box)  # counting on: a session heard mid-way (a start-up, a lost connect)
+        if self.current is not None:
+            self._seen.add(name)
+        return self.current
+
+
 class Decoder(PayloadDecoder):
-    """Decodes one OpenEVSE status message. Holds two small pieces of RAM-only state: the last
-    session energy (to derive `energy_increment`) and a digest of the last RFID UID (so that the
-    UID the firmware repeats every 30 s counts as one authorisation)."""
+    """Decodes one OpenEVSE status message. Holds small pieces of RAM-only state: the last
+    session energy (to derive `energy_increment`), the session boundaries (`_Sessions`) and a
+    digest of the last RFID UID (so that the UID the firmware repeats every 30 s counts as one
+    authorisation)."""
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
@@ -180,6 +247,8 @@ class Decoder(PayloadDecoder):
         self.ignored = IGNORED_KEYS | frozenset(options.ignore_keys)
         self._last_session_kwh: float | None = None
         self._last_tag_digest: bytes | None = None
+        self._sessions = _Sessions()
+        self._box = ""  # the charger's topic, for session labels
         self._handlers: dict[str, Callable[[str], list[Event]]] = {
             "amp": self._scaled("current", 0.001),
             "voltage": self._scaled("voltage", 1.0),
@@ -187,10 +256,10 @@ class Decoder(PayloadDecoder):
             "power": self._scaled("power", 1.0),
             "frequency": self._scaled("frequency", 0.01),
             "temp": self._temperature,
-            "total_energy": self._register("total_energy", 1.0),
+            "total_energy": self._total_energy,
             "session_energy": self._session_energy,
-            "elapsed": self._scaled("elapsed", 1.0),
-            "session_elapsed": self._scaled("elapsed", 1.0),
+            "elapsed": self._elapsed,
+            "session_elapsed": self._elapsed,
             "state": self._state,
             "vehicle": self._vehicle,
             "status": self._firmware_status,
@@ -207,6 +276,7 @@ class Decoder(PayloadDecoder):
             key = topic.rsplit("/", 1)[-1]
         if "/" in key or key in COMMANDS:
             return [Ignored("command")]  # */set, schedule/clear, rapi/in/*, rapi/out, restart
+        self._box = topic[: len(topic) - len(key) - 1]
         if key in HOUSEKEEPING:
             return [Ignored("housekeeping")]
         if key in self.ignored:
@@ -230,18 +300,27 @@ class Decoder(PayloadDecoder):
 
         return handle
 
-    def _register(self, field: str, scale: float) -> Callable[[str], list[Event]]:
-        """An energy register: never negative, or the per-window increment would jump."""
+    def _total_energy(self, text: str) -> list[Event]:
+        """The lifetime register: never negative, or the per-window increment would jump. Its
+        steps are credited to the open or the most recent session."""
+        kwh = as_float(text)
+        if kwh is None:
+            return [_number_error()]
+        if kwh < 0:
+            return [DecodeError("bad_value", "an energy register is negative")]
+        return [Decoded(self._of_session({"total_energy": round(kwh, 6)}, self._sessions.latest))]
 
-        def handle(text: str) -> list[Event]:
-            number = as_float(text)
-            if number is None:
-                return [_number_error()]
-            if number < 0:
-                return [DecodeError("bad_value", "an energy register is negative")]
-            return [Decoded({field: round(number * scale, 6)})]
+    def _of_session(self, values: dict[str, Value], label: str | None) -> dict[str, Value]:
+        if label is not None:
+            values["session"] = label
+        return values
 
-        return handle
+    def _elapsed(self, text: str) -> list[Event]:
+        seconds = as_float(text)
+        if seconds is None:
+            return [_number_error()]
+        label = self._sessions.counter(self._box, "elapsed", seconds)
+        return [Decoded(self._of_session({"elapsed": round(seconds, 6)}, label))]
 
     def _temperature(self, text: str) -> list[Event]:
         if text == "false":
@@ -261,7 +340,7 @@ class Decoder(PayloadDecoder):
             # a drop means a new session began: everything in it is new energy
             values["energy_increment"] = round(kwh - last, 6) if kwh >= last else kwh
         self._last_session_kwh = kwh
-        return [Decoded(values)]
+        return [Decoded(self._of_session(values, self._sessions.counter(self._box, "energy", kwh)))]
 
     def _state(self, text: str) -> list[Event]:
         code = as_int(text)
@@ -275,6 +354,7 @@ class Decoder(PayloadDecoder):
         code = as_int(text)
         if code not in (0, 1):
             return [DecodeError("wrong_type", "vehicle flag is not 0 or 1")]
+        self._sessions.vehicle(self._box, code == 1)
         return [Decoded({"vehicle_connected": code == 1})]
 
     def _firmware_status(self, text: str) -> list[Event]:

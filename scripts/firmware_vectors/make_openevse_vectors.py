@@ -439,6 +439,87 @@ vectors += [
     v("no_such_key", "1", E, "a key no firmware source publishes", note="unknown_key"),
 ]
 
+# --- sessions: what the firmware publishes around each plug-in, in order. The firmware names no
+# session; the profile tells sessions apart from these boundaries (its `session` identifier).
+# Only the keys the profile reads for that are listed (state, vehicle, elapsed, session_*,
+# total_energy); the other keys of each document come between them and are ignored.
+# `session`: the plug-in whose quantity the reading carries (a session counter above zero, or a
+# step of the lifetime register), or None where it carries none (counters zeroed by
+# clearSession); absent where it carries nothing that counts either way, or where a loss mixed
+# two plug-ins into one step. `lost`: published by the firmware but not heard (the
+# personal-data broker is QoS 0; a network drop loses what was sent meanwhile).
+STATE_EV = "src/input.cpp InputTask::loop() lines 67-85: the state-change event (state, vehicle, elapsed, in that order)"
+METER_EV = ("src/energy_meter.cpp EnergyMeter::update() lines 228-270: while charging, session time "
+            "and energy grow and createEnergyMeterJsonDoc() (lines 291-301: session_elapsed s, "
+            "session_energy Wh, total_energy kWh) is published every EVENT_INTERVAL (src/energy_meter.h "
+            "line 11: 5 s)")
+BURST_EV = BURST + "; src/input.cpp lines 49-65 (the 30 s burst)"
+CLEAR = ("the vehicle-connected flag drops: EvseMonitor's session-complete event (src/evse_monitor.cpp "
+         "lines 75-76, 317) -> EvseManager (src/evse_man.cpp lines 368-375) -> "
+         "EnergyMeter::clearSession() (src/energy_meter.cpp lines 209-216): session time and energy "
+         "zeroed and published with the register; the state-change event may come before or after it")
+
+
+def sv(key, payload, cite, session="-", lost=False):
+    row = {"topic": f"{BASE}/{key}", "payload": payload, "cite": cite}
+    if session != "-":
+        row["session"] = session
+    if lost:
+        row["lost"] = True
+    return row
+
+
+def state_event(state, vehicle, elapsed, session="-", lost=False):
+    return [sv("state", str(state), STATE_EV, lost=lost), sv("vehicle", str(vehicle), STATE_EV, lost=lost),
+            sv("elapsed", str(elapsed), STATE_EV, session if elapsed else "-", lost)]
+
+
+def meter(elapsed, wh, kwh, session, step, cite=METER_EV, lost=False):
+    """`session` for the counters (None once zeroed), `step` for the register's step."""
+    return [sv("session_elapsed", str(elapsed), cite, session if elapsed else None, lost),
+            sv("session_energy", wh, cite, session if wh != "0" else None, lost),
+            sv("total_energy", kwh, cite, step, lost)]
+
+
+def burst(vehicle, elapsed, wh, kwh, session, step):
+    return [sv("vehicle", str(vehicle), BURST_EV),
+            *meter(elapsed, wh, kwh, session, step, BURST_EV),
+            sv("elapsed", str(elapsed), BURST_EV, session if elapsed else "-")]
+
+
+def clear(kwh, step, lost=False):
+    return meter(0, "0", kwh, None, step, CLEAR, lost)
+
+
+sessions = [
+    # idle, then plug-in "1"; the unplug's state event comes before the clear
+    *burst(0, 0, "0", "1234.5", None, "-"),
+    *state_event(2, 1, 0), *state_event(3, 1, 0),
+    *meter(5, "10", "1234.51", "1", "1"), *meter(10, "20", "1234.52", "1", "1"),
+    *burst(1, 30, "60", "1234.56", "1", "1"),
+    *state_event(1, 0, 30, session="1"),  # unplugged: its time not cleared yet
+    *clear("1234.57", "1"),  # the register's last step is still plug-in 1's energy
+    *burst(0, 0, "0", "1234.57", None, "-"),
+    # plug-in "2"; the clear comes before the unplug's state event
+    *state_event(2, 1, 0), *state_event(3, 1, 0),
+    *meter(5, "10", "1234.58", "2", "2"), *meter(10, "20.5", "1234.59", "2", "2"),
+    *clear("1234.6", "2"), *state_event(1, 0, 0),
+    # plug-in "3"; its unplug and clear are lost, then plug-in "4" begins: the register step
+    # heard next holds the end of 3 and the start of 4
+    *state_event(2, 1, 0), *state_event(3, 1, 0),
+    *meter(5, "10", "1234.61", "3", "3"), *burst(1, 30, "60", "1234.66", "3", "3"),
+    *state_event(1, 0, 30, lost=True), *clear("1234.67", "-", lost=True),
+    *state_event(2, 1, 0), *state_event(3, 1, 0),
+    *meter(5, "10", "1234.68", "4", "-"), *meter(10, "20", "1234.69", "4", "4"),
+    *clear("1234.7", "4"), *state_event(1, 0, 0),
+    # a network drop while plug-in "5" begins: its first reports are lost, it is heard mid-session
+    *state_event(2, 1, 0, lost=True), *state_event(3, 1, 0, lost=True),
+    *meter(600, "1200", "1236.0", "5", "5", lost=True),
+    *meter(605, "1210", "1236.01", "5", "5"),  # the step heard holds all of 5's energy so far
+    *burst(1, 630, "1260", "1236.06", "5", "5"),
+    *clear("1236.07", "5"), *state_event(1, 0, 0),
+]
+
 doc = {
     "source": {
         "repository": "OpenEVSE/openevse_esp32_firmware (formerly OpenEVSE/ESP32_WiFi_V4.x)",
@@ -456,6 +537,15 @@ doc = {
     },
     "default_base_topic": BASE,
     "vectors": vectors,
+    "sessions": {
+        "what": "five plug-ins on one charger as the firmware publishes them, in order: the "
+        "session boundaries the profile derives its RAM-only `session` identifier from",
+        "session": "the plug-in whose quantity the reading carries (a session counter above zero, "
+        "or a step of total_energy); null: none (counters zeroed by clearSession); absent: "
+        "nothing that counts either way",
+        "lost": "published by the firmware but not heard by the gateway (QoS 0 on the personal-data broker, a network drop)",
+        "messages": sessions,
+    },
 }
 OUT.parent.mkdir(parents=True, exist_ok=True)
 OUT.write_text(json.dumps(doc, indent=1, ensure_ascii=True) + "\n")

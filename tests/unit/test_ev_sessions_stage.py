@@ -1,10 +1,13 @@
 """EV charging sessions through the real driver, the real plan and the real privacy stage (issue
-12): a charger's meter leaves only as `energy_metered` (the register's increase per window),
-and only when at least `min_count` sessions stand behind it; identifiers never leave.
+12): a charger's meter leaves only as the register's increase per window (`energy_metered`,
+OpenEVSE's `total_energy_increment`), and only when at least `min_count` sessions stand behind
+it; identifiers never leave.
 
 The OCPP 2.0.1 sessions are written by the maintained `ocpp` library (its v201 payload classes,
 serialised and schema-checked the way its ChargePoint.call does), shaped as MicroOcpp writes a
-session (tests/data/ocpp201j_vectors.json cites the files)."""
+session (tests/data/ocpp201j_vectors.json cites the files). The OpenEVSE sessions are what its
+firmware publishes around a plug-in (tests/data/firmware/openevse.json `sessions`, each message
+citing the firmware lines it follows)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from gateway.model import Observation, Reading
 from gateway.plan import SitePlan, build_plan
 from gateway.privacy.guard import EgressGuard
 from gateway.privacy.stage import PrivacyStage
+from tests.unit.firmware_data import load, payload_bytes
 
 DAY = 86400.0
 T0 = datetime(2025, 3, 14, tzinfo=UTC).timestamp()  # a day boundary: one window per day
@@ -41,6 +45,7 @@ def site(policy: str) -> SitePlan:
 privacy: {{window: 1d, salt_rotation: 1d, min_count: 3, disclosure: {policy}}}
 sensors:
   - {{id: cs, driver: ocpp201j, mqtt: {{topic: 'ocpp/CS-0042/in'}}}}
+  - {{id: ev, driver: openevse, mqtt: {{}}, options: {{base_topic: openevse-55ad}}}}
 """, "t.yaml", {}))
 
 
@@ -196,3 +201,82 @@ def test_planted_id_tokens_and_transaction_ids_never_leave() -> None:
                 assert needle not in text and needle not in text.upper()
     # the planted values were in what the decoder read, so the search above could fail
     assert ids[0][0].encode() in b"".join(frames) and ids[0][1].encode() in b"".join(frames)
+
+
+# --------------------------------------------------------------------------- OpenEVSE
+
+OPENEVSE = load("firmware", "openevse.json")["sessions"]["messages"]
+
+
+def plug_in_one() -> list[dict[str, Any]]:
+    """The firmware's messages from the idle burst before plug-in 1 to the idle burst after its
+    clear: connect, charge, unplug, clearSession(), as the vectors cite them."""
+    starts = [i for i, m in enumerate(OPENEVSE) if m["topic"].endswith("/state") and m["payload"] == "2"]
+    heard = [m for m in OPENEVSE[: starts[1]] if not m.get("lost")]
+    assert {m["session"] for m in heard if m.get("session")} == {"1"}  # plug-in 1 and only it
+    return heard
+
+
+def plug_ins(n: int) -> list[tuple[str, bytes]]:
+    """Plug-in 1 as the firmware publishes it, n times over, the lifetime register carrying on
+    from each to the next (each time it rises as it did for plug-in 1)."""
+    one = plug_in_one()
+    registers = [float(m["payload"]) for m in one if m["topic"].endswith("/total_energy")]
+    rise = registers[-1] - registers[0]
+    out: list[tuple[str, bytes]] = []
+    for k in range(n):
+        for m in one:
+            payload = m["payload"]
+            if m["topic"].endswith("/total_energy"):
+                payload = repr(round(float(payload) + k * rise, 6))
+            out.append((m["topic"], payload_bytes(payload)))
+    return out
+
+
+def openevse_through_stage(messages: list[tuple[str, bytes]]) -> list[Observation]:
+    """One decoder and stage; the firmware sends no time, so the gateway's clock: 10 s apart."""
+    plan = site("suppress")
+    sp = plan.sensors["ev"]
+    stage, decoder = new_stage(plan), sp.driver.new_decoder(sp.options)
+    out: list[Observation] = []
+    for i, (topic, payload) in enumerate(messages):
+        t = T0 + 8 * 3600 + 10 * i
+        for e in decoder.decode(topic, payload):
+            if isinstance(e, Decoded):
+                out += stage.process(Reading("ev", t, e.values, e.flags), t)
+    return out + stage.due(T0 + 2 * DAY)
+
+
+def energy(out: list[Observation]) -> dict[str, Observation]:
+    return {o.property: o for o in out if o.property in ("total_energy_increment", "energy_delivered")}
+
+
+def test_openevse_one_plug_in_in_a_window_publishes_no_energy() -> None:
+    got = energy(openevse_through_stage(plug_ins(1)))
+    assert set(got) == {"total_energy_increment", "energy_delivered"}
+    for o in got.values():
+        assert o.result is None and o.parameters["suppressed"] is True and "samples" not in o.parameters
+
+
+def test_openevse_three_plug_ins_in_a_window_publish_their_energy() -> None:
+    """Before the session identity every OpenEVSE energy figure was withheld, however many
+    sessions: the readings named none, so no step counted towards the threshold."""
+    one = plug_in_one()
+    registers = [float(m["payload"]) for m in one if m["topic"].endswith("/total_energy")]
+    session_wh = max(float(m["payload"]) for m in one if m["topic"].endswith("/session_energy"))
+    got = energy(openevse_through_stage(plug_ins(3)))
+    metered, delivered = got["total_energy_increment"], got["energy_delivered"]
+    assert metered.result == pytest.approx(3 * (registers[-1] - registers[0]))
+    assert metered.parameters["samples"] == 3 and metered.parameters["aggregation"] == "increment"
+    assert delivered.result == pytest.approx(3 * session_wh / 1000)
+    assert delivered.parameters["samples"] == 3
+    assert (metered.phenomenon_time, metered.phenomenon_end) == (T0, T0 + DAY)
+
+
+def test_openevse_session_labels_never_leave() -> None:
+    plan = site("suppress")
+    out = openevse_through_stage(plug_ins(3))
+    guard = EgressGuard(frozenset(plan.datastreams))
+    text = "".join(json.dumps(o.sensorthings()) + repr(o) for o in out)
+    assert all(guard.check_observation_json(json.dumps(o.sensorthings()).encode()).ok for o in out)
+    assert "openevse-55ad#" not in text and "session" not in {o.property for o in out}

@@ -5,6 +5,7 @@ not errors) and malformed values (errors, never exceptions)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -45,6 +46,11 @@ def vector_id(v: dict[str, object]) -> str:
     return f"{v['expect']}:{v['topic']}={str(v['payload'])[:16]}"
 
 
+def without_session(values: dict[str, object]) -> dict[str, object]:
+    """A reading without the RAM-only session label (tested on its own below)."""
+    return {k: v for k, v in values.items() if k != "session"}
+
+
 @pytest.mark.parametrize("vector", VECTORS["vectors"], ids=vector_id)
 def test_every_firmware_vector_decodes_as_the_firmware_source_says(vector: dict) -> None:
     """One fresh decoder per vector: a first report, as after a gateway restart."""
@@ -53,7 +59,7 @@ def test_every_firmware_vector_decodes_as_the_firmware_source_says(vector: dict)
     [event] = events
     if vector["expect"] == "reading":
         assert isinstance(event, Decoded), event
-        assert dict(event.values) == vector["values"]
+        assert without_session(dict(event.values)) == vector["values"]
         if "unmapped_state" in vector.get("note", ""):
             assert event.flags == ("unmapped_state",)
     elif vector["expect"] == "ignored":
@@ -142,14 +148,71 @@ def test_malformed_values_are_errors_that_never_echo_the_value(key: str, payload
 
 def test_session_energy_increments_start_after_a_baseline_and_reset_on_new_session() -> None:
     dec = new()
-    assert values(decode("session_energy", "5000", dec)) == {"session_energy": 5.0}
-    assert values(decode("session_energy", "6250", dec)) == {
-        "session_energy": 6.25, "energy_increment": 1.25}  # fmt: skip
+    first = values(decode("session_energy", "5000", dec))
+    assert without_session(first) == {"session_energy": 5.0}
+    second = values(decode("session_energy", "6250", dec))
+    assert without_session(second) == {"session_energy": 6.25, "energy_increment": 1.25}
     # the deprecated Ws duplicate of the same register does not feed the increment
     assert decode("wattsec", "22500000", dec) == [Ignored("not_collected")]
-    # a drop means a new session: all of its energy so far is new
-    assert values(decode("session_energy", "300", dec)) == {
-        "session_energy": 0.3, "energy_increment": 0.3}  # fmt: skip
+    # a drop means a new session: all of its energy so far is new, and it is another session
+    third = values(decode("session_energy", "300", dec))
+    assert without_session(third) == {"session_energy": 0.3, "energy_increment": 0.3}
+    assert first["session"] == second["session"] != third["session"]
+
+
+SESSIONS = VECTORS["sessions"]["messages"]
+
+
+def session_labels(decoder: openevse.Decoder) -> list[tuple[dict[str, object], object]]:
+    """(message, the session label its reading carries) for every message the gateway hears."""
+    out = []
+    for m in SESSIONS:
+        if m.get("lost"):
+            continue
+        [event] = decoder.decode(m["topic"], payload_bytes(m["payload"]))
+        assert isinstance(event, Decoded), (m, event)
+        out.append((m, event.values.get("session")))
+    return out
+
+
+def test_sessions_follow_the_firmwares_own_boundaries() -> None:
+    """Five plug-ins as the firmware publishes them (tests/data/firmware/openevse.json
+    `sessions`, each message citing the firmware lines it follows): connects, clears in either
+    order around the unplug, a lost unplug and clear, a session first heard mid-way. Every
+    reading that carries a plug-in's quantity carries that plug-in's label, one label per
+    plug-in; zeroed counters carry none."""
+    heard = session_labels(new())
+    by_plugin: dict[str, set[object]] = {}
+    for m, label in heard:
+        if "session" not in m:
+            continue  # carries nothing that counts either way
+        if m["session"] is None:
+            assert label is None, m
+        else:
+            assert label is not None, m
+            by_plugin.setdefault(m["session"], set()).add(label)
+    assert sorted(by_plugin) == ["1", "2", "3", "4", "5"]
+    assert all(len(labels) == 1 for labels in by_plugin.values()), by_plugin
+    assert len(set.union(*by_plugin.values())) == 5  # five plug-ins, five sessions
+    # every register step that is a plug-in's energy is credited to it, so the sum of the
+    # steps each label gets is that plug-in's share of the register
+    register = [(float(m["payload"]), m.get("session"), label) for m, label in heard
+                if m["topic"].endswith("/total_energy")]  # fmt: skip
+    for (before, _, _), (after, plugin, label) in itertools.pairwise(register):
+        if after > before and plugin is not None:
+            assert {label} == by_plugin[plugin], (before, after, plugin)
+
+
+def test_a_session_label_stays_in_ram_and_names_no_one() -> None:
+    """The label is the charger's topic and a count: no card, no time, nothing from a person;
+    two chargers never share one. It is an identifier, so it is pseudonymised and never leaves."""
+    assert openevse.CATALOGUE.field("session").role is Role.IDENTIFIER  # type: ignore[union-attr]
+    one, other = new(), openevse.Decoder(openevse.Options(base_topic="openevse-1a2b"))
+    a = one.decode(f"{BASE}/session_energy", b"1500")
+    b = other.decode("openevse-1a2b/session_energy", b"1500")
+    labels = [e.values["session"] for e in (*a, *b) if isinstance(e, Decoded)]
+    assert len(set(labels)) == 2
+    assert all(str(label).startswith(("openevse-55ad#", "openevse-1a2b#")) for label in labels)
 
 
 def test_the_lifetime_register_is_read_from_one_key_only() -> None:
@@ -178,6 +241,7 @@ def test_catalogue_roles_registers_events_and_their_aggregates() -> None:
     assert {k for k, r in roles.items() if r is Role.RUNNING_TOTAL} == {"total_energy", "session_energy"}
     assert {k for k, r in roles.items() if r is Role.PERSON_EVENT} == {
         "energy_increment", "rfid_auth", "elapsed"}  # fmt: skip
+    assert {k for k, r in roles.items() if r is Role.IDENTIFIER} == {"rfid_uid", "session"}
     assert roles["status"] is roles["vehicle_connected"] is Role.READING
     aggregates = {f.key: (f.aggregation, f.source) for f in cat.fields if f.derived}
     assert aggregates == {
