@@ -92,6 +92,10 @@ class Committer:
         self.throttle = Throttle()
         self.failing: str | None = None  # why the outbox refuses appends right now, if it does
         self._inflight: list[Item] = []  # taken from the queue, not yet committed and acked
+        # the in-flight group's outbox rows, staged once: a retry after a crash appends these
+        # rather than passing the readings through the privacy stage again (which would count
+        # their people twice in the open windows)
+        self._staged: tuple[list[Item], list[Record]] | None = None
         self.m_readings: Metric = metrics.counter("gateway_readings_total", "Readings from sensors")
         self.m_obs: Metric = metrics.counter(
             "gateway_observations_committed_total", "Observations in the outbox"
@@ -155,7 +159,24 @@ class Committer:
     async def commit_items(self, items: list[Item]) -> None:
         """Stage every reading on its own, append what staged in one transaction (bisected on a
         row the outbox refuses), then run every acknowledgement: committed, absorbed and
-        quarantined readings alike."""
+        quarantined readings alike. Called again with the same group after a crash (the
+        supervisor restarts `run` with its in-flight group), it appends the rows staged the first
+        time: each reading passes the privacy stage once."""
+        if self._staged is not None and self._staged[0] is items:
+            records = self._staged[1]
+        else:
+            records = self._stage_readings(items)
+            self._staged = (items, records)
+        await self.append(records)
+        self._staged = None
+        for _, ack in items:
+            if ack is not None:
+                try:
+                    ack()
+                except Exception:  # an ack failing must not stop ingestion
+                    log.exception("acknowledgement failed")
+
+    def _stage_readings(self, items: list[Item]) -> list[Record]:
         now = self.clock()
         clock_flags = getattr(self.clock, "quality_flags", None)  # GatewayClock: provisional stamps
         records: list[Record] = []
@@ -172,13 +193,7 @@ class Committer:
                 self.quarantine(reading.sensor_id, "privacy", e)
                 continue
             records.extend(self.stage(observations))
-        await self.append(records)
-        for _, ack in items:
-            if ack is not None:
-                try:
-                    ack()
-                except Exception:  # an ack failing must not stop ingestion
-                    log.exception("acknowledgement failed")
+        return records
 
     async def commit(self, observations: list[Observation]) -> None:
         """Guard and durably append observations (closed windows; no acknowledgements)."""

@@ -171,3 +171,58 @@ def test_an_outbox_that_cannot_write_is_retried_and_nothing_is_quarantined(tmp_p
     db = sqlite3.connect(tmp_path / "outbox.sqlite")
     assert db.execute("SELECT COUNT(*) FROM obs").fetchone()[0] == 2
     db.close()
+
+
+RETRY_CONFIG = """
+gateway: {id: retry-test, borough: camden, location: {lat: 51.5, lon: -0.14}, data_dir: /tmp/unused}
+inputs: {mqtt: {}}
+sensors:
+  - {id: gj, driver: generic_json, mqtt: {topic: a/+}, options: {fields: [
+      {path: v, property: pm2_5, unit: ug/m3}],
+      aggregates: [{property: pm2_5_mean, of: pm2_5, aggregation: mean}]}}
+sinks: {file: {}}
+"""
+
+
+class OutboxThatDiesOnce(AsyncOutbox):
+    """A real outbox whose first append raises what no retry loop expects (a bug, a
+    MemoryError): the committer task dies and the supervisor runs it again."""
+
+    died = False
+
+    async def append(self, rows: list[tuple[int, float, bytes]]) -> int:
+        if not self.died:
+            self.died = True
+            raise RuntimeError("injected")
+        return await super().append(rows)
+
+
+def test_a_group_retried_after_a_crash_passes_the_privacy_stage_once(tmp_path: Path) -> None:
+    """The in-flight group survives the committer's crash; its retry appends the rows staged
+    the first time, so the open window counts every reading once (twice would put people
+    counted in aggregates past a threshold they do not reach)."""
+    plan = build_plan(parse_config(RETRY_CONFIG, "t.yaml", {}))
+    privacy = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=86400, started_at=T0)
+    c = Committer(privacy=privacy, guard=EgressGuard(frozenset(plan.datastreams)), clock=lambda: T0,
+                  group_commit_s=0.0, metrics=Registry(), stats=Stats())  # fmt: skip
+    ob = Outbox(tmp_path / "outbox.sqlite", sinks=["file"])
+    acked: list[int] = []
+
+    async def run() -> None:
+        c.outbox = OutboxThatDiesOnce(ob)
+        for i in range(5):
+            await c.submit(Reading("gj", T0 + i, {"pm2_5": 10.0 + i}), lambda i=i: acked.append(i))
+        with pytest.raises(RuntimeError, match="injected"):
+            await c.run()  # dies in its first append, holding the group
+        assert acked == []  # nothing acknowledged before it is durable
+        task = asyncio.create_task(c.run())  # what the supervisor does
+        await asyncio.wait_for(c.flush(10), 15)
+        task.cancel()
+
+    asyncio.run(run())
+    assert sorted(acked) == [0, 1, 2, 3, 4]
+    assert c.stats.readings == 5
+    rows = ob.db.execute("SELECT count(*) FROM obs").fetchone()[0]
+    assert rows == 5
+    mean = [o for o in privacy.drain(T0 + 10) if o.property == "pm2_5_mean"]
+    assert mean[0].parameters["samples"] == 5 and mean[0].result == 12.0
