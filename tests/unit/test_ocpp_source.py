@@ -327,7 +327,7 @@ def test_a_config_with_ocpp_sensors_loads_plans_and_describes_them(tmp_path: Pat
     assert "a-long-charger-password" in set(iter_secret_values(cfg))  # so logs mask it
     assert SOURCES["ocpp"].describe(sp.section) == "OCPP charger CB-0042, relayed to wss://csms.operator.example/ocpp"  # fmt: skip
     assert plan.sensors["ev-borough-7"].section.local_list == {TAG.lower()}  # type: ignore[attr-defined]
-    assert {f.key for f in plan.sensors["ev-borough-7"].aggregates} == {"sessions_started", "sessions_ended", "energy_delivered"}  # fmt: skip
+    assert {f.key for f in plan.sensors["ev-borough-7"].aggregates} == {"sessions_started", "sessions_ended", "energy_delivered", "energy_metered"}  # fmt: skip
 
 
 def test_check_finds_ocpp_mistakes_with_their_lines(tmp_path: Path) -> None:
