@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
-from firmware_bridge.base import DecodeError, Event
+from firmware_bridge.base import Aggregation, DecodeError, Event, Field, ObservationType, Role
 from firmware_bridge.jsonpayload import load_json, reject_constant
 
 MAX_UNIQUE_ID = 36  # OCPP-J: the message id is at most 36 characters
@@ -26,6 +26,39 @@ MEASURANDS: dict[str, tuple[str, dict[str, float], str]] = {
     "Power.Active.Import": ("power", {"W": 1.0, "kW": 1000.0}, "W"),
 }
 DEFAULT_MEASURAND = "Energy.Active.Import.Register"
+
+
+def session_fields(session_energy_from: str) -> tuple[Field, ...]:
+    """The metering and session fields both OCPP decoders yield, with their roles and the
+    aggregates that may leave (docs/privacy.md): the register is a running total published only
+    as its increase per window, sessions and their energy only as per-window counts and sums,
+    the transactionId only in RAM, to tell sessions apart."""
+    m, t = ObservationType.MEASUREMENT, ObservationType.TRUTH
+    return (
+        Field("energy", "kW.h", m,
+              "Energy.Active.Import.Register: the charger's register; its steps are sessions' energy",
+              role=Role.RUNNING_TOTAL, minimum=0,
+              maximum=1e8),  # a 350 kW charger running flat out for 30 years: 9.2e7 kWh
+        Field("power", "W", m, "Power.Active.Import: one vehicle's charging power during its session",
+              role=Role.PERSON_EVENT, minimum=0, maximum=400000),
+        Field("transaction_id", None, ObservationType.CATEGORY,
+              "transactionId: tells sessions apart in RAM (pseudonymised), never published",
+              role=Role.IDENTIFIER),
+        Field("session_start", None, t, "A charging session started", role=Role.PERSON_EVENT),
+        Field("session_end", None, t, "A charging session ended", role=Role.PERSON_EVENT),
+        Field("session_energy", "kW.h", m, f"Energy of one finished session ({session_energy_from})",
+              role=Role.PERSON_EVENT, minimum=0,
+              maximum=1000),  # the largest vehicle batteries hold well under 1 MWh
+        Field("sessions_started", "{count}", ObservationType.COUNT, "Sessions started in the window",
+              aggregation=Aggregation.COUNT, source="session_start"),
+        Field("sessions_ended", "{count}", ObservationType.COUNT, "Sessions ended in the window",
+              aggregation=Aggregation.COUNT, source="session_end"),
+        Field("energy_delivered", "kW.h", m, "Energy of the sessions that ended in the window",
+              aggregation=Aggregation.SUM, source="session_energy"),
+        Field("energy_metered", "kW.h", m,
+              "Increase of the energy register in the window, by the sessions that drew it",
+              aggregation=Aggregation.INCREMENT, source="energy"),
+    )  # fmt: skip
 
 
 class Kind(IntEnum):

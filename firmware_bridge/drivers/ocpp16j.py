@@ -18,13 +18,11 @@ from typing import Any
 from pydantic import Field as Opt
 
 from firmware_bridge.base import (
-    Aggregation,
     Catalogue,
     Decoded,
     Event,
     Field,
     ObservationType,
-    Role,
     Value,
 )
 from firmware_bridge.driver import MessageDriver
@@ -39,6 +37,7 @@ from firmware_bridge.ocppj import (
     nonneg_int,
     read_frame,
     remember,
+    session_fields,
 )
 from firmware_bridge.options import PayloadOptions
 
@@ -110,74 +109,7 @@ CATALOGUE = Catalogue(
             vocabulary=CONNECTOR_WORDS,
         ),
         Field("error_code", None, C, "OCPP 1.6 ChargePointErrorCode", vocabulary=ERROR_CODES),
-        Field(
-            "energy",
-            "kW.h",
-            M,
-            "Energy.Active.Import.Register: the charger's register; its steps are sessions' energy",
-            role=Role.RUNNING_TOTAL,
-            minimum=0,
-            maximum=1e8,  # a 350 kW charger running flat out for 30 years: 9.2e7 kWh
-        ),
-        Field(
-            "power",
-            "W",
-            M,
-            "Power.Active.Import: one vehicle's charging power during its session",
-            role=Role.PERSON_EVENT,
-            minimum=0,
-            maximum=400000,
-        ),
-        Field(
-            "transaction_id",
-            None,
-            C,
-            "OCPP transactionId: tells sessions apart in RAM (pseudonymised), never published",
-            role=Role.IDENTIFIER,
-        ),
-        Field("session_start", None, T, "A charging session started", role=Role.PERSON_EVENT),
-        Field("session_end", None, T, "A charging session ended", role=Role.PERSON_EVENT),
-        Field(
-            "session_energy",
-            "kW.h",
-            M,
-            "Energy of one finished session (meterStop - meterStart)",
-            role=Role.PERSON_EVENT,
-            minimum=0,
-            maximum=1000,  # the largest vehicle batteries hold well under 1 MWh
-        ),
-        Field(
-            "sessions_started",
-            "{count}",
-            ObservationType.COUNT,
-            "Sessions started in the window",
-            aggregation=Aggregation.COUNT,
-            source="session_start",
-        ),
-        Field(
-            "sessions_ended",
-            "{count}",
-            ObservationType.COUNT,
-            "Sessions ended in the window",
-            aggregation=Aggregation.COUNT,
-            source="session_end",
-        ),
-        Field(
-            "energy_delivered",
-            "kW.h",
-            M,
-            "Energy of the sessions that ended in the window",
-            aggregation=Aggregation.SUM,
-            source="session_energy",
-        ),
-        Field(
-            "energy_metered",
-            "kW.h",
-            M,
-            "Increase of the energy register in the window, by the sessions that drew it",
-            aggregation=Aggregation.INCREMENT,
-            source="energy",
-        ),
+        *session_fields("meterStop - meterStart"),
     ),
 )
 

@@ -19,7 +19,6 @@ from typing import Any
 from pydantic import Field as Opt
 
 from firmware_bridge.base import (
-    Aggregation,
     Catalogue,
     Decoded,
     Event,
@@ -39,6 +38,7 @@ from firmware_bridge.ocppj import (
     nonneg_int,
     read_frame,
     remember,
+    session_fields,
 )
 from firmware_bridge.options import PayloadOptions
 
@@ -109,80 +109,13 @@ CATALOGUE = Catalogue(
             vocabulary=EVSE_WORDS,
         ),
         Field(
-            "energy",
-            "kW.h",
-            M,
-            "Energy.Active.Import.Register: the station's register; its steps are sessions' energy",
-            role=Role.RUNNING_TOTAL,
-            minimum=0,
-            maximum=1e8,  # a 350 kW charger running flat out for 30 years: 9.2e7 kWh
-        ),
-        Field(
-            "power",
-            "W",
-            M,
-            "Power.Active.Import: one vehicle's charging power during its session",
-            role=Role.PERSON_EVENT,
-            minimum=0,
-            maximum=400000,
-        ),
-        Field("session_start", None, T, "A charging session started", role=Role.PERSON_EVENT),
-        Field("session_end", None, T, "A charging session ended", role=Role.PERSON_EVENT),
-        Field(
-            "session_energy",
-            "kW.h",
-            M,
-            "Energy of one finished session (register at its end - at its start)",
-            role=Role.PERSON_EVENT,
-            minimum=0,
-            maximum=1000,  # the largest vehicle batteries hold well under 1 MWh
-        ),
-        Field(
             "id_token",
             None,
             C,
             "idToken of the driver (RFID UID, eMAID, MAC): read at source, never put into a reading",
             role=Role.IDENTIFIER,
         ),
-        Field(
-            "transaction_id",
-            None,
-            C,
-            "transactionId: tells sessions apart in RAM (pseudonymised), never published",
-            role=Role.IDENTIFIER,
-        ),
-        Field(
-            "sessions_started",
-            "{count}",
-            ObservationType.COUNT,
-            "Sessions started in the window",
-            aggregation=Aggregation.COUNT,
-            source="session_start",
-        ),
-        Field(
-            "sessions_ended",
-            "{count}",
-            ObservationType.COUNT,
-            "Sessions ended in the window",
-            aggregation=Aggregation.COUNT,
-            source="session_end",
-        ),
-        Field(
-            "energy_delivered",
-            "kW.h",
-            M,
-            "Energy of the sessions that ended in the window",
-            aggregation=Aggregation.SUM,
-            source="session_energy",
-        ),
-        Field(
-            "energy_metered",
-            "kW.h",
-            M,
-            "Increase of the energy register in the window, by the sessions that drew it",
-            aggregation=Aggregation.INCREMENT,
-            source="energy",
-        ),
+        *session_fields("register at its end - at its start"),
     ),
 )
 
