@@ -13,7 +13,11 @@ some seconds — or, at a site without network, days — later. Readings must ne
   a *segment* that moves with the monotonic clock, so the pipeline flags its observations
   (`parameters.quality` contains `clock_unsynced`) and, once the clock synchronises, knows the
   true time of each exactly: sync time minus the monotonic time elapsed since the stamp
-  (`restamp`). Sinks hold provisional rows until then (up to `clock.max_hold`);
+  (`restamp`). Sinks hold provisional rows until then (up to `clock.max_hold`). The segments
+  and the sync's offset are kept in `clock.json` with the kernel's boot id, so a gateway that
+  restarts (crash, upgrade, OOM) without a reboot continues its provisional time on the same
+  monotonic line and still corrects the rows its earlier run stamped; after a reboot the
+  monotonic clock starts again and those rows leave flagged;
 - once synchronised, the system clock is used as is; a step of more than `max_step` seconds
   while running (a bad NTP answer, someone running `date -s`) is refused: time continues from the
   last trusted reading on the monotonic clock (*held*, also flagged) until the clock agrees again
@@ -50,6 +54,9 @@ MAX_STEP_S = 600.0  # a running, synchronised clock never legitimately jumps thi
 MAX_OFFLINE_S = 10 * 365.25 * 86400  # beyond last trusted + this, a wall clock is garbage
 PERSIST_EVERY_S = 3600.0  # SD cards wear: one small fsynced write per hour, and at stop
 PROBE_EVERY_S = 1.0
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")  # changes at every boot, same monotonic clock
+MAX_PERSISTED_SEGMENTS = 16
+SEGMENT_PERSIST_S = 60.0  # a new provisional segment is saved at once, unless one was within this
 SYNC_FILE = Path("/run/systemd/timesync/synchronized")  # systemd-timesyncd creates it on sync
 TIME_ERROR = 5  # adjtimex() return value while the kernel clock is unsynchronised (STA_UNSYNC)
 
@@ -94,6 +101,14 @@ def adjtimex_synchronised() -> bool | None:
     return bool(state != TIME_ERROR)
 
 
+def read_boot_id() -> str | None:
+    """The kernel's id of this boot: CLOCK_MONOTONIC readings are comparable while it is the same."""
+    try:
+        return BOOT_ID_FILE.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def system_probe() -> bool | None:
     """Synchronised? timesyncd's flag file first (readable in the sandbox), then the kernel.
 
@@ -128,9 +143,12 @@ class GatewayClock:
         max_offline: float = MAX_OFFLINE_S,
         persist_every: float = PERSIST_EVERY_S,
         probe_every: float = PROBE_EVERY_S,
+        boot_id: Callable[[], str | None] = read_boot_id,
     ) -> None:
         self._wall, self._mono, self._probe = wall, monotonic, probe
         self.state_file = state_file
+        self.boot_id = boot_id()
+        self._saved: dict[str, Any] = {}
         self.floor = floor
         self.max_step = max_step
         self.persist_every = persist_every
@@ -151,9 +169,13 @@ class GatewayClock:
         self.correction: float | None = None  # how far the first sync moved time forward
         self.refused_steps = 0
         self.last_wall = 0.0
+        resumed = self._resume()
         source = "clock.json" if persisted is not None and persisted >= floor else "release floor"
         log.info("clock starting provisional", extra={"lower_bound": _iso(self.lower_bound), "bound_from": source,
                                                        "system_clock": _iso(wall())})  # fmt: skip
+        if resumed:
+            log.info("clock continues the provisional time of the previous run (same boot): its rows are corrected at sync",
+                     extra={"segments": len(self._segments), "synchronised_before": self.sync_offset is not None})  # fmt: skip
 
     # ------------------------------------------------------------------ time
 
@@ -175,7 +197,9 @@ class GatewayClock:
                 self.sync_offset = w - m
                 log.info("system clock synchronised; stamping with wall time, provisional stamps re-stamped exactly",
                          extra={"correction_s": round(self.correction, 3)})  # fmt: skip
-                return self._trust(w, m)
+                stamp = self._trust(w, m)
+                self.persist(force=True)  # an earlier run's rows, and ours, stay correctable after a restart
+                return stamp
             if self.floor <= w <= self.ceiling and w > expected + 0.001:
                 # no sync evidence, but the system clock is later than what we know: prefer it,
                 # still provisional (a new segment: its offset from monotonic time changed)
@@ -233,6 +257,8 @@ class GatewayClock:
         else:
             self._segments.append(Segment(t, t, *self._anchor, held=self.mode == "held"))
             self._open_interval = True
+            if self.mode == "provisional":  # a restart in this boot continues this segment
+                self.persist(force=self._mono() - self._persisted_at >= SEGMENT_PERSIST_S)
         return t
 
     def _segment(self, t: float) -> Segment | None:
@@ -269,19 +295,54 @@ class GatewayClock:
             return None
         try:
             data = json.loads(self.state_file.read_text(encoding="utf-8"))
-            t = float(data["last_trusted"])
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            t = None if data.get("last_trusted") is None else float(data["last_trusted"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("clock state unreadable; ignored", extra={"path": str(self.state_file)})
             return None
-        if not math.isfinite(t) or t > self.floor + MAX_OFFLINE_S:
+        self._saved = data
+        if t is None or not math.isfinite(t) or t > self.floor + MAX_OFFLINE_S:
             return None
         return t
 
+    def _resume(self) -> bool:
+        """Take over the provisional segments (and the sync's offset) an earlier run of this
+        boot saved: its stamps lie on the same monotonic clock, so they stay correctable. An
+        unsynchronised run is continued on its own line: every stamp from both runs is
+        corrected by one sync."""
+        data, m = self._saved, self._mono()
+        if self.boot_id is None or data.get("boot_id") != self.boot_id:
+            return False
+        try:
+            segments = [Segment(float(lo), float(hi), float(at), float(am))
+                        for lo, hi, at, am in data.get("segments", [])]
+            offset = None if data.get("sync_offset") is None else float(data["sync_offset"])
+        except (TypeError, ValueError):
+            log.warning("clock state unreadable; ignored", extra={"path": str(self.state_file)})
+            return False
+        if not segments or any(not all(map(math.isfinite, (g.lo, g.hi, g.anchor_t, g.anchor_m)))
+                               or g.anchor_m > m for g in segments):  # fmt: skip
+            return False
+        self._segments.extend(segments)
+        if offset is not None and math.isfinite(offset):
+            self.sync_offset = offset
+            return True
+        last = segments[-1]
+        here = last.anchor_t + (m - last.anchor_m)  # where that run's line is now
+        if here >= self.lower_bound:
+            last.hi = max(last.hi, here)
+            self._anchor = (last.anchor_t, last.anchor_m)
+            self._open_interval = True
+        return True
+
     def persist(self, force: bool = False) -> bool:
-        """Write the last trusted time (atomic, fsynced) at most every `persist_every` s."""
-        if self.state_file is None or self.last_trusted is None:
+        """Write the last trusted time, and the provisional segments with this boot's id
+        (atomic, fsynced) at most every `persist_every` s, or now when `force`d."""
+        provisional = [[g.lo, g.hi, g.anchor_t, g.anchor_m] for g in self._segments if not g.held]
+        if self.state_file is None or (self.last_trusted is None and not provisional):
             return False
         m = self._mono()
         if not force and m - self._persisted_at < self.persist_every:
@@ -291,7 +352,9 @@ class GatewayClock:
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"last_trusted": self.last_trusted}, f)
+                json.dump({"last_trusted": self.last_trusted, "boot_id": self.boot_id,
+                           "segments": provisional[-MAX_PERSISTED_SEGMENTS:],
+                           "sync_offset": self.sync_offset}, f)  # fmt: skip
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.state_file)

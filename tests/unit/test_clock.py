@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from gateway.model import Observation, Reading
 from gateway.ops.clock import FLAG, RELEASE_FLOOR, GatewayClock
 from gateway.ops.metrics import Registry
@@ -124,14 +126,79 @@ def test_last_trusted_time_is_persisted_and_used_after_a_restart(tmp_path: Path)
     state = tmp_path / "clock.json"
     f = Fake(wall=REAL_NOW, synced=True)
     c = f.clock(state_file=state)
+    c.now()  # the first sync is saved at once
+    assert json.loads(state.read_text())["last_trusted"] == REAL_NOW
+    assert not c.persist()  # rate limited
+    f.advance(3600.0)
     c.now()
     assert c.persist()
-    assert not c.persist()  # rate limited
-    assert json.loads(state.read_text())["last_trusted"] == REAL_NOW
+    assert json.loads(state.read_text())["last_trusted"] == REAL_NOW + 3600.0
     # power cut, reboot to 1970, no network yet
     g = Fake(wall=3.0, synced=False)
     c2 = g.clock(state_file=state)
-    assert c2.now() == REAL_NOW
+    assert c2.now() == REAL_NOW + 3600.0
+
+
+TRUE_OFFSET = REAL_NOW - 100.0  # the true time of monotonic instant m is m + TRUE_OFFSET
+
+
+def provisional_run(f: Fake, state: Path, boot: str) -> tuple[GatewayClock, dict[float, float]]:
+    """A Pi booted to 1970 without network: three stamps 10 s apart, and each stamp's true time."""
+    c = f.clock(state_file=state, boot_id=lambda: boot)
+    truth = {}
+    for _ in range(3):
+        truth[c.now()] = f.mono + TRUE_OFFSET
+        f.advance(10.0)
+    assert not c.synchronised
+    return c, truth
+
+
+def test_a_restart_in_the_same_boot_continues_provisional_time_and_corrects_the_earlier_runs_stamps(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "clock.json"
+    f = Fake(wall=3.0, synced=False)
+    _, truth = provisional_run(f, state, "boot-A")
+    f.advance(5.0)  # the process is killed (no clean stop) and restarts 5 s later, same boot
+    c2 = f.clock(state_file=state, boot_id=lambda: "boot-A")
+    t, t_mono = c2.now(), f.mono
+    assert t == max(truth) + 15.0  # the same monotonic line, not the lower bound again
+    assert all(c2.provisional(x) for x in truth) and c2.quality_flags(t) == (FLAG,)
+    f.wall, f.synced = f.mono + TRUE_OFFSET, True  # NTP answers
+    assert c2.now() == f.mono + TRUE_OFFSET and c2.synchronised
+    for stamp, true in truth.items():
+        assert c2.restamp(stamp) == pytest.approx(true, abs=1e-6)
+    assert c2.restamp(t) == pytest.approx(t_mono + TRUE_OFFSET, abs=1e-6)  # the new run's own stamp too
+
+
+def test_a_restart_after_the_sync_still_corrects_the_rows_the_earlier_run_stamped(tmp_path: Path) -> None:
+    state = tmp_path / "clock.json"
+    f = Fake(wall=3.0, synced=False)
+    c1, truth = provisional_run(f, state, "boot-A")
+    f.wall, f.synced = f.mono + TRUE_OFFSET, True
+    c1.now()  # synchronised: saved at once; the sinks had not sent the rows yet when it died
+    f.advance(5.0)
+    c2 = f.clock(state_file=state, boot_id=lambda: "boot-A")
+    assert not any(c2.provisional(x) for x in truth)
+    for stamp, true in truth.items():
+        assert c2.restamp(stamp) == pytest.approx(true, abs=1e-6)
+
+
+def test_after_a_reboot_the_earlier_runs_stamps_cannot_be_corrected(tmp_path: Path) -> None:
+    """A new boot restarts the monotonic clock: the old line means nothing, and is not used."""
+    state = tmp_path / "clock.json"
+    f = Fake(wall=3.0, synced=False)
+    _, truth = provisional_run(f, state, "boot-A")
+    f.mono = 7.0  # power cut and reboot
+    c2 = f.clock(state_file=state, boot_id=lambda: "boot-B")
+    assert c2.now() == RELEASE_FLOOR
+    f.wall, f.synced = f.mono + TRUE_OFFSET, True
+    c2.now()
+    assert all(c2.restamp(x) is None for x in truth if x > RELEASE_FLOOR + 1.0)
+    g = Fake(wall=3.0, synced=False)  # and no boot id at all (not Linux): nothing is resumed
+    g.mono = f.mono + 30.0
+    c3 = g.clock(state_file=state, boot_id=lambda: None)
+    assert not c3.provisional(max(truth))
 
 
 def test_a_corrupt_state_file_is_ignored(tmp_path: Path) -> None:

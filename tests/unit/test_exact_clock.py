@@ -6,6 +6,8 @@ privacy stage, real SQLite outbox, real file sink, real sink runner):
   them until then, and nothing stamped after the sync is touched;
 - a run off a Pi (the kernel says unsynchronised, the host keeps good time) never stamps earlier
   than the system clock, even across a step of the host's clock;
+- the gateway killed while rows wait for the clock, restarted in the same boot: the new run
+  continues the provisional time and the earlier run's rows leave re-stamped exactly too;
 - a clock that never synchronises: rows leave flagged once they were held `clock.max_hold`;
 - aggregates inherit `clock_unsynced` from any provisional reading in their window;
 - the clock's state is logged at start and on every change.
@@ -42,9 +44,10 @@ class FakeClocks:
         self.mono += s
         self.true += s
 
-    def gateway_clock(self) -> GatewayClock:
+    def gateway_clock(self, state_file: Path | None = None, boot: str | None = None) -> GatewayClock:
         return GatewayClock(wall=lambda: self.wall, monotonic=lambda: self.mono,
-                            probe=lambda: self.synced, probe_every=0.0)  # fmt: skip
+                            probe=lambda: self.synced, probe_every=0.0, state_file=state_file,
+                            boot_id=lambda: boot)  # fmt: skip
 
 
 def config(tmp: Path, max_hold: str = "1h", extra: str = "") -> Any:
@@ -126,6 +129,43 @@ def test_boot_at_fake_hwclock_time_then_sync_hours_later_restamps_every_provisio
     log = " ".join(r.getMessage() for r in caplog.records)
     assert "clock starting provisional" in log and "following the unsynchronised system clock" in log
     assert "system clock synchronised" in log
+
+
+def test_rows_of_a_run_killed_before_the_sync_are_restamped_exactly_by_the_next_run(tmp_path: Path) -> None:
+    """Provisional rows committed, the process dies (no clean stop, nothing persisted at stop),
+    systemd restarts it in the same boot, NTP answers later: every row of both runs leaves at
+    its true time, flagged clock_corrected."""
+    f = FakeClocks(wall=SAVED, synced=False)
+    f.true = TRUE_START
+    state = tmp_path / "clock.json"
+    truth: dict[float, float] = {}
+
+    async def one_run(values: range, sync_after: bool) -> None:
+        clock = f.gateway_clock(state, boot="boot-1")
+        p = Pipeline(config(tmp_path), clock=clock, sinks=None)
+        await p.start()
+        for i in values:
+            await p.submit(Reading("pm", clock.now(), {"pm2_5": float(i), "pm10": 100.0 + i, "pm1_0": 200.0 + i}))
+            truth[float(i)] = f.true
+            f.advance(600.0)
+        await until(lambda: p.stats.committed >= 3 * len(values), "provisional rows committed")
+        await asyncio.sleep(1.2)
+        assert p.runners[0].holding  # held, waiting for the clock
+        if sync_after:
+            f.wall, f.synced = f.true, True
+            clock.now()
+            await until(lambda: len(file_rows(tmp_path)) >= 3 * len(truth), "every row delivered")
+        await p.stop()  # the first run's stop stands for the kill: the clock saves nothing at stop
+
+    asyncio.run(one_run(range(0, 4), sync_after=False))
+    assert file_rows(tmp_path) == []
+    f.advance(20.0)  # restart delay
+    asyncio.run(one_run(range(4, 8), sync_after=True))
+    seen = {o["result"]: o for o in file_rows(tmp_path) if o["result"] in truth}
+    assert sorted(seen) == sorted(truth)
+    for value, o in seen.items():
+        assert o["phenomenonTime"] == iso(truth[value]), f"reading {value} is not at its true time"
+        assert CORRECTED in o["parameters"]["quality"] and FLAG not in o["parameters"]["quality"]
 
 
 def test_off_a_pi_the_clock_never_stamps_earlier_than_the_system_clock() -> None:
