@@ -41,6 +41,22 @@ def test_the_readme_shows_every_command_a_newcomer_needs() -> None:
     assert any(cmd.endswith("simulate") and code == 2 for cmd, code, _ in LINES)
 
 
+def test_the_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
+    """One runs the gateway end to end with simulated devices, one installs and runs the tests;
+    `.ci/run` calls that test command and nothing else."""
+    text = README.read_text()
+    start = text.index("## Quick start")
+    fence = text.index("```sh\n", start) + 6
+    block = text[fence : text.index("\n```", fence)]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    commands = [c for c in commands if c]
+    assert commands == ["scripts/demo --duration 30", "scripts/test"], commands
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    steps = [line for line in ci if line and not line.startswith("#")]
+    assert steps[-1] == "exec scripts/test", steps
+    assert all(s.startswith(("set ", "cd ")) for s in steps[:-1]), steps
+
+
 @pytest.fixture(scope="module")
 def newcomer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     here = tmp_path_factory.mktemp("clone-user")
