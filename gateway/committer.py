@@ -212,7 +212,7 @@ class Committer:
             if not _times_ok(obs):
                 self.quarantine(obs.sensor_id, "time", None)
                 continue
-            verdict = self.guard.check_record(body)
+            verdict = self.guard.check_observation(obs)  # what the record carries: its parts
             if not verdict.ok:
                 n = self.throttle.should_log(("guard", verdict.reason), time.monotonic())
                 if n is not None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import json
 import logging
 import math
@@ -86,13 +86,22 @@ def _iso(t: float) -> str:
         return str(t)
 
 
+@functools.cache
+def _adjtimex() -> Any:
+    """libc's adjtimex, looked up once: `CDLL(None)` is the running process's own symbols (libc
+    is loaded already). `ctypes.util.find_library` would fork `ldconfig -p` on every call:
+    every second, where timesyncd's flag file is absent."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def adjtimex_synchronised() -> bool | None:
     """Ask the kernel (read-only adjtimex, modes=0). None where the call is unavailable or
     filtered (systemd's ProtectClock= denies it with EPERM)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        adjtimex = libc.adjtimex
-    except (OSError, AttributeError, TypeError):
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return None
     buf = ctypes.create_string_buffer(1024)  # struct timex, zeroed: modes=0 changes nothing
     state = adjtimex(buf)

@@ -12,12 +12,15 @@ takes a batch's other observations with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from gateway.model import Observation
 
 OBSERVATION_KEYS = frozenset({"phenomenonTime", "resultTime", "result", "Datastream", "parameters"})
 PARAMETER_KEYS = frozenset(
@@ -104,16 +107,25 @@ def _hint(pattern: re.Pattern[str]) -> Callable[[str], bool]:
     return lambda t: True
 
 
-_SCAN: tuple[tuple[str, re.Pattern[str], Callable[[str], bool]], ...] = tuple(
-    (kind, pattern, _hint(pattern)) for kind, pattern in PATTERNS
+def _min_width(pattern: re.Pattern[str]) -> int:
+    """The fewest characters any match of `pattern` spans (look-arounds span none): a shorter
+    text cannot hold a match, so the pattern need not run on it."""
+    import re._parser
+
+    return int(re._parser.parse(pattern.pattern, pattern.flags).getwidth()[0])
+
+
+_SCAN: tuple[tuple[str, re.Pattern[str], Callable[[str], bool], int], ...] = tuple(
+    (kind, pattern, _hint(pattern), _min_width(pattern)) for kind, pattern in PATTERNS
 )
 
 
 def find_identifier(text: str) -> str | None:
     """The kind of the first identifier-shaped token in `text`, or None."""
     text = normalise(text)
-    for kind, pattern, may_match in _SCAN:
-        if may_match(text) and pattern.search(text):
+    n = len(text)
+    for kind, pattern, may_match, width in _SCAN:
+        if n >= width and may_match(text) and pattern.search(text):
             return kind
     return None
 
@@ -132,14 +144,72 @@ NOT_IN_VOCABULARY = "not_in_vocabulary"
 # (`SitePlan.vocabularies`), so the guard needs no driver to know them.
 Vocabularies = Mapping[int, tuple[str, frozenset[str]]]
 _TEXT_RESULT = re.compile(rb'"r"\s*:\s*"')  # an outbox record whose result is text
+RECORD_KEYS = frozenset({"ds", "s", "p", "t", "rt", "r", "te", "pa"})  # Observation.to_record
+
+# ------------------------------------------------------------------ what each value looks like
+# Every way a sink that builds its bytes from an Observation writes a value (outbox record and
+# SensorThings JSON: `json.dumps(ensure_ascii=False)`; line protocol: `lineprotocol._field`, a
+# number always as a float, a word quoted with the same two escapes as JSON and never with a
+# control character in it). The guard scans exactly these texts, so what a sink splices in is
+# what was scanned.
+
+
+def renderings(value: object) -> tuple[str, ...]:
+    """The texts `value` (a result or a parameter value) is written as by any sink."""
+    if isinstance(value, bool) or value is None:
+        return (json.dumps(value),)
+    if isinstance(value, int):
+        return (str(value), repr(float(value)))  # JSON; line protocol writes every number as a float
+    if isinstance(value, float):
+        return (repr(value),)
+    return (json.dumps(value, ensure_ascii=False),)  # a word: JSON, and line protocol's quoting
+
+
+# A time in [TIME_LOW, TIME_HIGH) (2001-09-09 to 2286-11-20, epoch seconds) is written only in
+# shapes no identifier pattern can match: the record's float `dddddddddd.ddd…` (ten digits,
+# first not 0, a fraction), ISO 8601 `YYYY-MM-DDTHH:MM:SS.mmmZ` and line protocol's 13-digit
+# epoch milliseconds (first not 0). tests/unit/test_guard_once.py holds every pattern to that
+# over arbitrary strings of those shapes. Any other time (a device's 1990s clock, 1970 on an
+# unsynchronised box, a relative offset) is scanned in all three renderings.
+TIME_LOW = 1_000_000_000.0
+TIME_HIGH = 9_999_999_999.0  # below it epoch ms keep 13 digits after rounding
+
+
+def time_renderings(t: float) -> tuple[str, ...]:
+    """The texts a time is written as: the record's number, ISO 8601 (SensorThings, NGSI-LD),
+    epoch milliseconds (line protocol)."""
+    from gateway.model import iso
+
+    out = [json.dumps(t)]
+    with contextlib.suppress(OverflowError, ValueError, OSError):  # none can: quarantined
+        out.append(iso(t))
+    out.append(str(round(t * 1000)))
+    return tuple(out)
+
+
+MEMO_MAX = 4096  # distinct scanned texts remembered (a few hundred KiB at most)
+_MISS = object()
 
 
 class EgressGuard:
-    """Counts and blocks. One instance per gateway; sinks call it on their final bytes.
+    """Counts and blocks. One instance per gateway, shared by the committer and every sink.
 
-    With `vocabularies` (the pipeline always gives them) a text result leaves only if it is a
-    word of its Datastream's declared vocabulary, independently of the privacy stage's own
-    check: free text in a category is blocked per observation and counted per sensor."""
+    Per Observation it checks, independently of the privacy stage and failing closed:
+    - the constant parts (Datastream id, sensor id, property: from the config) and the sink's
+      constant text (measurement and tags) — scanned once per distinct text, then remembered;
+    - what can carry device data (the result, the parameters' values, the times) — each value
+      in every rendering a sink writes it as (`renderings`, `time_renderings`), scanned once:
+      a verdict on a text is remembered (`MEMO_MAX`), so the same value met again at a sink,
+      or a word of a category's vocabulary, costs a lookup, not a scan;
+    - the keys: an undeclared record field or parameter is blocked;
+    - with `vocabularies` (the pipeline always gives them), a text result leaves only if it is a
+      word of its Datastream's declared vocabulary: free text in a category is blocked per
+      observation and counted per sensor.
+
+    Sinks that write SensorThings JSON or line protocol build their bytes only from parts the
+    guard cleared (`clear_record`), so those bytes are not scanned again. A format that composes
+    text of its own (SenML names, NGSI-LD entity ids) and every payload handed to `check_text`
+    or `check_observation_json` is scanned whole."""
 
     def __init__(
         self, allowed_datastreams: frozenset[int] | None = None, vocabularies: Vocabularies | None = None
@@ -149,6 +219,120 @@ class EgressGuard:
         self.blocked: Counter[str] = Counter()  # reason -> count
         self.blocked_by_sensor: Counter[tuple[str, str]] = Counter()  # (sensor, reason) -> count
         self.passed = 0
+        self._memo: dict[str, str | None] = {}
+        self.scans = 0  # texts actually scanned (not remembered): for benches and tests
+
+    # ------------------------------------------------------------------ scanning, once
+
+    def scan(self, text: str) -> str | None:
+        """`find_identifier(text)`, remembered per exact text. Counts nothing, so a worker
+        thread may call it (a dict read or write is atomic under the GIL)."""
+        kind = self._memo.get(text, _MISS)
+        if kind is _MISS:
+            kind = find_identifier(text)
+            self.scans += 1
+            if len(text) <= 200:  # constants and values; long payloads are not worth keeping
+                if len(self._memo) >= MEMO_MAX:
+                    self._memo.clear()
+                self._memo[text] = kind
+        return kind  # type: ignore[return-value]
+
+    def _value_kind(self, value: object) -> str | None:
+        for text in renderings(value):
+            if (kind := self.scan(text)) is not None:
+                return kind
+        return None
+
+    def _time_kind(self, t: object) -> str | None:
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            return "undeclared_field"  # not a time: nothing a sink could write
+        if TIME_LOW <= t < TIME_HIGH:
+            return None
+        for text in time_renderings(float(t) if isinstance(t, int) else t):
+            if (kind := self.scan(text)) is not None:
+                return kind
+        return None
+
+    # ------------------------------------------------------------------ one Observation
+
+    def observation_problem(self, obs: Observation, names: bool = True) -> tuple[str, str | None] | None:
+        """Why `obs` may not leave, as (reason, sensor to count it against or None), or None.
+        Counts nothing (a worker thread may call it); `count` does, on the loop.
+
+        `names`: also the sensor id and property, which the outbox record carries (checked at
+        commit). A sink checks the constant text its own format writes instead: SensorThings
+        JSON names only the Datastream id; the line protocol prefix is scanned by its sink."""
+        ds = obs.datastream_id
+        if self.allowed is not None and ds not in self.allowed:
+            return "unknown_datastream", None
+        params = obs.parameters
+        if params and not params.keys() <= PARAMETER_KEYS:
+            return "undeclared_parameter", None
+        sensor = self.off_vocabulary(ds, obs.result)
+        if sensor is not None:
+            return NOT_IN_VOCABULARY, sensor
+        # constants (from the config): once per distinct text
+        names_of = (renderings(obs.sensor_id)[0], renderings(obs.property)[0]) if names else ()
+        for text in (str(ds), *names_of):
+            if (kind := self.scan(text)) is not None:
+                return kind, None
+        # what can carry device data
+        kind = self._value_kind(obs.result)
+        if kind is None:
+            kind = self._time_kind(obs.phenomenon_time) or self._time_kind(obs.result_time)
+        if kind is None and obs.phenomenon_end is not None:
+            kind = self._time_kind(obs.phenomenon_end)
+        if kind is None and params:
+            kind = next((k for v in params.values() if (k := self._value_kind(v)) is not None), None)
+        return None if kind is None else (kind, None)
+
+    def count(self, problem: tuple[str, str | None] | None) -> Verdict:
+        """Count a verdict from `observation_problem` / `record_problem` (on the loop thread)."""
+        if problem is None:
+            self.passed += 1
+            return PASS
+        return self._block(*problem)
+
+    def check_observation(self, obs: Observation) -> Verdict:
+        """One Observation before it is committed: everything it carries (counting)."""
+        return self.count(self.observation_problem(obs))
+
+    def record_problem(self, record: bytes, names: bool = False) -> tuple[Observation | None, tuple[str, str | None] | None]:
+        """An outbox record parsed, and why it may not leave (None: it may), for a sink (without
+        `names`: see `observation_problem`). A record that is not a JSON object of the declared
+        fields and types is blocked whole: fail closed."""
+        try:
+            doc = json.loads(record)
+        except (ValueError, UnicodeDecodeError):
+            return None, ("not_json", None)
+        if not isinstance(doc, dict) or not doc.keys() <= RECORD_KEYS:
+            return None, ("undeclared_field", None)
+        pa = doc.get("pa", {})
+        r = doc.get("r")
+        te = doc.get("te")
+        try:
+            if not (isinstance(doc["ds"], int) and isinstance(doc["s"], str) and isinstance(doc["p"], str)
+                    and isinstance(pa, dict) and (r is None or isinstance(r, int | float | str | bool))):  # fmt: skip
+                raise TypeError
+            obs = Observation(doc["ds"], doc["s"], doc["p"], doc["t"], doc["rt"], r, te, pa)
+        except (KeyError, TypeError, ValueError):
+            return None, ("undeclared_field", None)
+        if not isinstance(pa, dict) or not all(isinstance(v, int | float | str | bool) for v in pa.values()):
+            return None, ("undeclared_parameter", None)
+        return obs, self.observation_problem(obs, names)
+
+    def clear_record(self, record: bytes) -> Observation | None:
+        """The record's Observation if it may leave (counting), else None. What a sink builds
+        from it is built from cleared parts only: it needs no scan of its own."""
+        obs, problem = self.record_problem(record)
+        self.count(problem)
+        return obs if problem is None else None
+
+    def check_record(self, record: bytes) -> Verdict:
+        """An outbox record: every field it carries, names included (counting)."""
+        return self.count(self.record_problem(record, names=True)[1])
+
+    # ------------------------------------------------------------------ whole payloads
 
     def _block(self, reason: str, sensor: str | None = None) -> Verdict:
         self.blocked[reason] += 1
@@ -179,14 +363,16 @@ class EgressGuard:
         return PASS
 
     def check_text(self, text: str) -> Verdict:
-        kind = find_identifier(text)
+        """A whole payload (a format that composes text of its own, entity metadata): scanned."""
+        kind = self.scan(text)
         if kind is not None:
             return self._block(kind)
         self.passed += 1
         return PASS
 
     def check_observation_json(self, payload: bytes) -> Verdict:
-        """A SensorThings Observation as serialised for a sink: shape and content."""
+        """A SensorThings Observation as serialised for a sink: shape and content, scanned whole
+        (for sinks that do not build their bytes from a cleared record)."""
         try:
             doc = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
@@ -205,14 +391,6 @@ class EgressGuard:
         if sensor is not None:
             return self.block_off_vocabulary(sensor)
         return self.check_text(payload.decode("utf-8", "replace"))
-
-    def check_record(self, record: bytes) -> Verdict:
-        """An outbox record (compact Observation) before it is committed. Only a record with a
-        text result is parsed for the vocabulary check; numbers need the shape scan alone."""
-        sensor = self.record_off_vocabulary(record)
-        if sensor is not None:
-            return self.block_off_vocabulary(sensor)
-        return self.check_text(record.decode("utf-8", "replace"))
 
     def record_off_vocabulary(self, record: bytes) -> str | None:
         """`off_vocabulary` for an outbox record; only a record with a text result is parsed.

@@ -151,9 +151,11 @@ class SinkSpec:
 
 def guarded_messages(rows: Sequence[Row], guard: EgressGuard, fmt: Format,
                      plan: SitePlan) -> tuple[list[Message], int]:  # fmt: skip
-    """The rows as `fmt`'s messages, every one through the egress guard twice: each Observation
-    as SensorThings JSON (its keys and parameters against the published vocabulary), then each
-    message's own bytes. Returns the messages and how many Observations were blocked."""
+    """The rows as `fmt`'s messages. Every Observation is cleared by the egress guard first
+    (`guarded_observations`); SensorThings messages are built from cleared parts only, so they
+    are not scanned again; SenML and NGSI-LD compose text of their own (names, entity ids), so
+    each of their messages is scanned whole as well. Returns the messages and how many
+    Observations were blocked."""
     from gateway.standards.formats import encode
 
     items, blocked = guarded_observations(rows, guard)
@@ -170,14 +172,18 @@ def guarded_messages(rows: Sequence[Row], guard: EgressGuard, fmt: Format,
 
 def guarded_observations(rows: Sequence[Row], guard: EgressGuard) -> tuple[list[tuple[Observation, bytes]], int]:
     """Each row as the SensorThings Observation JSON a sink sends, and how many the egress guard
-    blocked (counted by the guard, per reason). The one serialisation file and MQTT share."""
+    blocked (counted by the guard, per reason). The one serialisation file and MQTT share.
+
+    The JSON is built from the Observation the guard cleared (`EgressGuard.clear_record`): its
+    Datastream id, its times as ISO 8601, its result and parameters exactly as the guard scanned
+    them (`renderings`), so the bytes need no scan of their own."""
     out: list[tuple[Observation, bytes]] = []
     blocked = 0
     for row in rows:
-        obs = Observation.from_record(row.body)
-        payload = json.dumps(obs.sensorthings(), separators=(",", ":"), ensure_ascii=False).encode()
-        if guard.check_observation_json(payload).ok:
-            out.append((obs, payload))
-        else:
+        obs = guard.clear_record(row.body)
+        if obs is None:
             blocked += 1
+            continue
+        payload = json.dumps(obs.sensorthings(), separators=(",", ":"), ensure_ascii=False).encode()
+        out.append((obs, payload))
     return out, blocked

@@ -92,10 +92,10 @@ def test_the_influx_sink_refuses_an_unencodable_row_and_sends_the_rest(tmp_path:
             for i, w in enumerate(["ok", "bad\nword", "fine"], start=1)]  # fmt: skip
     sent: list[list[str]] = []
 
-    async def post(lines: list[str]) -> None:  # the HTTP call itself is tested in test_blocked_sink
+    def post(lines: list[str]) -> None:  # the HTTP call itself is tested in test_blocked_sink
         sent.append(lines)
 
-    sink._post = post  # type: ignore[method-assign]
+    sink._post_sync = post  # type: ignore[method-assign]
     result = asyncio.run(sink.write(rows))
     assert result.rejected == [2] and result.written == 2
     assert len(sent[0]) == 2 and all("\n" not in line for line in sent[0])
