@@ -73,7 +73,7 @@ def setup_logging(level: str = "info", stream: TextIO | None = None,
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("asyncio", "aiohttp", "urllib3", "influxdb_client"):
+    for noisy in ("asyncio", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

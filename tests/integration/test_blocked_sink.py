@@ -5,7 +5,7 @@ whole backlog arrives. A 400 that says a point could not be parsed is the only v
 quarantines anything, and then only that point.
 
 The gateway runs in-process (`serve`, with its ops server) and talks to the test's server over
-real HTTP through influxdb-client, exactly as it would to a store.
+real HTTP through the InfluxDB sink's client, exactly as it would to a store.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""First real path: PMS5003 frames on a pty -> pyserial -> pipeline -> influxdb-client ->
+"""First real path: PMS5003 frames on a pty -> pyserial -> pipeline -> InfluxDB sink (HTTP) ->
 a real VictoriaMetrics, read back through /api/v1/export and compared value for value."""
 
 from __future__ import annotations
