@@ -38,6 +38,12 @@ log = logging.getLogger("gateway.committer")
 
 INGEST_QUEUE = 1_000  # readings waiting for the committer; sources wait when it is full
 COMMIT_BATCH = 1_000
+# While MQTT acknowledgements are pending a group gathers for at most `group_commit` and
+# ACK_WINDOW readings, and stops as soon as the broker pauses ACK_GAP: a broker sends only its
+# in-flight window of unacknowledged messages (`max_inflight_messages`: 100 in deploy/ and the
+# tests, Mosquitto's default 20), so waiting longer than its next message would only stall it.
+ACK_WINDOW = 64
+ACK_GAP = 0.01
 APPEND_BACKOFF_MAX = 30.0  # an outbox that cannot write is retried at least this often
 LATEST_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: beyond it no sink can format a time
 Item = tuple[Reading | None, Ack | None]
@@ -126,32 +132,30 @@ class Committer:
                 self.queue.task_done()
 
     async def _gather(self) -> list[Item]:
-        """One group: what is queued now, waiting up to `group_commit_s` for more unless an
-        acknowledgement is pending (an MQTT broker sends only so many unacknowledged messages:
-        lingering would only stall it; readings arriving during this commit's fsync form the
-        next group, which is group commit without the wait)."""
+        """One group: what is queued now, then what arrives within `group_commit_s` (one fsync
+        for all of it). With acknowledgements pending the wait also ends at ACK_WINDOW of them
+        or when the next message is ACK_GAP late: the broker may be waiting for our acks
+        (readings arriving during this commit's fsync form the next group)."""
         first = await self.queue.get()
         items = [first]
         deadline = time.monotonic() + self.group_commit_s
-        waiting_acks = first[1] is not None
-        while len(items) < COMMIT_BATCH:
+        acks = int(first[1] is not None)
+        while len(items) < COMMIT_BATCH and acks < ACK_WINDOW:
             try:
                 item = self.queue.get_nowait()
-                items.append(item)
-                waiting_acks = waiting_acks or item[1] is not None
             except asyncio.QueueEmpty:
-                if waiting_acks:
-                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 try:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                     # cancellation (hanging shutdown) when the inner call completes at once
-                    async with asyncio.timeout(left):
-                        items.append(await self.queue.get())
+                    async with asyncio.timeout(min(left, ACK_GAP) if acks else left):
+                        item = await self.queue.get()
                 except TimeoutError:
                     break
+            items.append(item)
+            acks += item[1] is not None
         return items
 
     # ------------------------------------------------------------------ one group

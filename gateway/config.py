@@ -256,7 +256,8 @@ class OutboxSection(Strict):
         0.05,
         le=5,
         description="How long a commit waits to gather readings: longer = fewer fsyncs and "
-        "less SD-card wear, at the cost of ingest latency (acks wait for the commit).",
+        "less SD-card wear, at the cost of ingest latency (acks wait for the commit). With MQTT "
+        "acknowledgements pending it also ends at 64 of them or when the broker pauses 10 ms.",
     )
 
 

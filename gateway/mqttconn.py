@@ -5,12 +5,21 @@ manual acknowledgement; paho-mqtt 2.x does. `AckingClient` switches paho to manu
 message is PUBACKed only after its reading is committed (`ack(message)`). An ack from a previous
 connection is a no-op (paho refuses it when disconnected): the broker redelivers the message to
 the persistent session instead, which is at-least-once, never loss.
+
+Back-pressure: Mosquitto (2.0.11) sends a resumed persistent session its whole queue, far past
+`max_inflight_messages` and MQTT 5's Receive Maximum (bench/bench_broker_inflight.py), so acking
+after commit does not bound what the gateway holds. `AckingClient` stops reading the socket while
+`max_pending` received messages wait to be taken (and resumes at half that): the rest of a backlog
+stays in the broker and the kernel's socket buffer, and the gateway's memory stays flat. A pause
+longer than the keepalive ends in a reconnect (paho misses the PINGRESP); unacknowledged messages
+are then redelivered, never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -19,13 +28,83 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.configtypes import MqttBroker
 
+MAX_PENDING = 256  # received messages waiting to be taken: above it the socket is not read
+
+
+class _PendingQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's queue of received messages, telling its client when it has drained."""
+
+    low = 0
+    peak = 0  # the most messages it ever held
+    drained: Callable[[], None] = staticmethod(lambda: None)
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        super()._put(item)
+        self.peak = max(self.peak, self.qsize())
+
+    def _get(self) -> aiomqtt.Message:  # asyncio.Queue's hook under get() and get_nowait()
+        item: aiomqtt.Message = super()._get()
+        if self.qsize() <= self.low:
+            self.drained()
+        return item
+
 
 class AckingClient(aiomqtt.Client):
-    def __init__(self, *args: Any, manual_ack: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, manual_ack: bool = False, max_pending: int = MAX_PENDING,
+                 on_pause: Callable[[], None] = lambda: None, **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, queue_type=_PendingQueue, **kwargs)
         if manual_ack:
             self._client.manual_ack_set(True)
-        _read_in_bulk(self._client)
+        self.max_pending = max_pending
+        self.paused = False  # not reading the socket: `max_pending` messages wait
+        self.on_pause = on_pause
+        self._fd: int | None = None
+        queue = self._queue
+        assert isinstance(queue, _PendingQueue)
+        queue.low, queue.drained = max_pending // 2, self._resume
+        _read_in_bulk(self._client, self)
+
+    # aiomqtt registers a reader of its own here; this one is the same callback, kept so that
+    # the reader can be removed and added again (back-pressure)
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+
+        def opened() -> None:  # on the loop: paho calls this from the connecting thread
+            self._fd, self.paused = fd, False
+            self._loop.add_reader(fd, self._readable)
+            self._misc_task = self._loop.create_task(self._misc_loop())
+
+        self._loop.call_soon_threadsafe(opened)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._fd = None
+        super()._on_socket_close(client, userdata, sock)
+
+    def _readable(self) -> None:
+        """aiomqtt's reader callback: read what is there; a failure is a lost connection."""
+        try:
+            while True:
+                self._client.loop_read()
+                pending = getattr(self._client._sock, "pending", None)
+                if not self.paused and pending is not None and pending() > 0:  # TLS: decrypted bytes left
+                    continue
+                break
+        except Exception as exc:
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+
+    def _pause(self) -> None:
+        if not self.paused and self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self.paused = True
+            self.on_pause()
+
+    def _resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            if self._fd is not None:
+                self._loop.add_reader(self._fd, self._readable)
+                self._loop.call_soon(self._readable)  # what was read before the pause
 
     def queued(self) -> list[aiomqtt.Message]:
         """Messages already received, without aiomqtt's one-task-per-message iteration (which
@@ -45,11 +124,12 @@ class AckingClient(aiomqtt.Client):
 MAX_PACKETS_PER_WAKEUP = 5000
 
 
-def _read_in_bulk(client: mqtt.Client) -> None:
+def _read_in_bulk(client: mqtt.Client, owner: AckingClient | None = None) -> None:
     """paho reads a packet in three small recv() calls and one packet per readable event, which
     at thousands of messages/s costs more than everything else the gateway does. Give this
     client a buffered recv (one 64 KiB read serves many packets) and a loop_read that processes
-    every packet already received, so one wake-up drains the socket."""
+    every packet already received, so one wake-up drains the socket. With `owner`, reading
+    stops while `owner.max_pending` messages wait in its queue (`AckingClient._pause`)."""
     raw_recv = client._sock_recv
     buf = bytearray()
 
@@ -67,12 +147,15 @@ def _read_in_bulk(client: mqtt.Client) -> None:
         for _ in range(MAX_PACKETS_PER_WAKEUP):
             if client._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
+            if owner is not None and owner._queue.qsize() >= owner.max_pending:
+                owner._pause()  # resumed, with what `buf` holds, when the queue has drained
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
             rc = client._packet_read()
             if rc > 0:
                 return client._loop_rc_handle(rc)
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN and not buf:
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
-        if buf:  # bounded per wake-up; what is already buffered gets its own turn
+        if buf and (owner is None or not owner.paused):  # bounded per wake-up; the rest next turn
             asyncio.get_running_loop().call_soon(loop_read)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
@@ -97,6 +180,7 @@ def make_client(
     manual_ack: bool = False,
     clean_session: bool = False,
     max_inflight: int | None = None,
+    on_pause: Callable[[], None] = lambda: None,
 ) -> AckingClient:
     """A client for `async with`. Persistent session (clean_session=False) by default, so QoS 1
     messages published while the gateway restarts wait in the broker."""
@@ -113,4 +197,5 @@ def make_client(
         max_inflight_messages=max_inflight,
         timeout=10,
         manual_ack=manual_ack,
+        on_pause=on_pause,
     )

@@ -2,7 +2,11 @@
 
 Durability: `PRAGMA synchronous=FULL` in WAL mode fsyncs the WAL at every commit, so a batch
 that `append` returned for survives power loss; batching many observations per commit (group
-commit) pays the fsync once per batch. Bounds: `max_bytes` (payload bytes) and `max_age`; when
+commit) pays the fsync once per batch. A cursor advance is a transaction of its own without an
+fsync (`synchronous=NORMAL` for it alone): it is made durable by the next append's fsync (or
+checkpoint), and SQLite's WAL recovers a prefix of the commits, so a power cut can only move a
+cursor back to an earlier position (its rows are sent again: writes are idempotent), never past
+rows not delivered, and its ledger moves back with it. Bounds: `max_bytes` (payload bytes) and `max_age`; when
 either is exceeded the oldest rows go first. Delivered rows (below every sink's cursor) are
 deleted in small chunks to avoid long pauses.
 
@@ -78,6 +82,7 @@ class Outbox:
         when_full: str = "drop_oldest",
     ) -> None:
         self.path = path
+        self.sync_full = sync == "full"
         self.max_bytes = max_bytes
         self.when_full = when_full
         self.max_age_s = max_age_s
@@ -226,18 +231,24 @@ class Outbox:
         """Move `sink`'s cursor to `seq`; the rows it passes that are still stored count as
         delivered (rows dropped before were counted as dropped). Returns how many."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        if self.sync_full:  # no fsync of its own: see the module docstring
+            db.execute("PRAGMA synchronous=NORMAL")
         try:
-            old = self.cursor(sink)
-            n = 0
-            if seq > old:
-                n = int(db.execute("SELECT COUNT(*) FROM obs WHERE seq > ? AND seq <= ?", (old, seq)).fetchone()[0])
-                db.execute("UPDATE cursor SET seq = ? WHERE sink = ?", (seq, sink))
-                db.execute("UPDATE ledger SET delivered = delivered + ? WHERE sink = ?", (n, sink))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                old = self.cursor(sink)
+                n = 0
+                if seq > old:
+                    n = int(db.execute("SELECT COUNT(*) FROM obs WHERE seq > ? AND seq <= ?", (old, seq)).fetchone()[0])
+                    db.execute("UPDATE cursor SET seq = ? WHERE sink = ?", (seq, sink))
+                    db.execute("UPDATE ledger SET delivered = delivered + ? WHERE sink = ?", (n, sink))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            if self.sync_full:
+                db.execute("PRAGMA synchronous=FULL")
         return n
 
     def ledger(self, sink: str) -> dict[str, int]:
@@ -401,18 +412,23 @@ T = TypeVar("T")
 
 
 class AsyncOutbox:
-    """Runs every outbox call on one worker thread so fsyncs never block the event loop."""
+    """Runs every outbox call on one worker thread so fsyncs never block the event loop. Keeps
+    the head and each sink's cursor in memory too, so a sink runner knows how many rows wait
+    for it without a call (`pending`)."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.sync = outbox
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="outbox")
         self.changed = asyncio.Event()  # set after each append, so sinks wake up
+        self.head = outbox.head()
+        self.cursors = {sink: outbox.cursor(sink) for sink in outbox.sinks}
 
     async def call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def append(self, records: list[tuple[int, float, bytes]]) -> int:
         seq: int = await self.call(self.sync.append, records)
+        self.head = max(self.head, seq)
         self.changed.set()
         return seq
 
@@ -422,7 +438,12 @@ class AsyncOutbox:
 
     async def advance(self, sink: str, seq: int) -> int:
         n: int = await self.call(self.sync.advance, sink, seq)
+        self.cursors[sink] = max(self.cursors.get(sink, 0), seq)
         return n
+
+    def pending(self, sink: str) -> int:
+        """Rows appended after `sink`'s cursor (an upper bound: rows dropped at a bound count)."""
+        return self.head - self.cursors.get(sink, 0)
 
     async def close(self) -> None:
         await self.call(self.sync.close)

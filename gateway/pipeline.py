@@ -141,7 +141,8 @@ class Pipeline:
         self.outbox = self.committer.outbox = self.open_outbox()
         # a clock that knows provisional stamps (GatewayClock) gets them re-stamped before they leave
         gate = ClockGate(self.clock, self.cfg.clock.max_hold) if hasattr(self.clock, "restamp") else None  # type: ignore[arg-type]
-        self.runners = [SinkRunner(s, self.outbox, self.stats, self.metrics, self._stopping, gate)
+        self.runners = [SinkRunner(s, self.outbox, self.stats, self.metrics, self._stopping, gate,
+                                   flush_interval=self._flush_interval(s.name))
                         for s in self.sinks]  # fmt: skip
         sup = self.supervisor
         sup.start("committer", self.committer.run)
@@ -154,6 +155,10 @@ class Pipeline:
             sup.start(src.name, src.run)
         self.ready.set()
         log.info("gateway started", extra={"gateway": self.cfg.gateway.id, "sensors": len(self.plan.sensors), "sinks": ",".join(s.name for s in self.sinks)})  # fmt: skip
+
+    def _flush_interval(self, sink: str) -> float:
+        settings = self.cfg.sinks.get(sink)
+        return settings.flush_interval if settings is not None else 0.0
 
     def problems(self) -> list[str]:
         """What keeps data from getting through right now (empty: ready), for /readyz."""

@@ -9,6 +9,11 @@ repeats at most the batch in flight and loses nothing. Three kinds of failure, t
   `gateway_sink_blocked`, until a write succeeds;
 - a verdict on specific rows (the sink reports them `rejected`): only those are quarantined.
 
+Linger: rows wait up to the sink's `flush_interval` for more before a write, unless a full
+batch is already waiting, so a trickle of live data is written in batches rather than per
+commit (the runner knows how many rows wait from the outbox's in-memory head, without a call).
+A crash while rows linger costs nothing: they are in the outbox. Shutdown does not linger.
+
 Exact clocks: rows stamped while the gateway clock was provisional (`clock_unsynced`) are held
 back until the clock synchronises, then re-stamped with their exact true time before they
 leave (`ClockGate`); a row held `clock.max_hold` is sent as it is, flagged.
@@ -107,8 +112,11 @@ class ClockGate:
 
 class SinkRunner:
     def __init__(self, sink: Sink, outbox: AsyncOutbox, stats: Stats, metrics: Registry,
-                 stopping: asyncio.Event, gate: ClockGate | None = None) -> None:  # fmt: skip
+                 stopping: asyncio.Event, gate: ClockGate | None = None,
+                 flush_interval: float = 0.0) -> None:  # fmt: skip
         self.sink = sink
+        self.flush_interval = flush_interval
+        self._empty_at = -1  # head of the outbox when a read last found nothing to send
         self.name = f"sink-{sink.name}"
         self.outbox = outbox
         self.stats = stats
@@ -166,14 +174,14 @@ class SinkRunner:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, SINK_BACKOFF_MAX)
                     continue
+            if not await self._linger():
+                continue
             rows = await self.outbox.read(sink.name, sink.batch_size)
             if rows and self.gate is not None:
                 rows = self._gated(rows)
             if not rows:
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self.wake.wait()
+                self._empty_at = self.outbox.head
+                await self._sleep(1.0)
                 continue
             try:
                 await self.deliver(rows)
@@ -194,6 +202,38 @@ class SinkRunner:
             if self.blocked is not None:
                 self._show_blocked(None)
             backoff = 1.0
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until a commit wakes the runner, or `seconds`."""
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+
+    async def _linger(self) -> bool:
+        """Wait until it is time to read and write: a full batch waits, or rows have waited
+        `flush_interval` since the runner first saw them. False if the runner is stopping."""
+        if self.holding:  # provisional rows wait for the clock: the caller re-reads each second
+            return not self.stopping.is_set()
+        first_seen: float | None = None
+        while not self.stopping.is_set():
+            waiting = self.outbox.pending(self.sink.name)
+            if self._empty_at >= 0:  # nothing was readable up to that head (rows dropped at a bound)
+                waiting = min(waiting, self.outbox.head - self._empty_at)
+            if waiting <= 0:
+                first_seen = None
+                await self._sleep(1.0)
+                continue
+            if self.flush_interval <= 0 or waiting >= self.sink.batch_size:
+                break
+            now = time.monotonic()
+            first_seen = now if first_seen is None else first_seen
+            left = first_seen + self.flush_interval - now
+            if left <= 0:
+                break
+            await self._sleep(left)
+        self._empty_at = -1
+        return not self.stopping.is_set()
 
     def _gated(self, rows: list[Row]) -> list[Row]:
         assert self.gate is not None
@@ -218,7 +258,7 @@ class SinkRunner:
         except PermanentError as e:
             self.m_quarantined.inc(len(rows), sink=sink.name)
             log.error("sink refused a batch for good; quarantined", extra={"sink": sink.name, "reason": str(e), "rows": len(rows)})  # fmt: skip
-        await self.outbox.advance(sink.name, rows[-1].seq)
+        await self.outbox.advance(sink.name, rows[-1].seq)  # no fsync of its own (outbox.py)
         self.stats.delivered[sink.name] = self.stats.delivered.get(sink.name, 0) + written
         self.m_delivered.inc(written, sink=sink.name)
 

@@ -126,6 +126,12 @@ class MqttSource:
         self.m_connects = metrics.counter("gateway_mqtt_connects_total", "Connections to the local broker")
         self.m_connected = metrics.gauge("gateway_mqtt_connected", "1 while connected to the local broker")
         self.m_last_seen = metrics.gauge("gateway_sensor_last_seen_timestamp_seconds", "Time of the last good reading")
+        self.m_pauses = metrics.counter(
+            "gateway_mqtt_read_pauses_total",
+            "Times the source stopped reading the broker's socket because 256 received messages "
+            "were waiting (back-pressure: the backlog stays in the broker), by session",
+        )
+        self.clients: dict[str, Any] = {}  # session -> its connected client (for tests, status)
         self.m_connected.set(0)
 
     @property
@@ -159,7 +165,9 @@ class MqttSource:
         will = None if personal else aiomqtt.Will(self.state_topic, b"offline", qos=1, retain=True)
         while True:
             client = make_client(cfg.model_copy(update={"client_id": client_id}), client_id,
-                                 will=will, manual_ack=not personal, clean_session=personal)  # fmt: skip
+                                 will=will, manual_ack=not personal, clean_session=personal,
+                                 on_pause=lambda: self.m_pauses.inc(session=name))  # fmt: skip
+            self.clients[name] = client
             try:
                 async with client:
                     self.m_connects.inc()

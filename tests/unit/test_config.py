@@ -196,6 +196,8 @@ ZERO_MEANS = {
     "PrivacyZone.delay": "publish without holding back",
     "OutboxSection.group_commit": "commit each reading at once",
     "ClockSection.max_hold": "send provisional rows at once, flagged, without waiting for a sync",
+    "Settings.flush_interval": "a sink writes as soon as rows are committed (every sink's Settings)",
+    "SensorThingsSettings.flush_interval": "the same, for the sensorthings sink",
 }
 
 

@@ -64,3 +64,34 @@ def test_aiomqtt_client_exposes_its_paho_client_and_message_queue() -> None:
     assert isinstance(getattr(client, "_queue", None), asyncio.Queue), (
         "aiomqtt.Client._queue is gone: AckingClient.queued() drains it"
     )
+
+
+AIOMQTT_INTERNALS = {
+    # AckingClient registers its own socket reader (to pause it under back-pressure) in place of
+    # aiomqtt's, so it starts aiomqtt's misc task itself and relies on its close hook
+    "_on_socket_open": "(self, client: 'mqtt.Client', userdata: 'Any', sock: 'PahoSocket') -> 'None'",
+    "_on_socket_close": "(self, client: 'mqtt.Client', userdata: 'Any', sock: 'PahoSocket') -> 'None'",
+    "_misc_loop": "(self) -> 'None'",
+}
+
+
+@pytest.mark.parametrize("name", sorted(AIOMQTT_INTERNALS))
+def test_aiomqtt_socket_hooks_are_unchanged(name: str) -> None:
+    method = getattr(aiomqtt.Client, name, None)
+    assert method is not None, f"aiomqtt.Client.{name} is gone: mqttconn's AckingClient overrides or calls it"
+    assert str(inspect.signature(method)) == AIOMQTT_INTERNALS[name], f"aiomqtt.Client.{name} changed"
+    source = inspect.getsource(aiomqtt.Client._on_socket_open)
+    assert "add_reader" in source and "_misc_loop" in source, "aiomqtt's socket-open hook changed"
+
+
+def test_aiomqtt_takes_a_queue_type_and_the_client_keeps_its_loop_and_disconnected_future() -> None:
+    from gateway.mqttconn import AckingClient, _PendingQueue
+
+    assert "queue_type" in inspect.signature(aiomqtt.Client.__init__).parameters
+
+    async def build() -> AckingClient:
+        return AckingClient("127.0.0.1", max_pending=8)
+
+    client = asyncio.run(build())
+    assert isinstance(client._queue, _PendingQueue) and client._queue.low == 4
+    assert isinstance(client._loop, asyncio.AbstractEventLoop) and isinstance(client._disconnected, asyncio.Future)
