@@ -3,7 +3,8 @@
 1. Peak RSS (VmHWM) of a real `run` process, nothing flowing, for: the file sink only; + the
    InfluxDB sink (a real VictoriaMetrics); + the MQTT sink (a real Mosquitto as the city broker)
    = every sink configured. Then ten readings are published so every sink has written once (the
-   MQTT sink connects and the InfluxDB client sends on first use) and RSS is read again.
+   MQTT sink connects and the InfluxDB sink opens its connection on first use) and RSS is read
+   again.
 2. What each import costs: `python -X importtime` of that same `run` (every sink) gives the
    modules in the order they finished importing; a fresh interpreter then imports them in that
    order, grouped by package (and by module for gateway.* / firmware_bridge.*), and prints the
@@ -120,7 +121,6 @@ STEPS: list[tuple[str, list[str]]] = [
     ("paho-mqtt + aiomqtt", ["paho.mqtt.client", "aiomqtt"]),
     ("gateway.service, pipeline, ops, mqtt source", ["gateway.service", "gateway.pipeline", "gateway.mqttconn",
                                                      "gateway.sources.mqtt", "gateway.sinks.mqtt"]),
-    ("influxdb-client (sink start; numpy kept out)", ["@influx"]),
     ("load_config + build_plan (every sink)", ["@config"]),
     ("every other module `run` imported", ["@rest"]),
 ]
@@ -130,8 +130,6 @@ IMPORTER = textwrap.dedent("""
     steps, rest, cfg, mode = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
     if mode == "heap":
         tracemalloc.start()
-    if not any(m.startswith("numpy.") for m in rest):  # a blocked import is still listed
-        sys.modules["numpy"] = None  # as in `run`: the InfluxDB sink keeps numpy out
     page = os.sysconf("SC_PAGE_SIZE")
     def rss():
         return int(open("/proc/self/statm").read().split()[1]) * page
@@ -141,12 +139,7 @@ IMPORTER = textwrap.dedent("""
     for label, mods in steps:
         r0, h0, n0, c0 = rss(), heap(), len(sys.modules), time.perf_counter()
         for m in mods:
-            if m == "@influx":
-                from gateway.sinks.influxdb import _import_client
-                _import_client()
-                import influxdb_client.client.write_api
-                import influxdb_client.domain.write_precision
-            elif m == "@config":
+            if m == "@config":
                 from gateway.config import load_config
                 from gateway.plan import build_plan
                 build_plan(load_config(cfg, dict(os.environ)))

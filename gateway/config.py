@@ -7,9 +7,10 @@ keys and are held as `SecretStr`, so they never print.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -28,7 +29,7 @@ from pydantic import (
 )
 
 from firmware_bridge.driver import Driver
-from firmware_bridge.drivers import DRIVERS, REGISTERED
+from firmware_bridge.drivers import DRIVERS
 from firmware_bridge.options import DriverOptions, NoOptions
 from gateway.configtypes import (
     Duration,
@@ -132,7 +133,10 @@ class SensorBase(Strict):
         return self
 
 
-def _sensor_model(driver: Driver) -> type[SensorBase]:
+@functools.cache
+def _sensor_model(name: str) -> type[SensorBase]:
+    """The model of a sensor entry of the driver called `name` (or an alias of it)."""
+    driver: Driver = DRIVERS[name]
     names = (driver.name, *getattr(driver, "aliases", ()))
     opts = driver.options
     required = any(f.is_required() for f in opts.model_fields.values())
@@ -145,7 +149,13 @@ def _sensor_model(driver: Driver) -> type[SensorBase]:
     return create_model(f"Sensor_{driver.name}", __base__=SensorBase, **fields)
 
 
-SENSOR_MODELS: tuple[type[SensorBase], ...] = tuple(_sensor_model(d) for d in REGISTERED)
+def _sensors_type(drivers: frozenset[str]) -> Any:
+    """`list[...]` of the union of the sensor models of `drivers`, told apart by `driver`. Only
+    these drivers are imported (firmware_bridge/drivers/__init__.py); a name no driver has is
+    refused by the union with the registry's names (`_readable`)."""
+    known = sorted({DRIVERS[n].name for n in drivers if n in DRIVERS}) or ["generic_json"]
+    models = tuple(_sensor_model(n) for n in known)
+    return list[Annotated[Union[models], Field(discriminator="driver")]]  # type: ignore[valid-type]  # noqa: UP007
 
 
 def _inputs_model() -> type[BaseModel]:
@@ -155,12 +165,11 @@ def _inputs_model() -> type[BaseModel]:
     return create_model("Inputs", __base__=Strict, **fields)
 
 
+Sensor = SensorBase  # a configured sensor: its driver's subclass (`config_model`)
 if TYPE_CHECKING:
-    Sensor = SensorBase
     SinkEntry = SinkSettings
     Inputs = Strict
 else:
-    Sensor = Annotated[Union[SENSOR_MODELS], Field(discriminator="driver")]  # noqa: UP007
     SinkEntry = Annotated[
         Union[tuple(spec.settings for spec in SINKS.values())],  # noqa: UP007
         Field(discriminator="type"),
@@ -346,6 +355,8 @@ class Config(Strict):
     _secrets_resolved: bool = PrivateAttr(default=True)
 
     gateway: GatewaySection
+    # the base class holds any sensor entry; `config_model` gives the class that validates the
+    # configured drivers' entries, and `json_schema` the one of every driver
     sensors: list[Sensor] = Field(default_factory=list)
     inputs: Inputs = Field(default_factory=Inputs)
     privacy: PrivacySection = PrivacySection()
@@ -620,7 +631,7 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
     said = {loc for loc, _ in env_errors}
     said |= {(*loc[:-1], SECRET_FILE_KEYS[loc[-1]]) for loc in list(said) if loc and loc[-1] in SECRET_FILE_KEYS}
     try:
-        cfg = Config.model_validate(data)
+        cfg = config_model(_configured_drivers(data)).model_validate(data)
     except ValidationError as e:
         for err in e.errors(include_url=False):
             loc, msg = _readable({**err, "loc": _without_tags(tuple(err["loc"]), data)})
@@ -638,7 +649,7 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
     return cfg
 
 
-_UNION_TAGS: dict[str, tuple[str, dict[str, Any]]] = {
+_UNION_TAGS: dict[str, tuple[str, Mapping[str, Any]]] = {
     "sensors": ("driver", DRIVERS),
     "sinks": ("type", SINKS),
 }
@@ -739,8 +750,25 @@ def iter_secret_values(cfg: Config) -> Iterator[str]:
     yield from walk(cfg)
 
 
+def _configured_drivers(data: Any) -> frozenset[str]:
+    sensors = data.get("sensors") if isinstance(data, dict) else None
+    if not isinstance(sensors, list):
+        return frozenset()
+    return frozenset(s["driver"] for s in sensors if isinstance(s, dict) and isinstance(s.get("driver"), str))
+
+
+@functools.cache
+def config_model(drivers: frozenset[str]) -> type[Config]:
+    """The `Config` that validates sensor entries of `drivers` (each against its driver's own
+    model), importing only those drivers: `run` loads what it is configured with."""
+    model: type[Config] = create_model("Config", __base__=Config,
+                                       sensors=(_sensors_type(drivers), Field(default_factory=list)))  # fmt: skip
+    return model
+
+
 def json_schema() -> dict[str, Any]:
-    schema = Config.model_json_schema()
+    """The schema of every driver's, sink's and source's settings (imports every driver)."""
+    schema = config_model(frozenset(DRIVERS)).model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "street-gateway configuration"
     return schema

@@ -391,3 +391,45 @@ def test_two_sensors_on_one_topic_filter_are_refused_at_the_second() -> None:
         build_plan(parse_config(text, "gw.yaml", {"INFLUX_TOKEN": "x"}))
     assert [str(p) for p in e.value.problems] == [
         "gw.yaml:4 sensors[1].mqtt.topic: this topic filter is already used by sensor 'a'"]
+
+
+def test_a_config_loads_only_the_drivers_it_names_and_the_schema_has_them_all() -> None:
+    """Issue 19: `run` imports the configured drivers only (each is ~0.3 MiB of a Pi's memory);
+    options are still checked by the driver's own model, and `schema` still has every driver."""
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from gateway.config import parse_config, json_schema
+cfg = parse_config('''
+gateway: {id: g, borough: camden, location: {lat: 51.5, lon: -0.1}}
+inputs: {mqtt: {host: 127.0.0.1}}
+sensors:
+  - {id: a, driver: generic_json, mqtt: {topic: a/json}, options: {fields: [{path: v, property: pm2_5, unit: ug/m3}]}}
+  - {id: b, driver: pms7003, serial: {port: /dev/ttyUSB0}}
+''', 'g.yaml', env={})
+loaded = sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('firmware_bridge.drivers.'))
+try:
+    parse_config('''
+gateway: {id: g, borough: camden, location: {lat: 51.5, lon: -0.1}}
+inputs: {mqtt: {host: 127.0.0.1}}
+sensors:
+  - {id: a, driver: generic_json, mqtt: {topic: a/json}, options: {fields: [{path: v, property: pm2_5, unit: bogus}]}}
+''', 'g.yaml', env={})
+    bad = ''
+except Exception as e:
+    bad = str(e)
+drivers = json_schema()['$defs']
+print(json.dumps([loaded, bad, sorted(k for k in drivers if k.startswith('Sensor_'))]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout  # fmt: skip
+    import json
+
+    from firmware_bridge.drivers import REGISTERED
+
+    loaded, bad, in_schema = json.loads(out)
+    assert loaded == ["generic_json", "pms5003"]  # pms7003 is an alias of pms5003
+    assert bad.startswith("g.yaml:5 sensors[0].options.fields[0].unit")
+    assert in_schema == sorted(f"Sensor_{d.name}" for d in REGISTERED)
