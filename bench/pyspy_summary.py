@@ -27,7 +27,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("outbox: append (INSERT+COMMIT, fsync)", ("append (gateway/outbox.py",)),
     ("outbox: advance (cursor UPDATE, fsync)", ("advance (gateway/outbox.py",)),
     ("outbox: read, reclaim, other", ("gateway/outbox.py",)),
-    ("influx sink: HTTP (influxdb-client, urllib3, gzip)", ("influxdb_client/", "urllib3/", "http/client.py", "gzip.py")),
+    ("influx sink: HTTP (http.client, gzip)", ("_post_sync (gateway/sinks/influxdb.py", "influxdb_client/", "urllib3/", "http/client.py", "gzip.py")),
     ("influx sink: encode lines", ("sinks/influxdb.py", "standards/lineprotocol.py")),
     ("file sink", ("gateway/sinks/file.py",)),
     ("privacy stage", ("gateway/privacy/",)),

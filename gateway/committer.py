@@ -38,10 +38,13 @@ log = logging.getLogger("gateway.committer")
 
 INGEST_QUEUE = 1_000  # readings waiting for the committer; sources wait when it is full
 COMMIT_BATCH = 1_000
-# While MQTT acknowledgements are pending a group gathers for at most `group_commit` and
-# ACK_WINDOW readings, and stops as soon as the broker pauses ACK_GAP: a broker sends only its
-# in-flight window of unacknowledged messages (`max_inflight_messages`: 100 in deploy/ and the
-# tests, Mosquitto's default 20), so waiting longer than its next message would only stall it.
+# While MQTT acknowledgements are pending a group still gathers for up to `group_commit`, but a
+# broker sends only its in-flight window of unacknowledged messages (`max_inflight_messages`:
+# 100 in deploy/ and the tests, Mosquitto's default 20), so waiting for more than that would
+# only stall it: below ACK_SURE pending acks (under any broker's window) the group waits for the
+# deadline; from there on only while the broker keeps sending (a pause of ACK_GAP ends it), and
+# never beyond ACK_WINDOW.
+ACK_SURE = 16
 ACK_WINDOW = 64
 ACK_GAP = 0.01
 APPEND_BACKOFF_MAX = 30.0  # an outbox that cannot write is retried at least this often
@@ -133,24 +136,24 @@ class Committer:
 
     async def _gather(self) -> list[Item]:
         """One group: what is queued now, then what arrives within `group_commit_s` (one fsync
-        for all of it). With acknowledgements pending the wait also ends at ACK_WINDOW of them
-        or when the next message is ACK_GAP late: the broker may be waiting for our acks
-        (readings arriving during this commit's fsync form the next group)."""
+        for all of it). With acknowledgements pending the wait is shorter (ACK_SURE, ACK_GAP,
+        ACK_WINDOW above): the broker may be waiting for our acks. Readings arriving during
+        this commit's fsync form the next group."""
         first = await self.queue.get()
         items = [first]
         deadline = time.monotonic() + self.group_commit_s
         acks = int(first[1] is not None)
-        while len(items) < COMMIT_BATCH and acks < ACK_WINDOW:
+        while len(items) < COMMIT_BATCH:
             try:
                 item = self.queue.get_nowait()
             except asyncio.QueueEmpty:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or acks >= ACK_WINDOW:
                     break
                 try:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                     # cancellation (hanging shutdown) when the inner call completes at once
-                    async with asyncio.timeout(min(left, ACK_GAP) if acks else left):
+                    async with asyncio.timeout(min(left, ACK_GAP) if acks >= ACK_SURE else left):
                         item = await self.queue.get()
                 except TimeoutError:
                     break

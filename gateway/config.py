@@ -266,7 +266,7 @@ class OutboxSection(Strict):
         le=5,
         description="How long a commit waits to gather readings: longer = fewer fsyncs and "
         "less SD-card wear, at the cost of ingest latency (acks wait for the commit). With MQTT "
-        "acknowledgements pending it also ends at 64 of them or when the broker pauses 10 ms.",
+        "acknowledgements pending it waits less (docs/durability.md: group commit).",
     )
 
 
