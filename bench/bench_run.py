@@ -1,7 +1,8 @@
 """`street-gateway run` with 10 simulated serial sensors at 1 Hz: peak RSS and average CPU.
 
 Targets (issue: Foundation): peak RSS <= 64 MB, average CPU <= 2 % of one core.
-Usage: python bench/bench_run.py [--seconds 60]. Prints figures; asserts nothing.
+Usage: python bench/bench_run.py [--seconds 60] [--outbox '{group_commit: 1s}'] [--file-sink
+'flush_interval: 1s']. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--sensors", type=int, default=10)
+    ap.add_argument("--outbox", default="", help="YAML flow mapping for the outbox section, e.g. '{group_commit: 1s}'")
+    ap.add_argument("--file-sink", default="", help="more file sink settings, e.g. 'flush_interval: 1s'")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sg-bench-run-"))
     specs, sensors = [], []
@@ -57,8 +60,8 @@ def main() -> None:
     cfg.write_text(
         f"gateway: {{id: bench-lc-0001, borough: camden, location: {{lat: 51.539, lon: -0.1426}}, data_dir: '{tmp / 'data'}'}}\n"
         "sensors:\n" + "\n".join(sensors) + "\n"
-        "sinks: {file: {path: observations.jsonl}}\n"
-        f"ops: {{http: '127.0.0.1:{port}'}}\n"
+        f"sinks: {{file: {{path: observations.jsonl{', ' + args.file_sink if args.file_sink else ''}}}}}\n"
+        f"ops: {{http: '127.0.0.1:{port}'}}\n" + (f"outbox: {args.outbox}\n" if args.outbox else "")
     )
     sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", *specs], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -97,6 +100,8 @@ def main() -> None:
         sim.wait(10)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, {platform.processor() or platform.platform()}, Python {platform.python_version()}")
     print(f"sensors: {args.sensors} serial (simulated on ptys, 1 Hz each), measured over {elapsed:.0f} s")
+    if args.outbox or args.file_sink:
+        print(f"outbox: {args.outbox or 'defaults'}; file sink: {args.file_sink or 'defaults'}")
     print(f"readings/s: {(r1 - r0) / elapsed:.2f}")
     print(f"average CPU: {cpu:.2f} % of one core")
     print(f"peak RSS: {max(peak, hwm) / 2**20:.1f} MiB (VmHWM {hwm / 2**20:.1f} MiB)")
