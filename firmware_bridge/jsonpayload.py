@@ -88,6 +88,10 @@ def reject_constant(name: str) -> Any:
     raise ValueError("non-finite constant")
 
 
+# one decoder for every payload: `json.loads` with a keyword argument builds a new one per call
+STRICT_DECODER = json.JSONDecoder(parse_constant=reject_constant)
+
+
 def load_json(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JsonValue | DecodeError:
     """Parse a JSON payload; NaN/Infinity and absurd nesting are rejected like syntax errors,
     strings holding control characters, NUL or lone surrogates as `bad_string`."""
@@ -95,7 +99,7 @@ def load_json(payload: bytes, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> JsonVal
     if isinstance(text, DecodeError):
         return text
     try:
-        value: JsonValue = json.loads(text, parse_constant=reject_constant)
+        value: JsonValue = STRICT_DECODER.decode(text)
     except RecursionError:
         return DecodeError("not_json", "payload is nested too deeply to parse")
     except ValueError:  # JSONDecodeError, and int digit-limit errors, are ValueErrors

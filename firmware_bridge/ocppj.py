@@ -15,7 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 from firmware_bridge.base import Aggregation, DecodeError, Event, Field, ObservationType, Role
-from firmware_bridge.jsonpayload import load_json, reject_constant
+from firmware_bridge.jsonpayload import STRICT_DECODER, load_json
 
 MAX_UNIQUE_ID = 36  # OCPP-J: the message id is at most 36 characters
 
@@ -92,7 +92,7 @@ def parse(text: str) -> Frame | str:
     """The frame, or a reason word why it is not OCPP-J: `not_json` or `not_ocpp`. Lenient about
     bodies (the tap relays everything and only sorts frames)."""
     try:
-        value = json.loads(text, parse_constant=reject_constant)
+        value = STRICT_DECODER.decode(text)
     except (ValueError, RecursionError):
         return "not_json"
     if not isinstance(value, list) or len(value) < 3:
@@ -112,7 +112,7 @@ def parse(text: str) -> Frame | str:
 def call_id(text: str) -> str | None:
     """The message id of a CALL that is JSON but otherwise malformed, so it can be answered."""
     try:
-        value = json.loads(text, parse_constant=reject_constant)
+        value = STRICT_DECODER.decode(text)
     except (ValueError, RecursionError):
         return None
     if isinstance(value, list) and len(value) >= 2 and _kind(value[0]) is Kind.CALL and _uid(value[1]):

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from gateway.committer import Stats
+from gateway.model import compact_json
 from gateway.ops.clock import CORRECTED
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
@@ -106,7 +107,7 @@ class ClockGate:
         if any(true[k] is None and self.clock.quality_flags(t) for k, t in times.items()):
             flags.append(FLAG.decode())  # a time that could not be corrected keeps the flag
         pa["quality"] = ",".join(sorted({*flags, CORRECTED}))
-        body = json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode()
+        body = compact_json(rec)
         return Row(row.seq, row.ds, float(rec["t"]), body)
 
 

@@ -19,6 +19,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 
 from gateway.model import Observation
 
@@ -154,15 +155,20 @@ RECORD_KEYS = frozenset({"ds", "s", "p", "t", "rt", "r", "te", "pa"})  # Observa
 # what was scanned.
 
 
+_CONSTANT = {True: "true", False: "false", None: "null"}  # json.dumps of each
+
+
 def renderings(value: object) -> tuple[str, ...]:
     """The texts `value` (a result or a parameter value) is written as by any sink."""
     if isinstance(value, bool) or value is None:
-        return (json.dumps(value),)
+        return (_CONSTANT[value],)
     if isinstance(value, int):
         return (str(value), repr(float(value)))  # JSON; line protocol writes every number as a float
     if isinstance(value, float):
         return (repr(value),)
-    return (json.dumps(value, ensure_ascii=False),)  # a word: JSON, and line protocol's quoting
+    if isinstance(value, str):  # a word: JSON, and line protocol's quoting
+        return (encode_basestring(value),)  # what json.dumps(value, ensure_ascii=False) returns
+    return (json.dumps(value, ensure_ascii=False),)
 
 
 # A time in [TIME_LOW, TIME_HIGH) (2001-09-09 to 2286-11-20, epoch seconds) is written only in

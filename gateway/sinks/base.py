@@ -9,7 +9,6 @@ its own name, which is also the name of its outbox cursor.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field, SecretStr
 
 from gateway.configtypes import Duration, Strict
-from gateway.model import Observation
+from gateway.model import Observation, compact_json
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
 
@@ -190,6 +189,6 @@ def guarded_observations(rows: Sequence[Row], guard: EgressGuard) -> tuple[list[
         if obs is None:
             blocked += 1
             continue
-        payload = json.dumps(obs.sensorthings(), separators=(",", ":"), ensure_ascii=False).encode()
+        payload = compact_json(obs.sensorthings())
         out.append((obs, payload))
     return out, blocked
