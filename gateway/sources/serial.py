@@ -98,6 +98,8 @@ class SerialSource:
             "gateway_poll_late_cycles_total", "Poll cycles that started late: the previous one was still running"
         )
         self._polled = PollCounters()  # what has been exported of the current session's counters
+        self._readable = False  # the port has data the pump has not read yet
+        self._waiter: asyncio.Future[None] | None = None  # the pump waiting for data or its tick
 
     async def run(self) -> None:
         """Supervisor: open, pump, and on any port failure back off and reopen. Never returns."""
@@ -131,11 +133,33 @@ class SerialSource:
                     ser.close()
             await asyncio.sleep(delay)
 
+    def _on_readable(self) -> None:
+        """The port has data (event loop reader callback): wake the pump if it waits."""
+        self._readable = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_readable(self, loop: asyncio.AbstractEventLoop, wait: float) -> None:
+        """Until the port is readable or `wait` seconds have passed, whichever comes first.
+        A bare future and one timer: no asyncio.timeout, whose expiry cancels the task and
+        raises twice, at every poll tick of every sensor."""
+        if self._readable:
+            return
+        waiter = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(wait, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
     async def _pump(self, ser: serial.Serial) -> None:
         loop = asyncio.get_running_loop()
-        readable = asyncio.Event()
         fd = ser.fileno()
-        loop.add_reader(fd, readable.set)
+        self._readable = False
+        loop.add_reader(fd, self._on_readable)
         # a fresh session per open: no half-frame or request in flight survives a replug
         poller: Poller | None
         self.decoder, poller = self.driver.session(self.plan.options)
@@ -148,12 +172,9 @@ class SerialSource:
                 wait = IDLE_TICK if poller is None else TICK
                 if paced is not None:  # wake exactly when its next request or timeout is due
                     wait = min(TICK, max(0.0, paced.next_due(time.monotonic()) - time.monotonic()))
-                with contextlib.suppress(TimeoutError):
-                    # not wait_for: see committer._gather; a listen-only driver needs no tick
-                    async with asyncio.timeout(wait):
-                        await readable.wait()
-                if readable.is_set():
-                    readable.clear()
+                await self._wait_readable(loop, wait)  # a listen-only driver needs no tick
+                if self._readable:
+                    self._readable = False
                     data = ser.read(4096)
                     if data:
                         await self._handle(data)
@@ -203,6 +224,11 @@ class SerialSource:
                 n = self.throttle.should_log((self.plan.id, ev.reason), time.monotonic())
                 if n is not None:
                     log.warning("bad serial frame", extra={"sensor": self.plan.id, "reason": ev.reason, "detail": ev.detail, "suppressed_since_last": n})  # fmt: skip
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _why(e: BaseException) -> str:
