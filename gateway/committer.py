@@ -33,6 +33,7 @@ from gateway.outbox import AsyncOutbox
 from gateway.privacy.guard import EgressGuard
 from gateway.privacy.stage import PrivacyStage
 from gateway.sources.base import Ack
+from gateway.wakeup import Wakeup
 
 log = logging.getLogger("gateway.committer")
 
@@ -98,6 +99,7 @@ class Committer:
         self.on_commit = on_commit  # wakes the sink runners
         self.outbox: AsyncOutbox | None = None  # set when the pipeline opens it
         self.queue: asyncio.Queue[Item] = asyncio.Queue(INGEST_QUEUE)
+        self._arrived = Wakeup()  # set by `submit`: a group gathering waits on it, not on the queue
         self.throttle = Throttle()
         self.failing: str | None = None  # why the outbox refuses appends right now, if it does
         self._inflight: list[Item] = []  # taken from the queue, not yet committed and acked
@@ -121,6 +123,7 @@ class Committer:
     async def submit(self, reading: Reading, ack: Ack | None = None) -> None:
         """Hand a reading over; `ack` runs after it is durable (or absorbed, or quarantined)."""
         await self.queue.put((reading, ack))
+        self._arrived.set()
 
     async def run(self) -> None:
         """Group, commit, acknowledge, forever. A group taken from the queue is kept until it is
@@ -150,13 +153,13 @@ class Committer:
                 left = deadline - time.monotonic()
                 if left <= 0 or acks >= ACK_WINDOW:
                     break
-                try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                    # cancellation (hanging shutdown) when the inner call completes at once
-                    async with asyncio.timeout(min(left, ACK_GAP) if acks >= ACK_SURE else left):
-                        item = await self.queue.get()
-                except TimeoutError:
+                # the queue is empty and nothing can arrive before this await: wait for the
+                # next `submit` (not asyncio.timeout around queue.get(): see gateway/wakeup.py;
+                # not wait_for: on 3.11 it can swallow a cancellation, hanging shutdown)
+                self._arrived.clear()
+                if not await self._arrived.wait(min(left, ACK_GAP) if acks >= ACK_SURE else left):
                     break
+                continue
             items.append(item)
             acks += item[1] is not None
         return items

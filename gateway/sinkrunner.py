@@ -22,7 +22,6 @@ leave (`ClockGate`); a row held `clock.max_hold` is sent as it is, flagged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -37,6 +36,7 @@ from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
 from gateway.outbox import AsyncOutbox, Row
 from gateway.sinks.base import BlockedError, PermanentError, RetryableError, Sink
+from gateway.wakeup import Wakeup
 
 log = logging.getLogger("gateway.sinkrunner")
 
@@ -124,7 +124,7 @@ class SinkRunner:
         self.stopping = stopping
         self.gate = gate
         self.holding = False  # provisional rows wait for the clock
-        self.wake = asyncio.Event()
+        self.wake = Wakeup()  # set by the pipeline after each commit
         self.throttle = Throttle()
         self.m_delivered = metrics.counter("gateway_sink_delivered_total", "Observations delivered")
         self.m_failures = metrics.counter("gateway_sink_failures_total", "Failed sink writes")
@@ -207,9 +207,7 @@ class SinkRunner:
     async def _sleep(self, seconds: float) -> None:
         """Until a commit wakes the runner, or `seconds`."""
         self.wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self.wake.wait()
+        await self.wake.wait(seconds)
 
     async def _linger(self) -> bool:
         """Wait until it is time to read and write: a full batch waits, or rows have waited
