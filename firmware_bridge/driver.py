@@ -30,14 +30,21 @@ class Poller(Protocol):
 
 
 @runtime_checkable
-class PacedPoller(Poller, Protocol):
+class TimedPoller(Poller, Protocol):
+    """A poller that says when it next has something to send: the serial source wakes it at
+    `next_due(now)` (monotonic seconds; `math.inf`: nothing until data comes) or when data
+    comes, rather than on a fixed tick. `due(t)` returns nothing for any `t < next_due(now)`."""
+
+    def next_due(self, now: float) -> float: ...
+
+
+@runtime_checkable
+class PacedPoller(TimedPoller, Protocol):
     """A request/response poller that tracks each request: the serial source wakes it at
     `next_due(now)` (not on a fixed tick, which would stretch its timing) and exports its
     `counters` (requests answered, timed out, cycles started late) per sensor."""
 
     counters: PollCounters
-
-    def next_due(self, now: float) -> float: ...
 
 
 class SimulatedDevice(Protocol):

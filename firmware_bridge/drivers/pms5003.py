@@ -9,6 +9,7 @@ inside garbage is still found.
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from typing import Literal
@@ -185,6 +186,13 @@ class Poller:
             self._next_read = now + self.interval
             out.append(CMD_READ)
         return out
+
+    def next_due(self, now: float) -> float:
+        """When `due` next has a command (`TimedPoller`): active and awake, never (inf)."""
+        due = self._phase_end if self.work_s > 0 and self.sleep_s > 0 else math.inf
+        if self.passive and not self._asleep:
+            due = min(due, self._next_read)
+        return due
 
     def on_close(self) -> list[bytes]:
         return []

@@ -13,6 +13,7 @@ Poller, which has the clock, simply sends no query until `warmup_s` after waking
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Literal
 
@@ -246,6 +247,13 @@ class Poller:
             self._next_read = max(self._next_read + self.interval, now)
             out.append(CMD_QUERY)
         return out
+
+    def next_due(self, now: float) -> float:
+        """When `due` next has a command (`TimedPoller`): active and awake, never (inf)."""
+        due = self._phase_end if self.duty_cycled else math.inf
+        if self.query and not self._asleep:
+            due = min(due, self._next_read)
+        return due
 
     def on_close(self) -> list[bytes]:
         return [CMD_SLEEP]  # a stopped gateway should not burn the laser

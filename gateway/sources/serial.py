@@ -21,12 +21,13 @@ import serial
 from pydantic import Field, field_validator
 
 from firmware_bridge.base import Decoded, DecodeError, PollCounters
-from firmware_bridge.driver import PacedPoller, Poller, SerialDriver
+from firmware_bridge.driver import PacedPoller, Poller, SerialDriver, TimedPoller
 from gateway.configtypes import Strict
 from gateway.model import Reading
 from gateway.ops.logs import Throttle
 from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec, duplicates
 from gateway.sources.stamp import Stamper
+from gateway.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from gateway.ops.metrics import Registry
@@ -36,8 +37,8 @@ log = logging.getLogger("gateway.sources.serial")
 
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 30.0
-TICK = 0.25  # how often pollers are asked for due commands (paced pollers say when themselves)
-IDLE_TICK = 5.0  # listen-only drivers: wake only for data
+TICK = 0.25  # how often pollers are asked for due commands (timed pollers say when themselves)
+IDLE_TICK = 5.0  # listen-only drivers, and timed pollers with nothing due: wake only for data
 
 
 BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
@@ -98,8 +99,6 @@ class SerialSource:
             "gateway_poll_late_cycles_total", "Poll cycles that started late: the previous one was still running"
         )
         self._polled = PollCounters()  # what has been exported of the current session's counters
-        self._readable = False  # the port has data the pump has not read yet
-        self._waiter: asyncio.Future[None] | None = None  # the pump waiting for data or its tick
 
     async def run(self) -> None:
         """Supervisor: open, pump, and on any port failure back off and reopen. Never returns."""
@@ -133,36 +132,15 @@ class SerialSource:
                     ser.close()
             await asyncio.sleep(delay)
 
-    def _on_readable(self) -> None:
-        """The port has data (event loop reader callback): wake the pump if it waits."""
-        self._readable = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait_readable(self, loop: asyncio.AbstractEventLoop, wait: float) -> None:
-        """Until the port is readable or `wait` seconds have passed, whichever comes first.
-        A bare future and one timer: no asyncio.timeout, whose expiry cancels the task and
-        raises twice, at every poll tick of every sensor."""
-        if self._readable:
-            return
-        waiter = loop.create_future()
-        self._waiter = waiter
-        timer = loop.call_later(wait, _wake, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
     async def _pump(self, ser: serial.Serial) -> None:
         loop = asyncio.get_running_loop()
         fd = ser.fileno()
-        self._readable = False
-        loop.add_reader(fd, self._on_readable)
+        readable = Wakeup()  # not asyncio.timeout + Event: see gateway/wakeup.py
+        loop.add_reader(fd, readable.set)
         # a fresh session per open: no half-frame or request in flight survives a replug
         poller: Poller | None
         self.decoder, poller = self.driver.session(self.plan.options)
+        timed = poller if isinstance(poller, TimedPoller) else None
         paced = poller if isinstance(poller, PacedPoller) else None
         self._polled = PollCounters()
         try:
@@ -170,11 +148,11 @@ class SerialSource:
                 self._send(ser, poller.on_open(time.monotonic()))
             while True:
                 wait = IDLE_TICK if poller is None else TICK
-                if paced is not None:  # wake exactly when its next request or timeout is due
-                    wait = min(TICK, max(0.0, paced.next_due(time.monotonic()) - time.monotonic()))
-                await self._wait_readable(loop, wait)  # a listen-only driver needs no tick
-                if self._readable:
-                    self._readable = False
+                if timed is not None:  # wake exactly when its next request or timeout is due
+                    cap = TICK if paced is not None else IDLE_TICK
+                    wait = min(cap, max(0.0, timed.next_due(time.monotonic()) - time.monotonic()))
+                if await readable.wait(wait):  # a listen-only driver needs no tick
+                    readable.clear()
                     data = ser.read(4096)
                     if data:
                         await self._handle(data)
@@ -224,11 +202,6 @@ class SerialSource:
                 n = self.throttle.should_log((self.plan.id, ev.reason), time.monotonic())
                 if n is not None:
                     log.warning("bad serial frame", extra={"sensor": self.plan.id, "reason": ev.reason, "detail": ev.detail, "suppressed_since_last": n})  # fmt: skip
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _why(e: BaseException) -> str:
