@@ -227,10 +227,6 @@ class Poller:
         self._next = max(self._next + self.interval, now)
         return [CMD_READ_VALUES]
 
-    def next_due(self, now: float) -> float:
-        """When `due` next has a command (`TimedPoller`)."""
-        return self._next
-
     def on_close(self) -> list[bytes]:
         return [CMD_STOP_MEASUREMENT]
 
