@@ -37,11 +37,16 @@ PAX = json.loads((DATA / "firmware" / "paxcounter.json").read_text())["formats"]
 APP = "17c82e96-be03-4f38-aef3-f83d48582d97"
 
 def _start() -> float:
-    """Server receive times (the observations' phenomenonTime) run T0+1 .. T0+80 s: recent (the
-    gateway trusts a device clock within 5 minutes of its own) and inside one hour window."""
-    t0 = float(int(time.time()) - 100)
-    boundary = (t0 + 90) // 3600 * 3600
-    return boundary + 0.5 if boundary > t0 else t0
+    """Server receive times (the observations' phenomenonTime) run T0+1 .. T0+80 s: in the past
+    (a device time more than 1 s ahead of the gateway's is not trusted), recent (nor is one more
+    than 5 minutes behind) and inside one hour window: just after the last hour boundary if it
+    is far enough back, else just before it."""
+    now = time.time()
+    t0 = float(int(now) - 92)
+    boundary = (t0 + 81) // 3600 * 3600
+    if boundary <= t0:
+        return t0
+    return boundary + 0.5 if boundary + 80.5 <= now - 1 else boundary - 81.0
 
 
 T0 = _start()  # set again when the test starts (below): collection may be minutes earlier
