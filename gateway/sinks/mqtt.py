@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydantic import Field
 
 from gateway.checks import Finding, mqtt_broker_findings
 from gateway.configtypes import MqttBroker
+from gateway.model import compact_json
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import (
@@ -134,7 +134,7 @@ class MqttSink:
             return
         payloads: list[tuple[str, str]] = []
         for topic, body in messages:
-            payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+            payload = compact_json(body).decode()
             verdict = self.guard.check_text(payload)  # metadata leaves too: same guard, fail closed
             if verdict.ok:
                 payloads.append((topic, payload))

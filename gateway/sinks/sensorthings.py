@@ -44,7 +44,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import Field, SecretStr, model_validator
 
 from gateway.configtypes import Duration, is_loopback_host
-from gateway.model import Observation, iso
+from gateway.model import Observation, compact_json, iso
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
 from gateway.sinks.base import (
@@ -215,7 +215,7 @@ class Http:
     def request(self, method: str, url_or_path: str, body: object = None) -> Response:
         import http.client
 
-        data = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        data = None if body is None else compact_json(body)
         conn = self._connection()
         sent = False
         try:
@@ -415,7 +415,7 @@ class Parked:
         for key, record, reason in entries:
             item: Json = {"record": record, "since": now, "attempts": PARK_AFTER, "reason": reason}
             self.items[key] = item
-            lines.append(json.dumps({"key": key, **item}, separators=(",", ":"), ensure_ascii=False) + "\n")
+            lines.append(compact_json({"key": key, **item}).decode() + "\n")
         over = len(self.items) - self.limit
         if over > 0:
             for key in list(self.items)[:over]:
@@ -435,7 +435,7 @@ class Parked:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             for key, item in self.items.items():
-                fh.write(json.dumps({"key": key, **item}, separators=(",", ":"), ensure_ascii=False) + "\n")
+                fh.write(compact_json({"key": key, **item}).decode() + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
@@ -635,7 +635,7 @@ class SensorThingsSink:
                       extra={"sink": self.name, "entity": e.ref, "reason": why})  # fmt: skip
 
     async def _ensure(self, e: Entity) -> None:
-        if not self.guard.check_text(json.dumps(e.guarded, separators=(",", ":"), ensure_ascii=False)).ok:
+        if not self.guard.check_text(compact_json(e.guarded).decode()).ok:
             self._refuse(e, "blocked by the egress guard (check names and descriptions in the config)")
             return
         missing = [f"{c}/{k}" for _, c, k, _ in e.links if f"{c}/{k}" in self.refused]
@@ -696,7 +696,7 @@ class SensorThingsSink:
         for row in rows:
             obs = Observation.from_record(row.body)
             doc: Json = obs.sensorthings()
-            payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+            payload = compact_json(doc)
             if not self.guard.check_observation_json(payload).ok:
                 blocked += 1
                 continue

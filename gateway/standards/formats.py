@@ -8,12 +8,11 @@ so the catalogue describes every distribution from one table.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from gateway.model import Observation
+from gateway.model import Observation, compact_json
 from gateway.standards import ngsi_ld, senml
 
 if TYPE_CHECKING:  # the plan imports the config, which imports the sinks, which import this
@@ -63,10 +62,6 @@ class Message:
     observations: int  # how many Observations it carries
 
 
-def _json(doc: object) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def encode(fmt: Format, plan: SitePlan, items: Sequence[tuple[Observation, bytes]]) -> list[Message]:
     """Observations (each with its SensorThings JSON, as the egress guard passed it) as the
     format's messages. SenML and NGSI-LD leave out what they cannot carry: a suppressed count
@@ -79,11 +74,11 @@ def encode(fmt: Format, plan: SitePlan, items: Sequence[tuple[Observation, bytes
         for o in observations:
             if o.result is not None:
                 counts[o.sensor_id] = counts.get(o.sensor_id, 0) + 1
-        return [Message(sensor, None, _json(pack), counts.get(sensor, 0))
+        return [Message(sensor, None, compact_json(pack), counts.get(sensor, 0))
                 for sensor, pack in senml.packs(plan.gateway_id, observations, plan.datastreams)]  # fmt: skip
     out: list[Message] = []
     for sensor, entity in ngsi_ld.encode(plan, observations):
-        out.append(Message(sensor, None, _json(entity), 1))
+        out.append(Message(sensor, None, compact_json(entity), 1))
     return out
 
 
