@@ -721,7 +721,3 @@ class PersonCounts:
         # the policy, but the threshold is on the contributors alone
         return Protected(_perturb(value, cell_key, rule), False, None, False, rule.policy,
                          rule.threshold)  # fmt: skip
-
-
-def window_index(t: float, window_s: float) -> int:
-    return math.floor(t / window_s)

@@ -144,7 +144,6 @@ NOT_IN_VOCABULARY = "not_in_vocabulary"
 # Datastream id -> (sensor id, the words a text result may be); built from the plan
 # (`SitePlan.vocabularies`), so the guard needs no driver to know them.
 Vocabularies = Mapping[int, tuple[str, frozenset[str]]]
-_TEXT_RESULT = re.compile(rb'"r"\s*:\s*"')  # an outbox record whose result is text
 RECORD_KEYS = frozenset({"ds", "s", "p", "t", "rt", "r", "te", "pa"})  # Observation.to_record
 
 # ------------------------------------------------------------------ what each value looks like
@@ -361,13 +360,6 @@ class EgressGuard:
     def block_off_vocabulary(self, sensor: str) -> Verdict:
         return self._block(NOT_IN_VOCABULARY, sensor)
 
-    def check_result(self, datastream: object, result: object) -> Verdict:
-        """One Observation's result against its Datastream's vocabulary (counting)."""
-        sensor = self.off_vocabulary(datastream, result)
-        if sensor is not None:
-            return self.block_off_vocabulary(sensor)
-        return PASS
-
     def check_text(self, text: str) -> Verdict:
         """A whole payload (a format that composes text of its own, entity metadata): scanned."""
         kind = self.scan(text)
@@ -397,16 +389,3 @@ class EgressGuard:
         if sensor is not None:
             return self.block_off_vocabulary(sensor)
         return self.check_text(payload.decode("utf-8", "replace"))
-
-    def record_off_vocabulary(self, record: bytes) -> str | None:
-        """`off_vocabulary` for an outbox record; only a record with a text result is parsed.
-        A record that is not a JSON object counts as off ("unknown"): fail closed."""
-        if self.vocabularies is None or not _TEXT_RESULT.search(record):
-            return None
-        try:
-            doc = json.loads(record)
-        except (ValueError, UnicodeDecodeError):
-            return "unknown"
-        if not isinstance(doc, dict):
-            return "unknown"
-        return self.off_vocabulary(doc.get("ds"), doc.get("r"))

@@ -704,6 +704,9 @@ def _fates(sp: SensorPlan) -> dict[str, Field | tuple[str, str]]:
         else:
             out[f.key] = (sp.id, "not_selected")
     for f in sp.published:
+        declared = sp.catalogue.field(f.key)
+        if f.personal or (declared is not None and declared.personal):
+            continue  # fail closed: a plan that lists a personal field never makes it public
         out[f.key] = f
     return out
 

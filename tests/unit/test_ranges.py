@@ -100,3 +100,25 @@ def test_the_influx_sink_refuses_an_unencodable_row_and_sends_the_rest(tmp_path:
     assert result.rejected == [2] and result.written == 2
     assert len(sent[0]) == 2 and all("\n" not in line for line in sent[0])
     assert json.loads(rows[1].body)["r"] == "bad\nword"
+
+
+def test_a_plan_that_lists_a_personal_field_as_published_still_never_publishes_it() -> None:
+    """The stage fails closed on its own: even a hand-built plan (a bug in the plan, a plugin)
+    that puts a personal field among the published ones gets no observation of it."""
+    from dataclasses import replace
+
+    from firmware_bridge.base import Role
+
+    cfg = parse_config(CONFIG.replace("{path: x, property: other, unit: '1'}",
+                                      "{path: x, property: other, unit: '1'}, {path: c, property: card, "
+                                      "type: category, personal: true}"), "t.yaml", {})  # fmt: skip
+    plan = build_plan(cfg)
+    sp = plan.sensors["gj"]
+    card = sp.catalogue.field("card")
+    assert card is not None and card.personal and all(f.key != "card" for f in sp.published)
+    plan.sensors["gj"] = replace(sp, published=(*sp.published, replace(card, role=Role.READING)))
+    stage = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=86400, started_at=0.0)
+    t = 1_800_000_000.0
+    out = stage.process(Reading("gj", t, {"pm2_5": 10.0, "other": 1.0, "card": "04A1B2C3D4E5F6"}), t)
+    assert [o.property for o in out] == ["pm2_5", "other"]
+    assert stage.dropped[("gj", "personal")] == 1
