@@ -52,8 +52,9 @@ APPEND_BACKOFF_MAX = 30.0  # an outbox that cannot write is retried at least thi
 LATEST_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: beyond it no sink can format a time
 Item = tuple[Reading | None, Ack | None]
 # what an outbox row can be refused for (a verdict on the row, not on the database)
-ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError,
-              sqlite3.ProgrammingError, OverflowError, TypeError, ValueError)  # fmt: skip
+# (a closed database raises ProgrammingError, a bug TypeError or ValueError: those are no verdict
+# on a row, and treating them as one would quarantine, and so acknowledge, every reading)
+ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, OverflowError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +220,15 @@ class Committer:
             except Exception as e:  # e.g. a lone surrogate in a category word: UnicodeEncodeError
                 self.quarantine(obs.sensor_id, "serialise", e)
                 continue
-            if not _times_ok(obs):
+            try:
+                times_ok = _times_ok(obs)
+                verdict = self.guard.check_observation(obs) if times_ok else None  # its parts
+            except Exception as e:  # the guard choking on a value: fail closed, on it alone
+                self.quarantine(obs.sensor_id, "guard", e)
+                continue
+            if verdict is None:
                 self.quarantine(obs.sensor_id, "time", None)
                 continue
-            verdict = self.guard.check_observation(obs)  # what the record carries: its parts
             if not verdict.ok:
                 n = self.throttle.should_log(("guard", verdict.reason), time.monotonic())
                 if n is not None:

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from gateway.committer import Committer, Stats
 from gateway.config import parse_config
-from gateway.model import Reading
+from gateway.model import Observation, Reading
 from gateway.ops.metrics import Registry
 from gateway.outbox import AsyncOutbox, Outbox
 from gateway.plan import build_plan
-from gateway.privacy.guard import EgressGuard
+from gateway.privacy.guard import EgressGuard, Verdict
 from gateway.privacy.stage import PrivacyStage
 
 T0 = 1_800_000_000.0
@@ -226,3 +226,61 @@ def test_a_group_retried_after_a_crash_passes_the_privacy_stage_once(tmp_path: P
     assert rows == 5
     mean = [o for o in privacy.drain(T0 + 10) if o.property == "pm2_5_mean"]
     assert mean[0].parameters["samples"] == 5 and mean[0].result == 12.0
+
+
+class GuardThatChokes(EgressGuard):
+    """A guard with a bug that raises on one value (as `math.isfinite` would on a non-number)."""
+
+    def check_observation(self, obs: Observation) -> Verdict:
+        if obs.result == 666.0:
+            raise TypeError("injected guard bug")
+        return super().check_observation(obs)
+
+
+def test_a_guard_that_raises_on_one_observation_costs_only_that_one(tmp_path: Path) -> None:
+    """Fail closed and alone: the observation the guard chokes on is quarantined (stage guard),
+    every other reading of the group is committed and every acknowledgement runs; before, the
+    exception left the group and the restarted committer met it again, forever."""
+    plan = build_plan(parse_config(RETRY_CONFIG, "t.yaml", {}))
+    privacy = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=86400, started_at=T0)
+    metrics = Registry()
+    c = Committer(privacy=privacy, guard=GuardThatChokes(frozenset(plan.datastreams)), clock=lambda: T0,
+                  group_commit_s=0.0, metrics=metrics, stats=Stats())  # fmt: skip
+    ob = Outbox(tmp_path / "outbox.sqlite", sinks=["file"])
+    acked: list[int] = []
+
+    async def run() -> None:
+        c.outbox = AsyncOutbox(ob)
+        for i, v in enumerate((10.0, 666.0, 12.0)):
+            await c.submit(Reading("gj", T0 + i, {"pm2_5": v}), lambda i=i: acked.append(i))
+        task = asyncio.create_task(c.run())
+        await asyncio.wait_for(c.flush(10), 15)
+        task.cancel()
+
+    asyncio.run(run())
+    assert sorted(acked) == [0, 1, 2]
+    assert ob.db.execute("SELECT count(*) FROM obs").fetchone()[0] == 2
+    assert metrics.counter("gateway_quarantined_total", "").get(sensor="gj", stage="guard") == 1
+
+
+class OutboxWithABug(AsyncOutbox):
+    async def append(self, rows: list[tuple[int, float, bytes]]) -> int:
+        raise ValueError("a bug in the outbox, not a verdict on any row")
+
+
+def test_an_outbox_bug_is_no_verdict_on_the_rows_nothing_is_quarantined_or_acknowledged(tmp_path: Path) -> None:
+    plan = build_plan(parse_config(RETRY_CONFIG, "t.yaml", {}))
+    privacy = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=86400, started_at=T0)
+    c = Committer(privacy=privacy, guard=EgressGuard(frozenset(plan.datastreams)), clock=lambda: T0,
+                  group_commit_s=0.0, metrics=Registry(), stats=Stats())  # fmt: skip
+    acked: list[int] = []
+
+    async def run() -> None:
+        c.outbox = OutboxWithABug(Outbox(tmp_path / "outbox.sqlite", sinks=["file"]))
+        for i in range(4):
+            await c.submit(Reading("gj", T0 + i, {"pm2_5": 10.0 + i}), lambda i=i: acked.append(i))
+        with pytest.raises(ValueError, match="a bug"):  # a task that dies, not one quarantining all
+            await asyncio.wait_for(c.run(), 10)
+
+    asyncio.run(run())
+    assert acked == [] and c.stats.quarantined == 0
