@@ -718,6 +718,40 @@ def test_parked_observations_land_once_the_server_takes_them(tmp_path: Path, sta
         front.close()
 
 
+def test_parked_observations_pass_the_egress_guard_again_before_they_leave(tmp_path: Path, sta_server: StaServer) -> None:
+    """A parked row leaves later, maybe under another config: it is cleared by the guard again,
+    like every row from the outbox. One whose record now carries an identifier (planted in the
+    parked file) is dropped and counted as blocked; the other parked row lands."""
+    front = FaultyFront(sta_server.port)
+    try:
+        data = tmp_path / "data"
+        cfg, plan = load(data)
+        expected = numeric_observations(plan, 60)
+        poison = {expected[7].result, expected[41].result}
+        assert len(poison) == 2 and all(isinstance(v, float) and sum(o.result == v for o in expected) == 1 for v in poison)
+        mark = re.compile(rb"[:,](" + rb"|".join(re.escape(json.dumps(v).encode()) for v in poison) + rb")[,}]")
+        front.fail = lambda method, body: method == "POST" and mark.search(body) is not None
+        sink = make_sink(cfg, plan, front.url, batch_size=20, park_retry=0.001)
+        assert runner(sink, rows_of(expected)) == (58, [])
+        parked_file = data / "sensorthings-sta-parked.jsonl"
+        items = [json.loads(line) for line in parked_file.read_text().splitlines()]
+        assert len(items) == 2
+        planted = "sn:3c-22-fb-12-34-56"
+        items[0]["record"] = re.sub(r'"r":[^,}]+', json.dumps({"r": planted})[1:-1], items[0]["record"])
+        parked_file.write_text("".join(json.dumps(i) + "\n" for i in items))
+        front.fail = lambda method, body: False
+        again = make_sink(cfg, plan, front.url, batch_size=20, park_retry=0.001)
+        more = [Observation(o.datastream_id, o.sensor_id, o.property, o.phenomenon_time + 3600, o.result_time + 3600,
+                            o.result) for o in expected[:5]]  # fmt: skip
+        assert runner(again, rows_of(more, start=500)) == (5, [])
+        assert again.parked.items == {} and sum(again.guard.blocked.values()) >= 1
+        stored = json.dumps(server_observations(sta_server))
+        assert planted not in stored and "3c-22-fb" not in stored
+        assert len(server_observations(sta_server)) == 58 + 1 + 5
+    finally:
+        front.close()
+
+
 @pytest.mark.slow
 def test_a_server_that_takes_no_writes_parks_nothing_and_keeps_every_row(tmp_path: Path, sta_server: StaServer) -> None:
     """Every write failing (a database gone read-only) is an outage, not a verdict on the rows:
