@@ -177,11 +177,11 @@ class SinkRunner:
                     continue
             if not await self._linger():
                 continue
-            rows = await self.outbox.read(sink.name, sink.batch_size)
-            if rows and self.gate is not None:
-                rows = self._gated(rows)
+            read = await self.outbox.read(sink.name, sink.batch_size)
+            rows = self._gated(read) if read and self.gate is not None else read
             if not rows:
-                self._empty_at = self.outbox.head
+                if not read:  # nothing readable (rows dropped at a bound), not rows held for the clock
+                    self._empty_at = self.outbox.head
                 await self._sleep(1.0)
                 continue
             try:

@@ -37,8 +37,9 @@ class RetryableError(SinkError):
 
 
 class PermanentError(SinkError):
-    """The destination's verdict on these rows themselves (e.g. 400 with a parse error): split
-    the batch until the refused rows are found, and quarantine only those."""
+    """The destination's verdict on these rows themselves (e.g. 400 with a parse error). The
+    runner quarantines the whole batch it wrote and moves on: a sink that can find the refused
+    rows (the InfluxDB sink splits the batch) does so itself and returns them as `rejected`."""
 
 
 class BlockedError(SinkError):

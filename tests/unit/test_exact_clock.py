@@ -168,6 +168,33 @@ def test_rows_of_a_run_killed_before_the_sync_are_restamped_exactly_by_the_next_
         assert CORRECTED in o["parameters"]["quality"] and FLAG not in o["parameters"]["quality"]
 
 
+def test_a_backlog_held_for_the_clock_leaves_whole_after_the_sync_without_new_readings(tmp_path: Path) -> None:
+    """Rows held for the clock are many batches; after the sync nothing new arrives (a quiet
+    site): every batch still goes, not only the first (the runner must not take held rows for
+    an empty outbox)."""
+    f = FakeClocks(wall=SAVED, synced=False)
+    f.true = TRUE_START
+    clock = f.gateway_clock()
+
+    async def run() -> None:
+        p = Pipeline(config(tmp_path), clock=clock, sinks=None)
+        await p.start()
+        p.runners[0].sink.batch_size = 4  # 30 rows: eight batches
+        for i in range(10):
+            await p.submit(Reading("pm", clock.now(), {"pm2_5": float(i), "pm10": 100.0 + i, "pm1_0": 200.0 + i}))
+            f.advance(60.0)
+        await until(lambda: p.stats.committed >= 30, "provisional rows committed")
+        await asyncio.sleep(1.5)
+        assert file_rows(tmp_path) == [] and p.runners[0].holding
+        f.wall, f.synced = f.true, True
+        clock.now()  # the clock synchronises; no reading follows
+        await until(lambda: len(file_rows(tmp_path)) >= 30, "the whole held backlog delivered", timeout=15)
+        await p.stop()
+
+    asyncio.run(run())
+    assert all(CORRECTED in o["parameters"]["quality"] for o in file_rows(tmp_path))
+
+
 def test_off_a_pi_the_clock_never_stamps_earlier_than_the_system_clock() -> None:
     """A container or PC: the kernel says unsynchronised, the host keeps good time and steps it
     once. Stamps follow the system clock (flagged) and never fall behind it."""
