@@ -252,6 +252,7 @@ class Committer:
             except ROW_ERRORS as e:
                 if len(records) == 1:
                     self.quarantine(records[0].sensor, "outbox", e)
+                    self._done(records)
                     return
                 mid = len(records) // 2
                 await self.append(records[:mid])
@@ -266,9 +267,20 @@ class Committer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, APPEND_BACKOFF_MAX)
         self.failing = None
+        self._done(records)
         self.stats.committed += len(records)
         self.m_obs.inc(len(records))
         self.on_commit()
+
+    def _done(self, records: list[Record]) -> None:
+        """Appended or quarantined: a retry of the in-flight group after a crash (one half of a
+        bisection appended, the other not) does not append these again."""
+        if self._staged is not None:
+            if len(records) == len(self._staged[1]):  # the whole group (records are a part of it)
+                self._staged = (self._staged[0], [])
+                return
+            done = {id(r) for r in records}
+            self._staged = (self._staged[0], [r for r in self._staged[1] if id(r) not in done])
 
     def quarantine(self, sensor: str, stage: str, error: BaseException | None) -> None:
         """Count and log a poison reading or observation: its sensor, stage and the kind of

@@ -284,3 +284,38 @@ def test_an_outbox_bug_is_no_verdict_on_the_rows_nothing_is_quarantined_or_ackno
 
     asyncio.run(run())
     assert acked == [] and c.stats.quarantined == 0
+
+
+def test_a_crash_between_the_halves_of_a_bisection_appends_nothing_twice(tmp_path: Path) -> None:
+    """The outbox refuses one row, so the group is bisected; the task dies after the first half
+    was appended. The retried group appends only what is not in the outbox yet: no duplicate
+    rows (the MQTT sink is not idempotent), the refused row quarantined, every ack once."""
+    c, ob, metrics = make(tmp_path)
+    acked: list[int] = []
+
+    class DiesOnTheSecondHalf(AsyncOutbox):
+        calls = 0
+
+        async def append(self, rows: list[tuple[int, float, bytes]]) -> int:
+            self.calls += 1
+            if self.calls == 3:  # 1: the whole group (refused), 2: the first half, 3: the second
+                raise RuntimeError("injected crash")
+            return await super().append(rows)
+
+    async def run() -> None:
+        c.outbox = DiesOnTheSecondHalf(ob)
+        words = ["x", "x", "x", REFUSED, "x", "x"]  # the refused row in the second half
+        for i, w in enumerate(words):
+            await c.submit(Reading("s1", T0 + i, {"pm2_5": float(i), "state": w}), lambda i=i: acked.append(i))
+        with pytest.raises(RuntimeError, match="injected"):
+            await c.run()
+        task = asyncio.create_task(c.run())  # the supervisor
+        await asyncio.wait_for(c.flush(10), 15)
+        task.cancel()
+
+    asyncio.run(run())
+    assert sorted(acked) == list(range(6))
+    bodies = [json.loads(b) for (b,) in ob.db.execute("SELECT body FROM obs")]
+    values = [b["r"] for b in bodies if b["p"] == "pm2_5"]
+    assert sorted(values) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # once each
+    assert metrics.counter("gateway_quarantined_total", "").get(sensor="s1", stage="outbox") == 1
