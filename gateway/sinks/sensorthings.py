@@ -688,18 +688,19 @@ class SensorThingsSink:
     # -------------------------------------------------------------- observations
 
     def _prepare(self, rows: Sequence[Row]) -> tuple[list[Prepared], list[tuple[int, str]], int]:
-        """Guard each row as the Observation the MQTT and file sinks publish, then key it.
+        """Clear each row with the egress guard (`clear_record`, as the MQTT and file sinks do),
+        then key the Observation built from it.
         Returns (to post, (seq, Datastream ref) refused with their Datastream, blocked count)."""
         ready: list[Prepared] = []
         refused: list[tuple[int, str]] = []
         blocked = 0
         for row in rows:
-            obs = Observation.from_record(row.body)
-            doc: Json = obs.sensorthings()
-            payload = compact_json(doc)
-            if not self.guard.check_observation_json(payload).ok:
+            obs = self.guard.clear_record(row.body)  # counts what it blocks, per reason
+            if obs is None:
                 blocked += 1
                 continue
+            doc: Json = obs.sensorthings()  # built from cleared parts only: no second scan
+            payload = compact_json(doc)
             ref = f"Datastreams/{obs.datastream_id}"
             if ref not in self.by_ref:  # not in this config: the guard's unknown_datastream
                 self.guard.blocked["unknown_datastream"] += 1

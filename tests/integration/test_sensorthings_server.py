@@ -28,6 +28,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.model import Observation, Reading
+from gateway.outbox import Row
 from gateway.pipeline import Pipeline
 from gateway.plan import build_plan
 from gateway.privacy.guard import EgressGuard
@@ -772,3 +773,33 @@ def test_a_server_that_takes_no_writes_parks_nothing_and_keeps_every_row(tmp_pat
         assert_value_for_value(sta_server, expected)
     finally:
         front.close()
+
+
+def test_an_identifier_planted_in_an_outbox_row_never_reaches_the_server(tmp_path: Path, sta_server: StaServer) -> None:
+    """Rows from the outbox are cleared by the egress guard before a POST (`clear_record`, as
+    the file and MQTT sinks): an identifier in the result, in a parameter, or an undeclared field
+    is blocked and counted per reason; the clean rows around them land, value for value."""
+    data = tmp_path / "data"
+    cfg, plan = load(data)
+    clean = numeric_observations(plan, 12)
+    rows = rows_of(clean)
+    planted = [("3c:22:fb:12:34:56", "mac"), ("resident@example.org", "email")]
+    bad = []
+    for i, (text, _) in enumerate(planted):
+        doc = json.loads(rows[3 + i].body)
+        doc["r"] = f"seen {text}"
+        bad.append(Row(100 + i, rows[3 + i].ds, rows[3 + i].t, json.dumps(doc).encode()))
+    doc = json.loads(rows[5].body)
+    doc.setdefault("pa", {})["quality"] = "AB12 CDE"  # a plate in a parameter
+    bad.append(Row(110, rows[5].ds, rows[5].t, json.dumps(doc).encode()))
+    doc = json.loads(rows[6].body)
+    doc["idTag"] = "04A2B3C4D5E6F7"  # a field the record format does not have
+    bad.append(Row(111, rows[6].ds, rows[6].t, json.dumps(doc).encode()))
+    sink = make_sink(cfg, plan, sta_server.url, batch_size=8)
+    written, rejected = runner(sink, [*rows, *bad])
+    assert (written, rejected) == (12, [])
+    assert sum(sink.guard.blocked.values()) == 4 and sink.guard.blocked["mac"] == 1 and sink.guard.blocked["email"] == 1
+    stored = json.dumps(server_observations(sta_server))
+    for text in ("3c:22:fb", "resident@", "AB12", "04A2B3"):
+        assert text not in stored
+    assert_value_for_value(sta_server, clean)
