@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -158,23 +158,29 @@ def _sensors_type(drivers: frozenset[str]) -> Any:
     return list[Annotated[Union[models], Field(discriminator="driver")]]  # type: ignore[valid-type]  # noqa: UP007
 
 
-def _inputs_model() -> type[BaseModel]:
-    fields: dict[str, Any] = {
-        name: (spec.inputs | None, None) for name, spec in SOURCES.items() if spec.inputs
-    }
+@functools.cache
+def _inputs_model(sources: frozenset[str]) -> type[Strict]:
+    """`inputs:` with a key for each of `sources` that has shared settings (registry order);
+    only these sources are imported. Any other key is refused as unknown, as it is when every
+    source is there: a source without `inputs` has no key either."""
+    fields: dict[str, Any] = {}
+    for name in SOURCES:
+        if name in sources and (spec := SOURCES[name]).inputs:
+            fields[name] = (spec.inputs | None, None)
     return create_model("Inputs", __base__=Strict, **fields)
 
 
+def _sinks_type(types: frozenset[str]) -> Any:
+    """`dict[name, ...]` of the union of the settings models of the sink `types` (registry
+    order), told apart by `type`. Only these sinks are imported; a type no sink has is refused by
+    the union with the registry's names (`_readable`)."""
+    known = [t for t in SINKS if t in types] or ["file"]
+    models = tuple(SINKS[t].settings for t in known)
+    return dict[Ident, Annotated[Union[models], Field(discriminator="type")]]  # type: ignore[valid-type]  # noqa: UP007
+
+
 Sensor = SensorBase  # a configured sensor: its driver's subclass (`config_model`)
-if TYPE_CHECKING:
-    SinkEntry = SinkSettings
-    Inputs = Strict
-else:
-    SinkEntry = Annotated[
-        Union[tuple(spec.settings for spec in SINKS.values())],  # noqa: UP007
-        Field(discriminator="type"),
-    ]
-    Inputs = _inputs_model()
+SinkEntry = SinkSettings  # a configured sink's settings: its type's subclass (`config_model`)
 
 
 class Governance(Strict):
@@ -348,6 +354,10 @@ class Ops(Strict):
         return v
 
 
+_SINKS_DOC = ("Named sink instances, each with a `type`; an entry named after a type "
+              "(`influxdb:`, `mqtt:`, `file:`) may leave `type` out.")
+
+
 class Config(Strict):
     _source: tuple[str, dict[tuple[str | int, ...], int]] = PrivateAttr(default=("<config>", {}))
     # False when loaded with `secrets=False` (privacy report, catalogue, datastreams): secret
@@ -357,14 +367,12 @@ class Config(Strict):
     gateway: GatewaySection
     # the base class holds any sensor entry; `config_model` gives the class that validates the
     # configured drivers' entries, and `json_schema` the one of every driver
+    # likewise `inputs` (the sections of the sources named there) and `sinks` (the union of the
+    # configured sink types' settings): `run` imports only the plugins its file names
     sensors: list[Sensor] = Field(default_factory=list)
-    inputs: Inputs = Field(default_factory=Inputs)
+    inputs: Strict = Field(default_factory=Strict)
     privacy: PrivacySection = PrivacySection()
-    sinks: dict[Ident, SinkEntry] = Field(
-        default_factory=dict,
-        description="Named sink instances, each with a `type`; an entry named after a type "
-        "(`influxdb:`, `mqtt:`, `file:`) may leave `type` out.",
-    )
+    sinks: dict[Ident, SinkEntry] = Field(default_factory=dict, description=_SINKS_DOC)
     outbox: OutboxSection = OutboxSection()
     clock: ClockSection = ClockSection()
     ops: Ops = Ops()
@@ -631,7 +639,7 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
     said = {loc for loc, _ in env_errors}
     said |= {(*loc[:-1], SECRET_FILE_KEYS[loc[-1]]) for loc in list(said) if loc and loc[-1] in SECRET_FILE_KEYS}
     try:
-        cfg = config_model(_configured_drivers(data)).model_validate(data)
+        cfg = config_model(*_configured(data)).model_validate(data)
     except ValidationError as e:
         for err in e.errors(include_url=False):
             loc, msg = _readable({**err, "loc": _without_tags(tuple(err["loc"]), data)})
@@ -750,25 +758,46 @@ def iter_secret_values(cfg: Config) -> Iterator[str]:
     yield from walk(cfg)
 
 
-def _configured_drivers(data: Any) -> frozenset[str]:
-    sensors = data.get("sensors") if isinstance(data, dict) else None
-    if not isinstance(sensors, list):
-        return frozenset()
-    return frozenset(s["driver"] for s in sensors if isinstance(s, dict) and isinstance(s.get("driver"), str))
+def _configured(data: Any) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(drivers, sink types, sources) the document names: the plugins its model needs. Only
+    registered names count; anything else is reported by the model built without it."""
+    data = data if isinstance(data, dict) else {}
+    sensors = data.get("sensors")
+    sensors = sensors if isinstance(sensors, list) else []
+    drivers = frozenset(s["driver"] for s in sensors if isinstance(s, dict) and isinstance(s.get("driver"), str))
+    sinks = data.get("sinks")
+    types: set[str] = set()
+    for name, entry in (sinks.items() if isinstance(sinks, dict) else ()):
+        t = entry.get("type", name) if isinstance(entry, dict) else None
+        if isinstance(t, str) and t in SINKS:
+            types.add(t)
+    inputs = data.get("inputs")
+    sources = {n for n in (inputs if isinstance(inputs, dict) else ()) if isinstance(n, str) and n in SOURCES}
+    return drivers, frozenset(types), frozenset(sources)
 
 
 @functools.cache
-def config_model(drivers: frozenset[str]) -> type[Config]:
+def config_model(drivers: frozenset[str], sinks: frozenset[str], sources: frozenset[str]) -> type[Config]:
     """The `Config` that validates sensor entries of `drivers` (each against its driver's own
-    model), importing only those drivers: `run` loads what it is configured with."""
-    model: type[Config] = create_model("Config", __base__=Config,
-                                       sensors=(_sensors_type(drivers), Field(default_factory=list)))  # fmt: skip
+    model), `sinks:` entries of the sink types `sinks` and `inputs:` of `sources`, importing only
+    those plugins: `run` loads what it is configured with."""
+    model: type[Config] = create_model(
+        "Config", __base__=Config,
+        sensors=(_sensors_type(drivers), Field(default_factory=list)),
+        inputs=(_inputs_model(sources), Field(default_factory=_inputs_model(sources))),
+        sinks=(_sinks_type(sinks), Field(default_factory=dict, description=_SINKS_DOC)),
+    )  # fmt: skip
     return model
 
 
+def full_config_model() -> type[Config]:
+    """The `Config` of every driver, sink and source (imports every plugin): what `schema` exports."""
+    return config_model(frozenset(DRIVERS), frozenset(SINKS), frozenset(SOURCES))
+
+
 def json_schema() -> dict[str, Any]:
-    """The schema of every driver's, sink's and source's settings (imports every driver)."""
-    schema = config_model(frozenset(DRIVERS)).model_json_schema()
+    """The schema of every driver's, sink's and source's settings (imports every plugin)."""
+    schema = full_config_model().model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "street-gateway configuration"
     return schema

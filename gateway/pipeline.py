@@ -47,10 +47,10 @@ def build_sinks(cfg: Config, plan: SitePlan, guard: EgressGuard) -> list[Sink]:
 def build_sources(cfg: Config, plan: SitePlan, ctx_for: Callable[[str], SourceContext]) -> list[Runnable]:
     """Each source gets the sensors that arrive through it (the plan decided which)."""
     out: list[Runnable] = []
-    for name, spec in SOURCES.items():
+    for name in SOURCES:  # the names; only the sources that sensors use are imported
         plans = [sp for sp in plan.sensors.values() if sp.transport == name]
         if plans:
-            out += spec.build(ctx_for(name), plans)
+            out += SOURCES[name].build(ctx_for(name), plans)
     return out
 
 

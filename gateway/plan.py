@@ -127,9 +127,9 @@ def build_plan(cfg: Config) -> SitePlan:
             _check_keys(cfg, ("sensors", i), sp, problems)
             sensors[s.id] = sp
     index = {s.id: i for i, s in enumerate(cfg.sensors)}
-    for name, spec in SOURCES.items():
+    for name in SOURCES:  # the names; only the sources that sensors use are imported
         plans = [sp for sp in sensors.values() if sp.transport == name]
-        for sid, loc, msg in spec.conflicts(plans):
+        for sid, loc, msg in SOURCES[name].conflicts(plans) if plans else ():
             problems.append(problem_at(cfg, ("sensors", index[sid], *loc), msg))
     if problems:
         raise PlanError(problems)

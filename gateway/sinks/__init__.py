@@ -1,16 +1,14 @@
-"""The one explicit registry of sinks. A new sink: one module exporting `SPEC`, one line here.
+"""The one explicit registry of sinks. A new sink: one module exporting `SPEC`, one name here.
 
-Importing this must stay cheap: sink modules import their client libraries inside `build`/`start`.
+A sink's module is imported when its spec is first looked up (`SINKS[type]`), so `run` loads only
+the sinks it is configured with (`gateway/plugins.py`). Importing a sink module must stay cheap as
+well: it imports its client library inside `build`/`start`.
 """
 
 from __future__ import annotations
 
-from gateway.sinks import file, influxdb, mqtt, sensorthings
+from gateway.plugins import LazyRegistry
 from gateway.sinks.base import SinkSpec
 
-SINKS: dict[str, SinkSpec] = {
-    "file": file.SPEC,
-    "influxdb": influxdb.SPEC,
-    "mqtt": mqtt.SPEC,
-    "sensorthings": sensorthings.SPEC,
-}
+# the names of the modules in this package; `SPEC.name` is the same
+SINKS: LazyRegistry[SinkSpec] = LazyRegistry(__name__, ("file", "influxdb", "mqtt", "sensorthings"))

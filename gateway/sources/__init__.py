@@ -1,15 +1,14 @@
-"""The one explicit registry of sources. A new source: one module exporting `SPEC`, one line here.
+"""The one explicit registry of sources. A new source: one module exporting `SPEC`, one name here.
 
-Importing this must stay cheap: source modules import their I/O libraries inside `build`/`run`.
+A source's module is imported when its spec is first looked up (`SOURCES[name]`), so `run` loads
+only the sources its sensors arrive through (`gateway/plugins.py`). Importing a source module must
+stay cheap as well: it imports its I/O libraries inside `build`/`run`.
 """
 
 from __future__ import annotations
 
-from gateway.sources import mqtt, ocpp, serial
+from gateway.plugins import LazyRegistry
 from gateway.sources.base import SourceSpec
 
-SOURCES: dict[str, SourceSpec] = {
-    "serial": serial.SPEC,
-    "mqtt": mqtt.SPEC,
-    "ocpp": ocpp.SPEC,
-}
+# the names of the modules in this package; `SPEC.name` is the same
+SOURCES: LazyRegistry[SourceSpec] = LazyRegistry(__name__, ("serial", "mqtt", "ocpp"))

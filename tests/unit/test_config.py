@@ -136,11 +136,11 @@ def _duration_fields() -> list[tuple[str, list[object]]]:
 
     from firmware_bridge.drivers import REGISTERED
     from firmware_bridge.options import parse_duration as fb_parse
-    from gateway.config import Config, parse_duration
+    from gateway.config import full_config_model, parse_duration
     from gateway.sinks import SINKS
     from gateway.sources import SOURCES
 
-    models: list[type[BaseModel]] = [Config, *(s.settings for s in SINKS.values()),
+    models: list[type[BaseModel]] = [full_config_model(), *(s.settings for s in SINKS.values()),
                                      *(d.options for d in REGISTERED)]  # fmt: skip
     models += [m for s in SOURCES.values() for m in (s.section, s.inputs) if m is not None]
     out: list[tuple[str, list[object]]] = []
@@ -433,3 +433,55 @@ print(json.dumps([loaded, bad, sorted(k for k in drivers if k.startswith('Sensor
     assert loaded == ["generic_json", "pms5003"]  # pms7003 is an alias of pms5003
     assert bad.startswith("g.yaml:5 sensors[0].options.fields[0].unit")
     assert in_schema == sorted(f"Sensor_{d.name}" for d in REGISTERED)
+
+
+def test_a_config_loads_only_the_sinks_and_sources_it_names_and_the_schema_has_them_all() -> None:
+    """Issue 19: the sink and source registries import a plugin when it is first looked up, so
+    loading and planning a config imports only the sinks and sources it names; an unknown sink
+    type is still refused with every registered name, and `schema` still has every plugin."""
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from gateway.config import parse_config, json_schema, ConfigError
+from gateway.plan import build_plan
+head = '''
+gateway: {id: g, borough: camden, location: {lat: 51.5, lon: -0.1}}
+inputs: {mqtt: {host: 127.0.0.1}}
+sensors:
+  - {id: a, driver: generic_json, mqtt: {topic: a/json}, options: {fields: [{path: v, property: pm2_5, unit: ug/m3}]}}
+'''
+cfg = parse_config(head + '''
+sinks:
+  file: {path: o.jsonl}
+  tsdb: {type: influxdb, url: 'http://127.0.0.1:8428', org: o, bucket: b, token: t}
+''', 'g.yaml', env={})
+build_plan(cfg)
+plugins = sorted(m for m in sys.modules if m.startswith(('gateway.sinks.', 'gateway.sources.')) or m == 'serial')
+try:
+    parse_config(head + '''
+sinks:
+  file: {path: o.jsonl}
+  x: {type: bogus}
+''', 'g.yaml', env={})
+    bad = ''
+except ConfigError as e:
+    bad = str(e)
+schema = json_schema()
+sinks = next(iter(schema['properties']['sinks']['patternProperties'].values()))['discriminator']['mapping']
+print(json.dumps([plugins, bad, sorted(sinks), sorted(schema['$defs']['Inputs']['properties'])]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout  # fmt: skip
+    import json
+
+    from gateway.sinks import SINKS
+    from gateway.sources import SOURCES
+
+    plugins, bad, sink_types, inputs = json.loads(out)
+    assert plugins == ["gateway.sinks.base", "gateway.sinks.file", "gateway.sinks.influxdb", "gateway.sources.base",
+                       "gateway.sources.mqtt", "gateway.sources.stamp"]  # fmt: skip
+    assert bad == "g.yaml:9 sinks.x.type: unknown sink type 'bogus'; known: file, influxdb, mqtt, sensorthings"
+    assert sink_types == sorted(SINKS) == ["file", "influxdb", "mqtt", "sensorthings"]
+    assert inputs == sorted(n for n, spec in SOURCES.items() if spec.inputs) == ["mqtt", "ocpp"]
