@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import gateway._pydantic_plugins  # noqa: F401  (first: before anything builds a pydantic model)
 from gateway.checks import Finding
 from gateway.config import Config, ConfigError, Problem, load_config, problem_at
 from gateway.plan import PlanError, SensorPlan, SitePlan, build_plan

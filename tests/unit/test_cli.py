@@ -297,3 +297,31 @@ def test_simulate_with_nothing_to_simulate_is_a_usage_error() -> None:
     assert "nothing to simulate" in r.stderr
     r = cli("simulate", "--mqtt", "nosuch:t", timeout=20)
     assert r.returncode == 2 and "expected DRIVER:TOPIC" in r.stderr
+
+
+def test_the_cli_spares_pydantic_its_plugin_search_and_still_validates() -> None:
+    """Issue 19: pydantic's plugin loader imports importlib.metadata (zipfile, email, csv,
+    tempfile...: ~1 MiB of a Pi's memory) for plugins the gateway never has; the CLI puts a loader
+    that finds none in its place before any model is built. Config errors read as before."""
+    code = """
+import json, sys
+import gateway.cli
+from gateway.config import ConfigError, load_config, parse_config
+from gateway.plan import build_plan
+build_plan(load_config(sys.argv[1], {**dict(__import__('os').environ), **json.loads(sys.argv[2])}))
+try:
+    parse_config('gateway: {id: g, borough: camden, location: {lat: 91, lon: 0}}', 'g.yaml', {})
+    bad = ''
+except ConfigError as e:
+    bad = str(e)
+import pydantic.plugin._loader as loader
+print(json.dumps([sorted(m for m in ('importlib.metadata', 'zipfile', 'csv', 'tempfile') if m in sys.modules),
+                  loader.__name__, list(loader.get_plugins()), bad]))
+"""
+    config = str(ROOT / "config" / "camden-lamp-column.yaml")
+    r = subprocess.run([sys.executable, "-c", code, config, json.dumps(ENV)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    loaded, name, plugins, bad = json.loads(r.stdout)
+    assert loaded == [] and name == "pydantic.plugin._loader" and plugins == []
+    assert bad == "g.yaml:1 gateway.location.lat: Input should be less than or equal to 90"
