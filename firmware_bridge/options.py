@@ -59,7 +59,7 @@ VOCABULARY_NEEDED = (
 class DriverOptions(BaseModel):
     """Base of every driver's and codec's `Options`: unknown keys are errors, values frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class NoOptions(DriverOptions):
