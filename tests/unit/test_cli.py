@@ -325,3 +325,20 @@ print(json.dumps([sorted(m for m in ('importlib.metadata', 'zipfile', 'csv', 'te
     loaded, name, plugins, bad = json.loads(r.stdout)
     assert loaded == [] and name == "pydantic.plugin._loader" and plugins == []
     assert bad == "g.yaml:1 gateway.location.lat: Input should be less than or equal to 90"
+
+
+def test_the_plugin_loader_stand_in_steps_aside_for_anything_but_get_plugins() -> None:
+    """A pydantic outside the lock that asks its loader for more than `get_plugins` gets the
+    real loader (and pays its imports) instead of failing at start."""
+    code = """
+import json, sys
+import gateway._pydantic_plugins as stand_in
+first = sys.modules['pydantic.plugin._loader']
+before = 'importlib.metadata' in sys.modules
+hit = first._plugins  # a name only pydantic's own loader has
+real = sys.modules['pydantic.plugin._loader']
+print(json.dumps([before, real is not first, 'importlib.metadata' in sys.modules, real.get_plugins is not stand_in.get_plugins]))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [False, True, True, True]
