@@ -66,6 +66,14 @@ class Row:
     body: bytes
 
 
+# salvage of a damaged file: seqs skipped past an unreadable range, how many unreadable ranges in
+# a row before the leaps double (a file of garbage bytes, whose every query fails, is given up
+# after ~100 + 30 tries instead of 10**9), and the highest seq a gateway could have written
+SALVAGE_STEP = 1000
+SALVAGE_PATIENCE = 100
+SALVAGE_LAST_SEQ = 10**12
+
+
 class OutboxError(Exception):
     pass
 
@@ -145,8 +153,12 @@ class Outbox:
                 db.executemany("INSERT OR REPLACE INTO cursor VALUES (?, ?)", cursors)
             except sqlite3.DatabaseError:
                 pass
-            last = 0
-            while True:
+            try:  # the table's last row, if its b-tree still says: where to stop skipping
+                hi = old.execute("SELECT MAX(seq) FROM obs").fetchone()[0]
+            except sqlite3.DatabaseError:
+                hi = None
+            last, step, misses = 0, SALVAGE_STEP, 0
+            while hi is None or last < hi:
                 try:
                     rows = old.execute(
                         "SELECT seq, ds, t, body FROM obs WHERE seq > ? ORDER BY seq LIMIT 1000",
@@ -154,10 +166,14 @@ class Outbox:
                     ).fetchall()
                 except sqlite3.DatabaseError:
                     lost += 1
-                    last += 1000  # skip the damaged page range and try the next
-                    if last > 10**12:
+                    misses += 1
+                    if misses > SALVAGE_PATIENCE:  # nothing readable for long: wider leaps
+                        step *= 2
+                    last += step  # skip the damaged page range and try the next
+                    if last > SALVAGE_LAST_SEQ:
                         break
                     continue
+                step, misses = SALVAGE_STEP, 0
                 if not rows:
                     break
                 db.execute("BEGIN")

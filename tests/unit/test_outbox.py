@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from gateway.outbox import ROW_OVERHEAD, Outbox
 
@@ -123,3 +128,34 @@ def test_page_cache_is_bounded_below_sqlites_default(tmp_path: Path) -> None:
         ob.append(rows(3))
         assert ob.db.execute("PRAGMA cache_size").fetchone() == (-512,)
         ob.close()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "header_only"])
+def test_an_outbox_file_with_nothing_readable_is_moved_aside_and_the_gateway_starts_empty(
+    tmp_path: Path, damage: str
+) -> None:
+    """A file whose every query fails (garbage bytes; a valid header over garbage pages) used to
+    keep the salvage loop stepping 1,000 seqs at a time towards 10**12: the gateway never
+    started. It is moved aside, reported, and a fresh outbox opens. Run in a child process so
+    a hang fails the test (60 s is a hang detector, not a speed target)."""
+    path = tmp_path / "o.sqlite"
+    if damage == "garbage":
+        path.write_bytes(bytes(range(256)) * 64)
+    else:
+        ob = Outbox(path, sinks=["a"])
+        ob.append(rows(500, size=200))
+        ob.close()
+        raw = bytearray(path.read_bytes())
+        raw[4096:] = b"\xa5" * (len(raw) - 4096)
+        path.write_bytes(bytes(raw))
+    code = (
+        "import sys, json; from pathlib import Path; from gateway.outbox import Outbox\n"
+        "ob = Outbox(Path(sys.argv[1]), sinks=['a']); ob.append([(1, 1.0, b'{}')])\n"
+        "print(json.dumps([ob.count(), ob.events]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    count, events = json.loads(r.stdout)
+    assert count == 1 and events and events[0].startswith("outbox recovered")
+    assert list(tmp_path.glob("o.sqlite.corrupt-*"))
