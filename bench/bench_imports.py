@@ -44,6 +44,11 @@ from tests.conftest import (  # noqa: E402
 )
 
 SETTLE_S = 6.0
+# BENCH_GATEWAY_PYTHON=/path/venv/bin/python: the first table runs `run` under that interpreter, a
+# venv installed as on a Pi (`pip install --require-hashes -r requirements.lock` then
+# `pip install --no-deps .`): no editable-install finder imported at start (pathlib, urllib.parse,
+# ipaddress... by the dev venv's .pth), and the gateway's bytecode as pip compiled it
+DEPLOYED = os.environ.get("BENCH_GATEWAY_PYTHON", "")
 
 
 def config(d: Path, broker: int, vm_url: str, sinks: list[str]) -> Path:
@@ -94,7 +99,11 @@ def run_rss(tmp: Path, broker: int, vm: VictoriaMetrics, sinks: list[str], flow:
     d = tmp / "-".join(sinks)
     cfg = config(d, broker, vm.url, sinks)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg)], cwd=ROOT, env=env,
+    python, cwd = sys.executable, ROOT
+    if DEPLOYED:  # an interpreter whose venv has the gateway installed as on a Pi (not editable)
+        python, cwd = DEPLOYED, d
+        env.pop("PYTHONPATH")
+    proc = subprocess.Popen([python, "-m", "gateway.cli", "run", "-c", str(cfg)], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=(d / "gw.log").open("w"))  # fmt: skip
     try:
         time.sleep(SETTLE_S)
