@@ -209,31 +209,71 @@ class Options(DriverOptions):
     )
 
 
+RETRY_S = 0.1  # after an empty reply, read again this soon (doubling while replies stay empty)
+
+
 class Poller:
     """Starts measuring (float format) on open, reads the values every `interval_s` (default 1),
-    stops on close so the fan and laser rest while the gateway is down."""
+    stops on close so the fan and laser rest while the gateway is down.
 
-    def __init__(self, options: Options) -> None:
+    Timed (`next_due`): the source wakes it only when a read is due, not on a fixed tick. The
+    SPS30 makes a new sample once a second on its own clock and answers a read that comes
+    before it with an empty reply; read exactly once a second, some reads would fall just before
+    a sample and that second would be lost. So an empty reply (seen in the decoder's counters,
+    `no_new_data`) brings the next read forward to RETRY_S later, doubling while the replies
+    stay empty, and the reads that follow keep that later phase: they come just after the
+    device's samples."""
+
+    def __init__(self, options: Options, decoder: Decoder | None = None) -> None:
         self.interval = options.interval_s
+        self.decoder = decoder  # whose counters tell an empty reply (none: plain interval)
         self._next = 0.0
+        self._empty = 0  # empty replies seen so far
+        self._ok = 0  # replies with values seen so far
+        self._retry = RETRY_S
 
     def on_open(self, now: float) -> list[bytes]:
         self._next = now + self.interval
+        self._retry = RETRY_S
+        self._empty = self._empties()
+        self._ok = self.decoder.counters.frames_ok if self.decoder is not None else 0
         return [CMD_START_FLOAT]
 
+    def _empties(self) -> int:
+        return self.decoder.counters.extra.get("no_new_data", 0) if self.decoder is not None else 0
+
     def due(self, now: float) -> list[bytes]:
+        empty = self._empties()
+        if empty != self._empty:  # the last read came before the device's new sample
+            self._empty = empty
+            self._next = min(self._next, now + min(self._retry, self.interval))
+            self._retry *= 2
+        elif self.decoder is not None and self.decoder.counters.frames_ok != self._ok:
+            self._ok = self.decoder.counters.frames_ok  # values came: the phase is right
+            self._retry = RETRY_S
         if now < self._next:
             return []
         self._next = max(self._next + self.interval, now)
         return [CMD_READ_VALUES]
 
+    def next_due(self, now: float) -> float:
+        """When `due` next has a read to send (an empty reply not yet seen: at once, to look)."""
+        return now if self._empties() != self._empty else self._next
+
     def on_close(self) -> list[bytes]:
         return [CMD_STOP_MEASUREMENT]
 
 
+def new_session(options: Options) -> tuple[Decoder, Poller]:
+    """A decoder and the poller that watches its empty replies: what the serial source runs."""
+    decoder = Decoder()
+    return decoder, Poller(options, decoder)
+
+
 class Device:
-    """Simulated SPS30: new values once a second while measuring; an empty reply when none are
-    new; state 0x43 (command not allowed) for a read while idle."""
+    """Simulated SPS30: new values once a second while measuring, on its own clock (not timed
+    from the reads); an empty reply when none are new; state 0x43 (command not allowed) for a
+    read while idle."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -290,7 +330,8 @@ class Device:
                 return encode_response(cmd, state=0x43)
             if now < self._next_sample:
                 return encode_response(cmd)
-            self._next_sample = now + 1.0
+            # free-running: a new sample every second on the device's own clock, whenever read
+            self._next_sample += 1.0 * (int(now - self._next_sample) + 1)
             values = self._values()
             self.sent.append(dict(values))
             return encode_response(cmd, encode_values(values))
@@ -308,5 +349,6 @@ DRIVER = SerialDriver(
     new_device=Device,
     options=Options,
     new_poller=Poller,
+    new_session=new_session,
     doc="docs/drivers/sps30.md",
 )

@@ -37,7 +37,7 @@ log = logging.getLogger("gateway.sources.serial")
 
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 30.0
-TICK = 0.25  # how often pollers are asked for due commands (timed pollers say when themselves)
+TICK = 0.25  # how often untimed pollers are asked for due commands (timed ones say when themselves)
 IDLE_TICK = 5.0  # listen-only drivers, and timed pollers with nothing due: wake only for data
 
 
@@ -149,8 +149,8 @@ class SerialSource:
             while True:
                 wait = IDLE_TICK if poller is None else TICK
                 if timed is not None:  # wake exactly when its next request or timeout is due
-                    cap = TICK if paced is not None else IDLE_TICK
-                    wait = min(cap, max(0.0, timed.next_due(time.monotonic()) - time.monotonic()))
+                    now = time.monotonic()
+                    wait = min(IDLE_TICK, max(0.0, timed.next_due(now) - now))
                 if await readable.wait(wait):  # a listen-only driver needs no tick
                     readable.clear()
                     data = ser.read(4096)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 import struct
 
+import pytest
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -101,3 +103,68 @@ def test_device_round_trip_gives_exactly_the_sent_values() -> None:
     assert values(events) == device.sent
     assert not errors(events)
     assert decoder.counters.extra["no_new_data"] > 0
+
+
+def test_an_empty_reply_brings_the_next_read_forward_and_later_reads_keep_that_phase() -> None:
+    decoder, poller = sps30.new_session(sps30.Options())
+    assert poller.on_open(0.0) == [sps30.CMD_START_FLOAT]
+    assert poller.next_due(0.0) == 1.0
+    assert poller.due(1.0) == [sps30.CMD_READ_VALUES]
+    assert poller.next_due(1.0) == 2.0
+    decoder.feed(sps30.encode_response(sps30.CMD_READ))  # before the device's sample: empty
+    assert poller.next_due(1.01) == 1.01  # look at once
+    assert poller.due(1.01) == []
+    assert abs(poller.next_due(1.01) - (1.01 + sps30.RETRY_S)) < 1e-9
+    again = 1.01 + sps30.RETRY_S
+    assert poller.due(again) == [sps30.CMD_READ_VALUES]
+    decoder.feed(read_reply(2.0))
+    assert poller.due(again + 0.01) == []
+    assert poller.next_due(again + 0.01) == again + 1.0  # the new phase: just after the sample
+    # empty replies in a row: the retry doubles, never beyond the interval
+    t, waits = again + 1.0, []
+    assert poller.due(t) == [sps30.CMD_READ_VALUES]
+    for _ in range(6):
+        decoder.feed(sps30.encode_response(sps30.CMD_READ))
+        assert poller.due(t) == []
+        waits.append(round(poller.next_due(t) - t, 6))
+        t = poller.next_due(t)
+        assert poller.due(t) == [sps30.CMD_READ_VALUES]
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    decoder.feed(read_reply(3.0))  # values again: the next empty retries soon again
+    assert poller.due(t + 0.01) == []
+    t = poller.next_due(t)
+    assert poller.due(t) == [sps30.CMD_READ_VALUES]
+    decoder.feed(sps30.encode_response(sps30.CMD_READ))
+    assert poller.due(t) == []
+    assert round(poller.next_due(t) - t, 6) == 0.1
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.005, 0.01, 0.019, 0.5, 0.99])
+def test_woken_only_when_due_it_gets_every_sample_of_a_free_running_device(phase: float) -> None:
+    """The serial source wakes the poller at `next_due` (plus the event loop's latency, up to
+    20 ms here) or when an answer arrives. Against the simulated SPS30 (a sample a second on its
+    own clock, `phase` after the poller's schedule) it gets every sample with hardly more reads
+    than samples; read exactly once a second with no retry, a device whose samples fall
+    within that jitter loses some."""
+
+    def run(decoder: sps30.Decoder, poller: sps30.Poller) -> tuple[int, int, int]:
+        rng = random.Random(19)
+        device = sps30.Device(random.Random(4))
+        t = 100.0
+        reads = 0
+        for cmd in poller.on_open(t):
+            decoder.feed(device.receive(cmd, t + phase))
+        start = t
+        while t < start + 300:
+            t = max(t, poller.next_due(t)) + rng.uniform(0.0, 0.02)  # the loop's latency
+            for cmd in poller.due(t):
+                reads += 1
+                decoder.feed(device.receive(cmd, t + rng.uniform(0.0, 0.002)))
+        return len(device.sent), reads, decoder.counters.frames_ok
+
+    sent, reads, ok = run(*sps30.new_session(sps30.Options()))
+    assert ok == sent >= 298  # every sample of 300 s (the first comes a second after start)
+    assert reads <= 310  # one read a sample, and a retry when the phase is found late
+    if 0.0 < phase < 0.02:
+        sent_plain, _, _ = run(sps30.Decoder(), sps30.Poller(sps30.Options()))  # no retry
+        assert sent_plain < 290
