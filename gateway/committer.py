@@ -100,7 +100,7 @@ class Committer:
         self.on_commit = on_commit  # wakes the sink runners
         self.outbox: AsyncOutbox | None = None  # set when the pipeline opens it
         self.queue: asyncio.Queue[Item] = asyncio.Queue(INGEST_QUEUE)
-        self._arrived = Wakeup()  # set by `submit`: a group gathering waits on it, not on the queue
+        self._arrived = Wakeup()  # set by `submit` (acked readings): a group waits on it, not on the queue
         self.throttle = Throttle()
         self.failing: str | None = None  # why the outbox refuses appends right now, if it does
         self._inflight: list[Item] = []  # taken from the queue, not yet committed and acked
@@ -124,7 +124,10 @@ class Committer:
     async def submit(self, reading: Reading, ack: Ack | None = None) -> None:
         """Hand a reading over; `ack` runs after it is durable (or absorbed, or quarantined)."""
         await self.queue.put((reading, ack))
-        self._arrived.set()
+        if ack is not None or self.queue.full():
+            # a group waits for its deadline anyway unless acks are pending: a reading with no
+            # ack (serial) wakes no one; `_gather` takes it from the queue at the deadline
+            self._arrived.set()
 
     async def run(self) -> None:
         """Group, commit, acknowledge, forever. A group taken from the queue is kept until it is
@@ -158,9 +161,10 @@ class Committer:
                 # next `submit` (not asyncio.timeout around queue.get(): see gateway/wakeup.py;
                 # not wait_for: on 3.11 it can swallow a cancellation, hanging shutdown)
                 self._arrived.clear()
-                if not await self._arrived.wait(min(left, ACK_GAP) if acks >= ACK_SURE else left):
-                    break
-                continue
+                paced = acks >= ACK_SURE
+                if not await self._arrived.wait(min(left, ACK_GAP) if paced else left) and paced:
+                    break  # the broker paused: it may be waiting for our acks
+                continue  # take what came (at the deadline: what queued without a wake-up)
             items.append(item)
             acks += item[1] is not None
         return items

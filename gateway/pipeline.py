@@ -102,7 +102,7 @@ class Pipeline:
 
     def _wake_sinks(self) -> None:
         for r in self.runners:
-            r.wake.set()
+            r.committed()
 
     async def _windows(self) -> None:
         while True:
@@ -191,7 +191,8 @@ class Pipeline:
         # let each sink finish the batch it is writing (so its cursor moves and nothing is sent
         # twice), then stop the rest; whatever is left is drained below or waits in the outbox
         self._stopping.set()
-        self._wake_sinks()
+        for r in self.runners:
+            r.wake.set()
         sink_tasks = [self.supervisor.tasks[r.name] for r in self.runners]
         if sink_tasks:
             await asyncio.wait(sink_tasks, timeout=drain_timeout)

@@ -124,7 +124,8 @@ class SinkRunner:
         self.stopping = stopping
         self.gate = gate
         self.holding = False  # provisional rows wait for the clock
-        self.wake = Wakeup()  # set by the pipeline after each commit
+        self.wake = Wakeup()  # set after a commit (`committed`) and at shutdown
+        self._lingering = False  # rows wait for flush_interval: a commit need not wake the runner
         self.throttle = Throttle()
         self.m_delivered = metrics.counter("gateway_sink_delivered_total", "Observations delivered")
         self.m_failures = metrics.counter("gateway_sink_failures_total", "Failed sink writes")
@@ -204,6 +205,14 @@ class SinkRunner:
                 self._show_blocked(None)
             backoff = 1.0
 
+    def committed(self) -> None:
+        """Rows were committed: wake the runner, unless it lingers on rows already and no full
+        batch waits (it reads at the end of its linger anyway; waking it only to sleep again is
+        a wake-up per commit)."""
+        if self._lingering and self.outbox.pending(self.sink.name) < self.sink.batch_size:
+            return
+        self.wake.set()
+
     async def _sleep(self, seconds: float) -> None:
         """Until a commit wakes the runner, or `seconds`."""
         self.wake.clear()
@@ -230,7 +239,11 @@ class SinkRunner:
             left = first_seen + self.flush_interval - now
             if left <= 0:
                 break
-            await self._sleep(left)
+            self._lingering = True
+            try:
+                await self._sleep(left)
+            finally:
+                self._lingering = False
         self._empty_at = -1
         return not self.stopping.is_set()
 

@@ -146,12 +146,22 @@ class SerialSource:
         try:
             if poller is not None:
                 self._send(ser, poller.on_open(time.monotonic()))
+            looked = False  # the last turn asked the poller without waiting
             while True:
                 wait = IDLE_TICK if poller is None else TICK
                 if timed is not None:  # wake exactly when its next request or timeout is due
                     now = time.monotonic()
                     wait = min(IDLE_TICK, max(0.0, timed.next_due(now) - now))
-                if await readable.wait(wait):  # a listen-only driver needs no tick
+                if wait <= 0 and not looked:
+                    # due now (an answer settles a paced poll, an empty reply asks for a
+                    # retry): ask at once, without a timer and a turn of the event loop; once
+                    # only, so a poller that stays due cannot keep the loop from others
+                    looked = True
+                    ready = readable.is_set()
+                else:
+                    looked = False
+                    ready = await readable.wait(wait)  # a listen-only driver needs no tick
+                if ready:
                     readable.clear()
                     data = ser.read(4096)
                     if data:
