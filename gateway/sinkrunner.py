@@ -22,11 +22,12 @@ leave (`ClockGate`); a row held `clock.max_hold` is sent as it is, flagged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gateway.committer import Stats
@@ -35,13 +36,25 @@ from gateway.ops.clock import CORRECTED
 from gateway.ops.logs import Throttle
 from gateway.ops.metrics import Registry
 from gateway.outbox import AsyncOutbox, Row
-from gateway.sinks.base import BlockedError, PermanentError, RetryableError, Sink
+from gateway.sinks.base import BlockedError, PermanentError, RetryableError, Sink, WriteResult
 from gateway.wakeup import Wakeup
 
 log = logging.getLogger("gateway.sinkrunner")
 
 SINK_BACKOFF_MAX = 15.0  # a store back after an outage is written to within ~15 s
 BLOCKED_BACKOFF_MAX = 60.0  # a fixed credential is noticed within a minute
+
+
+LOCAL_ROWS = 200  # a sink's `write_local` runs on the outbox's thread for batches up to this
+
+
+def _verdict(write: Callable[[Sequence[Row]], WriteResult], rows: Sequence[Row]) -> WriteResult | PermanentError:
+    """`write(rows)`, with the destination's verdict on the rows returned rather than raised:
+    the cursor moves past them either way (retryable and blocked errors raise: it stays)."""
+    try:
+        return write(rows)
+    except PermanentError as e:
+        return e
 
 
 class RestampingClock(Protocol):
@@ -261,16 +274,26 @@ class SinkRunner:
         """Write one batch and move the cursor past it (RetryableError leaves the cursor)."""
         sink = self.sink
         written = 0
-        try:
-            result = await sink.write(rows)
-            written = result.written
-            if result.rejected:
-                self.m_quarantined.inc(len(result.rejected), sink=sink.name)
-                log.error("sink refused observations for good; quarantined", extra={"sink": sink.name, "rows": len(result.rejected)})  # fmt: skip
-        except PermanentError as e:
+        local = getattr(sink, "write_local", None)
+        outcome: WriteResult | PermanentError
+        if local is not None and len(rows) <= LOCAL_ROWS:
+            # quick local I/O (a file): written on the outbox's thread, then the cursor moved
+            # there too, one hand-off for both (large batches keep the outbox free meanwhile)
+            outcome = await self.outbox.write_then_advance(sink.name, rows, functools.partial(_verdict, local))
+        else:
+            try:
+                outcome = await sink.write(rows)
+            except PermanentError as e:
+                outcome = e
+            await self.outbox.advance(sink.name, rows[-1].seq)  # no fsync of its own (outbox.py)
+        if isinstance(outcome, PermanentError):
             self.m_quarantined.inc(len(rows), sink=sink.name)
-            log.error("sink refused a batch for good; quarantined", extra={"sink": sink.name, "reason": str(e), "rows": len(rows)})  # fmt: skip
-        await self.outbox.advance(sink.name, rows[-1].seq)  # no fsync of its own (outbox.py)
+            log.error("sink refused a batch for good; quarantined", extra={"sink": sink.name, "reason": str(outcome), "rows": len(rows)})  # fmt: skip
+        else:
+            written = outcome.written
+            if outcome.rejected:
+                self.m_quarantined.inc(len(outcome.rejected), sink=sink.name)
+                log.error("sink refused observations for good; quarantined", extra={"sink": sink.name, "rows": len(outcome.rejected)})  # fmt: skip
         self.stats.delivered[sink.name] = self.stats.delivered.get(sink.name, 0) + written
         self.m_delivered.inc(written, sink=sink.name)
 

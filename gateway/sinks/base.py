@@ -64,6 +64,10 @@ class WriteResult:
 
 
 class Sink(Protocol):
+    """What the sink runner drives. A sink whose write is quick local I/O (a file) may also
+    have `write_local(rows) -> WriteResult`, blocking: the runner then runs a small batch on
+    the outbox's thread followed by the cursor advance there, one thread hand-off for both."""
+
     name: str
     batch_size: int
 

@@ -83,7 +83,9 @@ class FileSink:
         if oldest.exists():
             oldest.unlink()
 
-    def _write_sync(self, rows: Sequence[Row]) -> WriteResult:
+    def write_local(self, rows: Sequence[Row]) -> WriteResult:
+        """The write, blocking (guard, serialise, write, fsync): the sink runner runs a small
+        batch on the outbox's thread with the cursor advance after it, one hand-off for both."""
         if self.format == "sensorthings":
             payloads, blocked = guarded_observations(rows, self.guard)
             out = b"".join(payload + b"\n" for _, payload in payloads)
@@ -108,7 +110,7 @@ class FileSink:
         return WriteResult(len(rows) - blocked, blocked=blocked)
 
     async def write(self, rows: Sequence[Row]) -> WriteResult:
-        return await asyncio.to_thread(self._write_sync, rows)
+        return await asyncio.to_thread(self.write_local, rows)
 
     async def close(self) -> None:
         if self._fh is not None:
