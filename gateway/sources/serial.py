@@ -38,6 +38,7 @@ log = logging.getLogger("gateway.sources.serial")
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 30.0
 TICK = 0.25  # how often untimed pollers are asked for due commands (timed ones say when themselves)
+INBOX_CHUNKS = 64  # reads waiting to be decoded before the port is left unread for a while
 IDLE_TICK = 5.0  # listen-only drivers, and timed pollers with nothing due: wake only for data
 
 
@@ -136,7 +137,34 @@ class SerialSource:
         loop = asyncio.get_running_loop()
         fd = ser.fileno()
         readable = Wakeup()  # not asyncio.timeout + Event: see gateway/wakeup.py
-        loop.add_reader(fd, readable.set)
+        inbox: list[bytes] = []  # what the reader read, for this task to decode
+        failed: list[BaseException] = []
+        paused: list[bool] = []  # the reader stopped: the inbox is full
+
+        def reader() -> None:
+            """Read as soon as the port is readable (not on the task's turn: by then the loop
+            has polled again and would call a reader that only set a flag a second time, for
+            nothing, and a tty set to return at once reads nothing as 0, like a device gone)."""
+            try:
+                data = os.read(fd, 4096)  # pyserial opened it non-blocking
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EIO: a pty closed, an adapter pulled
+                failed.append(e)
+            else:
+                if data:
+                    inbox.append(data)
+                    if len(inbox) >= INBOX_CHUNKS:  # the task is held up (committer full):
+                        loop.remove_reader(fd)  # leave the rest in the tty, as before
+                        paused.append(True)
+                    readable.set()
+                    return
+                # readable, and nothing: the device is gone (what pyserial's read says too)
+                failed.append(serial.SerialException("device reports readiness to read but returned no data"))
+            loop.remove_reader(fd)
+            readable.set()
+
+        loop.add_reader(fd, reader)
         # a fresh session per open: no half-frame or request in flight survives a replug
         poller: Poller | None
         self.decoder, poller = self.driver.session(self.plan.options)
@@ -163,7 +191,13 @@ class SerialSource:
                     ready = await readable.wait(wait)  # a listen-only driver needs no tick
                 if ready:
                     readable.clear()
-                    data = ser.read(4096)
+                    if failed:
+                        raise failed[0]
+                    data = b"".join(inbox)
+                    inbox.clear()
+                    if paused:
+                        paused.clear()
+                        loop.add_reader(fd, reader)
                     if data:
                         await self._handle(data)
                 if poller is not None:
