@@ -226,7 +226,12 @@ class SerialSource:
 
     def _send(self, ser: serial.Serial, commands: list[bytes]) -> None:
         for cmd in commands:
-            ser.write(cmd)
+            try:  # a command fits the tty's output buffer: one write, without pyserial's select
+                n = os.write(ser.fileno(), cmd)
+            except BlockingIOError:
+                n = 0
+            if n < len(cmd):  # the buffer is full: pyserial waits for room, up to write_timeout
+                ser.write(cmd[n:])
 
     async def _handle(self, data: bytes) -> None:
         c = self.decoder.counters
