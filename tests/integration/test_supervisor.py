@@ -159,7 +159,9 @@ def test_each_supervised_task_restarts_after_an_injected_exception_and_readyz_fl
             ("committer", p.supervisor, lambda: Once(p.committer, "_gather", True), None),
             ("windows", p.supervisor, lambda: Once(p.privacy, "due", False), None),
             ("housekeeping", p.supervisor, lambda: Once(p.outbox.sync, "reclaim", False), None),  # type: ignore[union-attr]
-            ("sink-file", p.supervisor, lambda: Once(sink, "write", True), None),
+            # the file sink's write as the runner calls it for a small batch: on the outbox's
+            # thread (write_local), whose exception ends the runner's task all the same
+            ("sink-file", p.supervisor, lambda: Once(sink, "write_local", False), None),
             ("serial-pm-north", p.supervisor, lambda: Once(serial_src, "_handle", True), None),
             ("mqtt", p.supervisor, lambda: Once(mqtt_src, "_handle", True), publish),
             ("ops", service_sup, lambda: ops._server.close(), None),  # the listener dies
