@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,6 +182,7 @@ def main() -> None:
         print(f"  {name:<16} x{n}: {cpu_s / elapsed * 100:5.2f} %  {sw / elapsed:6.1f}/s")
     if args.strace:
         print((tmp / "strace.txt").read_text())
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
