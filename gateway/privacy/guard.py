@@ -157,6 +157,25 @@ RECORD_KEYS = frozenset({"ds", "s", "p", "t", "rt", "r", "te", "pa"})  # Observa
 _CONSTANT = {True: "true", False: "false", None: "null"}  # json.dumps of each
 
 
+# A number in (-NUMBER_BOUND, NUMBER_BOUND) — an int (not a bool) or a finite float, of exactly
+# those types — is written only in shapes no identifier pattern can match: `str(int)` and
+# `repr(float)` have at most 11 digits before any point, one point, no letter but the `e` of an
+# exponent after a single digit (`1.5e-05`), no `+`, `@`, `:`, space or bracket. Every identifier
+# pattern needs one of: 12 or more digits in a row not after a point (bare MAC, IMEI/IMSI), a
+# `+`/`00`/leading-`0` phone shape, two or more points or separators (MAC, IP, IMEI groups),
+# `@`/`at`, a colon (IPv6) or two or more letters (plates, hex tokens). So the guard decides such
+# a number without rendering or scanning it. tests/unit/test_guard_once.py holds every pattern
+# to that over arbitrary strings of those shapes (`NUMBER_SHAPES`), and holds every number in
+# range to those shapes; a longer number (a 12-digit int is a phone number, or a MAC) is scanned
+# in every rendering, as before.
+NUMBER_BOUND = 1e11
+
+
+def is_short_number(value: object) -> bool:
+    """`value` is a number whose renderings no identifier pattern can match (see above)."""
+    return (type(value) is float or type(value) is int) and -NUMBER_BOUND < value < NUMBER_BOUND
+
+
 def renderings(value: object) -> tuple[str, ...]:
     """The texts `value` (a result or a parameter value) is written as by any sink."""
     if isinstance(value, bool) or value is None:
@@ -192,6 +211,8 @@ def time_renderings(t: float) -> tuple[str, ...]:
     return tuple(out)
 
 
+_DECODE = json.JSONDecoder().decode  # json.loads' own default decoder
+
 MEMO_MAX = 4096  # distinct scanned texts remembered (a few hundred KiB at most)
 _MISS = object()
 
@@ -225,6 +246,8 @@ class EgressGuard:
         self.blocked_by_sensor: Counter[tuple[str, str]] = Counter()  # (sensor, reason) -> count
         self.passed = 0
         self._memo: dict[str, str | None] = {}
+        # (Datastream, sensor, property), or the Datastream alone -> verdict on those texts
+        self._constants: dict[object, str | None] = {}
         self.scans = 0  # texts actually scanned (not remembered): for benches and tests
 
     # ------------------------------------------------------------------ scanning, once
@@ -243,12 +266,16 @@ class EgressGuard:
         return kind  # type: ignore[return-value]
 
     def _value_kind(self, value: object) -> str | None:
+        if (type(value) is float or type(value) is int) and -NUMBER_BOUND < value < NUMBER_BOUND:
+            return None  # is_short_number, inline: no rendering of it can look like an identifier
         for text in renderings(value):
             if (kind := self.scan(text)) is not None:
                 return kind
         return None
 
     def _time_kind(self, t: object) -> str | None:
+        if type(t) is float and TIME_LOW <= t < TIME_HIGH:
+            return None  # the common case first: see TIME_LOW
         if isinstance(t, bool) or not isinstance(t, int | float):
             return "undeclared_field"  # not a time: nothing a sink could write
         if TIME_LOW <= t < TIME_HIGH:
@@ -276,11 +303,16 @@ class EgressGuard:
         sensor = self.off_vocabulary(ds, obs.result)
         if sensor is not None:
             return NOT_IN_VOCABULARY, sensor
-        # constants (from the config): once per distinct text
-        names_of = (renderings(obs.sensor_id)[0], renderings(obs.property)[0]) if names else ()
-        for text in (str(ds), *names_of):
-            if (kind := self.scan(text)) is not None:
-                return kind, None
+        # constants (from the config): once per distinct Datastream and names
+        key = (ds, obs.sensor_id, obs.property) if names else ds
+        kind = self._constants.get(key, _MISS)
+        if kind is _MISS:
+            kind = self._constants_kind(obs, names)
+            if len(self._constants) >= MEMO_MAX:
+                self._constants.clear()
+            self._constants[key] = kind
+        if kind is not None:
+            return kind, None  # type: ignore[return-value]
         # what can carry device data
         kind = self._value_kind(obs.result)
         if kind is None:
@@ -290,6 +322,13 @@ class EgressGuard:
         if kind is None and params:
             kind = next((k for v in params.values() if (k := self._value_kind(v)) is not None), None)
         return None if kind is None else (kind, None)
+
+    def _constants_kind(self, obs: Observation, names: bool) -> str | None:
+        names_of = (renderings(obs.sensor_id)[0], renderings(obs.property)[0]) if names else ()
+        for text in (str(obs.datastream_id), *names_of):
+            if (kind := self.scan(text)) is not None:
+                return kind
+        return None
 
     def count(self, problem: tuple[str, str | None] | None) -> Verdict:
         """Count a verdict from `observation_problem` / `record_problem` (on the loop thread)."""
@@ -307,10 +346,11 @@ class EgressGuard:
         `names`: see `observation_problem`). A record that is not a JSON object of the declared
         fields and types is blocked whole: fail closed."""
         try:
-            doc = json.loads(record)
+            # json.loads(record) without its per-call set-up (strict UTF-8: no BOM, no UTF-16)
+            doc = _DECODE(record.decode() if type(record) is bytes else record)  # type: ignore[arg-type]
         except (ValueError, UnicodeDecodeError):
             return None, ("not_json", None)
-        if not isinstance(doc, dict) or not doc.keys() <= RECORD_KEYS:
+        if type(doc) is not dict or not doc.keys() <= RECORD_KEYS:
             return None, ("undeclared_field", None)
         pa = doc.get("pa", {})
         r = doc.get("r")
@@ -322,7 +362,7 @@ class EgressGuard:
             obs = Observation(doc["ds"], doc["s"], doc["p"], doc["t"], doc["rt"], r, te, pa)
         except (KeyError, TypeError, ValueError):
             return None, ("undeclared_field", None)
-        if not isinstance(pa, dict) or not all(isinstance(v, int | float | str | bool) for v in pa.values()):
+        if pa and not all(isinstance(v, int | float | str | bool) for v in pa.values()):  # a dict: above
             return None, ("undeclared_parameter", None)
         return obs, self.observation_problem(obs, names)
 
