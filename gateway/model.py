@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 
 from firmware_bridge.base import ObservationType, Value
 
@@ -28,6 +29,25 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 def compact_json(value: object) -> bytes:
     """`json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()`, cheaper."""
     return _COMPACT.encode(value).encode()
+
+
+_INF = math.inf
+_CONSTANT = {None: "null", True: "true", False: "false"}
+# (Datastream id, sensor id, property) -> the record's text up to its time: `{"ds":…,"s":…,"p":…,"t":`
+_HEADS: dict[tuple[object, object, object], str] = {}
+_HEADS_MAX = 4096
+
+
+def _head(key: tuple[object, object, object]) -> str | None:
+    """The start of a record for these names, remembered; None for names of another type."""
+    ds, sensor, prop = key
+    if not (type(ds) is int and type(sensor) is str and type(prop) is str):
+        return None
+    head = f'{{"ds":{ds!r},"s":{encode_basestring(sensor)},"p":{encode_basestring(prop)},"t":'
+    if len(_HEADS) >= _HEADS_MAX:
+        _HEADS.clear()
+    _HEADS[key] = head
+    return head
 
 
 def stable_id(*parts: str) -> int:
@@ -140,7 +160,40 @@ class Observation:
         return body
 
     def to_record(self) -> bytes:
-        """Compact JSON for the outbox row: everything a sink needs, nothing else."""
+        """Compact JSON for the outbox row: everything a sink needs, nothing else.
+
+        Exactly `compact_json` of the fields (tests/unit/test_model_record.py holds it to
+        `json.dumps` over every kind of value), written directly for the usual types: the names'
+        part once per Datastream, the numbers as `json` writes them (`float.__repr__`,
+        `int.__repr__`), a word with json's own escaping. Anything else goes through `json`."""
+        t, rt, r, te = self.phenomenon_time, self.result_time, self.result, self.phenomenon_end
+        if not (type(t) is float and type(rt) is float and -_INF < t < _INF and -_INF < rt < _INF):
+            return self._record_json()  # an int time, NaN or an infinity: json's spelling
+        kind = type(r)
+        if kind is float or kind is int:  # a float result is finite (__post_init__)
+            rs = repr(r)
+        elif kind is str:
+            rs = encode_basestring(r)  # type: ignore[arg-type]
+        elif r is None or kind is bool:
+            rs = _CONSTANT[r]  # type: ignore[index]
+        else:
+            return self._record_json()
+        key = (self.datastream_id, self.sensor_id, self.property)
+        head = _HEADS.get(key)
+        if head is None:
+            head = _head(key)
+            if head is None:
+                return self._record_json()
+        body = f"{head}{t!r},\"rt\":{rt!r},\"r\":{rs}"
+        if te is not None:
+            if not (type(te) is float and -_INF < te < _INF):
+                return self._record_json()
+            body += f",\"te\":{te!r}"
+        if self.parameters:
+            body += ',"pa":' + _COMPACT.encode(dict(self.parameters))
+        return (body + "}").encode()
+
+    def _record_json(self) -> bytes:
         rec: dict[str, object] = {
             "ds": self.datastream_id,
             "s": self.sensor_id,

@@ -197,6 +197,7 @@ def renderings(value: object) -> tuple[str, ...]:
 # unsynchronised box, a relative offset) is scanned in all three renderings.
 TIME_LOW = 1_000_000_000.0
 TIME_HIGH = 9_999_999_999.0  # below it epoch ms keep 13 digits after rounding
+TIME_ABS_MAX = 1e15  # far beyond the year 9999 (the committer's limit): not a time at all
 
 
 def time_renderings(t: float) -> tuple[str, ...]:
@@ -280,6 +281,8 @@ class EgressGuard:
             return "undeclared_field"  # not a time: nothing a sink could write
         if TIME_LOW <= t < TIME_HIGH:
             return None
+        if not -TIME_ABS_MAX <= t <= TIME_ABS_MAX:  # NaN, an infinity, an absurd number (a
+            return "undeclared_field"  # damaged row): no sink can write it as a time
         for text in time_renderings(float(t) if isinstance(t, int) else t):
             if (kind := self.scan(text)) is not None:
                 return kind
