@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.model import Observation, Reading
 from gateway.ops.logs import Throttle
@@ -57,14 +56,14 @@ Item = tuple[Reading | None, Ack | None]
 ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, OverflowError)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One outbox row and whose it is (for counting, never for logging content)."""
+class Record(NamedTuple):
+    """One outbox row, (ds, t, body) as the outbox takes it, and whose it is (for counting,
+    never for logging content). A tuple: built for every observation, so built cheaply."""
 
-    sensor: str
     ds: int
     t: float
     body: bytes
+    sensor: str
 
 
 @dataclass
@@ -218,6 +217,8 @@ class Committer:
         """Each observation as an outbox row, guarded. One that cannot be serialised, or whose
         time no sink could write, is quarantined alone; the guard's refusals are its own."""
         out: list[Record] = []
+        check = self.guard.check_observation
+        last_values = self.stats.last_values
         for obs in observations:
             try:
                 body = obs.to_record()
@@ -225,8 +226,11 @@ class Committer:
                 self.quarantine(obs.sensor_id, "serialise", e)
                 continue
             try:
-                times_ok = _times_ok(obs)
-                verdict = self.guard.check_observation(obs) if times_ok else None  # its parts
+                # every time one every sink can format (ISO 8601, milliseconds); NaN fails too
+                t, rt, te = obs.phenomenon_time, obs.result_time, obs.phenomenon_end
+                times_ok = 0.0 <= t <= LATEST_TIME and 0.0 <= rt <= LATEST_TIME and (
+                    te is None or 0.0 <= te <= LATEST_TIME)  # fmt: skip
+                verdict = check(obs) if times_ok else None  # its parts (counted)
             except Exception as e:  # the guard choking on a value: fail closed, on it alone
                 self.quarantine(obs.sensor_id, "guard", e)
                 continue
@@ -238,8 +242,8 @@ class Committer:
                 if n is not None:
                     log.error("egress guard blocked an observation", extra={"sensor": obs.sensor_id, "property": obs.property, "reason": verdict.reason, "suppressed_since_last": n})  # fmt: skip
                 continue
-            out.append(Record(obs.sensor_id, obs.datastream_id, obs.phenomenon_time, body))
-            self.stats.last_values[(obs.sensor_id, obs.property)] = obs.result
+            out.append(Record(obs.datastream_id, t, body, obs.sensor_id))
+            last_values[(obs.sensor_id, obs.property)] = obs.result
         return out
 
     async def append(self, records: list[Record]) -> None:
@@ -251,7 +255,7 @@ class Committer:
         backoff = 0.5
         while True:
             try:
-                await self.outbox.append([(r.ds, r.t, r.body) for r in records])
+                await self.outbox.append([r[:3] for r in records])  # (ds, t, body)
                 break
             except ROW_ERRORS as e:
                 if len(records) == 1:
@@ -305,8 +309,3 @@ class Committer:
             return False
         return True
 
-
-def _times_ok(obs: Observation) -> bool:
-    """Every time of the observation is one every sink can format (ISO 8601, milliseconds)."""
-    times = (obs.phenomenon_time, obs.result_time, obs.phenomenon_end)
-    return all(t is None or (math.isfinite(t) and 0.0 <= t <= LATEST_TIME) for t in times)
