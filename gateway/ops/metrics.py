@@ -26,6 +26,18 @@ class Metric:
     def set(self, v: float, **labels: str) -> None:
         self.values[tuple(sorted(labels.items()))] = float(v)
 
+    @staticmethod
+    def key(**labels: str) -> Labels:
+        """The labels as `inc_key`/`set_key` take them: made once for a per-message series."""
+        return tuple(sorted(labels.items()))
+
+    def inc_key(self, key: Labels, n: float = 1) -> None:
+        """`inc` for labels made a key once (`key`): no sorting per message."""
+        self.values[key] = self.values.get(key, 0.0) + n
+
+    def set_key(self, key: Labels, v: float) -> None:
+        self.values[key] = float(v)
+
     def get(self, **labels: str) -> float:
         return self.values.get(tuple(sorted(labels.items())), 0.0)
 

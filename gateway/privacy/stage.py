@@ -839,6 +839,10 @@ class PrivacyStage:
         self, sp: SensorPlan, f: Field, value: Value, t: float, now: float, quality: list[str]
     ) -> Observation | None:
         ds = sp.datastreams[f.key]
+        if type(value) is float and math.isfinite(value) and not out_of_range(f, value):
+            # the usual number, the same as below without the other types' tests
+            params_: dict[str, ParamValue] = {"quality": ",".join(sorted(set(quality)))} if quality else {}
+            return Observation(ds.id, sp.id, f.key, t, max(now, t), round_result(value), None, params_)
         result: float | int | str | bool | None
         flags = list(quality)
         if isinstance(value, str) and not in_vocabulary(f, value):

@@ -199,17 +199,25 @@ class InfluxSink:
         problems: list[tuple[str, str | None]] = []
         unencodable: list[int] = []
         cleared = 0
+        record_problem = self.guard.record_problem
+        known = self._prefix
         for row in rows:
-            obs, problem = self.guard.record_problem(row.body)
+            obs, problem = record_problem(row.body)
             if problem is not None or obs is None:
                 problems.append(problem or ("undeclared_field", None))
                 continue
             try:
-                prefix, kind = self._prefix_of(obs)
+                prefix, kind = known.get((obs.property, obs.sensor_id, obs.datastream_id)) or self._prefix_of(obs)
                 if kind is not None:
                     problems.append((kind, None))
                     continue
-                line = self._fast(prefix, obs) if prefix is not None else lineprotocol.encode(obs, self.site_tags)
+                r, t = obs.result, obs.phenomenon_time
+                if prefix is None:
+                    line = lineprotocol.encode(obs, self.site_tags)
+                elif type(r) is float and type(t) is float and not obs.parameters:  # `_fast`, usually
+                    line = f"{prefix} value={r!r} {round(t * 1000)}"
+                else:
+                    line = self._fast(prefix, obs)
             except lineprotocol.LineProtocolError:
                 unencodable.append(row.seq)
                 continue

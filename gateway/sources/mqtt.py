@@ -32,6 +32,7 @@ from gateway.checks import filters_overlap
 from gateway.configtypes import MqttBroker, Size, Strict
 from gateway.model import Reading
 from gateway.ops.logs import Throttle
+from gateway.ops.metrics import Metric
 from gateway.sources.base import Loc, Runnable, SourceContext, SourceSpec, Submit, duplicates
 from gateway.sources.stamp import Stamper
 
@@ -120,6 +121,7 @@ class MqttSource:
         self._up: set[str] = set()
         self.stamper = Stamper()
         self._routed: dict[tuple[bool, str], tuple[SensorPlan, MessageDecoder] | None] = {}
+        self._sensor_key = {sp.id: Metric.key(sensor=sp.id) for sp in plans}  # metrics labels
         self.m_messages = metrics.counter("gateway_mqtt_messages_total", "Messages received, by sensor")
         self.m_errors = metrics.counter("gateway_mqtt_bad_messages_total", "Bad messages, by sensor and reason")
         self.m_ignored = metrics.counter("gateway_mqtt_ignored_total", "Valid messages a profile does not use (housekeeping, duplicates), by sensor and reason")
@@ -230,7 +232,8 @@ class MqttSource:
             ack()
             return
         sp, decoder = found
-        self.m_messages.inc(sensor=sp.id)
+        sensor_key = self._sensor_key[sp.id]
+        self.m_messages.inc_key(sensor_key)
         if personal and message.retain:
             self._bad(sp.id, "retained", "retained message on a personal-at-source topic ignored (a stale replay)")
             return
@@ -242,8 +245,13 @@ class MqttSource:
             events = decoder.decode(topic, payload)
         except Exception as e:  # a decoder bug must not stop ingestion; counted and visible
             events = [DecodeError("decoder_failed", f"decoder raised {type(e).__name__}")]
-        readings: list[Reading] = []
         now = self.clock()
+        if len(events) == 1 and type(ev := events[0]) is Decoded:  # the usual message: one reading
+            self.m_last_seen.set_key(sensor_key, now)
+            t = self.stamper.stamp(sp.id, now, ev.device_time)
+            await self.submit(Reading(sp.id, t, ev.values, ev.flags), ack)  # acked once committed
+            return
+        readings: list[Reading] = []
         for ev in events:
             if isinstance(ev, DecodeError):
                 self._bad(sp.id, ev.reason, ev.detail)
@@ -255,7 +263,7 @@ class MqttSource:
         if not readings:
             ack()
             return
-        self.m_last_seen.set(now, sensor=sp.id)
+        self.m_last_seen.set_key(sensor_key, now)
         for r in readings[:-1]:
             await self.submit(r, None)
         await self.submit(readings[-1], ack)  # acked once every reading from it is committed
