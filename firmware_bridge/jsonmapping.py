@@ -9,6 +9,7 @@ typo (`ug/m^3`) is caught by `check` rather than published.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -333,13 +334,21 @@ def map_document(spec: Spec, document: object) -> list[Event]:
     bad field. Pure; shared with the LoRaWAN profiles' decoded payloads."""
     values: dict[str, Value] = {}
     errors: list[Event] = []
+    flat = type(document) is dict
     for field in spec.fields:
-        raw = resolve(document, field.path)
+        path = field.path
+        if flat and len(path) == 1 and type(key := path[0]) is str:  # a top-level key: `resolve`
+            raw = document.get(key, _MISSING)  # type: ignore[attr-defined]
+        else:
+            raw = resolve(document, path)
         if raw is _MISSING or raw is None:
             if not field.optional:
                 errors.append(DecodeError("missing_field", f"mapped field #{field.index} is absent"))
             continue
-        value = _convert(field, raw)
+        if type(raw) is float and field.kind == "measurement" and math.isfinite(raw):
+            value: Value | None = round(raw * field.scale + field.offset, 9)  # `_convert`, usually
+        else:
+            value = _convert(field, raw)
         if value is None:
             errors.append(DecodeError("wrong_type", f"mapped field #{field.index} has the wrong type"))
             continue
