@@ -330,7 +330,8 @@ class Outbox:
         young enough, so a pass costs O(rows dropped), not a scan of the whole backlog."""
         dropped = {"max_age": 0, "max_bytes": 0, "downsampled": 0}
         cutoff = now - self.max_age_s
-        while True:
+        oldest = self.db.execute("SELECT t FROM obs ORDER BY seq LIMIT 1").fetchone()
+        while oldest is not None and oldest[0] < cutoff:  # not a chunk read each pass for nothing
             rows = self.db.execute(
                 "SELECT seq, ds, LENGTH(body), t FROM obs ORDER BY seq LIMIT ?", (RECLAIM_CHUNK,)
             ).fetchall()

@@ -212,7 +212,10 @@ def time_renderings(t: float) -> tuple[str, ...]:
     return tuple(out)
 
 
-_DECODE = json.JSONDecoder().decode  # json.loads' own default decoder
+# json.loads' own default decoder, its C scanner
+_JSON_SCAN: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+_SCALARS = (int, float, str)  # and bool, an int: what a result or a parameter value may be
 
 MEMO_MAX = 4096  # distinct scanned texts remembered (a few hundred KiB at most)
 _MISS = object()
@@ -349,9 +352,13 @@ class EgressGuard:
         `names`: see `observation_problem`). A record that is not a JSON object of the declared
         fields and types is blocked whole: fail closed."""
         try:
-            # json.loads(record) without its per-call set-up (strict UTF-8: no BOM, no UTF-16)
-            doc = _DECODE(record.decode() if type(record) is bytes else record)  # type: ignore[arg-type]
-        except (ValueError, UnicodeDecodeError):
+            # json.loads(record) without its per-call set-up: one JSON value spanning the whole
+            # record (no whitespace around it, as to_record writes it; strict UTF-8, no BOM)
+            text = record.decode() if type(record) is bytes else record
+            doc, end = _JSON_SCAN(text, 0)  # type: ignore[arg-type]
+            if end != len(text):
+                raise ValueError("trailing data")
+        except (ValueError, StopIteration, TypeError, RecursionError):  # StopIteration: no value
             return None, ("not_json", None)
         if type(doc) is not dict or not doc.keys() <= RECORD_KEYS:
             return None, ("undeclared_field", None)
@@ -360,12 +367,12 @@ class EgressGuard:
         te = doc.get("te")
         try:
             if not (isinstance(doc["ds"], int) and isinstance(doc["s"], str) and isinstance(doc["p"], str)
-                    and isinstance(pa, dict) and (r is None or isinstance(r, int | float | str | bool))):  # fmt: skip
+                    and isinstance(pa, dict) and (type(r) is float or r is None or isinstance(r, _SCALARS))):  # fmt: skip
                 raise TypeError
             obs = Observation(doc["ds"], doc["s"], doc["p"], doc["t"], doc["rt"], r, te, pa)
         except (KeyError, TypeError, ValueError):
             return None, ("undeclared_field", None)
-        if pa and not all(isinstance(v, int | float | str | bool) for v in pa.values()):  # a dict: above
+        if pa and not all(isinstance(v, _SCALARS) for v in pa.values()):  # a dict: above
             return None, ("undeclared_parameter", None)
         return obs, self.observation_problem(obs, names)
 

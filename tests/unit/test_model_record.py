@@ -66,3 +66,17 @@ def test_a_lone_surrogate_still_cannot_be_serialised() -> None:
         Observation(1, "s", "p", 1.0, 1.0, "\ud800").to_record()
     with pytest.raises(UnicodeEncodeError):
         Observation(1, "s\udfff", "p", 1.0, 1.0, 1.0).to_record()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: b"", lambda r: b" " + r, lambda r: r + b" ", lambda r: r + b"\n", lambda r: r + r,
+    lambda r: b"\xef\xbb\xbf" + r, lambda r: r[:-1], lambda r: b"\xff" + r[1:], lambda r: b"[" + r + b"]",
+    lambda r: r.decode().encode("utf-16"), lambda r: b"[" * 100_000, lambda r: b"null", lambda r: b"{}",
+])  # fmt: skip
+def test_a_record_that_is_not_exactly_one_json_object_of_ours_is_blocked_whole(damage: object) -> None:
+    """A damaged outbox row at a sink: blocked (fail closed), never an exception in its write."""
+    record = Observation(1234567890123456, "s", "pm2_5", 1.79e9, 1.79e9, 1.5).to_record()
+    guard = EgressGuard()
+    assert guard.clear_record(record) is not None
+    obs, problem = guard.record_problem(damage(record))  # type: ignore[operator]
+    assert obs is None and problem is not None and problem[0] in ("not_json", "undeclared_field")
