@@ -159,3 +159,37 @@ def test_an_outbox_file_with_nothing_readable_is_moved_aside_and_the_gateway_sta
     count, events = json.loads(r.stdout)
     assert count == 1 and events and events[0].startswith("outbox recovered")
     assert list(tmp_path.glob("o.sqlite.corrupt-*"))
+
+
+def test_a_batch_of_any_size_is_appended_whole_and_in_order(tmp_path: Path) -> None:
+    """Rows go in many to a statement (issue 19): every size, across the chunk boundaries, keeps
+    each row's values and its order; the bytes counted are the rows'."""
+    ob = Outbox(tmp_path / "o.sqlite", sinks=["a"])
+    expected: list[tuple[int, float, bytes]] = []
+    for n in (1, 2, 3, 7, 255, 256, 257, 511, 600, 1000):
+        batch = [(n * 10_000 + i, 1000.0 + i / 7, f"row {n}/{i}".encode()) for i in range(n)]
+        assert ob.append(batch) == len(expected) + n
+        expected += batch
+    got = ob.read("a", 10_000)
+    assert [r.seq for r in got] == list(range(1, len(expected) + 1))
+    assert [(r.ds, r.t, r.body) for r in got] == expected
+    assert ob.payload_bytes == sum(len(b) for *_, b in expected) + ROW_OVERHEAD * len(expected)
+
+
+def test_a_row_sqlite_refuses_fails_the_whole_batch_and_appends_nothing(tmp_path: Path) -> None:
+    """What the committer's bisection relies on: one bad row anywhere in a batch (here a NULL in
+    a NOT NULL column, a value SQLite cannot bind, a row of the wrong width) raises, and the
+    transaction leaves nothing behind."""
+    ob = Outbox(tmp_path / "o.sqlite", sinks=["a"])
+    ob.append(rows(3))
+    for bad in ((7, None, b"x"), (7, 1.0, {"not": "bindable"}), (7, 1.0), (2**70, 1.0, b"x")):
+        for at in (0, 200, 299):
+            batch: list = rows(300)  # type: ignore[type-arg]
+            batch[at] = bad
+            try:
+                ob.append(batch)
+            except (sqlite3.Error, OverflowError):
+                pass
+            else:
+                raise AssertionError(f"{bad!r} at {at} was appended")
+            assert ob.head() == 3 and ob.count() == 3
