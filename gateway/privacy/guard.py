@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring
+from typing import Any
 
 from gateway.model import Observation
 
@@ -215,10 +216,17 @@ def time_renderings(t: float) -> tuple[str, ...]:
 # json.loads' own default decoder, its C scanner
 _JSON_SCAN: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
+_INF = float("inf")
+_NO_PARAMETERS: Mapping[str, object] = {}
 _SCALARS = (int, float, str)  # and bool, an int: what a result or a parameter value may be
 
 MEMO_MAX = 4096  # distinct scanned texts remembered (a few hundred KiB at most)
 _MISS = object()
+
+
+def record_observation(doc: dict[str, Any]) -> Observation:
+    """The Observation of a record's fields as `EgressGuard.record_fields` parsed them."""
+    return Observation(doc["ds"], doc["s"], doc["p"], doc["t"], doc["rt"], doc.get("r"), doc.get("te"), doc.get("pa", {}))
 
 
 class EgressGuard:
@@ -300,38 +308,42 @@ class EgressGuard:
         `names`: also the sensor id and property, which the outbox record carries (checked at
         commit). A sink checks the constant text its own format writes instead: SensorThings
         JSON names only the Datastream id; the line protocol prefix is scanned by its sink."""
-        ds = obs.datastream_id
+        return self.parts_problem(obs.datastream_id, obs.sensor_id, obs.property, obs.phenomenon_time,
+                                  obs.result_time, obs.result, obs.phenomenon_end, obs.parameters, names)  # fmt: skip
+
+    def parts_problem(self, ds: object, sensor_id: object, prop: object, t: object, rt: object, result: object,
+                      end: object, params: Mapping[str, object], names: bool) -> tuple[str, str | None] | None:  # fmt: skip
+        """`observation_problem` of an Observation's fields, given one by one."""
         if self.allowed is not None and ds not in self.allowed:
             return "unknown_datastream", None
-        params = obs.parameters
         if params and not params.keys() <= PARAMETER_KEYS:
             return "undeclared_parameter", None
-        sensor = self.off_vocabulary(ds, obs.result)
+        sensor = self.off_vocabulary(ds, result)
         if sensor is not None:
             return NOT_IN_VOCABULARY, sensor
         # constants (from the config): once per distinct Datastream and names
-        key = (ds, obs.sensor_id, obs.property) if names else ds
+        key = (ds, sensor_id, prop) if names else ds
         kind = self._constants.get(key, _MISS)
         if kind is _MISS:
-            kind = self._constants_kind(obs, names)
+            kind = self._constants_kind(ds, sensor_id, prop, names)
             if len(self._constants) >= MEMO_MAX:
                 self._constants.clear()
             self._constants[key] = kind
         if kind is not None:
             return kind, None  # type: ignore[return-value]
         # what can carry device data
-        kind = self._value_kind(obs.result)
+        kind = self._value_kind(result)
         if kind is None:
-            kind = self._time_kind(obs.phenomenon_time) or self._time_kind(obs.result_time)
-        if kind is None and obs.phenomenon_end is not None:
-            kind = self._time_kind(obs.phenomenon_end)
+            kind = self._time_kind(t) or self._time_kind(rt)
+        if kind is None and end is not None:
+            kind = self._time_kind(end)
         if kind is None and params:
             kind = next((k for v in params.values() if (k := self._value_kind(v)) is not None), None)
         return None if kind is None else (kind, None)
 
-    def _constants_kind(self, obs: Observation, names: bool) -> str | None:
-        names_of = (renderings(obs.sensor_id)[0], renderings(obs.property)[0]) if names else ()
-        for text in (str(obs.datastream_id), *names_of):
+    def _constants_kind(self, ds: object, sensor_id: object, prop: object, names: bool) -> str | None:
+        names_of = (renderings(sensor_id)[0], renderings(prop)[0]) if names else ()
+        for text in (str(ds), *names_of):
             if (kind := self.scan(text)) is not None:
                 return kind
         return None
@@ -351,6 +363,15 @@ class EgressGuard:
         """An outbox record parsed, and why it may not leave (None: it may), for a sink (without
         `names`: see `observation_problem`). A record that is not a JSON object of the declared
         fields and types is blocked whole: fail closed."""
+        doc, problem = self.record_fields(record, names)
+        if doc is None:
+            return None, problem
+        return record_observation(doc), problem
+
+    def record_fields(self, record: bytes, names: bool = False) -> tuple[dict[str, Any] | None, tuple[str, str | None] | None]:
+        """`record_problem` with the record's fields as parsed (a dict of the declared keys and
+        types, `record_observation` makes it the Observation), for a sink that builds its bytes
+        from them without an Observation per row."""
         try:
             # json.loads(record) without its per-call set-up: one JSON value spanning the whole
             # record (no whitespace around it, as to_record writes it; strict UTF-8, no BOM)
@@ -362,19 +383,20 @@ class EgressGuard:
             return None, ("not_json", None)
         if type(doc) is not dict or not doc.keys() <= RECORD_KEYS:
             return None, ("undeclared_field", None)
-        pa = doc.get("pa", {})
+        pa = doc.get("pa", _NO_PARAMETERS)
         r = doc.get("r")
-        te = doc.get("te")
         try:
             if not (isinstance(doc["ds"], int) and isinstance(doc["s"], str) and isinstance(doc["p"], str)
                     and isinstance(pa, dict) and (type(r) is float or r is None or isinstance(r, _SCALARS))):  # fmt: skip
                 raise TypeError
-            obs = Observation(doc["ds"], doc["s"], doc["p"], doc["t"], doc["rt"], r, te, pa)
+            if type(r) is float and not -_INF < r < _INF:  # what Observation refuses (NaN too)
+                raise ValueError
+            t, rt = doc["t"], doc["rt"]
         except (KeyError, TypeError, ValueError):
             return None, ("undeclared_field", None)
         if pa and not all(isinstance(v, _SCALARS) for v in pa.values()):  # a dict: above
             return None, ("undeclared_parameter", None)
-        return obs, self.observation_problem(obs, names)
+        return doc, self.parts_problem(doc["ds"], doc["s"], doc["p"], t, rt, r, doc.get("te"), pa, names)
 
     def clear_record(self, record: bytes) -> Observation | None:
         """The record's Observation if it may leave (counting), else None. What a sink builds

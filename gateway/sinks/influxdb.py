@@ -39,7 +39,7 @@ from gateway.checks import Finding, influx_url_findings
 from gateway.configtypes import PositiveDuration
 from gateway.model import Observation
 from gateway.outbox import Row
-from gateway.privacy.guard import EgressGuard
+from gateway.privacy.guard import EgressGuard, record_observation
 from gateway.sinks.base import (
     BlockedError,
     Destination,
@@ -199,25 +199,28 @@ class InfluxSink:
         problems: list[tuple[str, str | None]] = []
         unencodable: list[int] = []
         cleared = 0
-        record_problem = self.guard.record_problem
+        record_fields = self.guard.record_fields
         known = self._prefix
         for row in rows:
-            obs, problem = record_problem(row.body)
-            if problem is not None or obs is None:
+            doc, problem = record_fields(row.body)
+            if problem is not None or doc is None:
                 problems.append(problem or ("undeclared_field", None))
                 continue
             try:
-                prefix, kind = known.get((obs.property, obs.sensor_id, obs.datastream_id)) or self._prefix_of(obs)
+                got = known.get((doc["p"], doc["s"], doc["ds"]))
+                if got is None:
+                    got = self._prefix_of(record_observation(doc))
+                prefix, kind = got
                 if kind is not None:
                     problems.append((kind, None))
                     continue
-                r, t = obs.result, obs.phenomenon_time
-                if prefix is None:
-                    line = lineprotocol.encode(obs, self.site_tags)
-                elif type(r) is float and type(t) is float and not obs.parameters:  # `_fast`, usually
-                    line = f"{prefix} value={r!r} {round(t * 1000)}"
+                r, t = doc.get("r"), doc["t"]
+                if prefix is not None and type(r) is float and type(t) is float and "pa" not in doc:
+                    line = f"{prefix} value={r!r} {round(t * 1000)}"  # `_fast`, usually
+                elif prefix is not None:
+                    line = self._fast(prefix, record_observation(doc))
                 else:
-                    line = self._fast(prefix, obs)
+                    line = lineprotocol.encode(record_observation(doc), self.site_tags)
             except lineprotocol.LineProtocolError:
                 unencodable.append(row.seq)
                 continue
