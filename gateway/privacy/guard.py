@@ -357,7 +357,8 @@ class EgressGuard:
 
     def check_observation(self, obs: Observation) -> Verdict:
         """One Observation before it is committed: everything it carries (counting)."""
-        return self.count(self.observation_problem(obs))
+        return self.count(self.parts_problem(obs.datastream_id, obs.sensor_id, obs.property, obs.phenomenon_time,
+                                             obs.result_time, obs.result, obs.phenomenon_end, obs.parameters, True))  # fmt: skip
 
     def record_problem(self, record: bytes, names: bool = False) -> tuple[Observation | None, tuple[str, str | None] | None]:
         """An outbox record parsed, and why it may not leave (None: it may), for a sink (without

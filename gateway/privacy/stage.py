@@ -711,6 +711,13 @@ def _fates(sp: SensorPlan) -> dict[str, Field | tuple[str, str]]:
     return out
 
 
+def _shared_datastream(sp: SensorPlan, fates: dict[str, Field | tuple[str, str]]) -> bool:
+    """Two published keys of the sensor on one Datastream (or one the plan does not know)."""
+    ids = [ds.id if (ds := sp.datastreams.get(f.key)) is not None else None
+           for f in fates.values() if isinstance(f, Field)]  # fmt: skip
+    return None in ids or len(set(ids)) < len(ids)
+
+
 def _withheld(rule: Rule, reason: str) -> Protected:
     return Protected(None, True, None, False, rule.policy, rule.threshold, reason)
 
@@ -769,6 +776,10 @@ class PrivacyStage:
         # per sensor and decoded key, fixed by the plan: the field it leaves as, or why it does not
         # ("" when it leaves only as an aggregate, e.g. last per window in a zone)
         self._fates = {sid: _fates(sp) for sid, sp in plan.sensors.items()}
+        # sensors whose published keys can meet on one Datastream (`_one_per_datastream`): for the
+        # others each key leaves at most once, on a Datastream of its own, so there is no check
+        self._aliased = {sid for sid, fates in self._fates.items()
+                         if _shared_datastream(plan.sensors[sid], fates)}  # fmt: skip
         self._identifiers = {sid: tuple(f.key for f in sp.catalogue.fields if f.role is Role.IDENTIFIER)
                              for sid, sp in plan.sensors.items()}  # fmt: skip
 
@@ -817,7 +828,7 @@ class PrivacyStage:
                         self.dropped[(reading.sensor_id, "out_of_range")] += 1
                         continue
                     agg.absorb(r, value)
-        return self._one_per_datastream(sp.id, out)
+        return self._one_per_datastream(sp.id, out) if sp.id in self._aliased else out
 
     def _one_per_datastream(self, sensor: str, out: list[Observation]) -> list[Observation]:
         """One reading, at most one observation per Datastream: a second one

@@ -134,3 +134,17 @@ def test_the_stage_drops_a_second_observation_of_one_datastream_from_one_reading
     twice = [Observation(ds, "pms5003", "pm2_5", T0, T0, 1), Observation(ds, "pms5003", "pm2_5", T0, T0, 2)]
     assert stage._one_per_datastream("pms5003", twice) == twice[:1]
     assert stage.dropped[("pms5003", "duplicate_datastream")] == 1
+
+
+def test_no_reading_of_any_driver_gives_two_observations_of_one_datastream() -> None:
+    """The stage checks for a second observation of a Datastream only for sensors whose plan
+    lets two keys meet on one (issue 19: the check per reading cost a set per reading). Every
+    key of every driver, at once, still leaves at most once per Datastream."""
+    plan = plan_with_every_driver()
+    stage = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=86400, started_at=T0)
+    for sid, sp in plan.sensors.items():
+        values = {f.key: (f.vocabulary and sorted(f.vocabulary)[0]) or 1 for f in sp.catalogue.fields}
+        out = stage.process(Reading(sid, T0, values), T0 + 1)  # type: ignore[arg-type]
+        ids = [o.datastream_id for o in out]
+        assert len(ids) == len(set(ids)), sid
+        assert stage.dropped[(sid, "duplicate_datastream")] == 0, sid
