@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.sources.mqtt")
 
 ROUTE_CACHE = 4096
+_UNROUTED: Any = object()
 Route = tuple[str, "SensorPlan", MessageDecoder]
 
 
@@ -226,7 +227,9 @@ class MqttSource:
         def ack() -> None:
             client.ack(message)
 
-        found = self.route(topic, personal)
+        found = self._routed.get((personal, topic), _UNROUTED)  # `route`, when it is cached
+        if found is _UNROUTED:
+            found = self.route(topic, personal)
         if found is None:
             self._bad("unknown", "unknown_topic", "message on a topic no sensor is configured for")
             ack()
