@@ -115,6 +115,15 @@ def main() -> None:
         row("privacy stage (3 values -> 3 Observations)", c, w, c)
         c, w = timed(lambda: [o.to_record() for o in obs], n)
         row("Observation.to_record x3", c, w, c)
+        c, w = timed(lambda: [guard.check_observation(o) for o in obs], n)
+        row("egress guard at commit: check_observation x3", c, w, c)
+        from gateway.committer import Committer, Stats
+        from gateway.ops.metrics import Registry
+
+        committer = Committer(privacy=privacy, guard=guard, clock=time.time, group_commit_s=0.05,
+                              metrics=Registry(), stats=Stats())  # fmt: skip
+        c, w = timed(lambda: committer.stage(obs), n)
+        row("committer: 3 Observations -> outbox rows (to_record, times, guard)", c, w, c)
         c, w = timed(lambda: [guard.check_record(r) for r in records], n)
         row("egress guard: check_record x3 (parse + check by parts)", c, w, c)
         c, w = timed(lambda: find_identifier(records[0].decode()), n)
