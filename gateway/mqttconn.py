@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.matcher import MQTTMatcher
 
 from gateway.configtypes import MqttBroker
 
@@ -40,7 +41,8 @@ class _PendingQueue(asyncio.Queue[aiomqtt.Message]):
 
     def _put(self, item: aiomqtt.Message) -> None:
         super()._put(item)
-        self.peak = max(self.peak, self.qsize())
+        if self.qsize() > self.peak:
+            self.peak = self.qsize()
 
     def _get(self) -> aiomqtt.Message:  # asyncio.Queue's hook under get() and get_nowait()
         item: aiomqtt.Message = super()._get()
@@ -49,12 +51,24 @@ class _PendingQueue(asyncio.Queue[aiomqtt.Message]):
         return item
 
 
+class _Filters(MQTTMatcher):
+    """paho's per-topic callbacks (`message_callback_add`, which aiomqtt never uses): walked for
+    every message received, a generator per topic level; an empty trie matches nothing."""
+
+    def iter_match(self, topic: str) -> Iterator[Any]:
+        root = self._root
+        if not root._children and root._content is None:
+            return iter(())
+        return super().iter_match(topic)  # type: ignore[no-untyped-call,no-any-return]
+
+
 class AckingClient(aiomqtt.Client):
     def __init__(self, *args: Any, manual_ack: bool = False, max_pending: int = MAX_PENDING,
                  on_pause: Callable[[], None] = lambda: None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, queue_type=_PendingQueue, **kwargs)
         if manual_ack:
             self._client.manual_ack_set(True)
+        self._client._on_message_filtered = _Filters()  # type: ignore[no-untyped-call]
         self.max_pending = max_pending
         self.paused = False  # not reading the socket: `max_pending` messages wait
         self.on_pause = on_pause

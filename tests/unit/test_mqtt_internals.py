@@ -10,12 +10,15 @@ integration test has to puzzle out why messages stopped being acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from importlib.metadata import version
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 PINNED = {"paho-mqtt": "2.2.0", "aiomqtt": "2.5.1"}
 
@@ -95,3 +98,23 @@ def test_aiomqtt_takes_a_queue_type_and_the_client_keeps_its_loop_and_disconnect
     client = asyncio.run(build())
     assert isinstance(client._queue, _PendingQueue) and client._queue.low == 4
     assert isinstance(client._loop, asyncio.AbstractEventLoop) and isinstance(client._disconnected, asyncio.Future)
+
+
+@settings(max_examples=300, deadline=None)
+@given(filters=st.lists(st.from_regex(r"(?:[ab+]|\$x)(?:/[ab+])*(?:/#)?|#", fullmatch=True), max_size=4),
+       topic=st.from_regex(r"\$?[ab](?:/[ab]){0,3}", fullmatch=True))  # fmt: skip
+def test_the_filtered_callbacks_trie_matches_as_pahos_own(filters: list[str], topic: str) -> None:
+    """paho walks its per-topic callbacks for every message; the client's trie skips the walk
+    only when it is empty (issue 19), and otherwise answers as paho's MQTTMatcher."""
+    from paho.mqtt.matcher import MQTTMatcher
+
+    from gateway.mqttconn import _Filters
+
+    ours, pahos = _Filters(), MQTTMatcher()
+    for i, f in enumerate(filters):
+        ours[f] = pahos[f] = i
+    assert list(ours.iter_match(topic)) == list(pahos.iter_match(topic))
+    for f in filters:
+        with contextlib.suppress(KeyError):
+            del ours[f]
+    assert list(ours.iter_match(topic)) == []
