@@ -77,6 +77,7 @@ class AckingClient(aiomqtt.Client):
         assert isinstance(queue, _PendingQueue)
         queue.low, queue.drained = max_pending // 2, self._resume
         _read_in_bulk(self._client, self)
+        _write_in_bulk(self._client)
 
     # aiomqtt registers a reader of its own here; this one is the same callback, kept so that
     # the reader can be removed and added again (back-pressure)
@@ -175,6 +176,40 @@ def _read_in_bulk(client: mqtt.Client, owner: AckingClient | None = None) -> Non
 
     client._sock_recv = buffered_recv  # type: ignore[method-assign]
     client.loop_read = loop_read  # type: ignore[method-assign]
+
+
+_PUBACK = 0x40  # paho.mqtt.client.PUBACK: the fixed header's packet type
+
+
+def _write_in_bulk(client: mqtt.Client) -> None:
+    """paho sends each queued packet with a send() of its own; after a group commit that is one
+    PUBACK per message, hundreds at once. Before paho writes, join each run of whole, unsent
+    PUBACKs into one packet: the same bytes on the wire in the same order, one send(). A PUBACK
+    needs nothing after it is sent (no callback, no state), so one merged packet is written,
+    partially or whole, exactly as paho writes any packet."""
+    raw_write = client.loop_write
+
+    def loop_write() -> MQTTErrorCode:
+        queue = client._out_packet
+        if len(queue) > 1:
+            runs: list[list[Any]] = []  # each a lone packet, or a run of whole PUBACKs
+            for packet in queue:
+                ack = (packet["command"] & 0xF0) == _PUBACK and packet["pos"] == 0
+                if ack and runs and runs[-1][-1] is not None:
+                    runs[-1].append(packet)
+                else:
+                    runs.append([packet, None] if not ack else [packet])
+            if len(runs) < len(queue):
+                queue.clear()
+                for run in runs:
+                    if run[-1] is None or len(run) == 1:
+                        queue.append(run[0])
+                        continue
+                    body = b"".join(p["packet"] for p in run)
+                    queue.append({**run[-1], "packet": body, "to_process": len(body)})  # type: ignore[typeddict-item]
+        return raw_write()
+
+    client.loop_write = loop_write  # type: ignore[method-assign]
 
 
 def tls_context(cfg: MqttBroker) -> ssl.SSLContext | None:

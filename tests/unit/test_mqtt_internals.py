@@ -118,3 +118,37 @@ def test_the_filtered_callbacks_trie_matches_as_pahos_own(filters: list[str], to
         with contextlib.suppress(KeyError):
             del ours[f]
     assert list(ours.iter_match(topic)) == []
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 10_000])
+def test_pubacks_queued_together_leave_in_one_send_as_the_same_bytes(chunk: int) -> None:
+    """After a group commit the source acknowledges hundreds of messages at once; the client
+    joins each run of whole PUBACKs into one send (issue 19). On the wire: paho's own bytes, in
+    paho's order, other packets untouched between the runs, also when the socket takes only a
+    few bytes at a time (`chunk`)."""
+    from gateway.mqttconn import _write_in_bulk
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, manual_ack=True)
+    _write_in_bulk(client)  # as AckingClient does to its paho client
+    sent: list[bytes] = []
+
+    def send(buf: bytes) -> int:
+        sent.append(bytes(buf[:chunk]))
+        return len(sent[-1])
+
+    for mid in (1, 2, 3):
+        client._send_puback(mid)
+    client._packet_queue(0xC0, b"\xc0\x00", 0, 0)  # a PINGREQ between two runs
+    for mid in (4, 5):
+        client._send_puback(mid)
+    expected = b"".join(bytes(p["packet"]) for p in client._out_packet)
+    client._sock = object()  # type: ignore[assignment]  # "connected": paho checks it is set
+    client._sock_send = send  # type: ignore[method-assign]
+    for _ in range(100):
+        if not client._out_packet:
+            break
+        client.loop_write()
+    client._sock = None  # nothing to close
+    assert b"".join(sent) == expected and not client._out_packet
+    if chunk >= 10:
+        assert sent == [expected[:12], b"\xc0\x00", expected[14:]]  # three sends, not six
