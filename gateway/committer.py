@@ -18,6 +18,7 @@ with backoff, so nothing is quarantined or acknowledged for it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -64,6 +65,10 @@ class Record(NamedTuple):
     t: float
     body: bytes
     sensor: str
+
+
+# Record(ds, t, body, sensor) without the Python-level __new__ a NamedTuple has (one per row)
+_record: Callable[[tuple[int, float, bytes, str]], Record] = functools.partial(tuple.__new__, Record)
 
 
 @dataclass
@@ -252,7 +257,7 @@ class Committer:
                 if n is not None:
                     log.error("egress guard blocked an observation", extra={"sensor": obs.sensor_id, "property": obs.property, "reason": verdict.reason, "suppressed_since_last": n})  # fmt: skip
                 continue
-            out.append(Record(obs.datastream_id, t, body, obs.sensor_id))
+            out.append(_record((obs.datastream_id, t, body, obs.sensor_id)))
             last_values[(obs.sensor_id, obs.property)] = obs.result
         return out
 

@@ -40,9 +40,10 @@ class _PendingQueue(asyncio.Queue[aiomqtt.Message]):
     drained: Callable[[], None] = staticmethod(lambda: None)
 
     def _put(self, item: aiomqtt.Message) -> None:
-        super()._put(item)
-        if self.qsize() > self.peak:
-            self.peak = self.qsize()
+        queue = self._queue  # type: ignore[attr-defined]  # asyncio.Queue's deque: its _put, inline
+        queue.append(item)
+        if len(queue) > self.peak:
+            self.peak = len(queue)
 
     def _get(self) -> aiomqtt.Message:  # asyncio.Queue's hook under get() and get_nowait()
         item: aiomqtt.Message = super()._get()
