@@ -318,9 +318,8 @@ class EgressGuard:
             return "unknown_datastream", None
         if params and not params.keys() <= PARAMETER_KEYS:
             return "undeclared_parameter", None
-        sensor = self.off_vocabulary(ds, result)
-        if sensor is not None:
-            return NOT_IN_VOCABULARY, sensor
+        if isinstance(result, str) and (sensor := self.off_vocabulary(ds, result)) is not None:
+            return NOT_IN_VOCABULARY, sensor  # (off_vocabulary passes anything but text)
         # constants (from the config): once per distinct Datastream and names
         key = (ds, sensor_id, prop) if names else ds
         kind = self._constants.get(key, _MISS)
@@ -331,10 +330,16 @@ class EgressGuard:
             self._constants[key] = kind
         if kind is not None:
             return kind, None  # type: ignore[return-value]
-        # what can carry device data
-        kind = self._value_kind(result)
-        if kind is None:
-            kind = self._time_kind(t) or self._time_kind(rt)
+        # what can carry device data (the usual number and times decided inline: the fast
+        # paths of _value_kind and _time_kind, without their calls)
+        if (type(result) is float or type(result) is int) and -NUMBER_BOUND < result < NUMBER_BOUND:
+            kind = None
+        else:
+            kind = self._value_kind(result)
+        if kind is None and not (type(t) is float and TIME_LOW <= t < TIME_HIGH):
+            kind = self._time_kind(t)
+        if kind is None and not (type(rt) is float and TIME_LOW <= rt < TIME_HIGH):
+            kind = self._time_kind(rt)
         if kind is None and end is not None:
             kind = self._time_kind(end)
         if kind is None and params:
