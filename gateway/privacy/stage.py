@@ -711,6 +711,9 @@ def _fates(sp: SensorPlan) -> dict[str, Field | tuple[str, str]]:
     return out
 
 
+_INF = math.inf
+
+
 def _shared_datastream(sp: SensorPlan, fates: dict[str, Field | tuple[str, str]]) -> bool:
     """Two published keys of the sensor on one Datastream (or one the plan does not know)."""
     ids = [ds.id if (ds := sp.datastreams.get(f.key)) is not None else None
@@ -776,6 +779,12 @@ class PrivacyStage:
         # per sensor and decoded key, fixed by the plan: the field it leaves as, or why it does not
         # ("" when it leaves only as an aggregate, e.g. last per window in a zone)
         self._fates = {sid: _fates(sp) for sid, sp in plan.sensors.items()}
+        # per sensor and published key: (Datastream id, property, minimum, maximum), for the
+        # usual value (a finite float) made into an Observation without `_observation`'s tests
+        self._plain = {sid: {k: (sp.datastreams[f.key].id, f.key,
+                                 -_INF if f.minimum is None else f.minimum, _INF if f.maximum is None else f.maximum)
+                             for k, f in self._fates[sid].items() if isinstance(f, Field) and f.key in sp.datastreams}
+                       for sid, sp in plan.sensors.items()}  # fmt: skip
         # sensors whose published keys can meet on one Datastream (`_one_per_datastream`): for the
         # others each key leaves at most once, on a Datastream of its own, so there is no check
         self._aliased = {sid for sid, fates in self._fates.items()
@@ -802,8 +811,19 @@ class PrivacyStage:
         out: list[Observation] = []
         quality = list(reading.flags)
         fates = self._fates[reading.sensor_id]
+        plain = self._plain[reading.sensor_id]
         dropped = self.dropped
+        t = reading.time
+        rt = _result_time(now, t)
+        flags = ",".join(sorted(set(quality))) if quality else ""
         for key, value in reading.values.items():
+            p = plain.get(key)
+            if p is not None and type(value) is float and -_INF < value < _INF and p[2] <= value <= p[3]:
+                # the usual value: a finite float in its field's range, as `_observation` makes it
+                v4 = round(value, 4)  # round_result
+                out.append(Observation(p[0], sp.id, p[1], t, rt, 0.0 if v4 == 0 else v4, None,
+                                       {"quality": flags} if flags else {}))  # fmt: skip
+                continue
             f = fates.get(key)
             if f is None:
                 dropped[(reading.sensor_id, "undeclared")] += 1
@@ -850,10 +870,6 @@ class PrivacyStage:
         self, sp: SensorPlan, f: Field, value: Value, t: float, now: float, quality: list[str]
     ) -> Observation | None:
         ds = sp.datastreams[f.key]
-        if type(value) is float and math.isfinite(value) and not out_of_range(f, value):
-            # the usual number, the same as below without the other types' tests
-            params_: dict[str, ParamValue] = {"quality": ",".join(sorted(set(quality)))} if quality else {}
-            return Observation(ds.id, sp.id, f.key, t, max(now, t), round_result(value), None, params_)
         result: float | int | str | bool | None
         flags = list(quality)
         if isinstance(value, str) and not in_vocabulary(f, value):
