@@ -166,7 +166,7 @@ _CONSTANT = {True: "true", False: "false", None: "null"}  # json.dumps of each
 # `+`/`00`/leading-`0` phone shape, two or more points or separators (MAC, IP, IMEI groups),
 # `@`/`at`, a colon (IPv6) or two or more letters (plates, hex tokens). So the guard decides such
 # a number without rendering or scanning it. tests/unit/test_guard_once.py holds every pattern
-# to that over arbitrary strings of those shapes (`NUMBER_SHAPES`), and holds every number in
+# to that over arbitrary strings of those shapes (`NUMBER_SHAPE`), and holds every number in
 # range to those shapes; a longer number (a 12-digit int is a phone number, or a MAC) is scanned
 # in every rendering, as before.
 NUMBER_BOUND = 1e11
