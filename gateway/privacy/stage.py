@@ -71,7 +71,12 @@ ALLOWED_PARAMETERS = frozenset(
 Result = float | int | str | bool | None
 # reading flags an aggregate carries on if any reading in its window had them
 INHERITED_FLAGS = frozenset({"clock_unsynced"})
-DEVICE_AHEAD_S = 300.0  # a device time this far ahead is trusted (DEVICE_CLOCK_TOLERANCE, gateway/sources/stamp.py)
+# How far a reading's time may lie ahead of the stage's clock and still get its epoch's key. The
+# sources' Stamper keeps a device time up to DEVICE_CLOCK_AHEAD (1 s) ahead, but stamps a burst
+# of one sensor's readings 1 ms apart from `now` (gateway/sources/stamp.py), so a backlog of
+# thousands arriving at once runs seconds ahead; 300 s covers 300,000 readings of one sensor at
+# one instant. Not a trust in device clocks: those never reach the stage more than 1 s ahead.
+DEVICE_AHEAD_S = 300.0
 Closed = tuple[Result, dict[str, ParamValue]]
 
 

@@ -158,3 +158,22 @@ def test_epoch_and_window_arguments_are_checked() -> None:
         EpochKeys(300, lambda: b"short").key(T0, T0)
     with pytest.raises(ValueError):
         Windows(0, DistinctSet)
+
+
+def test_a_burst_stamped_ahead_of_the_clock_across_a_boundary_gets_its_epochs_key() -> None:
+    """The Stamper puts one sensor's readings 1 ms apart from `now`: 2,000 at once, 1.5 s before
+    a key rotation, reach 0.5 s into the next epoch. The stage's tolerance (DEVICE_AHEAD_S) gives
+    them that epoch's key; the device-clock tolerance alone (1 s) would refuse the ~500 past the boundary."""
+    from gateway.privacy.stage import DEVICE_AHEAD_S
+    from gateway.sources.stamp import DEVICE_CLOCK_AHEAD, Stamper
+
+    now = T0 + 300 - 1.5
+    stamper = Stamper()
+    stamps = [stamper.stamp("footfall-1", now) for _ in range(2000)]
+    assert stamps[-1] - now > DEVICE_CLOCK_AHEAD
+    stage_keys = EpochKeys(300, lambda: b"k" * 32, ahead_s=DEVICE_AHEAD_S)
+    assert all(stage_keys.key(t, now) is not None for t in stamps) and stage_keys.refused_future == 0
+    assert len(stage_keys.live) == 2
+    strict = EpochKeys(300, lambda: b"k" * 32, ahead_s=DEVICE_CLOCK_AHEAD)
+    refused = sum(strict.key(t, now) is None for t in stamps)
+    assert refused == strict.refused_future == sum(t >= T0 + 300 for t in stamps) > 400
