@@ -122,9 +122,9 @@ class InfluxSink:
         self.guard = guard
         self._budget_t = time.monotonic()
         self.quarantined = 0
-        # (property, sensor, Datastream) -> the line's constant prefix, or the identifier kind
-        # the guard found in it (every row of that Datastream is blocked, counted per row)
-        self._prefix: dict[tuple[str, str, int], tuple[str | None, str | None]] = {}
+        # (property, sensor, Datastream) -> the line's constant prefix and the identifier kind
+        # the guard found in it, if any (every row of that Datastream is then blocked, per row)
+        self._prefix: dict[tuple[str, str, int], tuple[str, str | None]] = {}
         parts = urllib.parse.urlsplit(cfg.url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
@@ -154,41 +154,16 @@ class InfluxSink:
 
     # ------------------------------------------------------------------ lines
 
-    def _prefix_of(self, obs: Observation) -> tuple[str | None, str | None]:
-        """(the constant measurement-and-tags prefix of the Datastream's lines, or None for the
-        reference encoder; the identifier kind the guard found in it, or None). Built and
-        scanned once per Datastream; checked against the reference encoder the first time."""
+    def _prefix_of(self, obs: Observation) -> tuple[str, str | None]:
+        """(the constant measurement-and-tags prefix of the Datastream's lines, the identifier
+        kind the guard found in it or None): built and scanned once per Datastream."""
         key = (obs.property, obs.sensor_id, obs.datastream_id)
         got = self._prefix.get(key)
-        if got is not None:
-            return got
-        tmpl = Observation(obs.datastream_id, obs.sensor_id, obs.property, 0.0, 0.0, 0.0)
-        tail = " value=0.0 0"
-        line0 = lineprotocol.encode(tmpl, self.site_tags)  # LineProtocolError: unencodable
-        prefix: str | None = line0[: -len(tail)] if line0.endswith(tail) else None
-        # the prefix with the separator after it, as it stands in every line
-        kind = self.guard.scan(line0[: -len(tail) + 1] if prefix is not None else line0)
-        if prefix is not None and self._fast(prefix, obs) != lineprotocol.encode(obs, self.site_tags):
-            prefix = None
-        self._prefix[key] = got = (prefix, kind)
+        if got is None:
+            prefix = lineprotocol.prefix(obs, self.site_tags)  # LineProtocolError: unencodable
+            # scanned with the separator after it, as it stands in every line
+            self._prefix[key] = got = (prefix, self.guard.scan(prefix + " "))
         return got
-
-    @staticmethod
-    def _fast(prefix: str, obs: Observation) -> str:
-        """`lineprotocol.encode` for a Datastream whose prefix is known: its field and timestamp
-        are the Observation's result, `samples` and time, written as the guard scanned them."""
-        r = obs.result
-        pa = obs.parameters
-        if r is None:
-            fields = "suppressed=true" if pa.get("suppressed") else "withheld=true"
-        elif isinstance(r, str):
-            fields = "state=" + lineprotocol._field(r)
-        else:
-            fields = "value=" + lineprotocol._field(r)
-        samples = pa.get("samples")
-        if isinstance(samples, int) and not isinstance(samples, bool):
-            fields += f",samples={float(samples)!r}"
-        return f"{prefix} {fields} {round(float(obs.phenomenon_time) * 1000)}"
 
     def _encode_unguarded(self, rows: Sequence[Row]) -> tuple[list[tuple[int, str]], list[tuple[str, str | None]], int, list[int]]:
         """Lines for a batch, built only from what the guard cleared; the guard's verdicts on
@@ -215,12 +190,10 @@ class InfluxSink:
                     problems.append((kind, None))
                     continue
                 r, t = doc.get("r"), doc["t"]
-                if prefix is not None and type(r) is float and type(t) is float and "pa" not in doc:
-                    line = f"{prefix} value={r!r} {round(t * 1000)}"  # `_fast`, usually
-                elif prefix is not None:
-                    line = self._fast(prefix, record_observation(doc))
+                if type(r) is float and "pa" not in doc:  # lineprotocol.fields of the usual row
+                    line = f"{prefix} value={r!r} {round(t * 1000)}"
                 else:
-                    line = lineprotocol.encode(record_observation(doc), self.site_tags)
+                    line = f"{prefix} {lineprotocol.fields(r, doc.get('pa', {}))} {round(t * 1000)}"
             except lineprotocol.LineProtocolError:
                 unencodable.append(row.seq)
                 continue

@@ -15,8 +15,9 @@ result is `value`; a result withheld for being outside its field's physical rang
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
-from gateway.model import Observation
+from gateway.model import Observation, Result
 
 _MEAS = re.compile(r"([,\s\\])")
 _TAG = re.compile(r"([,=\s\\])")
@@ -47,21 +48,30 @@ def _field(v: float | int | str | bool) -> str:
     return '"' + _safe(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def encode(obs: Observation, tags: dict[str, str]) -> str:
-    """One line. `tags` are the constant site tags; datastream and sensor are added here."""
+def prefix(obs: Observation, tags: dict[str, str]) -> str:
+    """The measurement and tags: constant per Datastream (a sink may build it once). `tags` are
+    the constant site tags; datastream and sensor are added here."""
     meas = _MEAS.sub(r"\\\1", _safe(obs.property))
     all_tags = {**tags, "sensor": obs.sensor_id, "datastream": str(obs.datastream_id)}
     tag_str = ",".join(f"{_escape_tag(k)}={_escape_tag(v)}" for k, v in sorted(all_tags.items()) if v)
-    fields: list[str] = []
-    r = obs.result
-    if r is None:
-        fields.append("suppressed=true" if obs.parameters.get("suppressed") else "withheld=true")
-    elif isinstance(r, str):
-        fields.append(f"state={_field(r)}")
+    return f"{meas},{tag_str}"
+
+
+def fields(result: Result | None, parameters: Mapping[str, object]) -> str:
+    """The field set: the result (`value`, or `state` for a word, or why there is none) and the
+    number of samples behind an aggregate."""
+    if result is None:
+        out = "suppressed=true" if parameters.get("suppressed") else "withheld=true"
+    elif isinstance(result, str):
+        out = f"state={_field(result)}"
     else:
-        fields.append(f"value={_field(r)}")
-    samples = obs.parameters.get("samples")
+        out = f"value={_field(result)}"
+    samples = parameters.get("samples")
     if isinstance(samples, int) and not isinstance(samples, bool):
-        fields.append(f"samples={float(samples)!r}")
-    ts = round(obs.phenomenon_time * 1000)
-    return f"{meas},{tag_str} {','.join(fields)} {ts}"
+        out += f",samples={float(samples)!r}"
+    return out
+
+
+def encode(obs: Observation, tags: dict[str, str]) -> str:
+    """One line: prefix, fields, the phenomenon time in epoch milliseconds."""
+    return f"{prefix(obs, tags)} {fields(obs.result, obs.parameters)} {round(obs.phenomenon_time * 1000)}"
