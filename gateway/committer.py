@@ -204,7 +204,7 @@ class Committer:
         now = self.clock()
         clock_flags = getattr(self.clock, "quality_flags", None)  # GatewayClock: provisional stamps
         records: list[Record] = []
-        counts = self.m_readings.values
+        count = self.m_readings.inc_key
         keys = self._sensor_keys
         for reading, _ in items:
             if reading is None:
@@ -215,7 +215,7 @@ class Committer:
             key = keys.get(reading.sensor_id)
             if key is None:
                 key = keys[reading.sensor_id] = Metric.key(sensor=reading.sensor_id)
-            counts[key] = counts.get(key, 0.0) + 1  # m_readings.inc(sensor=…), its key made once
+            count(key)  # m_readings.inc(sensor=…), its key made once
             try:
                 observations = self.privacy.process(reading, now)
             except Exception as e:  # a reading the privacy stage chokes on is poison, alone
