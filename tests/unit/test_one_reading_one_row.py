@@ -148,3 +148,32 @@ def test_no_reading_of_any_driver_gives_two_observations_of_one_datastream() -> 
         ids = [o.datastream_id for o in out]
         assert len(ids) == len(set(ids)), sid
         assert stage.dropped[(sid, "duplicate_datastream")] == 0, sid
+
+
+def test_the_stages_path_for_the_usual_value_makes_what_the_general_path_makes() -> None:
+    """The privacy stage makes a finite float in its field's range into its Observation from a
+    per-key table (`_plain`), without `_observation`'s tests. For every published key of every
+    driver, and values around and beyond each field's range (±0, the bounds, NaN, infinities,
+    ints, bools), with and without reading flags, the Observations are those of the general path."""
+    plan = plan_with_every_driver()
+    fast = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=86400, started_at=T0)
+    general = PrivacyStage(plan, key_factory=lambda: b"k" * 32, salt_rotation_s=86400, started_at=T0)
+    general._plain = {sid: {} for sid in general._plain}  # every value through _observation
+    rng = random.Random(19)
+    checked = 0
+    for sid, table in fast._plain.items():
+        fields = {f.key: f for f in plan.sensors[sid].catalogue.fields}
+        for key in table:
+            f = fields[key]
+            lo = -1e6 if f.minimum is None else f.minimum
+            hi = 1e6 if f.maximum is None else f.maximum
+            values: list[object] = [0.0, -0.0, lo, hi, lo - 0.5, hi + 0.5, (lo + hi) / 2, 1e-5, -1e-5,
+                                    float("nan"), float("inf"), float("-inf"), 3, True,
+                                    *(rng.uniform(lo - 1, hi + 1) for _ in range(20))]  # fmt: skip
+            for value in values:
+                for flags in ((), ("clock_unsynced",), ("warming_up", "clock_unsynced")):
+                    reading = Reading(sid, T0 + checked * 0.001, {key: value}, flags)  # type: ignore[dict-item]
+                    assert fast.process(reading, T0 + 1) == general.process(reading, T0 + 1), (sid, key, value)
+                    checked += 1
+    assert checked > 1000
+    assert fast.dropped == general.dropped
