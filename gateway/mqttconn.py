@@ -18,6 +18,7 @@ are then redelivered, never lost.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -182,6 +183,11 @@ def _read_in_bulk(client: mqtt.Client, owner: AckingClient | None = None) -> Non
 _PUBACK = 0x40  # paho.mqtt.client.PUBACK: the fixed header's packet type
 
 
+def _whole_puback(packet: Any) -> bool:
+    """A PUBACK in paho's send queue of which nothing is written yet."""
+    return bool((packet["command"] & 0xF0) == _PUBACK and packet["pos"] == 0)
+
+
 def _write_in_bulk(client: mqtt.Client) -> None:
     """paho sends each queued packet with a send() of its own; after a group commit that is one
     PUBACK per message, hundreds at once. Before paho writes, join each run of whole, unsent
@@ -193,21 +199,17 @@ def _write_in_bulk(client: mqtt.Client) -> None:
     def loop_write() -> MQTTErrorCode:
         queue = client._out_packet
         if len(queue) > 1:
-            runs: list[list[Any]] = []  # each a lone packet, or a run of whole PUBACKs
-            for packet in queue:
-                ack = (packet["command"] & 0xF0) == _PUBACK and packet["pos"] == 0
-                if ack and runs and runs[-1][-1] is not None:
-                    runs[-1].append(packet)
+            merged: list[Any] = []
+            for whole_ack, run in itertools.groupby(queue, key=_whole_puback):
+                packets = list(run)
+                if whole_ack and len(packets) > 1:
+                    body = b"".join(p["packet"] for p in packets)
+                    merged.append({**packets[-1], "packet": body, "to_process": len(body)})
                 else:
-                    runs.append([packet, None] if not ack else [packet])
-            if len(runs) < len(queue):
+                    merged.extend(packets)
+            if len(merged) < len(queue):
                 queue.clear()
-                for run in runs:
-                    if run[-1] is None or len(run) == 1:
-                        queue.append(run[0])
-                        continue
-                    body = b"".join(p["packet"] for p in run)
-                    queue.append({**run[-1], "packet": body, "to_process": len(body)})  # type: ignore[typeddict-item]
+                queue.extend(merged)
         return raw_write()
 
     client.loop_write = loop_write  # type: ignore[method-assign]
