@@ -12,11 +12,11 @@ the names listed for it here fails loudly when it is loaded.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from firmware_bridge.driver import Driver, MessageDriver, SerialDriver
+from firmware_bridge.lazy import LazyRegistry
 
 # name -> module (in this package); aliases right after their driver
 MODULES: dict[str, str] = {
@@ -44,38 +44,7 @@ def _names(d: Driver) -> tuple[str, ...]:
     return (d.name, *d.aliases) if isinstance(d, SerialDriver) else (d.name,)
 
 
-def _load(module: str) -> Driver:
-    driver: Driver = importlib.import_module(f"{__name__}.{module}").DRIVER
-    listed = tuple(n for n, m in MODULES.items() if m == module)
-    if _names(driver) != listed:
-        raise RuntimeError(f"firmware_bridge.drivers.{module} answers to {_names(driver)}, the registry lists {listed}")
-    return driver
-
-
-class _Drivers(Mapping[str, Driver]):
-    """name -> Driver, importing a driver's module on first lookup."""
-
-    def __init__(self) -> None:
-        self._loaded: dict[str, Driver] = {}
-
-    def __getitem__(self, name: str) -> Driver:
-        module = MODULES[name]  # KeyError: no such driver
-        driver = self._loaded.get(module)
-        if driver is None:
-            driver = self._loaded[module] = _load(module)
-        return driver
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(MODULES)
-
-    def __len__(self) -> int:
-        return len(MODULES)
-
-    def __contains__(self, name: object) -> bool:
-        return name in MODULES
-
-
-DRIVERS: Mapping[str, Driver] = _Drivers()
+DRIVERS: Mapping[str, Driver] = LazyRegistry(__name__, MODULES, "DRIVER", _names)
 
 if TYPE_CHECKING:
     REGISTERED: tuple[Driver, ...]  # every driver once, in registry order
