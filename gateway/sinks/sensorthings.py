@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,11 +58,9 @@ from gateway.sinks.base import (
     SinkSpec,
     WriteResult,
 )
+from gateway.sinks.keepalive import KeepAlive, Response, Unreachable
 
-if TYPE_CHECKING:  # imported where used: the sink registry is imported by every command
-    import http.client
-    import ssl
-
+if TYPE_CHECKING:
     from gateway.plan import SitePlan
 
 log = logging.getLogger("gateway.sinks.sensorthings")
@@ -79,7 +76,6 @@ DATA_ARRAY = ("http://www.opengis.net/spec/iot_sensing/1.1/req/data-array/data-a
               "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array")  # fmt: skip
 COMPONENTS = ["phenomenonTime", "resultTime", "result", "parameters"]
 RETRY_STATUS = frozenset({401, 403, 404, 408, 425, 429})
-IDLE_S = 4.0  # a kept-alive connection idle longer than this is not reused (servers drop them)
 MAX_PAGES = 10_000
 PARK_AFTER = 3  # 5xx answers for one Observation, while the server takes writes, before it is parked
 
@@ -136,56 +132,24 @@ class SensorThingsSettings(SinkSettings):
 # ------------------------------------------------------------------------------ HTTP
 
 
-class Unreachable(Exception):
-    """No HTTP answer; `sent` when the request may have reached the server."""
-
-    def __init__(self, message: str, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    location: str | None
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-    def detail(self) -> str:
-        """A short, single-line excerpt of the server's message for logs."""
-        return re.sub(r"\s+", " ", self.body[:300].decode("utf-8", "replace")).strip()
-
-
 class Http:
-    """A small keep-alive pool over `http.client`; each call runs on a worker thread."""
+    """The server's origin and root, the credentials, and a keep-alive pool (`KeepAlive`, shared
+    with the InfluxDB sink); each call runs on a worker thread. Requests are not sent twice here:
+    creating entities is not idempotent, the sink checks keys before posting again."""
 
     def __init__(self, s: SensorThingsSettings) -> None:
-        u = urlsplit(s.url)
-        self.https = u.scheme == "https"
-        self.host = u.hostname or ""
-        self.port = u.port or (443 if self.https else 80)
-        self.origin = f"{u.scheme}://{u.netloc}"
-        self.root = u.path.rstrip("/")
-        self.timeout = s.timeout
-        self.headers = {"Accept": "application/json", "Content-Type": "application/json",
-                        "User-Agent": "street-gateway"}  # fmt: skip
+        headers = {"Accept": "application/json", "Content-Type": "application/json",
+                   "User-Agent": "street-gateway"}  # fmt: skip
         if s.token is not None:
-            self.headers["Authorization"] = f"Bearer {s.token.get_secret_value()}"
+            headers["Authorization"] = f"Bearer {s.token.get_secret_value()}"
         elif s.username is not None and s.password is not None:
             pair = f"{s.username}:{s.password.get_secret_value()}".encode()
-            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        self.ssl: ssl.SSLContext | None = None
-        if self.https:
-            import ssl
-
-            self.ssl = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-            if not s.verify_tls:
-                self.ssl.check_hostname = False
-                self.ssl.verify_mode = ssl.CERT_NONE
-        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
-        self._lock = threading.Lock()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self.pool = KeepAlive(s.url, timeout=s.timeout, headers=headers, ca_file=s.ca_file,
+                              verify_tls=s.verify_tls)  # fmt: skip
+        self.pool.load_tls()
+        self.origin = self.pool.origin
+        self.root = self.pool.root
 
     def target(self, url_or_path: str) -> str:
         """A request target on our own origin: absolute links the server gives (nextLink,
@@ -198,52 +162,12 @@ class Http:
             target = self.root + url_or_path
         return quote(target, safe="/?&=$'(),:;@+!*~%")
 
-    def _connection(self) -> http.client.HTTPConnection:
-        import http.client
-
-        now = time.monotonic()
-        with self._lock:
-            while self._idle:
-                since, conn = self._idle.pop()
-                if now - since < IDLE_S:
-                    return conn
-                conn.close()
-        if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ssl)
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-
     def request(self, method: str, url_or_path: str, body: object = None) -> Response:
-        import http.client
-
         data = None if body is None else compact_json(body)
-        conn = self._connection()
-        sent = False
-        try:
-            conn.putrequest(method, self.target(url_or_path), skip_accept_encoding=True)
-            for k, v in self.headers.items():
-                conn.putheader(k, v)
-            conn.putheader("Content-Length", str(len(data) if data is not None else 0))
-            conn.endheaders()
-            sent = True  # from here on the server may act on the request
-            if data is not None:
-                conn.send(data)
-            resp = conn.getresponse()
-            payload = resp.read()
-        except (OSError, http.client.HTTPException) as e:
-            conn.close()
-            raise Unreachable(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, sent) from e
-        if resp.will_close:
-            conn.close()
-        else:
-            with self._lock:
-                self._idle.append((time.monotonic(), conn))
-        return Response(resp.status, resp.getheader("Location"), payload)
+        return self.pool.request(method, self.target(url_or_path), data)
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for _, conn in idle:
-            conn.close()
+        self.pool.close()
 
 
 def id_segment(server_id: object) -> str:
