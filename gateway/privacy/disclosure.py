@@ -596,6 +596,36 @@ class Increment:
 
 
 @dataclass(slots=True)
+class Steps:
+    """A cumulative register or counter read as steps: the one rule for every running total
+    (`RunningTotal` below, and the privacy stage's `increment` aggregation of non-personal ones).
+
+    - the first reading is the baseline: no step yet;
+    - a reading from before the previous one (read back in time) has an unknowable step: it is
+      skipped, counted in `out_of_order`, and does not move the baseline;
+    - a drop is a restart from zero: the new value is the step (`reset`).
+    """
+
+    prev: float | None = None
+    prev_t: float = -math.inf
+    out_of_order: int = 0
+
+    def step(self, value: float, t: float) -> tuple[float, float, bool] | None:
+        """(the previous value, the step, whether it was a restart), or None when there is no step."""
+        if not math.isfinite(value):
+            return None
+        if t < self.prev_t:
+            self.out_of_order += 1
+            return None
+        prev, self.prev, self.prev_t = self.prev, value, t
+        if prev is None:
+            return None
+        if value < prev:
+            return prev, value, True
+        return prev, value - prev, False
+
+
+@dataclass(slots=True)
 class RunningTotal:
     """A cumulative register or counter (line crossings, an energy meter) as window increments.
 
@@ -614,33 +644,24 @@ class RunningTotal:
     window_s: float
     events: bool
     cap: int = DEFAULT_CAP
-    _prev: float | None = None
-    _prev_t: float = -math.inf
+    steps: Steps = field(default_factory=Steps)  # the register's steps (out_of_order counted there)
     _open: dict[int, Contributions] = field(default_factory=dict)
     _range: dict[int, tuple[float, float]] = field(default_factory=dict)  # first, last total
     _resets: dict[int, int] = field(default_factory=dict)
     _closed_below: int | None = None
-    out_of_order: int = 0
     late: int = 0  # steps that fell in a window already published (the baseline still moves)
 
     def observe(self, value: float, t: float, session: bytes | None = None) -> None:
-        if not math.isfinite(value):
+        got = self.steps.step(value, t)
+        if got is None:
             return
-        if t < self._prev_t:
-            self.out_of_order += 1  # a register read back in time: its step is unknowable
-            return
-        prev, self._prev, self._prev_t = self._prev, value, t
-        if prev is None:
-            return  # the first reading is the baseline: no step yet
+        prev, step, reset = got
         w = math.floor(t / self.window_s)
         if self._closed_below is not None and w < self._closed_below:
             self.late += 1  # its window is published: never reopened
             return
-        if value < prev:
-            step = value  # restarted from zero
+        if reset:
             self._resets[w] = self._resets.get(w, 0) + 1
-        else:
-            step = value - prev
         acc = self._open.get(w)
         if acc is None:
             acc = self._open[w] = Contributions(self.cap)

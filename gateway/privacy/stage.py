@@ -51,6 +51,7 @@ from gateway.privacy.disclosure import (
     Rule,
     RunningTotal,
     Statistic,
+    Steps,
     is_evse_status,
     opaque_cell_key,
     protect_count,
@@ -373,8 +374,7 @@ class _Aggregate:
         self.table = AGGREGATIONS[f.aggregation]
         self.rule = rule_of(sp)
         self.windows: Windows[_Window] = Windows(sp.window_s, self._new, grace_s=sp.delay_s)
-        self._prev: float | None = None  # INCREMENT: the running total's last value
-        self._prev_t = -math.inf
+        self._steps = Steps()  # INCREMENT: the running total read as steps
         self._coarse = sp.residential and self.source is not None and is_evse_status(self.source.vocabulary)
 
     @property
@@ -408,12 +408,10 @@ class _Aggregate:
             return
         if self.field.aggregation is Aggregation.INCREMENT:
             x = _number(value)
-            if x is None or r.reading.time < self._prev_t:
-                return
-            prev, self._prev, self._prev_t = self._prev, x, r.reading.time
-            if prev is None:
-                return  # the first value is the baseline
-            value = x - prev if x >= prev else x  # a drop is a restart from zero
+            got = None if x is None else self._steps.step(x, r.reading.time)
+            if got is None:
+                return  # not a number, the baseline, or read back in time
+            value = got[1]
         w = self._open(r)
         if w is None:
             return

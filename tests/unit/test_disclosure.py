@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import math
 import random
 from collections import defaultdict
@@ -29,6 +30,7 @@ from gateway.privacy.disclosure import (
     Rule,
     RunningTotal,
     Statistic,
+    Steps,
     build_ptable,
     describe,
     magnitude_noise,
@@ -261,6 +263,37 @@ def test_counter_restart_counts_from_zero_and_events_get_a_consistent_cell_key()
     assert ia is not None and ib is not None
     assert (ia.value, ia.resets) == (27, 1)
     assert ia.cell_key == ib.cell_key  # the same events, the same noise
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(-50, 100)), min_size=1, max_size=60))
+def test_steps_sum_to_prometheus_increase_and_skip_readings_back_in_time(moves: list[tuple[int, int]]) -> None:
+    """`Steps`, the one step rule of the stage's `increment` and of `RunningTotal`, against the
+    counter semantics Prometheus documents for `increase()` (a drop is a counter reset: the new
+    value counts from zero) over the readings in time order; a reading stamped before the one
+    before it is dropped whole (it never becomes the baseline)."""
+    s = Steps()
+    times = list(itertools.accumulate(dt for _, dt in moves))  # a clock that sometimes steps back
+    kept: list[int] = []
+    last, back, total = -math.inf, 0, 0.0
+    for (value, _), t in zip(moves, times, strict=True):
+        got = s.step(float(value), float(t))
+        if t < last:
+            back += 1
+            assert got is None
+            continue
+        last = t
+        kept.append(value)
+        if got is not None:
+            total += got[1]
+            assert got[2] == (value < kept[-2])
+    increase = sum(b - a if b >= a else b for a, b in itertools.pairwise(kept))
+    assert total == increase and s.out_of_order == back
+    rt = RunningTotal(window_s=10**9, events=False)  # one window: its total is the same sum
+    for (value, _), t in zip(moves, times, strict=True):
+        rt.observe(float(value), float(t) + 10**8, b"s" * 16)
+    inc = rt.close(0)
+    assert (inc.value if inc is not None else 0.0) == increase
 
 
 def test_energy_register_increment_is_credited_to_sessions() -> None:
