@@ -149,6 +149,9 @@ def _read_in_bulk(client: mqtt.Client, owner: AckingClient | None = None) -> Non
     stops while `owner.max_pending` messages wait in its queue (`AckingClient._pause`)."""
     raw_recv = client._sock_recv
     buf = bytearray()
+    # PUBLISH packets are taken from `buf` here, many per call (`_take_publishes`), when they
+    # would reach `owner`'s queue through paho and aiomqtt anyway (MQTT 3.1.1, QoS 0 and 1)
+    take = _take_publishes(client, owner, buf) if owner is not None and client._protocol != mqtt.MQTTv5 else None
 
     def buffered_recv(bufsize: int) -> bytes:
         if not buf:
@@ -167,6 +170,8 @@ def _read_in_bulk(client: mqtt.Client, owner: AckingClient | None = None) -> Non
             if owner is not None and owner._queue.qsize() >= owner.max_pending:
                 owner._pause()  # resumed, with what `buf` holds, when the queue has drained
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
+            if take is not None and buf and client._in_packet["command"] == 0 and take():
+                continue  # (paho is not half-way through a packet of its own)
             rc = client._packet_read()
             if rc > 0:
                 return client._loop_rc_handle(rc)
@@ -178,6 +183,85 @@ def _read_in_bulk(client: mqtt.Client, owner: AckingClient | None = None) -> Non
 
     client._sock_recv = buffered_recv  # type: ignore[method-assign]
     client.loop_read = loop_read  # type: ignore[method-assign]
+
+
+TOPICS_KEPT = 4096  # distinct topics whose aiomqtt Topic is kept (devices reuse a few)
+
+
+def _take_publishes(client: mqtt.Client, owner: AckingClient, buf: bytearray) -> Callable[[], int]:
+    """A function that takes every whole MQTT 3.1.1 PUBLISH of QoS 0 or 1 at the head of `buf`
+    (up to the room left in `owner`'s queue) and puts each in the queue as the aiomqtt Message
+    paho and aiomqtt would have made of it (`_handle_publish`, `Message._from_paho_message`):
+    same topic, payload, QoS, retain flag and packet id, in the same order; returns how many.
+
+    It stops at the first packet it does not take, which paho then reads as before: any other
+    packet type, QoS 2, a packet not yet wholly received, anything malformed (an empty topic, a
+    length past its packet, a topic that is not UTF-8, a remaining length over four bytes).
+    paho would take a QoS 0 or 1 PUBLISH with manual acknowledgement to `on_message` and
+    nothing else (no state, no reply), and aiomqtt's `on_message` only puts it in the queue; so
+    taking it here is the same, without paho's per-packet reads, dicts, struct formats, log
+    calls and locks (at thousands of messages/s those cost more than decoding the payload).
+    tests/unit/test_mqtt_internals.py holds the two ways equal on random streams."""
+    from aiomqtt.topic import Topic
+
+    queue = owner._queue
+    topics: dict[bytes, Topic] = {}
+    message = aiomqtt.Message
+    filters = client._on_message_filtered
+
+    def take() -> int:
+        if client._on_message != owner._on_message or filters._root._children:
+            return 0  # a callback other than aiomqtt's queue: paho's way
+        # without manual acknowledgement paho PUBACKs a QoS 1 message itself: paho's way
+        kinds = (0x30, 0x32) if client._manual_ack else (0x30,)
+        n, pos, taken = len(buf), 0, 0
+        room = owner.max_pending - queue.qsize()
+        got = []
+        while taken < room and pos + 4 <= n:
+            cmd = buf[pos]
+            if cmd & 0xF6 not in kinds:  # PUBLISH (any dup, retain) of QoS 0 (or 1)
+                break
+            i, length, shift = pos + 1, 0, 0
+            while True:  # the remaining length: 1 to 4 bytes of 7 bits, least significant first
+                byte = buf[i]
+                length |= (byte & 0x7F) << shift
+                i += 1
+                if byte < 0x80 or i - pos > 4 or i >= n:
+                    break
+                shift += 7
+            if byte >= 0x80:
+                break  # more than four bytes (malformed: paho's verdict), or not all received
+            end = i + length
+            if end > n:
+                break  # not all received yet
+            qos = (cmd >> 1) & 3
+            tlen = (buf[i] << 8 | buf[i + 1]) if length >= 2 else 0
+            start = i + 2 + tlen + (2 if qos else 0)  # the payload
+            if tlen == 0 or start > end:
+                break  # malformed: paho's verdict
+            raw = bytes(buf[i + 2 : i + 2 + tlen])
+            topic = topics.get(raw)
+            if topic is None:
+                try:
+                    topic = Topic(raw.decode())
+                except ValueError:  # not UTF-8 (UnicodeDecodeError), or not a topic name
+                    break
+                if len(topics) >= TOPICS_KEPT:
+                    topics.clear()
+                topics[raw] = topic
+            mid = (buf[start - 2] << 8 | buf[start - 1]) if qos else 0
+            got.append(message(topic, bytes(buf[start:end]), qos, bool(cmd & 1), mid, None))
+            pos = end
+            taken += 1
+        if taken:
+            del buf[:pos]
+            for m in got:
+                queue.put_nowait(m)
+            with client._msgtime_mutex:
+                client._last_bytes_received = mqtt.time_func()
+        return taken
+
+    return take
 
 
 _PUBACK = 0x40  # paho.mqtt.client.PUBACK: the fixed header's packet type

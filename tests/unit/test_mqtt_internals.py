@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 from importlib.metadata import version
 
 import aiomqtt
@@ -152,3 +153,138 @@ def test_pubacks_queued_together_leave_in_one_send_as_the_same_bytes(chunk: int)
     assert b"".join(sent) == expected and not client._out_packet
     if chunk >= 10:
         assert sent == [expected[:12], b"\xc0\x00", expected[14:]]  # three sends, not six
+
+
+# ------------------------------------------------------------------ PUBLISH packets taken in bulk
+
+
+class _Wire:
+    """The broker's side of a connection: hands the client `chunks` one recv() at a time, then
+    has nothing more (BlockingIOError); keeps what the client sends."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.sent = bytearray()
+
+    def recv(self, bufsize: int) -> bytes:
+        if not self.chunks:
+            raise BlockingIOError
+        data = self.chunks.pop(0)
+        if len(data) > bufsize:
+            self.chunks.insert(0, data[bufsize:])
+            data = data[:bufsize]
+        return data
+
+    def send(self, data: bytes) -> int:
+        self.sent += data
+        return len(data)
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        pass
+
+
+def _paho_publish(topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool, mid: int) -> bytes:
+    """A PUBLISH packet as paho itself encodes one (its `_send_publish`, as a broker's would be)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    wire = _Wire([])
+    client._sock = wire  # type: ignore[assignment]
+    client._send_publish(mid, topic, payload, qos, retain, dup, info=mqtt.MQTTMessageInfo(mid))
+    client._sock = None
+    return bytes(wire.sent)
+
+
+_TOPICS = [b"bench/run/s1/json", b"a", "caf\u00e9/\u2603".encode(), b"t/" + b"x" * 300]
+_publish = st.builds(
+    lambda topic, payload, qos, retain, dup, mid: _paho_publish(topic, payload, qos, retain, dup, mid if qos else 0),
+    st.sampled_from(_TOPICS), st.one_of(st.binary(max_size=40), st.binary(min_size=120, max_size=200),
+                                        st.just(20_000).map(lambda n: b"p" * n)),
+    st.sampled_from([0, 1, 1, 1, 2]), st.booleans(), st.booleans(), st.integers(1, 65535),
+)  # fmt: skip
+_other = st.sampled_from([b"\xd0\x00",  # PINGRESP
+                          b"\x40\x02\x12\x34",  # PUBACK of a message this client never sent
+                          b"\x62\x02\x00\x07"])  # PUBREL (of QoS 2 message 7, if there was one)  # fmt: skip
+
+
+def _receive(chunks: list[bytes], bulk: bool, max_pending: int = 10_000) -> tuple[list[tuple[str, bytes, int, bool, int]], bytes, int]:
+    """(the messages an AckingClient's queue receives from `chunks`, what it sends back, how
+    many PUBLISH packets paho handled itself); `bulk`: with `_take_publishes`."""
+    import gateway.mqttconn as conn
+
+    async def run() -> tuple[list[tuple[str, bytes, int, bool, int]], bytes, int]:
+        real = conn._take_publishes
+        if not bulk:
+            conn._take_publishes = lambda *args: None  # type: ignore[assignment,return-value]
+        try:
+            client = conn.AckingClient("127.0.0.1", manual_ack=True, max_pending=max_pending)
+        finally:
+            conn._take_publishes = real
+        paho = client._client
+        wire = _Wire(chunks)
+        paho._sock = wire  # type: ignore[assignment]
+        paho.on_socket_register_write = None  # paho writes its PUBREC/PUBCOMP at once
+        handled = 0
+        handle = paho._handle_publish
+
+        def counted() -> mqtt.MQTTErrorCode:
+            nonlocal handled
+            handled += 1
+            return handle()
+
+        paho._handle_publish = counted  # type: ignore[method-assign]
+        got: list[tuple[str, bytes, int, bool, int]] = []
+        for _ in range(10_000):
+            if not wire.chunks and not client.paused and not client._queue.qsize():
+                paho.loop_read()  # what is still buffered
+                if not client._queue.qsize():
+                    break
+            if not client.paused:
+                paho.loop_read()
+            for m in client.queued():  # takes them: a paused client resumes (call_soon)
+                assert isinstance(m, aiomqtt.Message) and isinstance(m.topic, aiomqtt.Topic)
+                got.append((str(m.topic), m.payload, m.qos, m.retain, m.mid))
+            await asyncio.sleep(0)
+        paho._sock = None
+        return got, bytes(wire.sent), handled
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=200, deadline=None)
+@given(packets=st.lists(st.one_of(_publish, _publish, _publish, _other), min_size=1, max_size=40),
+       cuts=st.lists(st.integers(1, 70_000), max_size=12))  # fmt: skip
+def test_publishes_taken_in_bulk_are_the_messages_paho_and_aiomqtt_make(packets: list[bytes], cuts: list[int]) -> None:
+    """The same stream, cut into recv() chunks anywhere (mid-header, mid-length, mid-payload):
+    the same messages (topic, payload, QoS, retain, packet id) in the same order, and the same
+    bytes sent back (PUBREC/PUBCOMP of QoS 2), as paho and aiomqtt deliver on their own."""
+    stream = b"".join(packets)
+    bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    expected = _receive(chunks, bulk=False)
+    got = _receive(chunks, bulk=True)
+    assert got[:2] == expected[:2]
+
+
+def test_publishes_already_received_skip_pahos_per_packet_path() -> None:
+    packets = [_paho_publish(b"bench/run/s%d/json" % (i % 8), b'{"pm2_5": %d}' % i, 1, False, False, i + 1)
+               for i in range(300)]  # fmt: skip
+    got, sent, handled = _receive([b"".join(packets)], bulk=True)
+    assert [m[4] for m in got] == list(range(1, 301)) and sent == b""  # acked later, by the source
+    assert handled == 1  # the first, read by paho when nothing was buffered yet
+
+
+def test_publishes_taken_in_bulk_stop_at_the_pending_bound_and_resume() -> None:
+    packets = [_paho_publish(b"t", b"%d" % i, 1, False, False, i + 1) for i in range(1000)]
+    got, _, _ = _receive([b"".join(packets)], bulk=True, max_pending=64)
+    assert [m[4] for m in got] == list(range(1, 1001))
+
+
+def test_a_publish_that_is_not_utf8_or_malformed_is_left_to_paho() -> None:
+    """paho's verdict on it, whatever it is, stays paho's: the bulk path does not take it."""
+    good = _paho_publish(b"ok", b"1", 1, False, False, 1)
+    bad_topic = _paho_publish(b"\xff\xfe", b"2", 1, False, False, 2)
+    for bulk in (False, True):
+        with pytest.raises(UnicodeDecodeError):
+            _receive([good + good + bad_topic + good], bulk=bulk)
