@@ -18,8 +18,10 @@ are then redelivered, never lost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import ssl
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -75,6 +77,7 @@ class AckingClient(aiomqtt.Client):
         self.paused = False  # not reading the socket: `max_pending` messages wait
         self.on_pause = on_pause
         self._fd: int | None = None
+        self._acks: list[int] = []  # packet ids acknowledged, their PUBACKs not yet queued
         queue = self._queue
         assert isinstance(queue, _PendingQueue)
         queue.low, queue.drained = max_pending // 2, self._resume
@@ -134,8 +137,24 @@ class AckingClient(aiomqtt.Client):
                 return out
 
     def ack(self, message: aiomqtt.Message) -> None:
-        if message.qos > 0:
+        """Acknowledge `message` (with manual acknowledgement: once its reading is committed).
+        The PUBACKs of one group commit leave together: each is noted here and, once the
+        committer has acknowledged the group (its next await), `_send_acks` queues them all as
+        one packet of paho's PUBACK bytes, in the order acknowledged."""
+        if message.qos == 1 and self._client._manual_ack:
+            self._acks.append(message.mid)
+            if len(self._acks) == 1:
+                self._loop.call_soon(self._send_acks)
+        elif message.qos > 0:
             self._client.ack(message.mid, message.qos)
+
+    def _send_acks(self) -> None:
+        mids, self._acks = self._acks, []
+        client = self._client
+        if client._sock is None or not mids:
+            return  # the connection is gone: the broker sends these messages again
+        # paho's `_send_puback` of each, joined: what `_write_in_bulk` would send in one piece
+        client._packet_queue(mqtt.PUBACK, b"".join(map(_puback, mids)), 0, 1)
 
 
 MAX_PACKETS_PER_WAKEUP = 5000
@@ -265,6 +284,8 @@ def _take_publishes(client: mqtt.Client, owner: AckingClient, buf: bytearray) ->
 
 
 _PUBACK = 0x40  # paho.mqtt.client.PUBACK: the fixed header's packet type
+# a PUBACK packet for a packet id, as paho's `_send_command_with_mid(PUBACK, mid, False)` packs it
+_puback: Callable[[int], bytes] = functools.partial(struct.Struct("!BBH").pack, _PUBACK, 2)
 
 
 def _whole_puback(packet: Any) -> bool:

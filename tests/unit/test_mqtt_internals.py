@@ -288,3 +288,49 @@ def test_a_publish_that_is_not_utf8_or_malformed_is_left_to_paho() -> None:
     for bulk in (False, True):
         with pytest.raises(UnicodeDecodeError):
             _receive([good + good + bad_topic + good], bulk=bulk)
+
+
+def test_the_pubacks_of_a_group_are_pahos_bytes_queued_once_in_order() -> None:
+    """The source acknowledges a committed group message by message; the PUBACKs leave as one
+    packet once the committer yields: each as paho's own `_send_puback` writes it, in the order
+    acknowledged. QoS 0 needs none; after the connection is gone none is queued (the broker
+    redelivers)."""
+    from gateway.mqttconn import AckingClient
+
+    mids = [7, 1, 65535, 300, 2]
+    reference = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, manual_ack=True)
+    ref_wire = _Wire([])
+    reference._sock = ref_wire  # type: ignore[assignment]
+    for mid in mids:
+        reference.ack(mid, 1)
+    reference._sock = None
+
+    async def run() -> tuple[bytes, int, bytes]:
+        client = AckingClient("127.0.0.1", manual_ack=True)
+        paho = client._client
+        wire = _Wire([])
+        paho._sock = wire  # type: ignore[assignment]
+        paho.on_socket_register_write = None  # paho writes what is queued at once
+        queued = 0
+        queue_packet = paho._packet_queue
+
+        def counted(*args: object) -> mqtt.MQTTErrorCode:
+            nonlocal queued
+            queued += 1
+            return queue_packet(*args)  # type: ignore[arg-type]
+
+        paho._packet_queue = counted  # type: ignore[method-assign]
+        for mid in mids:
+            client.ack(aiomqtt.Message("t", b"", 1, False, mid, None))
+        client.ack(aiomqtt.Message("t", b"", 0, False, 0, None))
+        before = bytes(wire.sent)
+        await asyncio.sleep(0)
+        sent = bytes(wire.sent)
+        client.ack(aiomqtt.Message("t", b"", 1, False, 9, None))
+        paho._sock = None  # the connection is gone before the group's acks leave
+        await asyncio.sleep(0)
+        return before + b"|" + sent, queued, bytes(paho._out_packet[-1]["packet"]) if paho._out_packet else b""
+
+    sent, queued, left = asyncio.run(run())
+    assert sent == b"|" + bytes(ref_wire.sent) and len(ref_wire.sent) == 4 * len(mids)
+    assert queued == 1 and left == b""
