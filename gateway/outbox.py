@@ -491,6 +491,9 @@ class AsyncOutbox:
         """Keep the rows just committed (one transaction: seqs last-n+1 .. last)."""
         tail = self._tail
         first = last - len(records) + 1
+        if self.cursors and max(self.cursors.values()) + TAIL_ROWS < first:
+            tail.clear()  # every sink is further behind than a tail reaches: none would read
+            return  # these rows from memory (kept again from the first commit one could)
         if (tail and tail[-1].seq != first - 1) or (not tail and self.head != first - 1) \
                 or self.sync.deletions != self._deletions:  # fmt: skip
             tail.clear()  # not contiguous with what is kept: start again from these rows

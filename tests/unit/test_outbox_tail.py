@@ -116,3 +116,28 @@ def test_the_cursor_moves_only_after_the_local_write_returned(tmp_path: Path) ->
             await ob.close()
 
     asyncio.run(run())
+
+
+def test_no_tail_is_kept_while_every_sink_is_further_behind_and_it_comes_back(tmp_path: Path) -> None:
+    """Rows a tail could not serve (every sink further behind than TAIL_ROWS) are not kept in
+    memory; once a sink is near the head again, the rows of the next commits are, and serve it."""
+
+    async def run() -> None:
+        ob = AsyncOutbox(Outbox(tmp_path / "o.sqlite", sinks=["a", "b"]))
+        calls: list[str] = []
+        read_db = ob.sync.read
+        ob.sync.read = lambda *a: calls.append("read") or read_db(*a)  # type: ignore[method-assign]
+        try:
+            await ob.append([(1, float(i), b"x%d" % i) for i in range(TAIL_ROWS + 5)])
+            await ob.append([(1, 0.0, b"far")])  # both sinks more than TAIL_ROWS behind
+            assert ob._tail == []
+            rows = await ob.read("a", TAIL_ROWS + 6)  # the database, and what it holds
+            assert calls == ["read"] and rows[-1].body == b"far" and len(rows) == TAIL_ROWS + 6
+            await ob.advance("a", ob.head)  # "a" caught up; "b" still far behind
+            await ob.append([(1, 1.0, b"near")])
+            assert [r.body for r in await ob.read("a", 10)] == [b"near"] and calls == ["read"]
+            assert await ob.read("b", 3) == await ob.call(read_db, "b", 3)
+        finally:
+            await ob.close()
+
+    asyncio.run(run())
