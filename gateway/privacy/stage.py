@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_bridge.base import Aggregation, Field, ObservationType, Role, Value
-from gateway.model import Observation, ParamValue, Reading, iso_duration
+from gateway.model import Observation, ParamValue, Reading, finite_observation, iso_duration
 from gateway.plan import SensorPlan, SitePlan, personal_aggregates
 from gateway.privacy.disclosure import (
     ROLE_STATISTICS,
@@ -824,8 +824,8 @@ class PrivacyStage:
             if p is not None and type(value) is float and -_INF < value < _INF and p[2] <= value <= p[3]:
                 # the usual value: a finite float in its field's range, as `_observation` makes it
                 # (tests/unit/test_one_reading_one_row.py holds the two paths equal)
-                out.append(Observation(p[0], sp.id, p[1], t, rt, round_result(value), None,
-                                       {"quality": flags} if flags else {}))  # fmt: skip
+                out.append(finite_observation(p[0], sp.id, p[1], t, rt, round_result(value),
+                                              {"quality": flags} if flags else {}))  # fmt: skip
                 continue
             f = fates.get(key)
             if f is None:

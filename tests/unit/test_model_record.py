@@ -80,3 +80,23 @@ def test_a_record_that_is_not_exactly_one_json_object_of_ours_is_blocked_whole(d
     assert guard.clear_record(record) is not None
     obs, problem = guard.record_problem(damage(record))  # type: ignore[operator]
     assert obs is None and problem is not None and problem[0] in ("not_json", "undeclared_field")
+
+
+@settings(max_examples=500, deadline=None)
+@given(ds=st.integers(0, 2**63), sensor=st.text(max_size=8), prop=st.text(max_size=8),
+       t=st.floats(allow_nan=False), rt=st.floats(allow_nan=False), result=st.floats(allow_nan=False, allow_infinity=False),
+       quality=st.sampled_from(["", "clock_unsynced", "out_of_range,warming_up"]))  # fmt: skip
+def test_the_stages_finite_observation_is_the_constructors(ds: int, sensor: str, prop: str, t: float, rt: float,
+                                                            result: float, quality: str) -> None:  # fmt: skip
+    import dataclasses
+
+    from gateway.model import finite_observation
+
+    assert list(Observation.__slots__) == [f.name for f in dataclasses.fields(Observation)]  # set in order
+    params = {"quality": quality} if quality else {}
+    made = finite_observation(ds, sensor, prop, t, rt, result, params)
+    reference = Observation(ds, sensor, prop, t, rt, result, None, params)
+    assert type(made) is Observation and made == reference and made.to_record() == reference.to_record()
+    assert all(getattr(made, f.name) is getattr(reference, f.name) for f in dataclasses.fields(Observation))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.result = 1.0  # type: ignore[misc]
