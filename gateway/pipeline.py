@@ -134,7 +134,8 @@ class Pipeline:
         return AsyncOutbox(sync)
 
     def _source_context(self, name: str) -> SourceContext:
-        return SourceContext(self.cfg.gateway.id, self.submit, self.metrics, self.clock,
+        # the committer's own `submit` (what `self.submit` calls): one coroutine per reading, not two
+        return SourceContext(self.cfg.gateway.id, self.committer.submit, self.metrics, self.clock,
                              inputs=self.cfg.input(name))  # fmt: skip
 
     async def start(self) -> None:
