@@ -30,6 +30,8 @@ PAHO_METHODS = {
     "loop_read": "(self, max_packets: 'int' = 1) -> 'MQTTErrorCode'",
     "manual_ack_set": "(self, on: 'bool') -> 'None'",
     "ack": "(self, mid: 'int', qos: 'int') -> 'MQTTErrorCode'",
+    "_packet_queue": "(self, command: 'int', packet: 'bytes | bytearray', mid: 'int', qos: 'int', info: 'MQTTMessageInfo | None' = None) -> 'MQTTErrorCode'",
+    "_handle_publish": "(self) -> 'MQTTErrorCode'",
 }
 
 
