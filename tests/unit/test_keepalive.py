@@ -105,7 +105,7 @@ def test_a_connection_idle_longer_than_idle_s_is_not_reused(server: Server, monk
 
 def test_timeout_and_refused_port_raise_unreachable_saying_whether_sent(server: Server) -> None:
     server.delay = 1.0
-    with pytest.raises(Unreachable, match="TimeoutError|timed out") as info:
+    with pytest.raises(Unreachable, match=r"TimeoutError|timed out") as info:
         client(server.port, timeout=0.2).request("POST", "/slow", b"x")
     assert info.value.sent
     with socket.socket() as s:
