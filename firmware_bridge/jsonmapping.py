@@ -281,7 +281,8 @@ def build_spec(options: Mapping, description: str = "") -> Spec:
     by_key: dict[str, Field] = {}
     for i, m in enumerate(options.fields):
         path = parse_path(m.path)
-        assert path is not None  # validated
+        if path is None:  # validated
+            raise AssertionError("path is not None")
         f = m.to_field()
         by_key[f.key] = f
         fields.append(FieldSpec(i, path, f, m.type, m.scale, m.offset, m.optional,

@@ -266,7 +266,8 @@ class Committer:
         quarantined; a failing outbox is retried with backoff until it takes the rows."""
         if not records:
             return
-        assert self.outbox is not None
+        if self.outbox is None:
+            raise AssertionError("self.outbox is not None")
         backoff = 0.5
         while True:
             try:

@@ -79,7 +79,8 @@ class AckingClient(aiomqtt.Client):
         self._fd: int | None = None
         self._acks: list[int] = []  # packet ids acknowledged, their PUBACKs not yet queued
         queue = self._queue
-        assert isinstance(queue, _PendingQueue)
+        if not isinstance(queue, _PendingQueue):
+            raise AssertionError("isinstance(queue, _PendingQueue)")
         queue.low, queue.drained = max_pending // 2, self._resume
         _read_in_bulk(self._client, self)
         _write_in_bulk(self._client)

@@ -110,7 +110,8 @@ class Pipeline:
             await self.commit(self.privacy.due(self.clock()))
 
     async def _housekeeping(self) -> None:
-        assert self.outbox is not None
+        if self.outbox is None:
+            raise AssertionError("self.outbox is not None")
         while True:
             await asyncio.sleep(self.housekeeping_s)
             await self.outbox.call(self.outbox.sync.enforce_bounds, self.clock())

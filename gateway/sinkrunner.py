@@ -261,7 +261,8 @@ class SinkRunner:
         return not self.stopping.is_set()
 
     def _gated(self, rows: list[Row]) -> list[Row]:
-        assert self.gate is not None
+        if self.gate is None:
+            raise AssertionError("self.gate is not None")
         ready, held = self.gate.prepare(rows)
         if held != self.holding:
             log.info("sink holding provisional rows until the clock synchronises" if held

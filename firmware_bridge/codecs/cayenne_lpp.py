@@ -83,7 +83,8 @@ class Options(DriverOptions):
 
 def _field(name: str, item: Item) -> Field:
     type_ = item_type(name)
-    assert type_ is not None  # Options validated it
+    if type_ is None:  # Options validated it
+        raise AssertionError("type_ is not None")
     count = item.role == "person_count"
     if count:
         obs = ObservationType.COUNT

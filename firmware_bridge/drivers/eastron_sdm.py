@@ -81,9 +81,8 @@ PLANS: dict[str, tuple[Block, ...]] = {
 BLOCKS_BY_BYTES: dict[int, Block] = {
     b.byte_count: b for plan in PLANS.values() for b in plan
 }
-assert len(BLOCKS_BY_BYTES) == len({b for plan in PLANS.values() for b in plan}), (
-    "every block must have a distinct byte count so responses identify themselves"
-)
+if len(BLOCKS_BY_BYTES) != len({b for plan in PLANS.values() for b in plan}):
+    raise AssertionError("every block must have a distinct byte count so responses identify themselves")
 
 CATALOGUE = Catalogue(
     driver="eastron_sdm",

@@ -149,7 +149,8 @@ class Decoder(PayloadDecoder):
             return frame
         box = topic.rsplit("/", 1)[0]
         if frame.kind is Kind.CALL:
-            assert frame.action is not None
+            if frame.action is None:
+                raise AssertionError("frame.action is not None")
             return self._call(box, frame.uid, frame.action, frame.body)
         if frame.kind is Kind.RESULT:
             return self._result(box, frame.uid, frame.body)

@@ -165,7 +165,8 @@ class Decoder(PayloadDecoder):
         if isinstance(frame, list):
             return frame
         if frame.kind is Kind.CALL:
-            assert frame.action is not None
+            if frame.action is None:
+                raise AssertionError("frame.action is not None")
             return self._call(topic.rsplit("/", 1)[0], frame.action, frame.body)
         # results carry idTokenInfo, costs; errors are between station and CSMS: nothing for
         # the street

@@ -469,7 +469,8 @@ def protect_sum(
         return _suppressed(rule, "perturbed", estimate)
     result = total
     if rule.policy is Policy.CELL_KEY:
-        assert cell_key is not None  # _count refused None
+        if cell_key is None:  # _count refused None
+            raise AssertionError("cell_key is not None")
         result = total + rule.magnitude * abs(largest) * magnitude_noise(cell_key % KEY_RANGE)
     return Protected(result, False, samples, estimate, rule.policy, rule.threshold)
 

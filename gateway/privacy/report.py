@@ -182,7 +182,8 @@ def _sensor(sp: SensorPlan) -> dict[str, Any]:
     estimators = []
     for key, opts in sp.estimators:
         name = next(a.estimator for a in sp.aggregates if a.key == key)
-        assert name is not None
+        if name is None:
+            raise AssertionError("name is not None")
         estimators.append({"field": key, "estimator": name, **ESTIMATORS[name].describe(opts)})
     if estimators:
         out["estimators"] = estimators

@@ -160,7 +160,8 @@ class AggregationRule:
 
 
 def _absorb_distinct(w: _Window, v: Value, who: bytes | None) -> None:
-    assert w.distinct is not None and who is not None
+    if w.distinct is None or who is None:
+        raise AssertionError("w.distinct is not None and who is not None")
     w.distinct.add(who)
     w.n += 1
 
@@ -199,7 +200,8 @@ def _absorb_max(w: _Window, v: Value, who: bytes | None) -> None:
 
 
 def _close_distinct(w: _Window) -> Closed:
-    assert w.distinct is not None
+    if w.distinct is None:
+        raise AssertionError("w.distinct is not None")
     return w.distinct.count(), ({"estimate": True} if w.distinct.is_estimate else {})
 
 
@@ -231,13 +233,15 @@ def _close_max(w: _Window) -> Closed | None:
 
 def _protect_distinct(w: _Window, rule: Rule) -> Protected:
     d = w.distinct
-    assert d is not None
+    if d is None:
+        raise AssertionError("d is not None")
     return protect_count(d.count(), d.contributors(), d.cell_key(), rule, estimate=d.is_estimate)
 
 
 def _protect_count(w: _Window, rule: Rule) -> Protected | None:
     p = w.parts
-    assert p is not None
+    if p is None:
+        raise AssertionError("p is not None")
     if w.n == 0:
         return None
     return protect_count(w.n, p.present(), p.cell_key(), rule, estimate=p.is_estimate)
@@ -245,7 +249,8 @@ def _protect_count(w: _Window, rule: Rule) -> Protected | None:
 
 def _protect_sum(w: _Window, rule: Rule) -> Protected | None:
     p = w.parts
-    assert p is not None
+    if p is None:
+        raise AssertionError("p is not None")
     if p.samples == 0:
         return None
     return protect_sum(p.total, p.contributors(), p.largest(), p.cell_key(), rule, estimate=p.is_estimate)
@@ -253,7 +258,8 @@ def _protect_sum(w: _Window, rule: Rule) -> Protected | None:
 
 def _protect_mean(w: _Window, rule: Rule) -> Protected | None:
     p = w.parts
-    assert p is not None
+    if p is None:
+        raise AssertionError("p is not None")
     if p.samples == 0:
         return None
     return protect_mean(p.total, p.contributors(), p.largest(), p.cell_key(), rule, estimate=p.is_estimate)
@@ -352,7 +358,8 @@ class _Reading:
                 if key in self.reading.values:
                     self._who = self.pseudonym(self.reading.values[key])
                     break
-        assert not isinstance(self._who, bool)
+        if isinstance(self._who, bool):
+            raise AssertionError("not isinstance(self._who, bool)")
         return self._who
 
     def event(self) -> bytes | None:
@@ -360,7 +367,8 @@ class _Reading:
         if self._event is False:
             self.stage._events += 1
             self._event = self.pseudonym(f"\x1fevent\x1f{self.sp.id}\x1f{self.stage._events}")
-        assert not isinstance(self._event, bool)
+        if isinstance(self._event, bool):
+            raise AssertionError("not isinstance(self._event, bool)")
         return self._event
 
 
@@ -493,7 +501,8 @@ class _Personal(_Aggregate):
         return w
 
     def absorb(self, r: _Reading, value: Value) -> None:
-        assert self.source is not None
+        if self.source is None:
+            raise AssertionError("self.source is not None")
         if r.stage.keys.key(r.reading.time, r.now) is None:
             self.stage._late(self.sp.id, r)  # its key epoch is over
             return
@@ -512,7 +521,8 @@ class _Personal(_Aggregate):
             self.table.absorb(w, value, who)
 
     def allowed(self) -> bool:
-        assert self.source is not None
+        if self.source is None:
+            raise AssertionError("self.source is not None")
         return self.table.statistic in ROLE_STATISTICS[self.source.role.value]
 
     def result(self, w: _Window, index: int) -> Closed | None:
@@ -608,7 +618,8 @@ class _People(_Aggregate):
 
     def result(self, w: _Window, index: int) -> Closed | None:
         people = w.people
-        assert people is not None
+        if people is None:
+            raise AssertionError("people is not None")
         key = self.stage.keys.live_key(self.stage.keys.epoch(index * self.sp.window_s))
         p: Protected | None
         if self.table.statistic not in (Statistic.MAX, Statistic.MEAN):
@@ -630,7 +641,8 @@ class _Estimated(_Aggregate):
 
     def __init__(self, stage: PrivacyStage, sp: SensorPlan, f: Field) -> None:
         super().__init__(stage, sp, f)
-        assert f.estimator is not None
+        if f.estimator is None:
+            raise AssertionError("f.estimator is not None")
         self.spec: EstimatorSpec = ESTIMATORS[f.estimator]  # the plan refused unknown names
         self.options = sp.estimator_options(f.key)
         self.methods: dict[int, Estimator] = {}  # key epoch -> the estimator's state under it

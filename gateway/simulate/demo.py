@@ -83,7 +83,8 @@ def demo_options(driver: str, options: dict[str, Any]) -> dict[str, Any]:
 def demo_topic(driver: str, topic: str | None, options: dict[str, Any]) -> str:
     spec = MESSAGE_DRIVERS[driver]
     found = topic or spec.topic(spec.options.model_validate(options))
-    assert found is not None, driver
+    if found is None:
+        raise AssertionError(driver)
     return found
 
 

@@ -89,7 +89,8 @@ class PtyDevice:
         return all(not ev & select.POLLHUP for _, ev in p.poll(0))
 
     def _read_commands(self) -> None:
-        assert self.master is not None
+        if self.master is None:
+            raise AssertionError("self.master is not None")
         try:
             data = os.read(self.master, 4096)
         except OSError:

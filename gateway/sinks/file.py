@@ -90,7 +90,8 @@ class FileSink:
             payloads, blocked = guarded_observations(rows, self.guard)
             out = b"".join(payload + b"\n" for _, payload in payloads)
         else:
-            assert self.plan is not None
+            if self.plan is None:
+                raise AssertionError("self.plan is not None")
             messages, blocked = guarded_messages(rows, self.guard, self.format, self.plan)
             out = b"".join(m.payload + b"\n" for m in messages)
         try:

@@ -73,9 +73,11 @@ class InputsMqtt(MqttBroker):
 
 
 def topic_of(plan: SensorPlan) -> str:
-    assert isinstance(plan.section, MqttTopic) and isinstance(plan.driver, MessageDriver)
+    if not isinstance(plan.section, MqttTopic) or not isinstance(plan.driver, MessageDriver):
+        raise AssertionError("isinstance(plan.section, MqttTopic) and isinstance(plan.driver, MessageDriver)")
     topic = plan.section.topic or plan.driver.topic(plan.options)
-    assert topic is not None  # the plan refuses a sensor with neither
+    if topic is None:  # the plan refuses a sensor with neither
+        raise AssertionError("topic is not None")
     return topic
 
 
@@ -112,7 +114,8 @@ class MqttSource:
         self.gateway_id = gateway_id
         self.routes: list[Route] = []
         for sp in plans:
-            assert isinstance(sp.driver, MessageDriver)
+            if not isinstance(sp.driver, MessageDriver):
+                raise AssertionError("isinstance(sp.driver, MessageDriver)")
             self.routes.append((topic_of(sp), sp, sp.driver.new_decoder(sp.options)))
         personal_port = cfg.personal_port
         self.shared_broker = personal_port in (None, cfg.port)
@@ -279,7 +282,8 @@ class MqttSource:
 
 
 def build(ctx: SourceContext, plans: list[SensorPlan]) -> list[Runnable]:
-    assert isinstance(ctx.inputs, InputsMqtt)
+    if not isinstance(ctx.inputs, InputsMqtt):
+        raise AssertionError("isinstance(ctx.inputs, InputsMqtt)")
     return [MqttSource(ctx.inputs, plans, ctx.submit, ctx.metrics, ctx.clock, gateway_id=ctx.gateway_id)]
 
 

@@ -67,7 +67,8 @@ class SerialSource:
         metrics: Registry,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        assert isinstance(plan.driver, SerialDriver) and isinstance(plan.section, SerialPort)
+        if not isinstance(plan.driver, SerialDriver) or not isinstance(plan.section, SerialPort):
+            raise AssertionError("isinstance(plan.driver, SerialDriver) and isinstance(plan.section, SerialPort)")
         self.plan = plan
         self.name = f"serial-{plan.id}"
         self.driver: SerialDriver = plan.driver
@@ -270,7 +271,8 @@ def describe(section: SerialPort) -> str:
 
 
 def check(plan: SensorPlan) -> list[tuple[Loc, str]]:
-    assert isinstance(plan.section, SerialPort)
+    if not isinstance(plan.section, SerialPort):
+        raise AssertionError("isinstance(plan.section, SerialPort)")
     if not os.path.exists(plan.section.port):
         return [(("serial", "port"),
                  "no such device (is the adapter plugged in? see `ls /dev/serial/by-id/`)")]  # fmt: skip
@@ -279,7 +281,8 @@ def check(plan: SensorPlan) -> list[tuple[Loc, str]]:
 
 def conflicts(plans: list[SensorPlan]) -> list[tuple[str, Loc, str]]:
     def port(sp: SensorPlan) -> str:
-        assert isinstance(sp.section, SerialPort)
+        if not isinstance(sp.section, SerialPort):
+            raise AssertionError("isinstance(sp.section, SerialPort)")
         return os.path.normpath(sp.section.port)
 
     return duplicates(plans, port, ("serial", "port"), "this port")

@@ -177,7 +177,8 @@ def _once(node: Json, described: set[str]) -> Json:
 def _location(cfg: Config, plan: SitePlan) -> Json:
     """The site as published: the plan's shown position and the square of the grid it was
     snapped to (1 km when a privacy zone withholds the site), never the configured point."""
-    assert plan.shown_location is not None
+    if plan.shown_location is None:
+        raise AssertionError("plan.shown_location is not None")
     lon, lat = plan.shown_location
     half = max(plan.shown_grid_m, 1.0) / 2
     dlat = half / METRES_PER_DEGREE
@@ -345,7 +346,8 @@ def ckan_package(cfg: Config, plan: SitePlan, licence: str | None = None, title:
             "mimetype": DESCRIBED[o.format].media_type,
             "description": f"{o.description}. {DESCRIBED[o.format].label}.",
         })  # fmt: skip
-    assert plan.shown_location is not None
+    if plan.shown_location is None:
+        raise AssertionError("plan.shown_location is not None")
     lon, lat = plan.shown_location
     extras = {
         "gateway_id": g.id,

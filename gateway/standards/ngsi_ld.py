@@ -126,7 +126,8 @@ def _scaled(v: float | int, factor: float) -> float | int:
 
 def _location(plan: SitePlan) -> Entity:
     """The plan's published position: coarsened, privacy zones applied."""
-    assert plan.shown_location is not None
+    if plan.shown_location is None:
+        raise AssertionError("plan.shown_location is not None")
     lon, lat = plan.shown_location
     return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}
 

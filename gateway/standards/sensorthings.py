@@ -85,7 +85,8 @@ def _ref(iot_id: int) -> Json:
 
 
 def _site(plan: SitePlan) -> Site:
-    assert plan.site is not None, "build_plan always sets the site"
+    if plan.site is None:
+        raise AssertionError("build_plan always sets the site")
     return plan.site
 
 
@@ -112,7 +113,8 @@ def thing(plan: SitePlan, software_version: str | None = None) -> Json:
 
 def location(plan: SitePlan) -> Json:
     g = _site(plan)
-    assert plan.shown_location is not None
+    if plan.shown_location is None:
+        raise AssertionError("plan.shown_location is not None")
     lon, lat = plan.shown_location
     grid = plan.shown_grid_m
     return {

@@ -32,12 +32,14 @@ def build(ctx: SourceContext, plans: list[SensorPlan]) -> list[Runnable]:
     from gateway.sources.ocpp.ingest import FrameIngest, IngestSensor
     from gateway.sources.ocpp.tap import OcppTap
 
-    assert isinstance(ctx.inputs, InputsOcpp)  # inputs_required: the plan refused otherwise
+    if not isinstance(ctx.inputs, InputsOcpp):  # inputs_required: the plan refused otherwise
+        raise AssertionError("isinstance(ctx.inputs, InputsOcpp)")
     chargers: list[tuple[str, OcppSensor]] = []
     sensors: dict[str, IngestSensor] = {}
     for sp in plans:
         section, driver = sp.section, sp.driver
-        assert isinstance(section, OcppSensor) and isinstance(driver, MessageDriver)
+        if not isinstance(section, OcppSensor) or not isinstance(driver, MessageDriver):
+            raise AssertionError("isinstance(section, OcppSensor) and isinstance(driver, MessageDriver)")
         if section.charge_box_id in sensors:
             log.error("chargeBoxId configured for two sensors: the first one gets it", extra={"sensor": sp.id})  # fmt: skip
             continue
@@ -58,7 +60,8 @@ def describe(section: OcppSensor) -> str:
 def check(plan: SensorPlan) -> list[tuple[Loc, str]]:
     """The sensor's driver must read a version this charger is allowed to speak."""
     section = plan.section
-    assert isinstance(section, OcppSensor)
+    if not isinstance(section, OcppSensor):
+        raise AssertionError("isinstance(section, OcppSensor)")
     version = VERSIONS.get(plan.driver.name)
     if version is None:
         return [((), f"{plan.driver.name} does not read OCPP frames: use ocpp16j or ocpp201j")]
@@ -74,7 +77,8 @@ def conflicts(plans: list[SensorPlan]) -> list[tuple[str, Loc, str]]:
     out = [(sp.id, loc, msg) for sp in plans for loc, msg in check(sp)]
 
     def box(sp: SensorPlan) -> str:
-        assert isinstance(sp.section, OcppSensor)
+        if not isinstance(sp.section, OcppSensor):
+            raise AssertionError("isinstance(sp.section, OcppSensor)")
         return sp.section.charge_box_id
 
     return out + duplicates(plans, box, ("ocpp", "charge_box_id"), "this chargeBoxId")

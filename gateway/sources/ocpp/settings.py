@@ -168,7 +168,8 @@ class OcppSensor(_Secretive):
         return self._local_list
 
     def upstream_url(self) -> str:
-        assert self.upstream is not None
+        if self.upstream is None:
+            raise AssertionError("self.upstream is not None")
         return f"{self.upstream.rstrip('/')}/{self.charge_box_id}"
 
 

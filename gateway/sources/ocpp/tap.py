@@ -239,7 +239,8 @@ class OcppTap:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "the tap is not serving"
+        if self._server is None:
+            raise AssertionError("the tap is not serving")
         return int(next(iter(self._server.sockets)).getsockname()[1])
 
     async def __aenter__(self) -> OcppTap:
@@ -294,7 +295,8 @@ class OcppTap:
         return self.chargers.get(unquote(last)) if last else None
 
     def _authorised(self, charger: _Charger, headers: Headers) -> bool:
-        assert charger.cfg.auth is not None
+        if charger.cfg.auth is None:
+            raise AssertionError("charger.cfg.auth is not None")
         header = headers.get("Authorization")
         if header is None:
             return False
@@ -577,7 +579,8 @@ class OcppTap:
         return _End("charger", code or CloseCode.ABNORMAL_CLOSURE, reason)
 
     async def _serve_standalone(self, charger: _Charger, session: _Session) -> _End:
-        assert charger.csms is not None
+        if charger.csms is None:
+            raise AssertionError("charger.csms is not None")
         sid, conn = charger.sensor_id, session.charger
         bucket = TokenBucket(self.inputs.max_frames_per_s, self.inputs.burst, time.monotonic())
         end: _End
