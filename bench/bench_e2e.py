@@ -31,6 +31,8 @@ Per run it prints:
   from first publish until the target is stopped is counted. `--no-strace` turns it off.
 
 Everything (generator, broker, store, poller, target) shares this machine's cores, as on a Pi.
+The gateway runs as the systemd unit runs it (bench/deployed.py: -OO, bytecode compiled so;
+BENCH_PLAIN_PYTHON=1 for the ordinary bytecode instead).
 Run from the repo root: `.venv/bin/python bench/bench_e2e.py [--duration 20] [--rates 200,1000,max]`.
 `--profile DIR` also records py-spy (PyPI `py-spy`, not a project dependency) of each gateway
 run from first publish until the last reading is stored, non-blocking at 100 Hz, as collapsed
@@ -68,6 +70,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import psutil  # noqa: E402
 from loadgen import LoadGenerator, sensor_names, topic  # noqa: E402
 
+from bench.deployed import deployed_env  # noqa: E402
 from tests.conftest import (  # noqa: E402
     VictoriaMetrics,
     _spawn_mosquitto,
@@ -215,7 +218,7 @@ def start_gateway(tmp: Path, run: str, broker: int, vm: VictoriaMetrics, sensors
     cfg = gateway_yaml(d, run, broker, vm.url, sensors, args.outbox)
     if not args.fresh_session:
         precreate_session(broker, f"street-gateway-{run}-in", [topic(run, s) for s in sensors])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"}
+    env = deployed_env({**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"})
     slog = None if args.no_strace else d / "strace.txt"
     cmd = traced([sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg)], slog)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=(d / "gw.log").open("ab"), stderr=subprocess.STDOUT)

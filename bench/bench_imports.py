@@ -10,10 +10,11 @@
    order, grouped by package (and by module for gateway.* / firmware_bridge.*), and prints the
    RSS growth of each group (/proc/self/statm) and its Python-heap share (tracemalloc).
 
-Both run from bytecode compiled beforehand (`compileall` of gateway/ and firmware_bridge/ into
-the git-ignored __pycache__), as deployed: pip compiles it at install and the systemd unit runs
-with PYTHONDONTWRITEBYTECODE=1. Without it (a work tree here has PYTHONDONTWRITEBYTECODE=1 set)
-every start compiles ~60 modules from source, which leaves ~1.7 MiB more resident.
+Both run as the systemd unit runs the service (bench/deployed.py: its PYTHONOPTIMIZE=2,
+PYTHONNODEBUGRANGES=1 and bytecode compiled so beforehand, as install.sh does; the unit has
+PYTHONDONTWRITEBYTECODE=1). Without compiled bytecode (a work tree here has
+PYTHONDONTWRITEBYTECODE=1 set) every start compiles ~60 modules from source, which leaves ~1.7 MiB
+more resident. BENCH_PLAIN_PYTHON=1: as started by hand instead (ordinary bytecode, no -OO).
 
 Run from the repo root: `.venv/bin/python bench/bench_imports.py`. Prints figures; asserts nothing.
 """
@@ -35,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.deployed import deployed_env  # noqa: E402
 from tests.conftest import (  # noqa: E402
     VictoriaMetrics,
     _spawn_mosquitto,
@@ -98,10 +100,9 @@ def publish(port: int, n: int) -> None:
 def run_rss(tmp: Path, broker: int, vm: VictoriaMetrics, sinks: list[str], flow: bool) -> tuple[dict[str, int], dict[str, int] | None]:
     d = tmp / "-".join(sinks)
     cfg = config(d, broker, vm.url, sinks)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"}
-    python, cwd = sys.executable, ROOT
+    python, cwd = DEPLOYED or sys.executable, d if DEPLOYED else ROOT
+    env = deployed_env({**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"}, python)
     if DEPLOYED:  # an interpreter whose venv has the gateway installed as on a Pi (not editable)
-        python, cwd = DEPLOYED, d
         env.pop("PYTHONPATH")
     proc = subprocess.Popen([python, "-m", "gateway.cli", "run", "-c", str(cfg)], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=(d / "gw.log").open("w"))  # fmt: skip
@@ -182,7 +183,7 @@ def import_order(tmp: Path, broker: int, vm: VictoriaMetrics) -> tuple[list[list
     """Modules `run` (every sink) imports, in finishing order, grouped; and self time per group."""
     d = tmp / "importtime"
     cfg = config(d, broker, vm.url, ["file", "influxdb", "mqtt"])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"}
+    env = deployed_env({**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"})
     err = d / "importtime.txt"
     proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "gateway.cli", "run", "-c", str(cfg)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err.open("w"))  # fmt: skip
@@ -229,7 +230,7 @@ def main() -> None:
         order, self_us, cfg = import_order(tmp, mq_port, vm)
         res, heap = (json.loads(subprocess.run(
             [sys.executable, "-c", IMPORTER, json.dumps(STEPS), json.dumps([m for _, m in order]), str(cfg), mode],
-            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT, capture_output=True, text=True, env=deployed_env({**os.environ, "PYTHONPATH": str(ROOT)}),
             check=True).stdout) for mode in ("rss", "heap"))  # fmt: skip
         print()
         print("what `run` (every sink) imports, step by step in a fresh interpreter; each step is charged with")

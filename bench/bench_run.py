@@ -9,7 +9,8 @@ second (/proc/PID/task: a thread that blocks and is woken again counts one; the 
 are its epoll wakeups), so the cost per wakeup shows without a profiler. `--silent` opens the
 ports on ptys that never send (the idle floor: timers, polls that go unanswered); `--strace`
 counts system calls with `strace -c -f` over the window (it slows the process: its CPU figure
-is not comparable).
+is not comparable). The gateway runs as the systemd unit runs it (bench/deployed.py: -OO,
+bytecode compiled so; BENCH_PLAIN_PYTHON=1 for the ordinary bytecode instead).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ import psutil
 TICK = os.sysconf("SC_CLK_TCK")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.deployed import deployed_env  # noqa: E402
+
 MIX = ["pms5003", "sds011", "sps30", "senseair_s8"]
 
 
@@ -118,7 +122,7 @@ def main() -> None:
     time.sleep(1.5)
     # a host-kept clock the kernel calls unsynchronised: trusted, as on a synchronised Pi
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg)], cwd=ROOT,
-                          env={**os.environ, "STREET_GATEWAY_CLOCK": "system"},
+                          env=deployed_env({**os.environ, "STREET_GATEWAY_CLOCK": "system"}),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     proc = psutil.Process(gw.pid)
     try:

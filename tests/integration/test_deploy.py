@@ -222,6 +222,22 @@ def test_unit_contract() -> None:
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
 
 
+def test_the_service_reads_the_bytecode_install_sh_compiles_for_it() -> None:
+    """Issue 19: the unit runs the service with -OO and no column tables, from bytecode compiled
+    so into a prefix of its own; install.sh compiles into that same prefix with the same flags
+    (tests/integration/test_run_as_deployed.py runs the gateway under the unit's variables)."""
+    env = dict(re.findall(r"^Environment=(PYTHON\w+)=(\S*)$", UNIT.read_text(), re.M))
+    assert env["PYTHONOPTIMIZE"] == "2" and env["PYTHONNODEBUGRANGES"] == "1"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"  # /opt is read-only to the service anyway
+    script = INSTALL.read_text()
+    venv = re.search(r"^readonly VENV=(\S+)$", script, re.M)
+    prefix = re.search(r"^readonly PYCACHE=\$VENV(/\S+)$", script, re.M)
+    assert venv and prefix and env["PYTHONPYCACHEPREFIX"] == venv.group(1) + prefix.group(1)
+    compile_cmd = re.search(r'PYTHONPYCACHEPREFIX=\$\(r "\$PYCACHE"\) "\$python" (.*)$', script, re.M)
+    assert compile_cmd and compile_cmd.group(1).startswith("-OO -X no_debug_ranges -m compileall ")
+    assert re.search(r"^\s*compile_service_bytecode$", script, re.M)  # called, not only defined
+
+
 # ------------------------------------------------------------------------------ journald, udev
 
 
@@ -776,6 +792,10 @@ def test_install_from_the_lock_with_require_hashes_into_a_fresh_venv(tmp_path: P
     exe = root / "opt/street-gateway/bin/street-gateway"
     run = subprocess.run([str(exe), "schema"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and '"title": "street-gateway configuration"' in run.stdout
+    # the service's own bytecode (-OO), for the venv and the standard library
+    pycache = root / "opt/street-gateway/pycache"
+    assert next(pycache.rglob("site-packages/gateway/cli.cpython-3*.opt-2.pyc"))
+    assert next(pycache.rglob("asyncio/base_events.cpython-3*.opt-2.pyc"))
     pip = root / "opt/street-gateway/bin/pip"
     frozen = subprocess.run([str(pip), "freeze", "--all"], capture_output=True, text=True).stdout
     versions = {ln.split("==")[0].lower().replace("_", "-"): ln.split("==")[1]
