@@ -40,6 +40,7 @@ log = logging.getLogger("gateway.outbox")
 
 ROW_OVERHEAD = 40  # approximate bytes per row beyond the payload (rowid, ds, t, b-tree)
 RECLAIM_CHUNK = 5000
+CACHE_KIB = 128  # SQLite page cache per connection (_connect)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS obs(
@@ -145,10 +146,12 @@ class Outbox:
         db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         db.execute("PRAGMA wal_autocheckpoint=1000")
         db.execute("PRAGMA busy_timeout=5000")
-        # 512 KiB of page cache, not SQLite's 2 MiB default: the outbox is appended at its tail and
-        # read at its head, so more cache holds little that is read again, and at saturation the
-        # default added 1.6 MiB to peak RSS (bench_e2e.py at max: 50.1 vs 48.5 MiB; issue 19)
-        db.execute("PRAGMA cache_size=-512")
+        # 128 KiB of page cache, not SQLite's 2 MiB default: the outbox is appended at its tail and
+        # read at its head (sinks that keep up read the in-memory tail, AsyncOutbox), so more cache
+        # holds little that is read again; what it misses comes from the OS's page cache. The
+        # default added 1.6 MiB to peak RSS at saturation (bench_e2e.py at max: 50.1 vs 48.5 MiB),
+        # 512 KiB still 0.35 MiB at 200 readings/s (issue 19, bench/RESULTS-issue19.md)
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         db.executescript(SCHEMA)
         return db
 
