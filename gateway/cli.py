@@ -247,9 +247,9 @@ def cmd_datastreams(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.ops.memory import tune_malloc
+    from gateway.ops.memory import prepare_service
 
-    tune_malloc()  # first: before the service's own imports and allocations
+    prepare_service()  # first: before the service's own imports and allocations
     from gateway.config import iter_secret_values
     from gateway.ops.logs import setup_logging
     from gateway.service import serve

@@ -1,4 +1,6 @@
-"""glibc malloc settings for the long-running `run` process (issue 19: peak RSS).
+"""What the long-running `run` process does first, to keep its peak RSS down (issue 19):
+glibc's malloc settings (`tune_malloc`) and a module paho imports but never uses deferred
+(gateway/deferred.py). `prepare_service` does both.
 
 glibc serves an allocation of 128 KiB or more with its own mmap, freed back to the kernel at
 once, but raises that threshold (up to 32 MiB) each time such a block is freed, so from then on
@@ -9,12 +11,14 @@ and at 200 readings/s (bench/RESULTS-issue19.md). An mmap per such block costs a
 are a handful per write.
 
 Only the process that runs the service calls this; `check`, `schema` and the tests keep glibc's
-defaults. Elsewhere than glibc (no `mallopt`) it does nothing.
+defaults and import as usual. Elsewhere than glibc (no `mallopt`) the malloc part does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
+
+from gateway.deferred import defer
 
 M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>; setting it also turns the dynamic threshold off
 MMAP_THRESHOLD = 64 * 1024
@@ -29,3 +33,10 @@ def tune_malloc() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def prepare_service() -> None:
+    """First thing in `run`, before the service's own imports and allocations."""
+    tune_malloc()
+    # paho-mqtt's, for a proxy lookup it makes only with PySocks installed (not a dependency)
+    defer("urllib.request")
