@@ -605,19 +605,45 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, *, secrets:
     return parse_config(text, name, env, secrets=secrets)
 
 
+def _parse_with(loader_class: Any, text: str, lines: dict[Loc, int], dups: list[tuple[Loc, int, int]]) -> Any:
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _lines(node, (), lines, dups)  # before constructing: that merges `<<:` keys into the tree
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _parse_yaml(text: str, lines: dict[Loc, int], dups: list[tuple[Loc, int, int]]) -> Any:
+    """The data (what yaml.safe_load gives), and into `lines` and `dups` the line of every key
+    and the keys given twice (`_lines`), from one parse by libyaml where PyYAML was built with it
+    (its wheels are): PyYAML's pure-Python parser, run twice, left 1.6 MiB more resident for a
+    config of 32 sensors (issue 19). A file libyaml refuses is parsed again by the pure-Python
+    parser, so problems read as they always have."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return _parse_with(fast, text, lines, dups)
+        except yaml.YAMLError:
+            lines.clear()
+            dups.clear()
+    return _parse_with(yaml.SafeLoader, text, lines, dups)
+
+
 def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None = None, *,
                  secrets: bool = True) -> Config:  # fmt: skip
     env = dict(os.environ) if env is None else env
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError([_yaml_problem(name, e)]) from None
-    if node is None or not isinstance(data, dict):
-        raise ConfigError([Problem(name, 1, "", "must be a YAML mapping with a `gateway:` section")])
     lines: dict[Loc, int] = {}
     dups: list[tuple[Loc, int, int]] = []
-    _lines(node, (), lines, dups)
+    try:
+        data = _parse_yaml(text, lines, dups)
+    except yaml.YAMLError as e:
+        raise ConfigError([_yaml_problem(name, e)]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(name, 1, "", "must be a YAML mapping with a `gateway:` section")])
     if dups:
         raise ConfigError([
             Problem(name, second, _fmt(loc), f"given twice in one mapping (first at line {first}); "
