@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import gateway._pydantic_plugins  # noqa: F401  (first: before anything builds a pydantic model)
 from gateway.checks import Finding
@@ -322,9 +323,40 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                           noise=args.noise, period=args.period)  # fmt: skip
 
 
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns, without importing shutil (below)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, as wide as the terminal as argparse makes it, but measured without shutil:
+    argparse builds a formatter for every add_argument and imports shutil to size it, which
+    brings bz2 and lzma with their libraries into every `run` (0.3 MiB resident; issue 19)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:  # fmt: skip
+        super().__init__(prog, indent_increment, max_help_position,
+                         _terminal_columns() - 2 if width is None else width)  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="street-gateway", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(prog="street-gateway", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("run", help="run the gateway service")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--env-file", help="read ${VAR} secrets from this KEY=VALUE file too (e.g. secrets.env)")

@@ -27,7 +27,6 @@ import functools
 import itertools
 import logging
 import os
-import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -173,8 +172,8 @@ class Outbox:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
-            if src.exists():
-                shutil.move(src, Path(str(aside) + suffix))
+            if src.exists():  # within its folder: a rename (shutil, with bz2 and lzma, stays out of `run`)
+                os.replace(src, Path(str(aside) + suffix))
         db = self._connect(sync)
         kept = lost = 0
         try:
