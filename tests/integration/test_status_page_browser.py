@@ -20,9 +20,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
+import time
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -106,6 +108,7 @@ def headless_chromium() -> Iterator[DevTools]:
              "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
              "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # its helper processes too can be ended, all together
         )  # fmt: skip
         try:
             assert proc.stderr is not None
@@ -122,12 +125,26 @@ def headless_chromium() -> Iterator[DevTools]:
                 tools.call("Page.enable")
                 yield tools
         finally:
-            proc.terminate()
+            end_process_group(proc)
+
+
+def end_process_group(proc: subprocess.Popen[str]) -> None:
+    """End chromium and every helper process it started (renderer, crashpad...), and wait until
+    none is left: a helper still running writes into the profile while it is being removed."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.poll() is None:
+                time.sleep(0.05)
+                continue
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                os.killpg(proc.pid, 0)  # anyone left in the group?
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+    proc.wait()
 
 
 # What the laid-out page shows: every card's box, colour, and whether its fault, "ago" and values
