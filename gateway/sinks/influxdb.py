@@ -110,6 +110,7 @@ def classify(status: int, body: object) -> Exception:
     return BlockedError(code, f"HTTP {status}: {why}")
 
 
+_NO_PARAMETERS: dict[str, object] = {}
 GZIP_LEVEL = 6  # zlib's default: ~10x smaller line protocol for ~1 us of CPU per line
 
 
@@ -180,11 +181,7 @@ class InfluxSink:
                 if kind is not None:
                     problems.append((kind, None))
                     continue
-                r, t = doc.get("r"), doc["t"]
-                if type(r) is float and "pa" not in doc:  # lineprotocol.fields of the usual row
-                    line = f"{prefix} value={r!r} {round(t * 1000)}"
-                else:
-                    line = f"{prefix} {lineprotocol.fields(r, doc.get('pa', {}))} {round(t * 1000)}"
+                line = f"{prefix} {lineprotocol.fields(doc.get('r'), doc.get('pa', _NO_PARAMETERS))} {round(doc['t'] * 1000)}"
             except lineprotocol.LineProtocolError:
                 unencodable.append(row.seq)
                 continue

@@ -60,6 +60,8 @@ def prefix(obs: Observation, tags: dict[str, str]) -> str:
 def fields(result: Result | None, parameters: Mapping[str, object]) -> str:
     """The field set: the result (`value`, or `state` for a word, or why there is none) and the
     number of samples behind an aggregate."""
+    if type(result) is float and not parameters:
+        return f"value={result!r}"  # the usual row, first: a sink writes one per observation
     if result is None:
         out = "suppressed=true" if parameters.get("suppressed") else "withheld=true"
     elif isinstance(result, str):
