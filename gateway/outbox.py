@@ -30,7 +30,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -59,6 +59,64 @@ CREATE TABLE IF NOT EXISTS ledger(
 """
 
 
+def _rows_from(db: sqlite3.Connection, seq: int, limit: int) -> list[tuple[int, int, float, bytes]]:
+    return db.execute("SELECT seq, ds, t, body FROM obs WHERE seq >= ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+
+
+def _readable_from(db: sqlite3.Connection, seq: int) -> bool:
+    try:
+        _rows_from(db, seq, 1)
+    except sqlite3.DatabaseError:
+        return False
+    return True
+
+
+def salvage(db: sqlite3.Connection, hi: int | None) -> Iterator[list[tuple[int, int, float, bytes]]]:
+    """The rows of a damaged outbox that SQLite can still read, in seq order, in batches; an
+    empty batch for each unreadable range skipped.
+
+    A read that fails is retried in smaller bites (1,000, 100, 10, 1 rows) so the rows before
+    the damage are kept. When the very next row cannot be read, the seqs after it are tried one
+    by one (a read from a seq that a damaged leaf would hold fails, from the first seq past the
+    leaf it works; a failing read costs microseconds), so a damaged page costs the rows on it and
+    not its neighbours' (`test_salvage_keeps_every_row_sqlite_can_still_read`). Past
+    SALVAGE_SCAN unreadable seqs the steps double and then halve back to where reads work: a
+    readable island inside such a long damaged range can be missed, and a file of garbage,
+    where every read fails, is given up after ~10,000 + 30 reads (doubling to SALVAGE_LAST_SEQ),
+    not 10**9. `hi`: the table's last seq if the b-tree still says, else None.
+    """
+    first, limit = 1, SALVAGE_BATCH
+    while hi is None or first <= hi:
+        try:
+            rows = _rows_from(db, first, limit)
+        except sqlite3.DatabaseError:
+            if limit > 1:
+                limit //= 10
+                continue
+            bad = first  # the row at or after `first` is unreadable: where do reads work again?
+            while True:
+                good = bad + (1 if bad - first < SALVAGE_SCAN else bad - first)
+                if good > SALVAGE_LAST_SEQ or (hi is not None and good > hi):
+                    yield []
+                    return
+                if _readable_from(db, good):
+                    break
+                bad = good
+            while good - bad > 1:  # reads from `bad` fail, from `good` work
+                mid = (bad + good) // 2
+                if _readable_from(db, mid):
+                    good = mid
+                else:
+                    bad = mid
+            yield []
+            first, limit = good, SALVAGE_BATCH
+            continue
+        if not rows:
+            return
+        yield rows
+        first = rows[-1][0] + 1
+
+
 class Row(NamedTuple):
     """One outbox row as a sink reads it. A tuple: read for every observation, so made cheaply
     (straight from SQLite's row, no per-field set-up)."""
@@ -69,11 +127,11 @@ class Row(NamedTuple):
     body: bytes
 
 
-# salvage of a damaged file: seqs skipped past an unreadable range, how many unreadable ranges in
-# a row before the leaps double (a file of garbage bytes, whose every query fails, is given up
-# after ~100 + 30 tries instead of 10**9), and the highest seq a gateway could have written
-SALVAGE_STEP = 1000
-SALVAGE_PATIENCE = 100
+# salvage of a damaged file: rows read per query where nothing failed yet, how many seqs past a
+# damaged range are tried one by one before the steps double, and the highest seq a gateway could
+# have written (where the search for readable rows past a damaged range gives up)
+SALVAGE_BATCH = 1000
+SALVAGE_SCAN = 10_000
 SALVAGE_LAST_SEQ = 10**12
 
 # Row(*r) for a row SQLite returns (always its four columns), without a Python-level call
@@ -187,30 +245,14 @@ class Outbox:
                 hi = old.execute("SELECT MAX(seq) FROM obs").fetchone()[0]
             except sqlite3.DatabaseError:
                 hi = None
-            last, step, misses = 0, SALVAGE_STEP, 0
-            while hi is None or last < hi:
-                try:
-                    rows = old.execute(
-                        "SELECT seq, ds, t, body FROM obs WHERE seq > ? ORDER BY seq LIMIT 1000",
-                        (last,),
-                    ).fetchall()
-                except sqlite3.DatabaseError:
+            for rows in salvage(old, hi):
+                if rows:
+                    db.execute("BEGIN")
+                    db.executemany("INSERT INTO obs(seq, ds, t, body) VALUES (?, ?, ?, ?)", rows)
+                    db.execute("COMMIT")
+                    kept += len(rows)
+                else:
                     lost += 1
-                    misses += 1
-                    if misses > SALVAGE_PATIENCE:  # nothing readable for long: wider leaps
-                        step *= 2
-                    last += step  # skip the damaged page range and try the next
-                    if last > SALVAGE_LAST_SEQ:
-                        break
-                    continue
-                step, misses = SALVAGE_STEP, 0
-                if not rows:
-                    break
-                db.execute("BEGIN")
-                db.executemany("INSERT INTO obs(seq, ds, t, body) VALUES (?, ?, ?, ?)", rows)
-                db.execute("COMMIT")
-                kept += len(rows)
-                last = rows[-1][0]
             old.close()
         except sqlite3.DatabaseError as e:
             reason += f"; salvage stopped: {e}"
