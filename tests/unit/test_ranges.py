@@ -8,6 +8,7 @@ Registry-driven: a new driver is held to it without being listed here.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,9 @@ def test_the_influx_sink_refuses_an_unencodable_row_and_sends_the_rest(tmp_path:
             for i, w in enumerate(["ok", "bad\nword", "fine"], start=1)]  # fmt: skip
     sent: list[list[str]] = []
 
-    def post(lines: list[str]) -> None:  # the HTTP call itself is tested in test_blocked_sink
-        sent.append(lines)
+    def post(lines: Iterable[str]) -> int:  # the HTTP call itself is tested in test_blocked_sink
+        sent.append(list(lines))
+        return len(sent[-1])
 
     sink._post_sync = post  # type: ignore[method-assign]
     result = asyncio.run(sink.write(rows))
