@@ -259,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     cfg, _ = loaded
+    del loaded  # the plan that proved the config (the pipeline builds its own): not kept for good
     setup_logging(args.log_level or cfg.ops.log_level, secrets=tuple(iter_secret_values(cfg)))
 
     def reload() -> Config | None:

@@ -359,7 +359,9 @@ _SINKS_DOC = ("Named sink instances, each with a `type`; an entry named after a 
 
 
 class Config(Strict):
-    _source: tuple[str, dict[tuple[str | int, ...], int]] = PrivateAttr(default=("<config>", {}))
+    # (file name, its text): the line of a key is found again from the text when a problem is
+    # reported after validation (`problem_at`), rather than kept for every key of every sensor
+    _source: tuple[str, str] = PrivateAttr(default=("<config>", ""))
     # False when loaded with `secrets=False` (privacy report, catalogue, datastreams): secret
     # values are placeholders then, and the pipeline refuses to run such a config
     _secrets_resolved: bool = PrivateAttr(default=True)
@@ -678,7 +680,7 @@ def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None =
                 problems.append(Problem(name, line_of(loc), _fmt(loc), "is empty: a secret must have a value"))
     if problems or cfg is None:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
-    cfg._source = (name, lines)
+    cfg._source = (name, text)
     cfg._secrets_resolved = secrets
     return cfg
 
@@ -754,9 +756,26 @@ def _readable(err: Any) -> tuple[Loc, str]:
     return loc, msg
 
 
+@functools.lru_cache(maxsize=1)
+def key_lines(text: str) -> dict[Loc, int]:
+    """The line of every key path of a config's text (`_lines`); {} for a text that does not
+    parse (a validated config's always does). The last text's map is kept: `check` reports
+    many problems of one config."""
+    lines: dict[Loc, int] = {}
+    try:
+        _parse_yaml(text, lines, [])
+    except yaml.YAMLError:
+        return {}
+    return lines
+
+
 def problem_at(cfg: Config, loc: Loc, message: str) -> Problem:
-    """A problem found after validation (unknown driver, missing port), with its line."""
-    name, lines = cfg._source
+    """A problem found after validation (unknown driver, missing port), with its line. The
+    lines come from parsing the config's text again: a config keeps its text (a few KiB), not a
+    path-to-line map of every key (121 KiB for 32 sensors: issue 19, peak RSS), and problems
+    after validation are reported on the way to an exit, by `check`, or at a reload."""
+    name, text = cfg._source
+    lines = key_lines(text)
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return Problem(name, lines[loc[:n]], _fmt(loc), message)
