@@ -191,15 +191,10 @@ class SinkRunner:
                     continue
             if not await self._linger():
                 continue
-            read = await self.outbox.read(sink.name, sink.batch_size)
-            rows = self._gated(read) if read and self.gate is not None else read
-            if not rows:
-                if not read:  # nothing readable (rows dropped at a bound), not rows held for the clock
-                    self._empty_at = self.outbox.head
-                await self._sleep(1.0)
-                continue
             try:
-                await self.deliver(rows)
+                if not await self._next_batch():
+                    await self._sleep(1.0)
+                    continue
             except BlockedError as e:
                 self.m_failures.inc(sink=sink.name)
                 self._show_blocked(e)
@@ -217,6 +212,20 @@ class SinkRunner:
             if self.blocked is not None:
                 self._show_blocked(None)
             backoff = 1.0
+
+    async def _next_batch(self) -> bool:
+        """Read the sink's next rows and deliver them (`deliver`); False if none were there to
+        send. The batch lives in this call's frame only, so it is freed before the runner
+        lingers and reads the next one: a batch kept by the loop's variables until then meant
+        two batches in memory at once (2 x 5,000 rows, ~1.5 MiB each; issue 19, peak RSS)."""
+        read = await self.outbox.read(self.sink.name, self.sink.batch_size)
+        rows = self._gated(read) if read and self.gate is not None else read
+        if not rows:
+            if not read:  # nothing readable (rows dropped at a bound), not rows held for the clock
+                self._empty_at = self.outbox.head
+            return False
+        await self.deliver(rows)
+        return True
 
     def committed(self) -> None:
         """Rows were committed: wake the runner, unless it lingers on rows already and no full
