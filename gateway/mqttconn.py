@@ -23,7 +23,7 @@ import itertools
 import ssl
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
@@ -31,6 +31,9 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
 
 from gateway.configtypes import MqttBroker
+
+if TYPE_CHECKING:
+    from gateway.sources.mqtt import Delivery
 
 MAX_PENDING = 256  # received messages waiting to be taken: above it the socket is not read
 
@@ -137,7 +140,7 @@ class AckingClient(aiomqtt.Client):
             except asyncio.QueueEmpty:
                 return out
 
-    def ack(self, message: aiomqtt.Message) -> None:
+    def ack(self, message: aiomqtt.Message | Delivery) -> None:
         """Acknowledge `message` (with manual acknowledgement: once its reading is committed).
         The PUBACKs of one group commit leave together: each is noted here and, once the
         committer has acknowledged the group (its next await), `_send_acks` queues them all as

@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import Field
 
@@ -47,6 +47,15 @@ log = logging.getLogger("gateway.sources.mqtt")
 ROUTE_CACHE = 4096
 _UNROUTED: Any = object()
 Route = tuple[str, "SensorPlan", MessageDecoder]
+
+
+class Delivery(NamedTuple):
+    """What acknowledging a message needs of it: its QoS and packet id. A reading waiting for
+    its commit (up to INGEST_QUEUE + a group of them flat out) keeps this, not the whole
+    message with its payload and topic (issue 19, peak RSS)."""
+
+    qos: int
+    mid: int
 
 
 class MqttTopic(Strict):
@@ -227,8 +236,10 @@ class MqttSource:
         topic = str(message.topic)
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
 
+        delivery = Delivery(message.qos, message.mid)  # the ack keeps this, not the message
+
         def ack() -> None:
-            client.ack(message)
+            client.ack(delivery)
 
         found = self._routed.get((personal, topic), _UNROUTED)  # `route`, when it is cached
         if found is _UNROUTED:
