@@ -38,6 +38,19 @@ _HEADS: dict[tuple[object, object, object], str] = {}
 _HEADS_MAX = 4096
 
 
+# The last times written and their text (`…,"rt":…,"r":`, and the result time's alone): a
+# reading's values share their time and result time (the very same float objects), and `repr`
+# of a 17-digit time costs more than the rest of the record. Compared by identity: the tuple
+# holds both floats, so while they are remembered no other object can have their ids, and the
+# same object has the same repr.
+_TIMES: tuple[object, object, str, str] = (None, None, "", "")
+
+
+def _remember_times(t: float, rt: float, text: str, rt_text: str) -> None:
+    global _TIMES
+    _TIMES = (t, rt, text, rt_text)  # one assignment: a reader sees the old tuple or the new one
+
+
 def _head(key: tuple[object, object, object]) -> str | None:
     """The start of a record for these names, remembered; None for names of another type."""
     ds, sensor, prop = key
@@ -184,7 +197,15 @@ class Observation:
             head = _head(key)
             if head is None:
                 return self._record_json()
-        body = f"{head}{t!r},\"rt\":{rt!r},\"r\":{rs}"
+        times = _TIMES  # one read of the global: another thread may replace it meanwhile
+        if times[0] is t and times[1] is rt:  # the reading's other values: the same objects
+            body = f"{head}{times[2]}{rs}"
+        else:
+            # a group's readings share their result time (the committer's clock, read once)
+            rts = times[3] if times[1] is rt else repr(rt)
+            mid = f"{t!r},\"rt\":{rts},\"r\":"
+            _remember_times(t, rt, mid, rts)
+            body = f"{head}{mid}{rs}"
         if te is not None:
             if not (type(te) is float and -_INF < te < _INF):
                 return self._record_json()

@@ -100,3 +100,18 @@ def test_the_stages_finite_observation_is_the_constructors(ds: int, sensor: str,
     assert all(getattr(made, f.name) is getattr(reference, f.name) for f in dataclasses.fields(Observation))
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.result = 1.0  # type: ignore[misc]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), results), min_size=1, max_size=30),
+       st.lists(st.one_of(floats, st.integers(-(10**12), 10**13)), min_size=5, max_size=5))  # fmt: skip
+def test_a_record_made_from_times_remembered_is_still_exactly_json_dumps(picks: list[tuple[int, int, object]],
+                                                                         times: list[float]) -> None:  # fmt: skip
+    """`to_record` reuses the text of the last (time, result time) it wrote when it meets the very
+    same float objects again (a reading's values, a group's result time): any order of shared and
+    fresh time objects, equal values in distinct objects included, gives json.dumps' bytes."""
+    pool = [*times, *(float(repr(t)) if isinstance(t, float) else t for t in times)]  # equal, not identical
+    for i, (ti, rti, result) in enumerate(picks):
+        o = Observation(1234567890123456, f"s{i % 3}", "pm2_5", pool[ti + 5 * (i % 2)], pool[rti], result)  # type: ignore[arg-type]
+        assert o.to_record() == reference(o)
+
