@@ -361,15 +361,21 @@ class EgressGuard:
             return PASS
         return self._block(*problem)
 
+    def _usual(self, ds: object, r: object, t: object, rt: object, key: object) -> bool:
+        """True for the usual observation, which `parts_problem` passes: a number in range at a
+        time in range, of an allowed Datastream whose constants (under `key`) were cleared
+        before. The caller has seen it carries no period end, no parameters and no text, so
+        the general steps would find nothing; anything else takes them in full (the one
+        statement of this shortcut: tests/unit/test_guard_usual_record.py holds it to them)."""
+        return (type(r) is float and -NUMBER_BOUND < r < NUMBER_BOUND and type(t) is float and TIME_LOW <= t < TIME_HIGH
+                and type(rt) is float and TIME_LOW <= rt < TIME_HIGH and (self.allowed is None or ds in self.allowed)
+                and self._constants.get(key, _MISS) is None)  # fmt: skip
+
     def check_observation(self, obs: Observation) -> Verdict:
         """One Observation before it is committed: everything it carries (counting)."""
         r, t, rt, ds = obs.result, obs.phenomenon_time, obs.result_time, obs.datastream_id
-        if (type(r) is float and -NUMBER_BOUND < r < NUMBER_BOUND and type(t) is float and TIME_LOW <= t < TIME_HIGH
-                and type(rt) is float and TIME_LOW <= rt < TIME_HIGH and obs.phenomenon_end is None
-                and not obs.parameters and (self.allowed is None or ds in self.allowed)
-                and self._constants.get((ds, obs.sensor_id, obs.property), _MISS) is None):  # fmt: skip
-            # the usual Observation (an instant, a number, no parameters, its names cleared
-            # before): the verdict `parts_problem` gives it, without its general steps
+        if obs.phenomenon_end is None and not obs.parameters \
+                and self._usual(ds, r, t, rt, (ds, obs.sensor_id, obs.property)):  # fmt: skip
             self.passed += 1
             return PASS
         return self.count(self.parts_problem(ds, obs.sensor_id, obs.property, t, rt, r, obs.phenomenon_end,
@@ -400,11 +406,9 @@ class EgressGuard:
         if type(doc) is dict and doc.keys() == USUAL_RECORD_KEYS:
             # the usual record (a number of its Datastream, now): decided here, the same verdict
             # the checks below and `parts_problem` give it; anything else takes them in full
-            ds, r, t, rt = doc["ds"], doc["r"], doc["t"], doc["rt"]
-            if (type(r) is float and -NUMBER_BOUND < r < NUMBER_BOUND and type(t) is float and TIME_LOW <= t < TIME_HIGH
-                    and type(rt) is float and TIME_LOW <= rt < TIME_HIGH and type(ds) is int
-                    and type(doc["s"]) is str and type(doc["p"]) is str and (self.allowed is None or ds in self.allowed)
-                    and self._constants.get((ds, doc["s"], doc["p"]) if names else ds, _MISS) is None):  # fmt: skip
+            ds, s, p = doc["ds"], doc["s"], doc["p"]
+            if type(ds) is int and type(s) is str and type(p) is str \
+                    and self._usual(ds, doc["r"], doc["t"], doc["rt"], (ds, s, p) if names else ds):  # fmt: skip
                 return doc, None
         if type(doc) is not dict or not doc.keys() <= RECORD_KEYS:
             return None, ("undeclared_field", None)
