@@ -258,7 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args.config, getattr(args, "env_file", None))
     if isinstance(loaded, int):
         return loaded
-    cfg, _ = loaded
+    cfg = loaded[0]
     del loaded  # the plan that proved the config (the pipeline builds its own): not kept for good
     setup_logging(args.log_level or cfg.ops.log_level, secrets=tuple(iter_secret_values(cfg)))
 
