@@ -42,6 +42,15 @@ def _port_range() -> range:
 _ports_given: set[int] = set()
 
 
+def whole_lines(path: Path) -> list[str]:
+    """The complete lines, so far, of a JSON Lines file a running gateway writes. A reader can
+    see a batch's write part-done, so what follows the last newline is not a line yet (it may
+    even end inside a UTF-8 character)."""
+    if not path.exists():
+        return []
+    return [line.decode() for line in path.read_bytes().split(b"\n")[:-1]]
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, not handed out before in this process."""
     candidates = [p for p in _port_range() if p not in _ports_given]

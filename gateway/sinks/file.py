@@ -9,7 +9,9 @@ batch but never lose it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,11 +32,14 @@ from gateway.sinks.base import (
     WriteResult,
     guarded_messages,
     guarded_observations,
+    trim_torn_line,
 )
 from gateway.standards.formats import DESCRIBED, Format
 
 if TYPE_CHECKING:
     from gateway.plan import SitePlan
+
+log = logging.getLogger("gateway.sinks.file")
 
 
 class Settings(SinkSettings):
@@ -67,6 +72,12 @@ class FileSink:
 
     def _open(self) -> IO[bytes]:
         if self._fh is None:
+            # after a crash or a failed write the file may end in part of a line: its batch is
+            # written again whole, so the part goes first
+            cut = trim_torn_line(self.path)
+            if cut:
+                log.warning("the file ended in part of a line from an interrupted write; cut it, "
+                            "its batch is written again", extra={"sink": self.name, "bytes": cut})  # fmt: skip
             self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
         return self._fh
 
@@ -96,15 +107,21 @@ class FileSink:
             out = b"".join(m.payload + b"\n" for m in messages)
         try:
             fh = self._open()
-            fh.write(out)
-            fh.flush()
-            os.fsync(fh.fileno())
+            start = fh.tell()
+            try:
+                fh.write(out)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                # a full disk, say: what reached the file of this batch goes, the retry writes it whole
+                self._close_quietly()
+                with contextlib.suppress(OSError):
+                    os.truncate(self.path, start)  # if not, the next open cuts at least a part-line
+                raise
             if fh.tell() >= self.max_bytes:
                 self._rotate()
         except OSError as e:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            self._close_quietly()
             if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise BlockedError("forbidden", f"cannot write {self.path.name}: {e.strerror}") from e
             raise RetryableError(f"cannot write {self.path.name}: {e.strerror}") from e
@@ -112,6 +129,14 @@ class FileSink:
 
     async def write(self, rows: Sequence[Row]) -> WriteResult:
         return await asyncio.to_thread(self.write_local, rows)
+
+    def _close_quietly(self) -> None:
+        """Let go of the file after a failed write; closing may fail the same way (a full disk
+        cannot take the buffered rest), and that is already being reported."""
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            with contextlib.suppress(OSError):
+                fh.close()
 
     async def close(self) -> None:
         if self._fh is not None:

@@ -57,6 +57,7 @@ from gateway.sinks.base import (
     SinkSettings,
     SinkSpec,
     WriteResult,
+    trim_torn_line,
 )
 from gateway.sinks.keepalive import KeepAlive, Response, Unreachable
 
@@ -323,15 +324,22 @@ class Parked:
 
     def load(self) -> None:
         try:
+            # a power cut while rows were appended leaves part of a line: those rows were not
+            # acknowledged and are parked again; the part goes, or the next append glues onto it
+            trim_torn_line(self.path)
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except OSError:
             return
+        unreadable = 0
         for line in lines:
             try:
                 item = json.loads(line)
                 self.items[int(item["key"])] = {k: v for k, v in item.items() if k != "key"}
             except (ValueError, KeyError, TypeError):
-                continue  # a torn last line after a power cut
+                unreadable += 1
+        if unreadable:
+            log.error("parked observations could not be read and were left out",
+                      extra={"file": self.path.name, "lines": unreadable})  # fmt: skip
 
     def add(self, entries: Sequence[tuple[int, str, str]], now: float) -> None:
         """(key, outbox record, the server's reason) for each row to park."""

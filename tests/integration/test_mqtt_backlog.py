@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import Mosquitto, free_port
+from tests.conftest import Mosquitto, free_port, whole_lines
 from tests.integration.test_durability import Gateway
 
 pytestmark = pytest.mark.integration
@@ -68,10 +68,7 @@ def publish(port: int, first: int, n: int) -> None:
 
 
 def delivered(tmp: Path) -> list[float]:
-    path = tmp / "data" / "observations.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line)["result"] for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line)["result"] for line in whole_lines(tmp / "data" / "observations.jsonl")]
 
 
 def metric(http: int, name: str) -> float:

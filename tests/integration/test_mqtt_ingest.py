@@ -18,7 +18,7 @@ from paho.mqtt.client import topic_matches_sub
 from firmware_bridge.drivers import MESSAGE_DRIVERS
 from gateway.config import parse_config
 from gateway.pipeline import Pipeline
-from tests.conftest import DATA, Mosquitto
+from tests.conftest import DATA, Mosquitto, whole_lines
 
 pytestmark = pytest.mark.integration
 
@@ -154,10 +154,7 @@ def test_every_profile_flows_end_to_end_to_the_file_store(tmp_path: Path, mosqui
 
 def stored(p: Pipeline, ds: int) -> set[int]:
     """The message numbers (pm10 x 10) in the file store so far (whole lines only)."""
-    path = p.cfg.gateway.data_dir / "observations.jsonl"
-    if not path.exists():
-        return set()
-    rows = [json.loads(line) for line in path.read_text().split("\n")[:-1]]
+    rows = [json.loads(line) for line in whole_lines(p.cfg.gateway.data_dir / "observations.jsonl")]
     return {round(o["result"] * 10) for o in rows if o["Datastream"]["@iot.id"] == ds}
 
 

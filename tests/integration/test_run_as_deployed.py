@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mosquitto, VictoriaMetrics
+from tests.conftest import Mosquitto, VictoriaMetrics, whole_lines
 from tests.integration.test_durability import (
     SENSORS,
     Publisher,
@@ -90,7 +90,7 @@ def test_check_and_run_with_the_units_python_settings_store_every_reading_in_eve
         observations = tmp_path / "data" / "observations.jsonl"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            lines = observations.read_text().splitlines() if observations.exists() else []
+            lines = whole_lines(observations)
             feed = [t for t, _ in got if t.endswith("/Observations")]
             if len(lines) >= pub.published and len(feed) >= pub.published:
                 break
