@@ -10,7 +10,6 @@ of `offline`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -160,7 +159,7 @@ class MqttSink:
         out, blocked = guarded_messages(rows, self.guard, self.cfg.format, self.plan)
         messages = [(self.cfg.topic(self.plan.gateway_id, m), m.payload) for m in out]
         try:
-            await asyncio.gather(*(client.publish(t, p, qos=1, timeout=30) for t, p in messages))
+            await client.publish_all(messages, timeout=30)
         except (aiomqtt.MqttError, OSError, TimeoutError) as e:
             await self._drop_connection()
             raise RetryableError(f"publish to city broker failed: {e}") from e
