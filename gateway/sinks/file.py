@@ -32,8 +32,8 @@ from gateway.sinks.base import (
     WriteResult,
     guarded_messages,
     guarded_observations,
-    trim_torn_line,
 )
+from gateway.sinks.jsonlines import trim_torn_line
 from gateway.standards.formats import DESCRIBED, Format
 
 if TYPE_CHECKING:

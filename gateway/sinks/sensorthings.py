@@ -57,8 +57,8 @@ from gateway.sinks.base import (
     SinkSettings,
     SinkSpec,
     WriteResult,
-    trim_torn_line,
 )
+from gateway.sinks.jsonlines import trim_torn_line
 from gateway.sinks.keepalive import KeepAlive, Response, Unreachable
 
 if TYPE_CHECKING:

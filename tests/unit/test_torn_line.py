@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.sinks.base import RetryableError, trim_torn_line
+from gateway.sinks.base import RetryableError
 from gateway.sinks.file import FileSink
+from gateway.sinks.jsonlines import trim_torn_line
 from gateway.sinks.sensorthings import Parked
 from tests.unit.test_sink_formats import observations, rows, setup
 
