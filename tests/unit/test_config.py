@@ -480,9 +480,11 @@ print(json.dumps([plugins, bad, sorted(sinks), sorted(schema['$defs']['Inputs'][
     from gateway.sources import SOURCES
 
     plugins, bad, sink_types, inputs = json.loads(out)
+    # jsonlines: the torn-line trim of the file sink (and of sensorthings' parked rows);
     # keepalive: the HTTP client of the influxdb sink (and of sensorthings, not loaded here)
-    assert plugins == ["gateway.sinks.base", "gateway.sinks.file", "gateway.sinks.influxdb", "gateway.sinks.keepalive",
-                       "gateway.sources.base", "gateway.sources.mqtt", "gateway.sources.stamp"]  # fmt: skip
+    assert plugins == ["gateway.sinks.base", "gateway.sinks.file", "gateway.sinks.influxdb", "gateway.sinks.jsonlines",
+                       "gateway.sinks.keepalive", "gateway.sources.base", "gateway.sources.mqtt",
+                       "gateway.sources.stamp"]  # fmt: skip
     assert bad == "g.yaml:9 sinks.x.type: unknown sink type 'bogus'; known: file, influxdb, mqtt, sensorthings"
     assert sink_types == sorted(SINKS) == ["file", "influxdb", "mqtt", "sensorthings"]
     assert inputs == sorted(n for n, spec in SOURCES.items() if spec.inputs) == ["mqtt", "ocpp"]
