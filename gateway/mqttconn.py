@@ -69,19 +69,16 @@ class _Filters(MQTTMatcher):
         return super().iter_match(topic)  # type: ignore[no-untyped-call,no-any-return]
 
 
-class _Acked:
-    """A packet id of `AckingClient.publish_all` in aiomqtt's table of pending publishes, whose
-    PUBACK callback (on the loop) calls `set()`: the batch is done when its last one is."""
+class _Batch:
+    """One `AckingClient.publish_all`: its messages as PUBLISH packets less their packet ids
+    (`heads[i] + mid + payloads[i]`), how many are sent and acknowledged, and the future that
+    is done when the broker has acknowledged the last one."""
 
-    __slots__ = ("done", "mid", "waiting")
+    __slots__ = ("acked", "done", "heads", "payloads", "sent")
 
-    def __init__(self, mid: int, waiting: set[int], done: asyncio.Future[None]) -> None:
-        self.mid, self.waiting, self.done = mid, waiting, done
-
-    def set(self) -> None:
-        self.waiting.discard(self.mid)
-        if not self.waiting and not self.done.done():
-            self.done.set_result(None)
+    def __init__(self, heads: list[bytes], payloads: list[bytes], done: asyncio.Future[None]) -> None:
+        self.heads, self.payloads, self.done = heads, payloads, done
+        self.sent = self.acked = 0
 
 
 class AckingClient(aiomqtt.Client):
@@ -96,6 +93,8 @@ class AckingClient(aiomqtt.Client):
         self.on_pause = on_pause
         self._fd: int | None = None
         self._acks: list[int] = []  # packet ids acknowledged, their PUBACKs not yet queued
+        self._batches: list[_Batch] = []  # publish_all calls waiting for PUBACKs, oldest first
+        self._outgoing: dict[int, _Batch] = {}  # their packet ids sent and not yet acknowledged
         queue = self._queue
         if not isinstance(queue, _PendingQueue):
             raise AssertionError("isinstance(queue, _PendingQueue)")
@@ -168,31 +167,87 @@ class AckingClient(aiomqtt.Client):
             self._client.ack(message.mid, message.qos)
 
     async def publish_all(self, messages: Sequence[tuple[str, bytes]], *, timeout: float) -> None:
-        """Publish every (topic, payload) at QoS 1 and return once the broker has acknowledged
-        them all. aiomqtt's `publish` is built for one message at a time: a task, an event and a
-        timer each, and above 10 waiting it counts them all and logs a WARNING per message, so a
-        sink's batch of 500 gathered that way cost ~4 times the rest of the gateway and wrote
-        thousands of log lines a second (issue 19). Here paho takes them all (it sends up to
-        `max_inflight_messages` and the rest as PUBACKs come back) and one future waits for the
-        batch: each packet id goes in aiomqtt's table of pending publishes, whose PUBACK
-        callback calls `set()` on what it finds there. TimeoutError if not all are acknowledged
-        in `timeout`; MqttCodeError if paho refuses one (no connection)."""
-        client, pending = self._client, self._pending_publishes
-        done: asyncio.Future[None] = self._loop.create_future()
-        waiting: set[int] = set()
+        """Publish every (topic, payload) at QoS 1, not retained, in order, and return once the
+        broker has acknowledged them all. TimeoutError if it has not in `timeout`; MqttError if
+        the connection is or goes down first; ValueError for a topic or payload paho refuses.
+
+        A feed is hundreds of messages a second, and paho's `publish` costs more per message
+        than the rest of the gateway does per reading (issue 19): an MQTTMessage, an info with
+        its lock and condition, a log call, a send() and a self-pipe write each, and per PUBACK
+        a decode into MQTT 5 reason-code and property objects and a walk of every message in
+        flight. aiomqtt's `publish` adds a task, an event and a timer, and above 10 pending
+        logs a WARNING per message. So here (MQTT 3.1.1, which `make_client` speaks) the batch
+        is written as paho's `_send_publish` writes a QoS 1 PUBLISH, the packets of up to
+        paho's `max_inflight_messages` at a time joined in one queued write, with packet ids
+        from paho's own counter; their PUBACKs are taken in bulk off the read buffer
+        (`_take_pubacks`), and each brings the next packet of the batch. A PUBACK of a packet
+        id not sent here (paho's own `publish`: the state topic, the entities) is left to paho.
+        tests/unit/test_mqtt_internals.py holds the bytes equal to paho's."""
+        client = self._client
+        if client._protocol == mqtt.MQTTv5:
+            raise AssertionError("publish_all writes MQTT 3.1.1 packets; make_client connects so")
+        heads: list[bytes] = []
+        payloads: list[bytes] = []
+        for topic, payload in messages:
+            if not topic:
+                raise ValueError("Invalid topic.")  # paho's checks and messages, as `publish` has them
+            raw = topic.encode()
+            client._raise_for_invalid_topic(raw)  # a wildcard, over 65535 bytes
+            if len(payload) > MAX_REMAINING_LENGTH:
+                raise ValueError("Payload too large.")
+            heads.append(_publish_head(raw, len(payload)))
+            payloads.append(payload)
+        if not heads:
+            return
+        if client._sock is None:
+            raise aiomqtt.MqttCodeError(MQTTErrorCode.MQTT_ERR_NO_CONN, "Could not publish message")
+        batch = _Batch(heads, payloads, self._loop.create_future())
+        self._batches.append(batch)
+        lost = self._disconnected
         try:
-            for topic, payload in messages:
-                info = client.publish(topic, payload, qos=1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-                if not info.is_published():
-                    waiting.add(info.mid)
-                    pending[info.mid] = _Acked(info.mid, waiting, done)  # type: ignore[assignment]
-            if waiting:
-                await asyncio.wait_for(done, timeout)
+            self._send_more()
+            await asyncio.wait((batch.done, lost), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if batch.done.done():
+                return
+            if lost.done():
+                raise aiomqtt.MqttError(f"connection lost with {len(heads) - batch.acked} messages unacknowledged")
+            raise TimeoutError(f"{len(heads) - batch.acked} of {len(heads)} messages not acknowledged in {timeout} s")
         finally:
-            for mid in waiting:
-                pending.pop(mid, None)
+            self._batches.remove(batch)
+            for mid in [m for m, b in self._outgoing.items() if b is batch]:
+                del self._outgoing[mid]  # a late PUBACK of these goes to paho, which ignores it
+            if not batch.done.done():
+                batch.done.cancel()
+
+    def _send_more(self) -> None:
+        """Queue the next packets of the waiting batches, oldest first, up to paho's in-flight
+        window, as one write."""
+        client = self._client
+        window = client._max_inflight_messages or 65535
+        room = window - len(self._outgoing)
+        if room <= 0 or client._sock is None:
+            return
+        chunks: list[bytes] = []
+        outgoing, next_mid = self._outgoing, client._mid_generate
+        for batch in self._batches:
+            n = min(room, len(batch.heads) - batch.sent)
+            for i in range(batch.sent, batch.sent + n):
+                mid = next_mid()
+                outgoing[mid] = batch
+                chunks += (batch.heads[i], _MID.pack(mid), batch.payloads[i])
+            batch.sent += n
+            room -= n
+            if room == 0:
+                break
+        if chunks:
+            client._packet_queue(mqtt.PUBLISH, b"".join(chunks), 0, 1)
+
+    def _acked(self, batches: set[_Batch]) -> None:
+        """PUBACKs came for packets of `batches`: finish those now acknowledged whole, send more."""
+        for batch in batches:
+            if batch.acked == len(batch.heads) and not batch.done.done():
+                batch.done.set_result(None)
+        self._send_more()
 
     def _send_acks(self) -> None:
         mids, self._acks = self._acks, []
@@ -216,7 +271,14 @@ def _read_in_bulk(client: mqtt.Client, owner: AckingClient | None = None) -> Non
     buf = bytearray()
     # PUBLISH packets are taken from `buf` here, many per call (`_take_publishes`), when they
     # would reach `owner`'s queue through paho and aiomqtt anyway (MQTT 3.1.1, QoS 0 and 1)
-    take = _take_publishes(client, owner, buf) if owner is not None and client._protocol != mqtt.MQTTv5 else None
+    take: Callable[[], int] | None = None
+    if owner is not None and client._protocol != mqtt.MQTTv5:
+        publishes, pubacks = _take_publishes(client, owner, buf), _take_pubacks(client, owner, buf)
+
+        def take_either() -> int:
+            return publishes() or pubacks()
+
+        take = take_either
 
     def buffered_recv(bufsize: int) -> bytes:
         if not buf:
@@ -235,8 +297,21 @@ def _read_in_bulk(client: mqtt.Client, owner: AckingClient | None = None) -> Non
             if owner is not None and owner._queue.qsize() >= owner.max_pending:
                 owner._pause()  # resumed, with what `buf` holds, when the queue has drained
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
-            if take is not None and buf and client._in_packet["command"] == 0 and take():
-                continue  # (paho is not half-way through a packet of its own)
+            if take is not None and client._in_packet["command"] == 0:  # (paho is not half-way
+                # through a packet of its own) read first, and a PUBACK whole: one of `publish_all`
+                # must not reach paho, which knows nothing of its packet id and would drop it
+                while not buf or (buf[0] == _PUBACK and len(buf) < 4):
+                    try:
+                        data = raw_recv(65536)
+                    except BlockingIOError:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS  # the rest is not there yet
+                    except OSError:
+                        break  # paho reads again below and reports the lost connection its way
+                    if not data:
+                        break  # closed: likewise
+                    buf.extend(data)
+                if buf and take():
+                    continue
             rc = client._packet_read()
             if rc > 0:
                 return client._loop_rc_handle(rc)
@@ -327,6 +402,57 @@ def _take_publishes(client: mqtt.Client, owner: AckingClient, buf: bytearray) ->
         return taken
 
     return take
+
+
+def _take_pubacks(client: mqtt.Client, owner: AckingClient, buf: bytearray) -> Callable[[], int]:
+    """A function that takes every PUBACK at the head of `buf` whose packet id `owner.publish_all`
+    sent, counts it to its batch, and lets the owner finish the batches acknowledged whole and
+    send more (`AckingClient._acked`); returns how many. It stops at any other packet, which
+    paho then reads as before: a PUBACK of paho's own `publish` (its id is not one of
+    `owner._outgoing`, so paho finds it in its `_out_messages`), any other type, a PUBACK not
+    yet wholly received, or one of another length (malformed for MQTT 3.1.1)."""
+    outgoing = owner._outgoing
+
+    def take() -> int:
+        n, pos = len(buf), 0
+        touched: set[_Batch] = set()
+        while pos + 4 <= n and buf[pos] == _PUBACK and buf[pos + 1] == 2:
+            batch = outgoing.pop(buf[pos + 2] << 8 | buf[pos + 3], None)
+            if batch is None:
+                break
+            batch.acked += 1
+            touched.add(batch)
+            pos += 4
+        if not pos:
+            return 0
+        del buf[:pos]
+        with client._msgtime_mutex:
+            client._last_bytes_received = mqtt.time_func()
+        owner._acked(touched)
+        return pos // 4
+
+    return take
+
+
+MAX_REMAINING_LENGTH = 268_435_455  # MQTT 3.1.1 §2.2.3: four bytes of seven bits
+_MID = struct.Struct("!H")
+
+
+def _publish_head(topic: bytes, payload_length: int) -> bytes:
+    """A QoS 1 PUBLISH (not dup, not retained) up to its packet id, as paho's `_send_publish`
+    packs it for MQTT 3.1.1: the fixed header, the remaining length, the topic as a string."""
+    remaining = 2 + len(topic) + 2 + payload_length
+    if remaining > MAX_REMAINING_LENGTH:
+        raise ValueError("Packet too large")
+    head = bytearray((mqtt.PUBLISH | 2,))
+    while True:
+        byte, remaining = remaining & 0x7F, remaining >> 7
+        head.append(byte | 0x80 if remaining else byte)
+        if not remaining:
+            break
+    head += _MID.pack(len(topic))
+    head += topic
+    return bytes(head)
 
 
 _PUBACK = 0x40  # paho.mqtt.client.PUBACK: the fixed header's packet type

@@ -6,6 +6,7 @@ tenth and cost ~4 times the rest of the gateway. A real Mosquitto on both sides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -96,9 +97,30 @@ def test_a_batch_the_broker_does_not_acknowledge_times_out_and_leaves_nothing_pe
             try:
                 with pytest.raises(TimeoutError):
                     await client.publish_all([(f"t/{i}", b"x") for i in range(50)], timeout=1.0)
-                assert client._pending_publishes == {}  # none of the batch's packet ids left behind
+                assert client._outgoing == {} and client._batches == []  # none of its packet ids left
             finally:
                 os.kill(mosquitto.proc.pid, signal.SIGCONT)
             await client.publish_all([("t/after", b"y")], timeout=10.0)  # the broker answers again
 
     asyncio.run(scenario())
+
+
+def test_a_batch_whose_broker_goes_away_fails_at_once_not_at_the_timeout(mosquitto: Mosquitto) -> None:
+    """A broker that dies mid-batch: publish_all raises MqttError as soon as the connection is
+    seen lost (the sink then retries the whole batch), not TimeoutError after 20 s."""
+    import aiomqtt
+
+    async def scenario() -> None:
+        client = make_client(MqttBroker(host="127.0.0.1", port=mosquitto.port, tls=False), "batch-lost")
+        with contextlib.suppress(aiomqtt.MqttError):  # leaving a lost connection's context
+            async with client:
+                os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # no PUBACK for any of the batch
+                task = asyncio.create_task(client.publish_all([(f"t/{i}", b"x") for i in range(50)], timeout=20))
+                await asyncio.sleep(0.5)
+                os.kill(mosquitto.proc.pid, signal.SIGKILL)  # the kernel closes its sockets
+                with pytest.raises(aiomqtt.MqttError, match="connection lost with 50 messages unacknowledged"):
+                    await task
+                assert client._outgoing == {} and client._batches == []
+
+    asyncio.run(scenario())
+    mosquitto.proc.wait(10)

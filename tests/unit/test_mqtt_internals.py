@@ -32,6 +32,10 @@ PAHO_METHODS = {
     "ack": "(self, mid: 'int', qos: 'int') -> 'MQTTErrorCode'",
     "_packet_queue": "(self, command: 'int', packet: 'bytes | bytearray', mid: 'int', qos: 'int', info: 'MQTTMessageInfo | None' = None) -> 'MQTTErrorCode'",
     "_handle_publish": "(self) -> 'MQTTErrorCode'",
+    # AckingClient.publish_all: paho's packet ids and topic checks, its window
+    "_mid_generate": "(self) -> 'int'",
+    "_raise_for_invalid_topic": "(topic: 'bytes') -> 'None'",
+    "max_inflight_messages_set": "(self, inflight: 'int') -> 'None'",
 }
 
 
@@ -218,7 +222,7 @@ def _receive(chunks: list[bytes], bulk: bool, max_pending: int = 10_000) -> tupl
     async def run() -> tuple[list[tuple[str, bytes, int, bool, int]], bytes, int]:
         real = conn._take_publishes
         if not bulk:
-            conn._take_publishes = lambda *args: None  # type: ignore[assignment,return-value]
+            conn._take_publishes = lambda *args: lambda: 0  # type: ignore[assignment,return-value]  # takes none
         try:
             client = conn.AckingClient("127.0.0.1", manual_ack=True, max_pending=max_pending)
         finally:
@@ -274,7 +278,7 @@ def test_publishes_already_received_skip_pahos_per_packet_path() -> None:
                for i in range(300)]  # fmt: skip
     got, sent, handled = _receive([b"".join(packets)], bulk=True)
     assert [m[4] for m in got] == list(range(1, 301)) and sent == b""  # acked later, by the source
-    assert handled == 1  # the first, read by paho when nothing was buffered yet
+    assert handled == 0  # not even the first: the socket is read into the buffer before paho reads
 
 
 def test_publishes_taken_in_bulk_stop_at_the_pending_bound_and_resume() -> None:
