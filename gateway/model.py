@@ -73,9 +73,19 @@ def stable_id(*parts: str) -> int:
     return 10**15 + int.from_bytes(digest[:8], "big") % (9 * 10**15 - 10**15)
 
 
+_ISO: dict[float, str] = {}  # the last times written: a reading's values share one, a commit group
+_ISO_KEPT = 1024  # its result time, and every SensorThings-shaped sink writes them again
+
+
 def iso(t: float) -> str:
     """Epoch seconds to ISO 8601 UTC with millisecond precision, as SensorThings expects."""
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text = _ISO.get(t)
+    if text is None:
+        text = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if len(_ISO) >= _ISO_KEPT:
+            _ISO.clear()
+        _ISO[t] = text
+    return text
 
 
 def iso_duration(seconds: float) -> str:

@@ -115,3 +115,28 @@ def test_a_record_made_from_times_remembered_is_still_exactly_json_dumps(picks: 
         o = Observation(1234567890123456, f"s{i % 3}", "pm2_5", pool[ti + 5 * (i % 2)], pool[rti], result)  # type: ignore[arg-type]
         assert o.to_record() == reference(o)
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=st.lists(st.one_of(st.sampled_from([0.0, -0.0, 0, 1_800_000_000, 1_800_000_000.0005, 1_800_000_000.0015]),
+                                st.floats(-2e9, 4e9, allow_nan=False),
+                                st.integers(-2_000_000_000, 4_000_000_000)),
+                      min_size=1, max_size=60))  # fmt: skip
+def test_iso_remembers_times_without_changing_one(times: list[float]) -> None:
+    """`iso` keeps the text of the last times it wrote (issue 19: a reading's values share a
+    time, and every SensorThings-shaped sink writes it): each time, whether remembered or not,
+    after -0.0 or 0, an int or its float, reads as datetime writes it."""
+    from datetime import UTC, datetime
+
+    from gateway import model
+
+    for t in times + times[::-1]:
+        assert model.iso(t) == datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_iso_forgets_past_its_bound() -> None:
+    from gateway import model
+
+    for i in range(3 * model._ISO_KEPT):
+        model.iso(1_800_000_000 + i / 1000)
+    assert 0 < len(model._ISO) <= model._ISO_KEPT
