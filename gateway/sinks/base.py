@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field, SecretStr
 
 from gateway.configtypes import Duration, Strict
-from gateway.model import Observation, compact_json
+from gateway.model import Observation
 from gateway.outbox import Row
 from gateway.privacy.guard import EgressGuard
 
@@ -194,7 +194,7 @@ def guarded_observations(rows: Sequence[Row], guard: EgressGuard) -> tuple[list[
         if obs is None:
             blocked += 1
             continue
-        payload = compact_json(obs.sensorthings())
+        payload = obs.sensorthings_json()
         out.append((obs, payload))
     return out, blocked
 

@@ -140,3 +140,34 @@ def test_iso_forgets_past_its_bound() -> None:
     for i in range(3 * model._ISO_KEPT):
         model.iso(1_800_000_000 + i / 1000)
     assert 0 < len(model._ISO) <= model._ISO_KEPT
+
+
+def sensorthings_reference(o: Observation) -> bytes:
+    return json.dumps(o.sensorthings(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(observations())
+def test_the_sensorthings_json_is_exactly_what_json_dumps_writes(o: Observation) -> None:
+    """What the file and MQTT sinks write per row: the same bytes as json of `sensorthings()`
+    (the guard cleared the parts; the bytes need no scan of their own only because they are
+    these), or the same exception for a time no ISO 8601 text has."""
+    try:
+        expected = sensorthings_reference(o)
+    except (ValueError, OverflowError, OSError) as e:
+        with pytest.raises(type(e)):
+            o.sensorthings_json()
+        return
+    assert o.sensorthings_json() == expected
+    assert o.sensorthings_json() == expected  # the second time from the remembered times
+
+
+def test_the_sensorthings_json_of_an_unusual_result_or_id_goes_through_json() -> None:
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    for o in (Observation(7, "s", "p", 1.8e9, 1.8e9, Level.HIGH), Observation(True, "s", "p", 1.8e9, 1.8e9, 1.5),
+              Observation(7, "s", "p", 1.8e9, 1.8e9, 2**70, 1.8e9 + 60, {"samples": 3, "note": "ünï\n"})):  # fmt: skip
+        assert o.sensorthings_json() == sensorthings_reference(o)
