@@ -199,7 +199,11 @@ def renderings(value: object) -> tuple[str, ...]:
 # unsynchronised box, a relative offset) is scanned in all three renderings.
 TIME_LOW = 1_000_000_000.0
 TIME_HIGH = 9_999_999_999.0  # below it epoch ms keep 13 digits after rounding
-TIME_ABS_MAX = 1e15  # far beyond the year 9999 (the committer's limit): not a time at all
+# The times ISO 8601 can be written for (`iso`: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z;
+# the committer commits none past the latter). A time outside, or a NaN or an infinity, is not a
+# time any sink can write (a damaged row): blocked, never handed to a sink to fail on.
+EARLIEST_TIME = -62_135_596_800.0
+LATEST_TIME = 253_402_300_799.0
 
 
 def time_renderings(t: float) -> tuple[str, ...]:
@@ -293,7 +297,7 @@ class EgressGuard:
             return "undeclared_field"  # not a time: nothing a sink could write
         if TIME_LOW <= t < TIME_HIGH:
             return None
-        if not -TIME_ABS_MAX <= t <= TIME_ABS_MAX:  # NaN, an infinity, an absurd number (a
+        if not EARLIEST_TIME <= t <= LATEST_TIME:  # NaN, an infinity, past the year 9999 (a
             return "undeclared_field"  # damaged row): no sink can write it as a time
         for text in time_renderings(float(t) if isinstance(t, int) else t):
             if (kind := self.scan(text)) is not None:
