@@ -74,6 +74,7 @@ class Pipeline:
         self.privacy = PrivacyStage(self.plan, key_factory=key_factory,
                                     salt_rotation_s=cfg.privacy.salt_rotation, started_at=clock())  # fmt: skip
         self.sinks = sinks if sinks is not None else build_sinks(cfg, self.plan, self.guard)
+        self.guard.row_readers = len(self.sinks)  # each reads every row: one parse shared (guard.py)
         self.stats = Stats()
         self.committer = Committer(privacy=self.privacy, guard=self.guard, clock=clock,
                                    group_commit_s=cfg.outbox.group_commit, metrics=self.metrics,

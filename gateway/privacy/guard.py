@@ -226,6 +226,10 @@ _NO_PARAMETERS: Mapping[str, object] = {}
 _SCALARS = (int, float, str)  # and bool, an int: what a result or a parameter value may be
 
 MEMO_MAX = 4096  # distinct scanned texts remembered (a few hundred KiB at most)
+# Outbox rows one sink has parsed and the others have not read yet (`EgressGuard.row_readers`):
+# a few hundred at most while every sink delivers (they read the same rows within a flush
+# interval); up to this many while one sink cannot deliver, then forgotten (~1 KiB each).
+SHARED_ROWS_MAX = 2048
 _MISS = object()
 
 
@@ -266,6 +270,13 @@ class EgressGuard:
         # (Datastream, sensor, property), or the Datastream alone -> verdict on those texts
         self._constants: dict[object, str | None] = {}
         self.scans = 0  # texts actually scanned (not remembered): for benches and tests
+        # How many sinks read each outbox row through the guard (the pipeline sets it): with
+        # more than one, a row's parse and verdict (`record_fields`) and its SensorThings JSON
+        # (`clear_record_json`) are made by the first sink that reads it and taken by the
+        # others, keyed by the row's exact bytes: the same bytes, the same verdict.
+        self.row_readers = 1
+        self._shared: dict[bytes, list[Any]] = {}  # row -> [readers to come, (doc, problem), (obs, json) | None]
+        self.shared_hits = 0  # rows taken from another sink's parse: for benches and tests
 
     # ------------------------------------------------------------------ scanning, once
 
@@ -397,7 +408,33 @@ class EgressGuard:
     def record_fields(self, record: bytes, names: bool = False) -> tuple[dict[str, Any] | None, tuple[str, str | None] | None]:
         """`record_problem` with the record's fields as parsed (a dict of the declared keys and
         types, `record_observation` makes it the Observation), for a sink that builds its bytes
-        from them without an Observation per row."""
+        from them without an Observation per row. With several sinks (`row_readers`) the dict
+        may be the one another sink was given for the same row: read it, never change it."""
+        if names or self.row_readers <= 1 or type(record) is not bytes:
+            return self._record_fields(record, names)
+        return self._shared_row(record)[1]  # type: ignore[no-any-return]
+
+    def _shared_row(self, record: bytes) -> list[Any]:
+        """The entry of `record` among the rows the sinks share (see `row_readers`): made by the
+        first reader, handed to the others, forgotten when the last has read it (or, if one
+        sink does not read for a while, when SHARED_ROWS_MAX rows wait). A dict read, write or
+        pop is atomic under the GIL, so sinks on other threads may call it; a race costs at
+        most a second parse of the row, never a different verdict."""
+        shared = self._shared
+        entry = shared.get(record)
+        if entry is None:
+            entry = [self.row_readers - 1, self._record_fields(record, False), None]
+            if len(shared) >= SHARED_ROWS_MAX:
+                shared.clear()
+            shared[record] = entry
+        else:
+            self.shared_hits += 1
+            entry[0] -= 1
+            if entry[0] <= 0:
+                shared.pop(record, None)
+        return entry
+
+    def _record_fields(self, record: bytes, names: bool) -> tuple[dict[str, Any] | None, tuple[str, str | None] | None]:
         try:
             # json.loads(record) without its per-call set-up: one JSON value spanning the whole
             # record (no whitespace around it, as to_record writes it; strict UTF-8, no BOM)
@@ -431,12 +468,36 @@ class EgressGuard:
             return None, ("undeclared_parameter", None)
         return doc, self.parts_problem(doc["ds"], doc["s"], doc["p"], t, rt, r, doc.get("te"), pa, names)
 
-    def clear_record(self, record: bytes) -> Observation | None:
+    def clear_record(self, record: bytes, outbox_row: bool = True) -> Observation | None:
         """The record's Observation if it may leave (counting), else None. What a sink builds
-        from it is built from cleared parts only: it needs no scan of its own."""
-        obs, problem = self.record_problem(record)
+        from it is built from cleared parts only: it needs no scan of its own. A record that
+        is not a row every sink reads from the outbox (`outbox_row=False`: one a sink kept for
+        itself) is parsed on its own, not shared (`row_readers`)."""
+        if outbox_row:
+            obs, problem = self.record_problem(record)
+        else:
+            doc, problem = self._record_fields(record, False)
+            obs = None if doc is None else record_observation(doc)
         self.count(problem)
         return obs if problem is None else None
+
+    def clear_record_json(self, record: bytes) -> tuple[Observation, bytes] | None:
+        """`clear_record` with the Observation's SensorThings JSON (`sensorthings_json`, built
+        from the cleared parts only), the bytes the file and MQTT sinks write (counting). With
+        several sinks the pair is built once per row (`row_readers`)."""
+        if self.row_readers <= 1 or type(record) is not bytes:
+            obs = self.clear_record(record)
+            return None if obs is None else (obs, obs.sensorthings_json())
+        entry = self._shared_row(record)
+        doc, problem = entry[1]
+        self.count(problem)
+        if problem is not None:
+            return None
+        made: tuple[Observation, bytes] | None = entry[2]
+        if made is None:
+            obs = record_observation(doc)
+            entry[2] = made = (obs, obs.sensorthings_json())
+        return made
 
     def check_record(self, record: bytes) -> Verdict:
         """An outbox record: every field it carries, names included (counting)."""

@@ -184,17 +184,17 @@ def guarded_observations(rows: Sequence[Row], guard: EgressGuard) -> tuple[list[
     """Each row as the SensorThings Observation JSON a sink sends, and how many the egress guard
     blocked (counted by the guard, per reason). The one serialisation file and MQTT share.
 
-    The JSON is built from the Observation the guard cleared (`EgressGuard.clear_record`): its
+    The JSON is built from the Observation the guard cleared (`EgressGuard.clear_record_json`): its
     Datastream id, its times as ISO 8601, its result and parameters exactly as the guard scanned
     them (`renderings`), so the bytes need no scan of their own."""
     out: list[tuple[Observation, bytes]] = []
     blocked = 0
+    clear = guard.clear_record_json
     for row in rows:
-        obs = guard.clear_record(row.body)
-        if obs is None:
+        made = clear(row.body)
+        if made is None:
             blocked += 1
-            continue
-        payload = obs.sensorthings_json()
-        out.append((obs, payload))
+        else:
+            out.append(made)
     return out, blocked
 

@@ -828,7 +828,7 @@ class SensorThingsSink:
         for key, item in list(self.parked.items.items())[: self.batch_size]:
             # parked rows leave later, maybe under another config: the egress guard clears them
             # again, as every row from the outbox (a refused one is gone, counted as blocked)
-            cleared = self.guard.clear_record(str(item["record"]).encode())
+            cleared = self.guard.clear_record(str(item["record"]).encode(), outbox_row=False)
             if cleared is None:
                 gone.append(key)
                 continue
