@@ -106,12 +106,15 @@ class StorePoller(threading.Thread):
         self.first_seen: dict[tuple[str, int], float] = {}
         self.last_ts: dict[str, int] = {}
         self.t_start = t0
-        self.samples: list[tuple[float, int, float, int]] = []  # (time, seen, cpu s, rss)
+        self.samples: list[tuple[float, int, float, int, float]] = []  # (time, seen, cpu s, rss, kernel cpu s)
         self.stop = threading.Event()
 
     def cpu(self) -> float:
         c = self.proc.cpu_times()
         return c.user + c.system
+
+    def kernel_cpu(self) -> float:
+        return float(self.proc.cpu_times().system)
 
     def poll_once(self) -> None:
         lo = min(self.last_ts.values(), default=0) / 1000 - 2.0
@@ -128,7 +131,7 @@ class StorePoller(threading.Thread):
                     if ts > self.last_ts.get(sensor, 0):
                         self.last_ts[sensor] = ts
         with contextlib.suppress(psutil.Error):
-            self.samples.append((t, len(self.first_seen), self.cpu(), self.proc.memory_info().rss))
+            self.samples.append((t, len(self.first_seen), self.cpu(), self.proc.memory_info().rss, self.kernel_cpu()))
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -297,6 +300,7 @@ class Figures:
     stored_rate: float = 0.0
     seconds: float = 0.0
     cpu_pct: float = 0.0
+    sys_share: float = 0.0  # of cpu_pct, the part in the kernel (system time: syscalls, fsync, sockets)
     us_per_reading: float = 0.0
     idle_pct: float = 0.0
     rss_start: int = 0
@@ -336,7 +340,7 @@ def run_once(kind: str, rate: float | None, tmp: Path, broker: int, vm: Victoria
         w0 = vm_writes(vm)
         t0 = time.time()
         poller = StorePoller(vm, run, args.poll if rate is not None else max(args.poll, 0.5), proc, t0)
-        cpu0 = poller.cpu()
+        cpu0, sys0 = poller.cpu(), poller.kernel_cpu()
         if args.profile and kind == "gw":
             out = Path(args.profile) / f"{run}.txt"
             spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "100", "-f", "raw", "-o", str(out),
@@ -363,9 +367,10 @@ def run_once(kind: str, rate: float | None, tmp: Path, broker: int, vm: Victoria
         poller.stop.set()
         poller.join(30)
         done = next((s for s in poller.samples if s[1] >= min(f.published, len(poller.first_seen))), poller.samples[-1])
-        t1, _, cpu1, _ = done
+        t1, _, cpu1, _, sys1 = done
         f.seconds = t1 - t0
         f.cpu_pct = (cpu1 - cpu0) / f.seconds * 100
+        f.sys_share = (sys1 - sys0) / max(1e-9, cpu1 - cpu0) * 100
         f.rss_peak = max(vm_hwm(target.pid), max(s[3] for s in poller.samples))
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
@@ -403,7 +408,7 @@ def run_once(kind: str, rate: float | None, tmp: Path, broker: int, vm: Victoria
 
 
 def table(rows: list[Figures], poll: float) -> None:
-    hdr = (f"{'rate':>5} {'who':>3} {'offered/s':>9} {'stored/s':>8} {'loss':>6} {'CPU%':>6} {'µs/rdg':>7} "
+    hdr = (f"{'rate':>5} {'who':>3} {'offered/s':>9} {'stored/s':>8} {'loss':>6} {'CPU%':>6} {'sys%':>5} {'µs/rdg':>7} "
            f"{'idle%':>5} {'RSS0':>5} {'RSSpk':>5} {'p50ms':>7} {'p99ms':>7} {'maxms':>7} "
            f"{'wr/s':>6} {'rdg/wr':>6} {'fs/s':>6} {'rdg/fs':>6} {'load':>4}")  # fmt: skip
     print(hdr)
@@ -411,7 +416,7 @@ def table(rows: list[Figures], poll: float) -> None:
         fs = "-" if f.fsyncs is None else f"{f.fsyncs / f.seconds:6.1f}"
         rpf = "-" if not f.fsyncs else f"{f.stored / f.fsyncs:6.1f}"
         print(f"{f.rate:>5} {f.kind:>3} {f.offered:9,.0f} {f.stored_rate:8,.0f} {f.published - f.stored:6d} "
-              f"{f.cpu_pct:6.1f} {f.us_per_reading:7.0f} {f.idle_pct:5.1f} {f.rss_start / 2**20:5.1f} "
+              f"{f.cpu_pct:6.1f} {f.sys_share:5.0f} {f.us_per_reading:7.0f} {f.idle_pct:5.1f} {f.rss_start / 2**20:5.1f} "
               f"{f.rss_peak / 2**20:5.1f} {f.p50:7.0f} {f.p99:7.0f} {f.pmax:7.0f} {f.writes / f.seconds:6.1f} "
               f"{f.stored / max(1, f.writes):6.1f} {fs:>6} {rpf:>6} {f.load:4.1f}"
               + ("  " + "; ".join(f.notes) if f.notes else ""))  # fmt: skip
