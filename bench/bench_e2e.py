@@ -180,7 +180,7 @@ def child_pid(proc: subprocess.Popen[bytes], marker: str) -> int:
 
 
 def gateway_yaml(d: Path, run: str, broker: int, vm_url: str, sensors: list[str], outbox: str,
-                 also: tuple[str, ...] = ()) -> Path:  # fmt: skip
+                 also: tuple[str, ...] = (), flush_interval: str = "") -> Path:  # fmt: skip
     lines = [
         f"gateway: {{id: {run}, borough: camden, location: {{lat: 51.539, lon: -0.1426}}, data_dir: '{d / 'data'}'}}",
         f"inputs: {{mqtt: {{host: 127.0.0.1, port: {broker}}}}}",
@@ -192,11 +192,12 @@ def gateway_yaml(d: Path, run: str, broker: int, vm_url: str, sensors: list[str]
             "{time_path: ts, time_format: ms, fields: [{path: pm2_5, property: pm2_5, unit: ug/m3}, "
             "{path: pm10, property: pm10, unit: ug/m3}, {path: temperature, property: temperature, unit: Cel}]}}"
         )
-    lines += ["sinks:", f"  influxdb: {{url: '{vm_url}', org: london, bucket: street, token: not-used}}"]
+    more = f", flush_interval: {flush_interval}" if flush_interval else ""  # every sink's
+    lines += ["sinks:", f"  influxdb: {{url: '{vm_url}', org: london, bucket: street, token: not-used{more}}}"]
     if "file" in also:
-        lines.append("  file: {path: observations.jsonl}")
+        lines.append(f"  file: {{path: observations.jsonl{more}}}")
     if "mqtt" in also:  # the city feed, on the same broker under its own prefix
-        lines.append(f"  mqtt: {{host: 127.0.0.1, port: {broker}, tls: false}}")
+        lines.append(f"  mqtt: {{host: 127.0.0.1, port: {broker}, tls: false{more}}}")
     if outbox:
         lines.append(f"outbox: {outbox}")
     lines.append("ops: {http: null, log_level: warning}")
@@ -223,7 +224,8 @@ def start_gateway(tmp: Path, run: str, broker: int, vm: VictoriaMetrics, sensors
                   args: argparse.Namespace) -> Target:  # fmt: skip
     d = tmp / run
     d.mkdir()
-    cfg = gateway_yaml(d, run, broker, vm.url, sensors, args.outbox, tuple(filter(None, args.also.split(","))))
+    cfg = gateway_yaml(d, run, broker, vm.url, sensors, args.outbox, tuple(filter(None, args.also.split(","))),
+                       args.flush_interval)  # fmt: skip
     if not args.fresh_session:
         precreate_session(broker, f"street-gateway-{run}-in", [topic(run, s) for s in sensors])
     env = deployed_env({**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"})
@@ -440,6 +442,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=100, help="unacknowledged messages per publisher")
     ap.add_argument("--targets", default="ref,gw", help="ref (minimal forwarder), gw (street-gateway)")
     ap.add_argument("--outbox", default="", help="YAML flow mapping for the gateway's outbox section")
+    ap.add_argument("--flush-interval", default="",
+                    help="every sink's flush_interval (e.g. 1s; default: the gateway's own, 250ms)")  # fmt: skip
     ap.add_argument("--also", default="", help="sinks besides InfluxDB, comma-separated: file, mqtt "
                     "(every sink, as bench_imports.py counts them: file,mqtt); rates are still judged "
                     "by what reaches the store")  # fmt: skip
