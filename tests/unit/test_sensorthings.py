@@ -19,6 +19,7 @@ from gateway.plan import SitePlan, build_plan
 from gateway.privacy import location as _loc
 from gateway.privacy.stage import PrivacyStage
 from gateway.standards.sensorthings import (
+    canonical_json,
     config_fingerprint,
     entity_messages,
     observation_topic,
@@ -188,6 +189,38 @@ def test_fingerprint_changes_with_the_config() -> None:
     assert config_fingerprint(entity_messages(site(grid=100)[1])) != config_fingerprint(
         entity_messages(site(grid=250)[1])
     )
+
+
+def test_the_fingerprint_is_the_sha256_of_the_whole_lists_canonical_json() -> None:
+    """Hashed a message at a time (not the whole list's JSON at once), the digest is still that
+    of the whole list's canonical JSON: a gateway upgraded with fingerprint files on disk does
+    not republish its retained entities, and any change of a message still changes it."""
+    import hashlib
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    def whole(messages: list[object]) -> str:
+        return hashlib.sha256(canonical_json(list(messages))).hexdigest()
+
+    for grid in (100, 250):
+        messages = entity_messages(site(grid=grid)[1])
+        assert len(messages) > 3
+        assert config_fingerprint(messages) == whole(messages)
+        assert config_fingerprint(iter(messages)) == whole(messages)
+    assert config_fingerprint([]) == whole([])
+    mapping = {"b": [1, "x"], "a": {"é": None}}
+    assert config_fingerprint(mapping) == hashlib.sha256(canonical_json(mapping)).hexdigest()
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    values = st.recursive(scalars, lambda v: st.lists(v, max_size=3) | st.dictionaries(st.text(), v, max_size=3), max_leaves=10)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.text(), values), max_size=6))
+    def agrees(messages: list[tuple[str, object]]) -> None:
+        assert config_fingerprint(messages) == whole(messages)
+
+    agrees()
 
 
 def test_topics_use_the_configured_prefix() -> None:
