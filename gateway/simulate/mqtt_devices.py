@@ -21,6 +21,7 @@ from typing import Any
 import aiomqtt
 
 from firmware_bridge.driver import MessageDriver
+from gateway.mqttconn import QuietLossClient
 
 
 class MqttDevice:
@@ -38,7 +39,8 @@ class MqttDevice:
     async def run(self) -> None:
         while not self._stop.is_set():
             try:
-                async with aiomqtt.Client(self.host, self.port, timeout=5) as client:
+                # a broker restart is a reconnect here, not an asyncio ERROR at GC (QuietLossClient)
+                async with QuietLossClient(self.host, self.port, timeout=5) as client:
                     while not self._stop.is_set():
                         for topic, payload in self.driver.simulate(self.rng, time.time(), self.topic):
                             await client.publish(topic, payload, qos=1)

@@ -340,3 +340,59 @@ def test_the_pubacks_of_a_group_are_pahos_bytes_queued_once_in_order() -> None:
     sent, queued, left = asyncio.run(run())
     assert sent == b"|" + bytes(ref_wire.sent) and len(ref_wire.sent) == 4 * len(mids)
     assert queued == 1 and left == b""
+
+
+def test_a_lost_connection_leaves_asyncio_no_exception_to_log() -> None:
+    """aiomqtt sets `_disconnected`'s exception when the broker goes away and assigns a fresh
+    `asyncio.Future()` to it for each client and connection. QuietLossClient's is a _LossFuture:
+    the exception is marked retrieved as it is set, even if the loop never runs again (a done
+    callback would not), and awaiting it still raises it. A plain aiomqtt client left the same
+    exception for the garbage collector to log at ERROR, in whatever test or hour that was."""
+    import gc
+    import logging
+
+    from gateway.mqttconn import AckingClient, QuietLossClient, _LossFuture
+
+    logged: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                logged.append(record.getMessage())
+
+    handler = Keep()
+    log = logging.getLogger("asyncio")
+    log.addHandler(handler)
+    try:
+        def lose(make: type[aiomqtt.Client], expect_raise: bool) -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                async def made() -> aiomqtt.Client:
+                    return make("127.0.0.1", 1)
+
+                client = loop.run_until_complete(made())
+                lost = client._disconnected
+                lost.set_exception(aiomqtt.MqttCodeError(128, "Unexpected disconnection"))
+                if expect_raise:
+                    with pytest.raises(aiomqtt.MqttCodeError):
+                        loop.run_until_complete(lost)  # whoever awaits it still gets it
+                # (otherwise the loop never runs again: no callback of the future would run)
+                client._disconnected = loop.create_future()  # as aiomqtt does at the next connection
+                assert type(client._disconnected) is (asyncio.Future if make is aiomqtt.Client else _LossFuture)
+            finally:
+                loop.close()
+                asyncio.set_event_loop(None)
+            del client, lost
+            gc.collect()
+
+        gc.collect()
+        logged.clear()
+        for make in (QuietLossClient, AckingClient):
+            lose(make, expect_raise=False)
+            lose(make, expect_raise=True)
+        assert logged == []
+        lose(aiomqtt.Client, expect_raise=False)  # the control: what the clients above prevent
+        assert any("Future exception was never retrieved" in m and "Unexpected disconnection" in m for m in logged)
+    finally:
+        log.removeHandler(handler)
