@@ -420,7 +420,8 @@ class EgressGuard:
         first reader, handed to the others, forgotten when the last has read it (or, if one
         sink does not read for a while, when SHARED_ROWS_MAX rows wait). A dict read, write or
         pop is atomic under the GIL, so sinks on other threads may call it; a race costs at
-        most a second parse of the row, never a different verdict."""
+        most a second parse of the row, or (a lost decrement of the count) an entry kept until
+        the bound clears it: never a different verdict."""
         shared = self._shared
         entry = shared.get(record)
         if entry is None:
@@ -474,13 +475,9 @@ class EgressGuard:
         from it is built from cleared parts only: it needs no scan of its own. A record that
         is not a row every sink reads from the outbox (`outbox_row=False`: one a sink kept for
         itself) is parsed on its own, not shared (`row_readers`)."""
-        if outbox_row:
-            obs, problem = self.record_problem(record)
-        else:
-            doc, problem = self._record_fields(record, False)
-            obs = None if doc is None else record_observation(doc)
+        doc, problem = (self.record_fields if outbox_row else self._record_fields)(record, False)
         self.count(problem)
-        return obs if problem is None else None
+        return record_observation(doc) if problem is None and doc is not None else None
 
     def clear_record_json(self, record: bytes) -> tuple[Observation, bytes] | None:
         """`clear_record` with the Observation's SensorThings JSON (`sensorthings_json`, built
