@@ -293,8 +293,9 @@ class _LossFuture(asyncio.Future[None]):
 
     @classmethod
     def replacing(cls, future: asyncio.Future[None]) -> asyncio.Future[None]:
-        """One of these for aiomqtt's fresh `asyncio.Future()`, on the same loop; any other
-        future (already done, or waited on) is kept as it is."""
+        """One of these in place of aiomqtt's fresh `asyncio.Future()`, on the same loop (aiomqtt
+        assigns a new one and only then waits on it); a future already done, or not a plain
+        asyncio.Future, is kept as it is."""
         if type(future) is not asyncio.Future or future.done():
             return future
         return cls(loop=future.get_loop())
