@@ -109,12 +109,10 @@ class StorePoller(threading.Thread):
         self.samples: list[tuple[float, int, float, int, float]] = []  # (time, seen, cpu s, rss, kernel cpu s)
         self.stop = threading.Event()
 
-    def cpu(self) -> float:
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far: (user + system, system)."""
         c = self.proc.cpu_times()
-        return c.user + c.system
-
-    def kernel_cpu(self) -> float:
-        return float(self.proc.cpu_times().system)
+        return c.user + c.system, c.system
 
     def poll_once(self) -> None:
         lo = min(self.last_ts.values(), default=0) / 1000 - 2.0
@@ -131,7 +129,8 @@ class StorePoller(threading.Thread):
                     if ts > self.last_ts.get(sensor, 0):
                         self.last_ts[sensor] = ts
         with contextlib.suppress(psutil.Error):
-            self.samples.append((t, len(self.first_seen), self.cpu(), self.proc.memory_info().rss, self.kernel_cpu()))
+            total, kernel = self.cpu()
+            self.samples.append((t, len(self.first_seen), total, self.proc.memory_info().rss, kernel))
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -342,7 +341,7 @@ def run_once(kind: str, rate: float | None, tmp: Path, broker: int, vm: Victoria
         w0 = vm_writes(vm)
         t0 = time.time()
         poller = StorePoller(vm, run, args.poll if rate is not None else max(args.poll, 0.5), proc, t0)
-        cpu0, sys0 = poller.cpu(), poller.kernel_cpu()
+        cpu0, sys0 = poller.cpu()
         if args.profile and kind == "gw":
             out = Path(args.profile) / f"{run}.txt"
             spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "100", "-f", "raw", "-o", str(out),
