@@ -99,9 +99,21 @@ def _result_time(now: float, phenomenon_end: float) -> float:
     return max(now, phenomenon_end)
 
 
+# |v| x 10^4 below this: a product that came out a whole number is within 1/16 of the exact one
+_ROUND_EXACT_BELOW = float(2**50)
+
+
 def round_result(v: float) -> float:
-    """Round to 4 decimals: sensors are not more precise, and long digit runs look like ids."""
-    r = round(v, 4)
+    """Round to 4 decimals: sensors are not more precise, and long digit runs look like ids.
+
+    Exactly `round(v, 4)` (negative zero made 0.0), without its decimal conversion for the
+    usual sensor value, one with 4 decimals or fewer: if k = v x 10^4 as a float is a whole
+    number below 2^50, the exact product is within half an ulp of k (at most 1/16), so v to 4
+    decimals is k / 10^4, and k / 10^4 as a float (k and 10^4 exact: one correctly rounded
+    division) is the float nearest to it, which is what `round` gives. Any other v takes
+    `round` (tests/unit/test_round_result.py holds the two equal over every kind of float)."""
+    k = v * 10000.0
+    r = k / 10000.0 if k.is_integer() and -_ROUND_EXACT_BELOW < k < _ROUND_EXACT_BELOW else round(v, 4)
     return 0.0 if r == 0 else r
 
 
