@@ -1,17 +1,17 @@
-"""What pydantic costs `street-gateway run` in memory: the modules `run` imports, loaded in a
-fresh interpreter as the systemd unit runs it (bench/deployed.py), once as they are and once with
-pydantic, pydantic-core, annotated-types and typing-inspection replaced by an empty stand-in
-(every name a do-nothing class, so the gateway's own modules, their config models included,
-still import and run their class bodies). The difference is what a `run` that took its
-configuration already validated, without importing pydantic, would not load (issue 19: the
-RSS target). It is a floor of the saving, not a forecast: a real `run` also builds the
-configured plugins' models and validates the YAML (bench_imports.py's "load_config +
-build_plan", ~1.1 MiB), and plain settings objects in their place would cost a little.
+"""What pydantic costs `street-gateway run` in memory. In a fresh interpreter, as the systemd
+unit runs it (bench/deployed.py), the modules a `run` with an MQTT source and the sinks
+bench_imports.py and bench_e2e.py call "every sink" (file, InfluxDB, MQTT feed; not the
+SensorThings-server sink) use: once as they are, and once with pydantic, pydantic-core,
+annotated-types and typing-inspection replaced by an empty stand-in (every name a do-nothing
+class, so the gateway's own modules, their config models included, still import and run their
+class bodies; the script fails if one does not), importing only what those modules then pull
+in. The difference is what such a `run`, given its configuration already validated, would not
+load (issue 19: the RSS target): a lower bound of the saving, since a real `run` also builds
+and fills the configured plugins' models (bench_imports.py's "load_config + build_plan",
+~1.1 MiB with pydantic), less whatever plain settings objects in their place would cost.
 
-The module list is `-X importtime` of importing the modules a `run` with every sink and an MQTT
-source uses (the gateway's service, pipeline, sinks, sources, outbox, privacy stage and guard),
-in their finishing order. Run from the repo root: `.venv/bin/python bench/bench_pydantic_floor.py`.
-Prints figures; asserts nothing.
+Run from the repo root: `.venv/bin/python bench/bench_pydantic_floor.py`. Prints figures;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ RUN_MODULES = (
 )  # fmt: skip
 STUBBED = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection")
 
-# run in a fresh interpreter: argv = mode ("real" or "stub"), the module list (JSON file), the
-# stubbed packages (JSON)
+# run in a fresh interpreter: argv = mode ("real" or "stub"), the modules to import (JSON file),
+# the stubbed packages (JSON)
 _MEASURE = r'''
-import importlib, json, sys, types
+import importlib, json, os, sys, types
 mode, mods, STUBBED = sys.argv[1], json.load(open(sys.argv[2])), tuple(json.loads(sys.argv[3]))
 
 def rss_mib():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 if mode == "stub":
     class _Meta(type):
@@ -76,7 +76,7 @@ if mode == "stub":
         stub = _Module(name)
         stub.__path__ = []
         sys.modules[name] = stub
-failed = []
+    mods = json.loads(sys.argv[4])  # only the run's modules: what they pull in comes with them
 for m in mods:
     if m not in sys.modules:
         try:
@@ -84,8 +84,9 @@ for m in mods:
         except ImportError:  # another platform's module (nt, _winapi, ...)
             if m.split(".")[0] in ("gateway", "firmware_bridge"):
                 raise
-print(json.dumps({"rss": rss_mib(), "modules": len(sys.modules),
-                  "stubbed": sum(1 for m in sys.modules if m.split(".")[0] in STUBBED)}))
+ours = sorted(m for m in sys.modules if m.split(".")[0] in ("gateway", "firmware_bridge"))
+others = sum(1 for m in sys.modules if m.split(".")[0] not in STUBBED)
+print(json.dumps({"rss": rss_mib(), "modules": others, "ours": ours}))
 '''
 
 
@@ -103,15 +104,20 @@ def main() -> None:
         json.dump(mods, f)
     try:
         print(f"{len(mods)} modules imported by a run's modules, "
-              f"{sum(1 for m in mods if m.split('.')[0] in STUBBED)} of them pydantic's and its dependencies'")  # fmt: skip
-        print(f"{'round':<6} {'with pydantic MiB':>18} {'stand-in MiB':>13} {'difference':>11}")
+              f"{sum(1 for m in mods if m.split('.')[0] in STUBBED)} of them pydantic's and its dependencies'; "
+              "modules: those loaded besides pydantic's (or its stand-in's)")  # fmt: skip
+        print(f"{'round':<6} {'with pydantic MiB':>18} {'modules':>8} {'stand-in MiB':>13} {'modules':>8} {'difference':>11}")
         for i in range(3):
             got = {}
             for mode in ("real", "stub"):
-                out = subprocess.run([sys.executable, "-c", _MEASURE, mode, f.name, json.dumps(STUBBED)], cwd=ROOT, env=env,
-                                     capture_output=True, text=True, check=True).stdout  # fmt: skip
-                got[mode] = json.loads(out)["rss"]
-            print(f"{i + 1:<6} {got['real']:18.1f} {got['stub']:13.1f} {got['stub'] - got['real']:+11.1f}")
+                cmd = [sys.executable, "-c", _MEASURE, mode, f.name, json.dumps(STUBBED), json.dumps(RUN_MODULES)]
+                got[mode] = json.loads(subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                                      check=True).stdout)  # fmt: skip
+            if got["real"]["ours"] != got["stub"]["ours"]:
+                raise SystemExit("the stand-in changed which of the gateway's modules were imported")
+            real, stub = got["real"], got["stub"]
+            print(f"{i + 1:<6} {real['rss']:18.1f} {real['modules']:8d} {stub['rss']:13.1f} {stub['modules']:8d} "
+                  f"{stub['rss'] - real['rss']:+11.1f}")  # fmt: skip
     finally:
         os.unlink(f.name)
 

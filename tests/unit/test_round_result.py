@@ -52,6 +52,19 @@ def test_every_value_with_up_to_4_decimals_in_a_range() -> None:
             raise AssertionError(f"{v!r}: {round_result(v)!r} != {reference(v)!r}")
 
 
+def test_the_floats_next_to_4_decimal_values() -> None:
+    # one and two ulps either side of each 4-decimal value in -10 .. 10: their product is often
+    # the same whole number, so a short path that returned v itself instead of k / 10^4 fails
+    # here (7.9422999999999995 is 7.9423 to 4 decimals)
+    for n in range(-100_000, 100_001):
+        v = n / 10000
+        for away in (math.inf, -math.inf):
+            one = math.nextafter(v, away)
+            for x in (one, math.nextafter(one, away)):
+                if bits(round_result(x)) != bits(reference(x)):
+                    raise AssertionError(f"{x!r}: {round_result(x)!r} != {reference(x)!r}")
+
+
 def test_halfway_and_near_halfway_values() -> None:
     # 5 in the fifth place (ties in decimal, never exactly in binary) and a few ulps around
     for n in range(-20_000, 20_000):
@@ -77,7 +90,8 @@ def test_zero_tiny_and_special() -> None:
 # where every float is a whole number (from 2^53 on) the product is whole for any v: the short
 # path must not be taken there (values found by a search against `round`)
 def test_large_values_whose_product_is_whole_but_not_exact() -> None:
-    for v in (3985707240145.195, 117219081133582.5):
+    # products in [2^54, 2^55) and beyond: a bound of 2^54, 2^55, 2^56 or more fails on one of them
+    for v in (928873291048.2771, 2081934856979.6418, 3985707240145.195, 117219081133582.5):
         assert (v * 10000.0).is_integer()
         assert same(v), v
         assert same(-v), -v
