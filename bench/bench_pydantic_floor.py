@@ -20,8 +20,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,11 +36,11 @@ RUN_MODULES = (
 )  # fmt: skip
 STUBBED = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection")
 
-# run in a fresh interpreter: argv = mode ("real" or "stub"), the modules to import (JSON file),
-# the stubbed packages (JSON)
+# run in a fresh interpreter: argv = mode ("real" or "stub"), the modules to import (JSON), the
+# stubbed packages (JSON)
 _MEASURE = r'''
-import importlib, json, os, sys, types
-mode, mods, STUBBED = sys.argv[1], json.load(open(sys.argv[2])), tuple(json.loads(sys.argv[3]))
+import importlib, importlib.util, json, os, sys, types
+mode, RUN_MODULES, STUBBED = sys.argv[1], json.loads(sys.argv[2]), tuple(json.loads(sys.argv[3]))
 
 def rss_mib():
     with open("/proc/self/statm") as f:
@@ -72,54 +72,41 @@ if mode == "stub":
             if name.startswith("__"):
                 raise AttributeError(name)
             return _Stub
-    for name in {m for m in mods if m.split(".")[0] in STUBBED} | set(STUBBED):
-        stub = _Module(name)
-        stub.__path__ = []
-        sys.modules[name] = stub
-    mods = json.loads(sys.argv[4])  # only the run's modules: what they pull in comes with them
-for m in mods:
-    if m not in sys.modules:
-        try:
-            importlib.import_module(m)
-        except ImportError:  # another platform's module (nt, _winapi, ...)
-            if m.split(".")[0] in ("gateway", "firmware_bridge"):
-                raise
+    class _StandIns:  # finder and loader: any module of a stubbed package is a _Module
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname.split(".")[0] in STUBBED:
+                return importlib.util.spec_from_loader(fullname, self, is_package=True)
+            return None
+        def create_module(self, spec):
+            return _Module(spec.name)
+        def exec_module(self, module):
+            pass
+    sys.meta_path.insert(0, _StandIns())
+for m in RUN_MODULES:
+    importlib.import_module(m)
 ours = sorted(m for m in sys.modules if m.split(".")[0] in ("gateway", "firmware_bridge"))
-others = sum(1 for m in sys.modules if m.split(".")[0] not in STUBBED)
-print(json.dumps({"rss": rss_mib(), "modules": others, "ours": ours}))
+stubbed = sum(1 for m in sys.modules if m.split(".")[0] in STUBBED)
+print(json.dumps({"rss": rss_mib(), "modules": len(sys.modules) - stubbed, "stubbed": stubbed, "ours": ours}))
 '''
 
 
-def module_order(env: dict[str, str]) -> list[str]:
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import " + ", ".join(RUN_MODULES)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # fmt: skip
-    return [line.split("|")[2].strip() for line in proc.stderr.splitlines()
-            if line.startswith("import time:") and "self [us]" not in line]  # fmt: skip
+def measure(mode: str, env: dict[str, str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-c", _MEASURE, mode, json.dumps(RUN_MODULES), json.dumps(STUBBED)]
+    got: dict[str, Any] = json.loads(subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                                    check=True).stdout)  # fmt: skip
+    return got
 
 
 def main() -> None:
     env = deployed_env({**os.environ, "PYTHONPATH": str(ROOT)})
-    mods = module_order(env)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(mods, f)
-    try:
-        print(f"{len(mods)} modules imported by a run's modules, "
-              f"{sum(1 for m in mods if m.split('.')[0] in STUBBED)} of them pydantic's and its dependencies'; "
-              "modules: those loaded besides pydantic's (or its stand-in's)")  # fmt: skip
-        print(f"{'round':<6} {'with pydantic MiB':>18} {'modules':>8} {'stand-in MiB':>13} {'modules':>8} {'difference':>11}")
-        for i in range(3):
-            got = {}
-            for mode in ("real", "stub"):
-                cmd = [sys.executable, "-c", _MEASURE, mode, f.name, json.dumps(STUBBED), json.dumps(RUN_MODULES)]
-                got[mode] = json.loads(subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                                                      check=True).stdout)  # fmt: skip
-            if got["real"]["ours"] != got["stub"]["ours"]:
-                raise SystemExit("the stand-in changed which of the gateway's modules were imported")
-            real, stub = got["real"], got["stub"]
-            print(f"{i + 1:<6} {real['rss']:18.1f} {real['modules']:8d} {stub['rss']:13.1f} {stub['modules']:8d} "
-                  f"{stub['rss'] - real['rss']:+11.1f}")  # fmt: skip
-    finally:
-        os.unlink(f.name)
+    print(f"{'round':<6} {'with pydantic MiB':>18} {'modules':>8} {'stand-in MiB':>13} {'modules':>8} {'difference':>11}")
+    for i in range(3):
+        real, stub = measure("real", env), measure("stub", env)
+        if real["ours"] != stub["ours"]:
+            raise SystemExit("the stand-in changed which of the gateway's modules were imported")
+        print(f"{i + 1:<6} {real['rss']:18.1f} {real['modules']:8d} {stub['rss']:13.1f} {stub['modules']:8d} "
+              f"{stub['rss'] - real['rss']:+11.1f}")  # fmt: skip
+    print(f"modules: those loaded besides pydantic's ({real['stubbed']}) or its stand-ins ({stub['stubbed']})")
 
 
 if __name__ == "__main__":
