@@ -11,12 +11,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gateway._pydantic_plugins  # noqa: F401  (first: before anything builds a pydantic model)
 from gateway.checks import Finding
-from gateway.config import Config, ConfigError, Problem, load_config, problem_at
-from gateway.plan import PlanError, SensorPlan, SitePlan, build_plan
+
+if TYPE_CHECKING:  # imported where used: `run` must reach cmd_run before anything loads pydantic
+    from gateway.config import Config, Problem
+    from gateway.plan import SensorPlan, SitePlan
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
@@ -42,6 +44,9 @@ def _load(path: str, env_file: str | None = None, *, secrets: bool = True) -> tu
     """Config and plan, or the exit code after printing every problem. `secrets=False` for the
     commands that describe a gateway (report, catalogue, datastreams): they need no secret, and
     the config they get cannot run."""
+    from gateway.config import ConfigError, load_config
+    from gateway.plan import PlanError, build_plan
+
     env = dict(os.environ)
     if env_file:
         try:
@@ -88,6 +93,7 @@ def semantic_problems(cfg: Config, plan: SitePlan, *, devices: bool = True) -> l
     """What `check` verifies beyond the schema: what each source and sink checks on this machine
     (ports exist, the data dir is writable), and that names cannot trip the egress guard.
     `devices=False` checks a config for another machine: no ports, no data dir."""
+    from gateway.config import problem_at
     from gateway.privacy.guard import find_identifier
     from gateway.sinks import SINKS
     from gateway.sources import SOURCES
@@ -138,6 +144,7 @@ def vocabulary_warnings(cfg: Config, plan: SitePlan) -> list[Problem]:
     """A published text field without a vocabulary lets nothing out (default deny for free
     text): say so at `check`, since its Datastream will stay empty."""
     from firmware_bridge.base import ObservationType
+    from gateway.config import problem_at
 
     out: list[Problem] = []
     for i, s in enumerate(cfg.sensors):
@@ -175,6 +182,8 @@ def security_findings(cfg: Config) -> list[tuple[tuple[str | int, ...], Finding]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.config import problem_at
+
     loaded = _load(args.config, getattr(args, "env_file", None))
     if isinstance(loaded, int):
         return loaded
@@ -251,21 +260,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.ops.memory import prepare_service
 
     prepare_service()  # first: before the service's own imports and allocations
+    env_file = getattr(args, "env_file", None)
+    if "pydantic" not in sys.modules:  # the service's own process: validated in a child
+        from gateway import pydantic_stand_in, validated_config
+
+        pydantic_stand_in.install()
+
+        def load() -> Config | int:
+            try:
+                return validated_config.load(args.config, env_file)
+            except validated_config.ConfigTransferError as e:
+                print(f"street-gateway: {args.config}: {e}", file=sys.stderr)
+                return EXIT_RUNTIME
+    else:  # pydantic is here already (a test calling main()): validated in this process
+
+        def load() -> Config | int:
+            r = _load(args.config, env_file)
+            return r if isinstance(r, int) else r[0]  # the plan proved it; the pipeline makes its own
+
     from gateway.config import iter_secret_values
     from gateway.ops.logs import setup_logging
     from gateway.service import serve
 
-    loaded = _load(args.config, getattr(args, "env_file", None))
+    loaded = load()
     if isinstance(loaded, int):
         return loaded
-    cfg = loaded[0]
-    del loaded  # the plan that proved the config (the pipeline builds its own): not kept for good
+    cfg = loaded
     setup_logging(args.log_level or cfg.ops.log_level, secrets=tuple(iter_secret_values(cfg)))
 
     def reload() -> Config | None:
-        r = _load(args.config, getattr(args, "env_file", None))
-        return None if isinstance(r, int) else r[0]
-
+        r = load()
+        return None if isinstance(r, int) else r
     try:
         return asyncio.run(serve(cfg, reload=reload))
     except KeyboardInterrupt:

@@ -262,7 +262,9 @@ async def _wait_for_stop_or_reload(
         if stop.is_set():
             return None
         hup.clear()
-        new = reload() if reload is not None else None
+        # off the loop: `run` validates in a child process (gateway/validated_config.py), a
+        # second or more on a Pi, while the pipeline goes on
+        new = await asyncio.get_running_loop().run_in_executor(None, reload) if reload is not None else None
         if new is not None:
             return new
         log.error(
