@@ -186,11 +186,11 @@ def child_command(config: str, env_file: str | None) -> list[str]:
 def load(config: str, env_file: str | None) -> Config | int:
     """The config `run` would get from `_load`, validated in a child process; or the exit code
     after the child printed the problems (2, a bad config)."""
+    command = child_command(config, env_file)
     try:
-        done = subprocess.run(child_command(config, env_file), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              env=os.environ, check=False)  # fmt: skip
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=os.environ, check=False)
     except OSError as e:
-        raise ConfigTransferError(f"cannot start the config check ({sys.executable}): {e.strerror or e}") from None
+        raise ConfigTransferError(f"cannot start the config check ({command[0]}): {e.strerror or e}") from None
     if done.returncode == EXIT_CONFIG:
         return EXIT_CONFIG
     if done.returncode != 0:

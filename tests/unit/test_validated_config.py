@@ -337,3 +337,23 @@ def test_a_running_gateway_never_loads_pydantic(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_a_child_that_fails_or_sends_garbage_is_an_error_not_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import validated_config
+    from gateway.validated_config import ConfigTransferError, load
+
+    def child(code: str) -> Any:
+        return lambda config, env_file: [sys.executable, "-c", code]
+
+    monkeypatch.setattr(validated_config, "child_command", child("import sys; sys.exit(3)"))
+    with pytest.raises(ConfigTransferError, match="exited with 3"):
+        load("gw.yaml", None)
+    monkeypatch.setattr(validated_config, "child_command", child("import sys; sys.stdout.write('not a pickle')"))
+    with pytest.raises(ConfigTransferError, match="cannot read the validated config"):
+        load("gw.yaml", None)
+    monkeypatch.setattr(validated_config, "child_command", child("import sys; sys.exit(2)"))
+    assert load("gw.yaml", None) == 2  # a bad config: the child printed why
+    monkeypatch.setattr(validated_config, "child_command", lambda c, e: ["/nonexistent/python"])
+    with pytest.raises(ConfigTransferError, match="cannot start the config check"):
+        load("gw.yaml", None)
