@@ -14,9 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -44,6 +43,9 @@ from gateway.privacy.disclosure import validate_cap, validate_min_count
 from gateway.sinks import SINKS
 from gateway.sinks.base import SinkSettings
 from gateway.sources import SOURCES
+
+if TYPE_CHECKING:  # imported where a YAML text is parsed: `run` takes its config parsed (gateway/validated_config.py)
+    import yaml
 
 __all__ = ["Config", "ConfigError", "Problem", "load_config", "parse_config", "parse_duration",
            "parse_size", "problem_at"]  # fmt: skip
@@ -449,6 +451,8 @@ Loc = tuple[str | int, ...]
 def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int], dups: list[tuple[Loc, int, int]]) -> None:
     """Line of every key path; a key given twice in one mapping goes to `dups` as
     (its path, first line, second line): YAML itself would silently keep only the last."""
+    import yaml
+
     out[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         first: dict[Any, int] = {}
@@ -625,6 +629,8 @@ def _parse_yaml(text: str, lines: dict[Loc, int], dups: list[tuple[Loc, int, int
     (its wheels are): PyYAML's pure-Python parser, run twice, left 1.6 MiB more resident for a
     config of 32 sensors (issue 19). A file libyaml refuses is parsed again by the pure-Python
     parser, so problems read as they always have."""
+    import yaml
+
     fast = getattr(yaml, "CSafeLoader", None)
     if fast is not None:
         try:
@@ -637,6 +643,8 @@ def _parse_yaml(text: str, lines: dict[Loc, int], dups: list[tuple[Loc, int, int
 
 def parse_config(text: str, name: str = "<config>", env: dict[str, str] | None = None, *,
                  secrets: bool = True) -> Config:  # fmt: skip
+    import yaml
+
     env = dict(os.environ) if env is None else env
     lines: dict[Loc, int] = {}
     dups: list[tuple[Loc, int, int]] = []
@@ -761,6 +769,8 @@ def key_lines(text: str) -> dict[Loc, int]:
     """The line of every key path of a config's text (`_lines`); {} for a text that does not
     parse (a validated config's always does). The last text's map is kept: `check` reports
     many problems of one config."""
+    import yaml
+
     lines: dict[Loc, int] = {}
     try:
         _parse_yaml(text, lines, [])

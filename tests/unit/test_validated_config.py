@@ -314,7 +314,8 @@ def test_install_refuses_once_pydantic_is_loaded() -> None:
 
 
 def test_a_running_gateway_never_loads_pydantic(tmp_path: Path) -> None:
-    """`street-gateway run` as the service runs it: up, serving, and no pydantic-core mapped."""
+    """`street-gateway run` as the service runs it: up, serving, and neither pydantic-core nor
+    libyaml mapped."""
     config = tmp_path / "gw.yaml"
     config.write_text(f"gateway: {{id: g, borough: camden, location: {{lat: 51.5, lon: -0.1}}, data_dir: '{tmp_path}'}}\n"
                       "sinks: {file: {}}\nops: {http: '127.0.0.1:0'}\n")  # fmt: skip
@@ -332,6 +333,7 @@ def test_a_running_gateway_never_loads_pydantic(tmp_path: Path) -> None:
         time.sleep(0.5)  # serving: whatever it imports on the way has been imported
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "_pydantic_core" not in maps
+        assert "yaml/_yaml" not in maps  # nor PyYAML: the child parsed the file
         assert "libsqlite3" in maps  # the reading was of the right process
     finally:
         proc.send_signal(signal.SIGTERM)
