@@ -1,7 +1,7 @@
 """What the `run` process imports in place of pydantic: the settings models without validation.
 
 pydantic (with pydantic-core) is the largest part of the service's import floor, at least 8.8 MiB
-of its resident memory (bench/bench_pydantic_floor.py, issue 19), and a running gateway needs it
+of its resident memory (bench/RESULTS-issue19.md, phase 11), and a running gateway needs it
 for one thing: to validate its YAML once at start (and at each reload). So `run` has a child
 process validate the file with the real models (gateway/validated_config.py), and takes the
 result as instances of the same classes built on this module: `install()` puts it in
