@@ -262,15 +262,30 @@ async def _wait_for_stop_or_reload(
         if stop.is_set():
             return None
         hup.clear()
-        # off the loop: `run` validates in a child process (gateway/validated_config.py), a
-        # second or more on a Pi, while the pipeline goes on
-        new = await asyncio.get_running_loop().run_in_executor(None, reload) if reload is not None else None
+        new = await _reload_unless_stopped(stop, reload) if reload is not None else None
+        if stop.is_set():
+            return None
         if new is not None:
             return new
         log.error(
             "reload refused: config invalid or reload unsupported; keeping the running config"
         )
         sd_notify("STATUS=reload refused: config invalid; running the previous config")
+
+
+async def _reload_unless_stopped(stop: asyncio.Event, reload: Callable[[], Config | None]) -> Config | None:
+    """`reload()` off the loop: `run` validates in a child process (gateway/validated_config.py),
+    a second or more on a Pi, while the pipeline goes on. A SIGTERM meanwhile wins: None at once,
+    and whatever the check gives is dropped when it ends."""
+    pending: asyncio.Future[Config | None] = asyncio.get_running_loop().run_in_executor(None, reload)
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((pending, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if stop.is_set() and not pending.done():
+        return None
+    return pending.result()
 
 
 async def _start_ops(address: str | None, live: _Live, clock: GatewayClock) -> OpsServer | None:

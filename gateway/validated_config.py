@@ -10,9 +10,11 @@ rebuilt as a subclass of its nearest importable class with the same name and fie
 running service never imports pydantic: at least 8.8 MiB less resident memory for the years it
 runs (issue 19), for a child that lives a second at start and at each reload.
 
-What the pipe may carry is what settings hold: the parent's unpickler takes the two rebuilders
-below, classes (and enums) of the gateway's own packages, and paths, dates and times; anything
-else is refused with its name, a configuration the service cannot take (`ConfigTransferError`).
+What the pipe may carry is what settings hold: the parent's unpickler takes the rebuilders below
+(models, secrets, paths), classes (and enums) of the gateway's own packages, and dates and times;
+anything else is refused with its name, a configuration the service cannot take
+(`ConfigTransferError`); so is a class the child has that is not importable by its name and
+defines more than fields (its methods would not cross).
 Secrets cross the pipe, never a file.
 """
 
@@ -25,7 +27,7 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PosixPath, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,8 +35,8 @@ if TYPE_CHECKING:
 
 OWN_PACKAGES = ("gateway", "firmware_bridge")
 EXIT_CONFIG = 2  # as gateway/cli.py: a bad config
+CHILD_TIMEOUT_S = 120.0  # seconds on a Pi Zero are plenty; as the unit's TimeoutStartSec
 _SAFE_GLOBALS = {
-    ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "Path"),
     ("datetime", "timedelta"), ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"),
     ("datetime", "timezone"), ("copyreg", "_reconstructor"), ("builtins", "object"),
     ("builtins", "complex"), ("builtins", "frozenset"), ("builtins", "set"), ("builtins", "bytearray"),
@@ -64,6 +66,14 @@ def _secret(value: str) -> Any:
     from gateway.pydantic_stand_in import SecretStr
 
     return SecretStr(value)
+
+
+_PATHS = {"PosixPath": PosixPath, "PurePosixPath": PurePosixPath}
+
+
+def _path(kind: str, value: str) -> PurePath:
+    """A path by its text: pickle names pathlib's classes by a module that moved in 3.13."""
+    return _PATHS[kind](value)
 
 
 @functools.cache
@@ -109,6 +119,11 @@ class _Pickler(pickle.Pickler):
             return _model, (static.__module__, static.__qualname__, dynamic, values, private)
         if isinstance(obj, SecretStr):
             return _secret, (obj.get_secret_value(),)
+        if isinstance(obj, PurePath):
+            kind = "PosixPath" if isinstance(obj, PosixPath) else "PurePosixPath"
+            if not isinstance(obj, PurePosixPath):
+                raise ConfigTransferError(f"a {type(obj).__name__} in the config: `run` takes POSIX paths")
+            return _path, (kind, str(obj))
         return NotImplemented
 
 
@@ -119,14 +134,32 @@ def _undefined(value: Any) -> bool:
 
 
 def _importable_base(cls: type) -> Any:
-    """`cls` if its module has it under its name, else its nearest base that is."""
+    """`cls` if its module has it under its name, else its nearest base that is, provided the
+    classes between add fields only (what `create_model` makes): a method, property or setting
+    of theirs would be lost on the way, so such a class is refused."""
     for c in cls.__mro__:
         try:
-            if _own_class(c.__module__, c.__qualname__) is c:
-                return c
+            found = _own_class(c.__module__, c.__qualname__) is c
         except (ConfigTransferError, AttributeError, ImportError):
-            continue
+            found = False
+        if found:
+            return c
+        extra = sorted(k for k, v in vars(c).items() if not _bookkeeping(k, v, c))
+        if extra:
+            raise ConfigTransferError(f"{cls.__qualname__}: {c.__qualname__} is not importable by its name and "
+                                      f"defines {', '.join(extra)}, which would not cross to `run`")  # fmt: skip
     raise ConfigTransferError(f"{cls.__qualname__} has no importable base in the gateway's packages")
+
+
+def _bookkeeping(name: str, value: Any, cls: type) -> bool:
+    """What pydantic puts in a model class's namespace (or what every class has), not the model's own."""
+    if (name.startswith("__") and name.endswith("__")) or name == "_abc_impl":
+        return True
+    if name == "model_config":
+        return bool(value == getattr(cls.__mro__[1], "model_config", value))  # the base's, unchanged
+    if name == "model_post_init":  # pydantic's, setting the private attributes' defaults
+        return getattr(value, "__module__", "").startswith("pydantic.")
+    return False
 
 
 def dumps(cfg: Config) -> bytes:
@@ -138,15 +171,17 @@ def dumps(cfg: Config) -> bytes:
 def child_main(argv: list[str]) -> int:
     """`[config, env_file or '']`: what `run` would load, validated, pickled to stdout; problems
     on stderr, exit 2 (gateway/cli.py's `_load`)."""
-    out = sys.stdout.buffer
-    sys.stdout = sys.stderr  # a print anywhere below must not corrupt the pickle
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything written to stdout below, by Python or C, goes to stderr, not into the pickle
+    sys.stdout = sys.stderr
     from gateway.cli import _load
 
     loaded = _load(argv[0], argv[1] or None)
     if isinstance(loaded, int):
         return loaded
-    out.write(dumps(loaded[0]))
-    out.flush()
+    with out:
+        out.write(dumps(loaded[0]))
     return 0
 
 
@@ -155,7 +190,7 @@ def child_main(argv: list[str]) -> int:
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module == __name__ and name in ("_model", "_secret"):
+        if module == __name__ and name in ("_model", "_secret", "_path"):
             return globals()[name]
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
@@ -177,10 +212,13 @@ def loads(data: bytes) -> Config:
 
 
 def child_command(config: str, env_file: str | None) -> list[str]:
-    """This interpreter, finding this copy of the gateway, running `child_main`."""
+    """This interpreter with this process's flags (`-O`, `-E`, `-s`...), finding this copy of the
+    gateway, running `child_main`. `-P`: nothing from the working directory (for the service,
+    its writable data dir) is importable, as for the console script that started the parent."""
     root = str(Path(__file__).resolve().parent.parent)
     code = f"import sys; sys.path.insert(0, {root!r}); from gateway.validated_config import child_main; sys.exit(child_main(sys.argv[1:]))"
-    return [sys.executable, "-c", code, config, env_file or ""]
+    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    return [sys.executable, *flags, "-P", "-c", code, config, env_file or ""]
 
 
 def load(config: str, env_file: str | None) -> Config | int:
@@ -188,9 +226,12 @@ def load(config: str, env_file: str | None) -> Config | int:
     after the child printed the problems (2, a bad config)."""
     command = child_command(config, env_file)
     try:
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=os.environ, check=False)
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=os.environ,
+                              timeout=CHILD_TIMEOUT_S, check=False)  # fmt: skip
     except OSError as e:
         raise ConfigTransferError(f"cannot start the config check ({command[0]}): {e.strerror or e}") from None
+    except subprocess.TimeoutExpired:  # a secret file on a FIFO or a dead mount: killed by run()
+        raise ConfigTransferError(f"the config check did not finish in {CHILD_TIMEOUT_S:g} s") from None
     if done.returncode == EXIT_CONFIG:
         return EXIT_CONFIG
     if done.returncode != 0:

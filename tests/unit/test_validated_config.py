@@ -131,10 +131,12 @@ def light_description(config: str, env_file: str) -> dict[str, Any]:
             "pydantic_core": "pydantic_core" in sys.modules}  # fmt: skip
 
 
-def run_light(*lines: str) -> subprocess.CompletedProcess[str]:
+def run_light(*lines: str, cwd: Path | None = None, safe_path: bool = True) -> subprocess.CompletedProcess[str]:
+    """Python `lines` in a fresh process on the stand-in (`-P`: nothing from `cwd` imported)."""
     code = "\n".join(["import sys", f"sys.path.insert(0, {str(ROOT)!r})", "from gateway import pydantic_stand_in",
                       "pydantic_stand_in.install()", *lines])  # fmt: skip
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run([sys.executable, *(["-P"] if safe_path else []), "-c", code], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=cwd)  # fmt: skip
 
 
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -216,8 +218,53 @@ def test_a_model_crosses_only_as_its_class_values_and_private_values(tmp_path: P
 
     loaded = _load(*map(str, kitchen_sink(tmp_path)))
     assert not isinstance(loaded, int)
-    names = {(op.arg if isinstance(op.arg, str) else None) for op, *_ in _ops(dumps(loaded[0]))}
-    assert not {n for n in names if n and n.startswith(("pydantic", "pydantic_core"))}
+    names = {arg for _, arg, _ in _ops(dumps(loaded[0])) if isinstance(arg, str)}
+    assert "gateway.validated_config" in names and "_model" in names  # the reader sees what pickle names
+    # no pydantic object; no path by class either (pathlib's module is `pathlib._local` from 3.13)
+    assert not {n for n in names if n.startswith(("pydantic", "pathlib"))}
+
+
+def test_paths_cross_by_their_text() -> None:
+    from pathlib import PosixPath, PurePosixPath
+
+    from gateway.validated_config import dumps, loads
+
+    for p in (PosixPath("/var/lib/street-gateway"), PurePosixPath("relative/observations.jsonl")):
+        back = loads(dumps(p))  # type: ignore[arg-type]
+        assert (type(back), back) == (type(p), p)
+
+
+def test_a_class_that_would_lose_its_methods_on_the_way_is_refused() -> None:
+    """A model class not importable by its name crosses as its importable base with its fields
+    (what `create_model` makes); one that defines a method or property would arrive without
+    it: refused, by name."""
+    from gateway.configtypes import MqttBroker
+    from gateway.validated_config import ConfigTransferError, dumps
+
+    class Special(MqttBroker):
+        @property
+        def url(self) -> str:
+            return f"mqtt://{self.host}"
+
+    with pytest.raises(ConfigTransferError, match="Special is not importable by its name and defines url"):
+        dumps(Special())  # type: ignore[arg-type]
+
+
+def test_the_child_imports_nothing_from_the_working_directory(tmp_path: Path) -> None:
+    """The service's working directory is its writable data dir: a `yaml.py` or `pydantic.py`
+    there must not run in the child that holds the secrets."""
+    config = tmp_path / "gw.yaml"
+    config.write_text("gateway: {id: g, borough: camden, location: {lat: 51.5, lon: -0.1}}\nsinks: {file: {}}\n")
+    # what the child imports first; the parent (started here as the console script starts it,
+    # with its working directory importable) never imports them: PyYAML it has no use for, and
+    # `pydantic` is the stand-in in its sys.modules
+    for name in ("yaml", "pydantic", "pydantic_core"):
+        (tmp_path / f"{name}.py").write_text("import sys; sys.stderr.write('TRAP\\n'); sys.exit(7)\n")
+    done = run_light("from gateway import validated_config",
+                     f"print(type(validated_config.load({str(config)!r}, None)).__name__)", cwd=tmp_path,
+                     safe_path=False)  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "Config"), done.stderr
+    assert "TRAP" not in done.stderr
 
 
 def _ops(data: bytes) -> list[Any]:
