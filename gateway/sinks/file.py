@@ -51,7 +51,11 @@ class Settings(SinkSettings):
 
 
 class FileSink:
-    batch_size = 2000
+    # rows per write (and fsync) when more wait than a flush interval gathers: flat out, or
+    # draining a backlog. 2,000 held 1.4-1.9 MiB more at peak with every sink flat out, for no
+    # more readings/s (bench/RESULTS-issue19.md, phase 11); at a street's rates a write holds a
+    # flush interval's rows, far fewer.
+    batch_size = 500
 
     def __init__(self, path: Path, *, max_bytes: int, keep: int, guard: EgressGuard,
                  name: str = "file", fmt: Format = "sensorthings",
