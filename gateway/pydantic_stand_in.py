@@ -27,6 +27,7 @@ other commands and the tests use pydantic itself.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 import types
 import typing
@@ -126,9 +127,12 @@ def _keep(func: F) -> F:
     return func
 
 
+_CLASS_VAR = re.compile(r"^(?:\w+\.)?ClassVar(?:\[|$)")
+
+
 def _is_class_var(annotation: Any) -> bool:
-    if isinstance(annotation, str):
-        return annotation.startswith(("ClassVar", "typing.ClassVar", "t.ClassVar"))
+    if isinstance(annotation, str):  # `from __future__ import annotations`: ClassVar, typing.ClassVar[...]
+        return _CLASS_VAR.match(annotation.strip()) is not None
     return annotation is ClassVar or typing.get_origin(annotation) is ClassVar
 
 
@@ -232,6 +236,8 @@ class BaseModel:
         object.__setattr__(self, name, value)
 
     def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BaseModel):
+            return NotImplemented
         return type(other) is type(self) and other.__dict__ == self.__dict__
 
     def _frozen_hash(self) -> int:

@@ -19,7 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from unittest import mock
 
 import pytest
 
@@ -295,6 +296,7 @@ def test_the_stand_in_behaves_as_pydantic_where_the_gateway_relies_on_it() -> No
             secret: p.SecretStr | None = None
             _cache: dict[str, int] = p.PrivateAttr(default_factory=dict)
             _flag: bool = p.PrivateAttr(default=True)
+            LIMIT: ClassVar[int] = 5
 
             @p.field_validator("name")
             @classmethod
@@ -315,6 +317,7 @@ def test_the_stand_in_behaves_as_pydantic_where_the_gateway_relies_on_it() -> No
             "private": (o._cache, o._flag, sorted(Outer.__private_attributes__)),
             "secret": (str(o.secret), repr(o.secret), o.secret.get_secret_value() if o.secret else None),
             "hash": hash(Inner(a=1)) == hash(Inner(a=1)), "eq": (Inner(a=1) == Inner(a=1), Inner(a=1) == Inner(a=2)),
+            "not a model": (o == 1, o != "x", o == mock.ANY), "class var": (Outer.LIMIT, "LIMIT" in Outer.model_fields),
         }  # fmt: skip
         try:
             Inner().a = 5  # type: ignore[misc]
