@@ -52,7 +52,7 @@ class Settings(SinkSettings):
 
 class FileSink:
     # rows per write (and fsync) when more wait than a flush interval gathers: flat out, or
-    # draining a backlog. 2,000 held 1.4-1.9 MiB more at peak with every sink flat out, for no
+    # draining a backlog. 2,000 held 0.9-1.9 MiB more at peak with every sink flat out, for no
     # more readings/s (bench/RESULTS-issue19.md, phase 11); at a street's rates a write holds a
     # flush interval's rows, far fewer.
     batch_size = 500
