@@ -203,7 +203,7 @@ class InfluxSink:
     def _count(self, problems: Sequence[tuple[str, str | None]], cleared: int) -> int:
         for problem in problems:
             self.guard.count(problem)
-        self.guard.passed += cleared
+        self.guard.count_passed(cleared)
         return len(problems)
 
     def encode(self, rows: Sequence[Row]) -> tuple[list[tuple[int, str]], int]:

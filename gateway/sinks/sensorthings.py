@@ -635,7 +635,7 @@ class SensorThingsSink:
             payload = compact_json(doc)
             ref = f"Datastreams/{obs.datastream_id}"
             if ref not in self.by_ref:  # not in this config: the guard's unknown_datastream
-                self.guard.blocked["unknown_datastream"] += 1
+                self.guard.count_blocked("unknown_datastream")
                 blocked += 1
                 continue
             if ref in self.refused or ref not in self.map.ids:

@@ -148,6 +148,7 @@ def test_sinks_on_threads_reading_at_once_see_what_each_would_alone() -> None:
     assert errors == []
     assert got[0] == got[1] == got[2] == want
     assert g.passed == 3 * alone.passed and dict(g.blocked) == {k: 3 * v for k, v in alone.blocked.items()}
+    assert dict(g.blocked_by_sensor) == {k: 3 * v for k, v in alone.blocked_by_sensor.items()}
     assert len(g._shared) <= guard_module.SHARED_ROWS_MAX
 
 
