@@ -229,9 +229,11 @@ _SCALARS = (int, float, str)  # and bool, an int: what a result or a parameter v
 MEMO_MAX = 4096  # distinct scanned texts remembered (a few hundred KiB at most)
 # Outbox rows one sink has parsed and the others have not read yet (`EgressGuard.row_readers`):
 # while every sink delivers, the rows of about one flush interval (the sinks read the same rows
-# within one: hundreds at 1,000 readings/s); up to this many while one sink cannot deliver, then
-# all forgotten. 1.2 KiB each (tracemalloc): 2.4 MiB at most.
-SHARED_ROWS_MAX = 2048
+# within one: hundreds at 1,000 readings/s); up to this many while one sink cannot deliver or
+# lags at saturation, then all forgotten (a sink parses its rows itself meanwhile). 1.2 KiB each
+# (tracemalloc): 0.6 MiB at most; 2,048 held 0.5-1.9 MiB more at peak with every sink flat out and
+# were not faster there (bench/RESULTS-issue19.md, phase 11).
+SHARED_ROWS_MAX = 512
 _MISS = object()
 
 
