@@ -24,6 +24,7 @@ Run from the repo root: `.venv/bin/python bench/bench_imports.py`. Prints figure
 from __future__ import annotations
 
 import compileall
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,9 +216,11 @@ def compile_tree() -> None:
         compileall.compile_dir(str(ROOT / d), quiet=1)
 
 
-def main() -> None:
-    compile_tree()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-imports-"))
+@contextlib.contextmanager
+def store_and_broker(prefix: str) -> Iterator[tuple[Path, VictoriaMetrics, int]]:
+    """(a temp dir, a real VictoriaMetrics, a real Mosquitto's port) for a bench's `run`s;
+    both stopped and the dir removed after."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     vm_bin = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
     mosq_bin = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     vm_port, mq_port = free_port(), free_port()
@@ -225,6 +229,17 @@ def main() -> None:
     (tmp / "mq").mkdir()
     mq = _spawn_mosquitto(mosq_bin, write_mosquitto_conf(tmp / "mq", mq_port), mq_port, tmp / "mq" / "log")
     try:
+        yield tmp, vm, mq_port
+    finally:
+        mq.terminate()
+        mq.wait()
+        vm.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    compile_tree()
+    with store_and_broker("bench-imports-") as (tmp, vm, mq_port):
         print(f"`street-gateway run`, one MQTT sensor, nothing flowing for {SETTLE_S:g} s (MiB):")
         print(f"{'sinks':<22} {'VmHWM':>6} {'VmRSS':>6} {'anon':>6} {'file':>6}   after 10 readings: VmHWM / VmRSS")
         for sinks in (["file"], ["file", "influxdb"], ["file", "mqtt"], ["file", "influxdb", "mqtt"]):
@@ -252,11 +267,6 @@ def main() -> None:
         print(f"-X importtime of the real `run`: {len(order)} modules, {sum(self_us.values()) / 1e6:.2f} s of import "
               "self time (on a loaded shared machine); the largest groups: "
               + ", ".join(f"{g} {us / 1000:.0f} ms" for g, us in top))  # fmt: skip
-    finally:
-        mq.terminate()
-        mq.wait()
-        vm.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,27 +18,18 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_imports import config, status  # noqa: E402
+from bench.bench_imports import config, status, store_and_broker  # noqa: E402
 from bench.deployed import deployed_env  # noqa: E402
-from tests.conftest import (  # noqa: E402
-    VictoriaMetrics,
-    _spawn_mosquitto,
-    _spawn_vm,
-    free_port,
-    write_mosquitto_conf,
-)
 
 
 def wait_ready(sock: socket.socket, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> float:
@@ -100,17 +91,9 @@ def child_alone(cfg: Path, env: dict[str, str]) -> tuple[float, float, float] | 
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    vm_bin = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
-    mosq_bin = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    vm_port, mq_port = free_port(), free_port()
-    (tmp / "vm").mkdir()
-    vm = VictoriaMetrics(vm_port, _spawn_vm(vm_bin, vm_port, tmp / "vm"), tmp / "vm", vm_bin)
-    (tmp / "mq").mkdir()
-    mq = _spawn_mosquitto(mosq_bin, write_mosquitto_conf(tmp / "mq", mq_port), mq_port, tmp / "mq" / "log")
-    env = deployed_env({**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"})
-    cfg = config(tmp / "gw", mq_port, vm.url, ["file", "influxdb", "mqtt"])
-    try:
+    with store_and_broker("bench-startup-") as (tmp, vm, mq_port):
+        env = deployed_env({**os.environ, "PYTHONPATH": str(ROOT), "STREET_GATEWAY_CLOCK": "system"})
+        cfg = config(tmp / "gw", mq_port, vm.url, ["file", "influxdb", "mqtt"])
         print(f"{ROOT}: `run`, one MQTT sensor, every sink; load {os.getloadavg()[0]:.1f}")
         print(f"{'round':>5} {'start s':>8} {'reload s':>8} {'RSS':>6} {'VmHWM':>6} {'HWM after reload':>16} "
               f"{'pydantic':>8}   child alone: wall s, CPU s, peak RSS MiB")  # fmt: skip
@@ -120,11 +103,6 @@ def main() -> None:
             child = f"{c[0]:.2f}, {c[1]:.2f}, {c[2]:.1f}" if c else "-"
             print(f"{i + 1:5d} {r['start_s']:8.2f} {r['reload_s']:8.2f} {r['rss']:6.1f} {r['hwm']:6.1f} "
                   f"{r['hwm_after_reload']:16.1f} {r['pydantic']:>8}   {child}")  # fmt: skip
-    finally:
-        for p in (vm.proc, mq):
-            p.terminate()
-            p.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

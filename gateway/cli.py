@@ -291,6 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def reload() -> Config | None:
         r = load()
         return None if isinstance(r, int) else r
+
     try:
         return asyncio.run(serve(cfg, reload=reload))
     except KeyboardInterrupt:

@@ -34,13 +34,10 @@ if TYPE_CHECKING:
     from gateway.config import Config
 
 OWN_PACKAGES = ("gateway", "firmware_bridge")
-EXIT_CONFIG = 2  # as gateway/cli.py: a bad config
 CHILD_TIMEOUT_S = 120.0  # seconds on a Pi Zero are plenty; as the unit's TimeoutStartSec
-_SAFE_GLOBALS = {
-    ("datetime", "timedelta"), ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"),
-    ("datetime", "timezone"), ("copyreg", "_reconstructor"), ("builtins", "object"),
-    ("builtins", "complex"), ("builtins", "frozenset"), ("builtins", "set"), ("builtins", "bytearray"),
-}  # fmt: skip
+# what pickle names by module for a value settings can hold (sets, tuples, bytes have opcodes)
+_SAFE_GLOBALS = {("datetime", "timedelta"), ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"),
+                 ("datetime", "timezone")}  # fmt: skip
 
 
 class ConfigTransferError(Exception):
@@ -224,6 +221,8 @@ def child_command(config: str, env_file: str | None) -> list[str]:
 def load(config: str, env_file: str | None) -> Config | int:
     """The config `run` would get from `_load`, validated in a child process; or the exit code
     after the child printed the problems (2, a bad config)."""
+    from gateway.cli import EXIT_CONFIG
+
     command = child_command(config, env_file)
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=os.environ,
