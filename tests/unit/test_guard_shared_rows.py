@@ -13,6 +13,8 @@ import asyncio
 import json
 import random
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,63 @@ def test_a_time_no_sink_can_write_is_blocked_for_every_reader(tmp_path: Path) ->
             made = g.clear_record_json(record)
             assert made is not None
             assert b'"resultTime":"19' in made[1]  # 1970, 1938: written
+
+
+class _SlowReads(EgressGuard):
+    """A guard whose counters hand the GIL to another thread between reading a count and
+    writing it back (the window a `+=` has anyway, made wide): counting from several threads
+    loses increments unless the counting is serialised."""
+
+    class SlowCounter(Counter):  # type: ignore[type-arg]
+        def __getitem__(self, key: object) -> int:
+            value: int = super().__getitem__(key)
+            time.sleep(0.0002)
+            return value
+
+    def __init__(self) -> None:
+        super().__init__(ALLOWED, vocabularies=VOCAB)
+        self.blocked = self.SlowCounter()
+        self.blocked_by_sensor = self.SlowCounter()
+
+    @property  # type: ignore[override]
+    def passed(self) -> int:
+        value = self.__dict__.get("_passed", 0)
+        time.sleep(0.0002)
+        return value  # type: ignore[no-any-return]
+
+    @passed.setter
+    def passed(self, value: int) -> None:
+        self.__dict__["_passed"] = value
+
+
+def test_counts_from_sinks_on_several_threads_are_exact_even_when_each_count_is_slow() -> None:
+    """The sinks count on worker threads (the file sink's write on the outbox's thread) while the
+    loop counts too: every `passed`, `blocked` and `blocked_by_sensor` increment is kept. Fails
+    without the guard's `_counting` lock (each thread reads a count the others are changing)."""
+    g = _SlowReads()
+    per_thread, threads_n = 60, 4
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads_n)
+
+    def sink() -> None:
+        try:
+            start.wait()
+            for i in range(per_thread):
+                g.count(None)  # a verdict to pass
+                g.count_passed(2)  # a batch cleared elsewhere
+                g.count(("not_json", None))
+                g.count(("plate", "s1") if i % 2 else ("email", "s2"))
+                g.count_blocked("unknown_datastream")
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=sink) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    n = per_thread * threads_n
+    assert g.passed == 3 * n
+    assert dict(g.blocked) == {"not_json": n, "plate": n // 2, "email": n // 2, "unknown_datastream": n}
+    assert dict(g.blocked_by_sensor) == {("s1", "plate"): n // 2, ("s2", "email"): n // 2}
