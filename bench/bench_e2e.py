@@ -6,6 +6,10 @@ Starts a real Mosquitto (max_queued_messages raised) and a real VictoriaMetrics
 
 - `ref`: bench/minimal_forwarder.py (paho, JSON -> line protocol -> VM every 100 ms; no
   durability, no privacy, acks on receipt): the reference the issue's targets are stated against;
+- `dref` (only when asked for, `--targets ref,dref,gw`): bench/durable_forwarder.py, the same
+  forwarder doing what durability costs the gateway (ack after an fsync'd SQLite commit, the
+  lines read back from it, gzip, deleted after the write) and nothing else: gw/dref is the cost
+  of decoding, the privacy stage, the egress guard and the rest (issue 19, phase 12);
 - `gw`: a real `street-gateway run` process: MQTT QoS 1 (ack after commit) -> privacy stage ->
   egress guard -> outbox (SQLite WAL, the config's `sync`, default full) -> InfluxDB sink -> VM.
 
@@ -147,7 +151,7 @@ class StorePoller(threading.Thread):
 
 @dataclass
 class Target:
-    kind: str  # "gw" or "ref"
+    kind: str  # "gw", "ref" or "dref"
     run: str
     proc: subprocess.Popen[bytes]
     pid: int  # the measured process (strace's child when traced)
@@ -241,20 +245,25 @@ def start_gateway(tmp: Path, run: str, broker: int, vm: VictoriaMetrics, sensors
     return Target("gw", run, proc, pid, slog, d)
 
 
-def start_forwarder(tmp: Path, run: str, broker: int, vm: VictoriaMetrics, args: argparse.Namespace) -> Target:
+def start_forwarder(tmp: Path, run: str, broker: int, vm: VictoriaMetrics, args: argparse.Namespace,
+                    kind: str = "ref") -> Target:  # fmt: skip
+    """`ref`: bench/minimal_forwarder.py; `dref`: bench/durable_forwarder.py (acks after an
+    fsync'd SQLite commit, reads the rows back, gzip)."""
     d = tmp / run
     d.mkdir()
     slog = None if args.no_strace else d / "strace.txt"
-    cmd = traced([sys.executable, str(ROOT / "bench" / "minimal_forwarder.py"), "--port", str(broker),
-                  "--filter", f"bench/{run}/+/json", "--vm", vm.url, "--gateway", run], slog)  # fmt: skip
+    script = "durable_forwarder.py" if kind == "dref" else "minimal_forwarder.py"
+    more = ["--dir", str(d)] if kind == "dref" else []
+    cmd = traced([sys.executable, str(ROOT / "bench" / script), "--port", str(broker),
+                  "--filter", f"bench/{run}/+/json", "--vm", vm.url, "--gateway", run, *more], slog)  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=(d / "fwd.log").open("ab"))
-    pid = proc.pid if slog is None else child_pid(proc, "minimal_forwarder.py")
+    pid = proc.pid if slog is None else child_pid(proc, script)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if b"ready" not in line:
         raise RuntimeError("forwarder did not subscribe")
     time.sleep(1.0)
-    return Target("ref", run, proc, pid, slog, d)
+    return Target(kind, run, proc, pid, slog, d)
 
 
 def stop_target(t: Target) -> None:
@@ -323,8 +332,10 @@ def run_once(kind: str, rate: float | None, tmp: Path, broker: int, vm: Victoria
     flat = [s for group in sensors for s in group]
     if kind == "gw":
         target = start_gateway(tmp, run, broker, vm, flat, args)
+    elif kind in ("ref", "dref"):
+        target = start_forwarder(tmp, run, broker, vm, args, kind)
     else:
-        target = start_forwarder(tmp, run, broker, vm, args)
+        raise ValueError(f"unknown target {kind!r}: ref, dref or gw")
     f = Figures(kind, label, load=os.getloadavg()[0])
     gen = None
     poller = None
@@ -423,11 +434,13 @@ def table(rows: list[Figures], poll: float) -> None:
               + ("  " + "; ".join(f.notes) if f.notes else ""))  # fmt: skip
     by = {(f.rate, f.kind): f for f in rows}
     for rate in dict.fromkeys(f.rate for f in rows):
-        g, r = by.get((rate, "gw")), by.get((rate, "ref"))
-        if g and r:
-            print(f"{rate:>5} gw/ref: CPU per reading {g.us_per_reading / max(1e-9, r.us_per_reading):.2f}x, "
-                  f"CPU % {g.cpu_pct / max(1e-9, r.cpu_pct):.2f}x, stored/s {g.stored_rate / max(1e-9, r.stored_rate):.2f}x, "
-                  f"peak RSS {g.rss_peak / max(1, r.rss_peak):.2f}x")  # fmt: skip
+        g = by.get((rate, "gw"))
+        for ref in ("ref", "dref"):
+            r = by.get((rate, ref))
+            if g and r:
+                print(f"{rate:>5} gw/{ref}: CPU per reading {g.us_per_reading / max(1e-9, r.us_per_reading):.2f}x, "
+                      f"CPU % {g.cpu_pct / max(1e-9, r.cpu_pct):.2f}x, stored/s {g.stored_rate / max(1e-9, r.stored_rate):.2f}x, "
+                      f"peak RSS {g.rss_peak / max(1, r.rss_peak):.2f}x")  # fmt: skip
     print(f"latency resolution: one poll ({poll * 1000:.0f} ms; 500 ms at max) plus the flush+export; "
           "loss counts all three properties")
 
@@ -439,7 +452,7 @@ def main() -> None:
     ap.add_argument("--publishers", type=int, default=4, help="publisher processes")
     ap.add_argument("--sensors-per-publisher", type=int, default=8)
     ap.add_argument("--window", type=int, default=100, help="unacknowledged messages per publisher")
-    ap.add_argument("--targets", default="ref,gw", help="ref (minimal forwarder), gw (street-gateway)")
+    ap.add_argument("--targets", default="ref,gw", help="ref (minimal forwarder), dref (the same, durable: bench/durable_forwarder.py), gw (street-gateway)")
     ap.add_argument("--outbox", default="", help="YAML flow mapping for the gateway's outbox section")
     ap.add_argument("--flush-interval", default="",
                     help="every sink's flush_interval (e.g. 1s; default: the gateway's own, 250ms)")  # fmt: skip
