@@ -21,36 +21,23 @@ Usage: python bench/durable_forwarder.py --port P --filter 'bench/run/+/json' --
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
-import http.client
-import json
-import signal
 import sqlite3
 import sys
 import threading
 import time
-import urllib.parse
 import zlib
 from pathlib import Path
 
-PROPERTIES = ("pm2_5", "pm10", "temperature")
-MAX_LINES = 5000
+from minimal_forwarder import MAX_LINES, Store, arguments, client, line_maker, until_sigterm
+
 LINGER_S = 0.002
 MAX_PENDING = 256  # messages received and not yet committed, as the gateway's bound
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--filter", required=True)
-    ap.add_argument("--vm", required=True)
-    ap.add_argument("--gateway", required=True)
-    ap.add_argument("--dir", required=True, help="where the outbox goes")
-    ap.add_argument("--flush-ms", type=float, default=250.0)
-    args = ap.parse_args()
-
+    args = arguments(250.0, ("--dir", "where the outbox goes"))
     import paho.mqtt.client as mqtt
 
     db_path = Path(args.dir) / "outbox.sqlite"
@@ -67,19 +54,10 @@ def main() -> None:
     full = threading.Event()  # a whole write's rows are committed: the writer need not linger
     unread = [0]  # rows committed since the writer last read (approximate: no lock)
     stop = threading.Event()
-    tags = f"borough=camden,gateway={args.gateway}"
-    prefix: dict[str, list[str]] = {}
+    lines_of = line_maker(args.gateway)
 
     def on_message(client, userdata, msg):  # type: ignore[no-untyped-def]
-        sensor = msg.topic.split("/")[2]
-        p = prefix.get(sensor)
-        if p is None:
-            ds = zlib.crc32(sensor.encode())
-            p = prefix[sensor] = [f"{prop},{tags},datastream={ds}{i},sensor={sensor} value="
-                                  for i, prop in enumerate(PROPERTIES)]  # fmt: skip
-        doc = json.loads(msg.payload)
-        ts = doc["ts"]
-        new = [f"{p[i]}{float(doc[prop])!r} {ts}" for i, prop in enumerate(PROPERTIES)]
+        new = lines_of(msg.topic, msg.payload)
         with lock:
             arrived.append((msg.mid, new))
         have.set()
@@ -109,14 +87,10 @@ def main() -> None:
             if unread[0] >= MAX_LINES:
                 full.set()
 
-    u = urllib.parse.urlsplit(args.vm)
-    path = "/api/v2/write?" + urllib.parse.urlencode({"org": "london", "bucket": "street", "precision": "ms"})
-    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
-
     def writer() -> None:
         db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA synchronous=NORMAL")
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        store = Store(args.vm, {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"})
         cursor = 0
         while not stop.is_set():
             full.wait(args.flush_ms / 1000)  # linger as the gateway's sink (flush_interval 250 ms)
@@ -126,46 +100,22 @@ def main() -> None:
             if not rows:
                 continue
             z = zlib.compressobj(6, zlib.DEFLATED, 31)
-            body = z.compress(b"\n".join(b for _, b in rows)) + z.flush()
-            for _ in range(3):
-                try:
-                    conn.request("POST", path, body, headers)
-                    r = conn.getresponse()
-                    r.read()
-                    break
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-                    time.sleep(0.1)
+            store.post(z.compress(b"\n".join(b for _, b in rows)) + z.flush())
             cursor = rows[-1][0]
             db.execute("DELETE FROM obs WHERE seq <= ?", (cursor,))
             if len(rows) >= MAX_LINES:
                 full.set()  # more is waiting
 
-    def on_subscribe(client, userdata, mid, rcs, props):  # type: ignore[no-untyped-def]
-        print("ready", flush=True)
-
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"dfwd-{args.gateway}", clean_session=True,
-                    manual_ack=True)  # fmt: skip
+    c = client(mqtt, args, f"dfwd-{args.gateway}", manual_ack=True)
     c.on_message = on_message
-    c.on_subscribe = on_subscribe
-    c.on_connect = lambda client, *a: client.subscribe(args.filter, qos=1)
     threads = [threading.Thread(target=committer, daemon=True), threading.Thread(target=writer, daemon=True)]
     for t in threads:
         t.start()
-
-    class Stop(BaseException):  # not swallowed by paho's `except Exception`
-        pass
-
-    def on_term(*_: object) -> None:
-        raise Stop
-
-    signal.signal(signal.SIGTERM, on_term)
     c.connect("127.0.0.1", args.port)
     # paho's loop in this thread (as the minimal forwarder), acknowledging what was committed
     # between its calls (paho's client is not safe to write from the committer's thread, which
     # wakes this loop through paho's socket pair instead)
-    with contextlib.suppress(Stop):
+    with until_sigterm():
         while True:
             while committed:
                 c.ack(committed.popleft(), 1)
