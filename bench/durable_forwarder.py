@@ -10,7 +10,8 @@ keep-alive connection), plus the work street-gateway's durability costs and noth
   line; the acknowledgements go out from paho's loop thread after the commit.
 - The writer, every 250 ms (the gateway's default `flush_interval`) or as soon as 5,000 lines
   wait, reads them back from the outbox (5,000 rows after its cursor), POSTs them gzip'd at
-  deflate level 6 (the gateway's default), then deletes them (no fsync of its own).
+  deflate level 6 (the gateway's default), then deletes them (no fsync of its own); rows the
+  store did not take stay for the next write.
 
 No privacy stage, no egress guard, no device decoding, no metrics, no config: the floor under
 what the gateway must do, so a gateway/this ratio shows the cost of those alone.
@@ -100,7 +101,8 @@ def main() -> None:
             if not rows:
                 continue
             z = zlib.compressobj(6, zlib.DEFLATED, 31)
-            store.post(z.compress(b"\n".join(b for _, b in rows)) + z.flush())
+            if not store.post(z.compress(b"\n".join(b for _, b in rows)) + z.flush()):
+                continue  # kept: sent again at the next flush
             cursor = rows[-1][0]
             db.execute("DELETE FROM obs WHERE seq <= ?", (cursor,))
             if len(rows) >= MAX_LINES:

@@ -75,18 +75,21 @@ class Store:
     def _connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=10)
 
-    def post(self, body: bytes) -> None:
-        """One write, tried up to three times (on a fresh connection after a failure)."""
+    def post(self, body: bytes) -> bool:
+        """One write, tried up to three times (on a fresh connection after a failure): whether
+        the store took it (the minimal forwarder drops what it did not; the durable one keeps it)."""
         for _ in range(3):
             try:
                 self.conn.request("POST", self.path, body, self.headers)
                 r = self.conn.getresponse()
                 r.read()
-                return
+                if 200 <= r.status < 300:
+                    return True
             except (OSError, http.client.HTTPException):
                 self.conn.close()
                 self.conn = self._connect()
-                time.sleep(0.1)
+            time.sleep(0.1)
+        return False
 
 
 def client(mqtt: Any, args: argparse.Namespace, client_id: str, **options: Any) -> Any:
